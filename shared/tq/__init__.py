@@ -1,0 +1,1 @@
+"""tq - Teknav Queues: the engine."""

@@ -1,0 +1,54 @@
+"""Exceptions tq raises to callers, and the ones a handler raises to steer delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TqError(Exception):
+    """Base of every tq error."""
+
+
+class UnknownQueue(TqError, LookupError):
+    def __init__(self, queue: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown queue {queue!r}; known: {', '.join(known)}")
+        self.queue = queue
+
+
+class UnknownJob(TqError, LookupError):
+    def __init__(self, queue: str, job: str, known: Sequence[str]) -> None:
+        super().__init__(f"unknown job {job!r} on queue {queue!r}; known: {', '.join(known)}")
+        self.queue = queue
+        self.job = job
+
+
+class InvalidPayload(TqError, ValueError):
+    """The payload does not match the job's model. ``errors`` holds ``(field, reason)`` pairs."""
+
+    def __init__(self, queue: str, job: str, errors: Sequence[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{field}: {reason}" for field, reason in errors)
+        super().__init__(f"invalid payload for {queue} {job}: {detail}")
+        self.queue = queue
+        self.job = job
+        self.errors = list(errors)
+
+
+class PayloadTooLarge(TqError, ValueError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes; the limit is {limit} (TQ_MAX_PAYLOAD_BYTES)")
+
+
+class NotFound(TqError, LookupError):
+    pass
+
+
+class ConfirmationRequired(TqError, ValueError):
+    pass
+
+
+class NonRetryableError(TqError):
+    """Raise from a handler to send the job straight to the DLQ, without further attempts."""
+
+
+class NoHandler(NonRetryableError):
+    """The queue has no handler for this job name (yet): the job waits in the DLQ for replay."""

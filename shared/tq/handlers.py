@@ -1,0 +1,71 @@
+"""Handlers: ``async def handler(ctx: JobContext, payload: Model) -> result``, registered per queue
+and job name. A handler raises to fail the attempt (retried with backoff) or raises
+``NonRetryableError`` to dead-letter at once; it never swallows an error to look green."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tq import keys
+from tq.envelope import Envelope, Event, EventType
+from tq.registry import get_queue
+
+Handler = Callable[["JobContext", Any], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class JobContext:
+    envelope: Envelope
+    attempt: int
+    max_attempts: int
+    consumer_id: str
+    redis: Any = field(repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def queue(self) -> str:
+        return self.envelope.queue
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.envelope.trace_id
+
+    async def publish(self, kind: EventType | str, **data: Any) -> None:
+        """Publish a progress event for this job on ``tq:events``."""
+        event = Event.model_construct(type=kind, queue=self.queue, job_id=self.job_id,
+                                      name=self.envelope.name, at=time.time(), data=data)
+        await self.redis.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str], Handler] = {}
+
+    def register(self, queue: str, job: str) -> Callable[[Handler], Handler]:
+        get_queue(queue).payload_model(job)  # unknown queue or job: fail at import, not at run time
+
+        def deco(fn: Handler) -> Handler:
+            self._handlers[(queue, job)] = fn
+            return fn
+
+        return deco
+
+    def add(self, queue: str, job: str, fn: Handler) -> None:
+        self.register(queue, job)(fn)
+
+    def get(self, queue: str, job: str) -> Handler | None:
+        return self._handlers.get((queue, job))
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return item in self._handlers
+
+
+handlers = HandlerRegistry()
+"""The process-wide registry that the family services register into."""
+

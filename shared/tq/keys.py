@@ -1,0 +1,71 @@
+"""Every Redis key and channel tq uses. Each queue's keys share the hash tag ``{queue}``, so
+every script touches one slot and the layout works on Redis Cluster."""
+
+from __future__ import annotations
+
+EVENTS_CHANNEL = "tq:events"
+CONTROL_CHANNEL = "tq:control"
+AUDIT_STREAM = "tq:audit"
+GROUP = "tq"
+
+
+def prefix(queue: str) -> str:
+    """``tq:{queue}:`` - the scripts build per-job keys from it (same slot)."""
+    return f"tq:{{{queue}}}:"
+
+
+def stream(queue: str) -> str:
+    return prefix(queue) + "stream"
+
+
+def delayed(queue: str) -> str:
+    """ZSET job id -> due time (ms): delayed jobs and retries in backoff."""
+    return prefix(queue) + "delayed"
+
+
+def dlq(queue: str) -> str:
+    return prefix(queue) + "dlq"
+
+
+def job(queue: str, job_id: str) -> str:
+    """HASH: the job record."""
+    return prefix(queue) + "job:" + job_id
+
+
+def idempotency(queue: str, key: str) -> str:
+    """STRING: the job id that holds the key, ``done:<id>`` once it completed."""
+    return prefix(queue) + "idem:" + key
+
+
+def completed_index(queue: str) -> str:
+    """ZSET job id -> finished time (ms); trimmed to retention.completed."""
+    return prefix(queue) + "completed"
+
+
+def dead_index(queue: str) -> str:
+    """ZSET job id -> dead-lettered time (ms); trimmed to retention.failed."""
+    return prefix(queue) + "dead"
+
+
+def counters(queue: str) -> str:
+    """HASH of monotonic totals: enqueued, completed, retried, dead, skipped, reclaimed."""
+    return prefix(queue) + "counters"
+
+
+def stats(queue: str) -> str:
+    return prefix(queue) + "stats"
+
+
+def config(queue: str) -> str:
+    """STRING: the runtime config JSON written by the operator or the CLI."""
+    return prefix(queue) + "config"
+
+
+def consumers(queue: str) -> str:
+    """ZSET consumer id -> heartbeat expiry (ms)."""
+    return prefix(queue) + "consumers"
+
+
+def consumer_info(queue: str, consumer_id: str) -> str:
+    """STRING (JSON, expiring): what a live consumer reports in its heartbeat."""
+    return prefix(queue) + "consumer:" + consumer_id

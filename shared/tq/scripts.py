@@ -1,0 +1,27 @@
+"""The Lua scripts, loaded once per client. Each touches the keys of one queue only (one slot)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay")
+
+
+@cache
+def source(name: str) -> str:
+    return (files("tq") / "scripts" / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """Registered scripts for one client: ``await scripts.settle(keys=[...], args=[...])``.
+
+    redis-py's Script object runs EVALSHA and falls back to loading the script on NOSCRIPT.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.enqueue = client.register_script(source("enqueue"))
+        self.settle = client.register_script(source("settle"))
+        self.promote = client.register_script(source("promote"))
+        self.replay = client.register_script(source("replay"))

@@ -1,0 +1,43 @@
+-- Enqueue a batch of jobs onto one queue: idempotency check, job record, stream entry or delay.
+-- KEYS: 1 stream, 2 delayed, 3 counters, 4 config
+-- ARGV: 1 key prefix, 2 now (ms), 3 queue, 4 default idempotency ttl (s), 5 publish events (0/1),
+--       then 5 per job: id, envelope json, job name, idempotency key or '', due (ms) or '0'
+-- Returns per job: its id, or 'dup:<id of the job that holds the key>'.
+local prefix, now, queue = ARGV[1], ARGV[2], ARGV[3]
+local ttl = redis.call('HGET', KEYS[4], 'idempotency_ttl_s') or ARGV[4]
+local events = ARGV[5] == '1'
+local out, added = {}, 0
+for i = 6, #ARGV, 5 do
+  local id, env, name, idem, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local holder = false
+  if idem ~= '' then
+    local ik = prefix .. 'idem:' .. idem
+    if not redis.call('SET', ik, id, 'NX', 'EX', ttl) then
+      holder = redis.call('GET', ik)
+      if holder then holder = string.gsub(holder, '^done:', '') end
+    end
+  end
+  if holder then
+    out[#out + 1] = 'dup:' .. holder
+  else
+    local jk = prefix .. 'job:' .. id
+    local kind
+    if tonumber(due) > tonumber(now) then
+      redis.call('HSET', jk, 's', 'delayed', 'e', env, 'n', name, 't', now, 'q', due)
+      redis.call('ZADD', KEYS[2], due, id)
+      kind = 'job.delayed'
+    else
+      local xid = redis.call('XADD', KEYS[1], '*', 'j', env)
+      redis.call('HSET', jk, 's', 'waiting', 'e', env, 'n', name, 't', now, 'x', xid)
+      kind = 'job.waiting'
+    end
+    if events then
+      redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
+        .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+    end
+    out[#out + 1] = id
+    added = added + 1
+  end
+end
+if added > 0 then redis.call('HINCRBY', KEYS[3], 'enqueued', added) end
+return out

@@ -1,0 +1,122 @@
+"""Suite-wide fixtures: one real Redis for the whole run.
+
+``TQ_TEST_REDIS_URL`` if set (its database is flushed only by keys this suite created, never
+FLUSHDB); else testcontainers when a Docker engine answers; else a ``redis-server`` subprocess on a
+free port that the suite owns and flushes between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+pytest_plugins = ["fixtures_db"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    url: str
+    owned: bool  # True: the suite started it and may flush it
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="tq-redis-")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir, *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    client.close()
+    return proc, port, workdir
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    url = os.environ.get("TQ_TEST_REDIS_URL")
+    if url:
+        yield RedisServer(url=url, owned=False)
+        return
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
+
+        with RedisContainer("redis:7") as c:
+            yield RedisServer(url=f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0", owned=True)
+        return
+    proc, port, workdir = start_redis_server()
+    try:
+        yield RedisServer(url=f"redis://127.0.0.1:{port}/0", owned=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _clean(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url)
+    try:
+        if server.owned:
+            client.flushdb()
+        else:  # a Redis we did not start: delete only tq's keys
+            for key in client.scan_iter(match="tq:*", count=1000):
+                client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A clean Redis for one test; ``TQ_REDIS_URL`` points at it."""
+    _clean(redis_server)
+    monkeypatch.setenv("TQ_REDIS_URL", redis_server.url)
+    from tq.settings import get_settings
+
+    get_settings.cache_clear()
+    yield redis_server.url
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
