@@ -25,7 +25,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -293,6 +293,8 @@ class QueueRunner:
                 backoff = min(backoff * 2, 5.0)
         for op in ops:
             self.held.discard(op.eid)
+        if self.w.on_settled is not None:
+            self.w.on_settled(self.queue, [str(op.args[2]) for op in ops])
         self._wake_reader.set()
         self._settled.set()
 
@@ -369,8 +371,10 @@ class Worker:
     """Consumers for a set of queues in this process."""
 
     def __init__(self, client: Any, queues: Sequence[QueueSpec], handlers: HandlerRegistry | None = None,
-                 settings: Settings | None = None, consumer_id: str | None = None, family: str = "") -> None:
+                 settings: Settings | None = None, consumer_id: str | None = None, family: str = "",
+                 on_settled: Callable[[str, list[str]], None] | None = None) -> None:
         self.client = client
+        self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
         self.settings = settings or get_settings()
         self.handlers = handlers if handlers is not None else default_handlers
         self.consumer_id = consumer_id or new_consumer_id()
