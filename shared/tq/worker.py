@@ -62,6 +62,13 @@ async def ensure_group(client: Any, queue: str) -> None:
             raise
 
 
+def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
+    try:
+        return max(1, int(fields.get(b"a", env.attempt)))
+    except ValueError:
+        return env.attempt
+
+
 def _failure(error_type: str, message: str, stack: str = "") -> str:
     return json.dumps({"type": error_type, "message": message[:2000], "stack": stack[-_STACK_LIMIT:]})
 
@@ -217,8 +224,8 @@ class QueueRunner:
             # A forged or corrupt entry: dead-letter it under its entry id so it can be inspected.
             msg = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
             return _Op("d", eid, "entry-" + eid.decode(), "(unknown)", 1, started, 0.0, "", "",
-                       b=_failure("InvalidEnvelope", msg))
-        attempt = int(fields.get(b"a", env.attempt))
+                       a=raw[:_STACK_LIMIT].decode(errors="replace"), b=_failure("InvalidEnvelope", msg))
+        attempt = _attempt(fields, env)
         idem = env.idempotency_key or ""
         trace = env.trace_id or ""
 
@@ -325,7 +332,7 @@ class QueueRunner:
                     ops.append(_Op("d", eid, "entry-" + eid.decode(), "(unknown)", 1, now, 0.0, "", "",
                                    b=_failure("InvalidEnvelope", "unreadable entry reclaimed")))
                     continue
-                attempt = int(fields.get(b"a", env.attempt))
+                attempt = _attempt(fields, env)
                 msg = (f"consumer stopped responding for {self.cfg.visibility_timeout_s:g}s "
                        f"while holding attempt {attempt}")
                 if attempt >= self.max_attempts(env):

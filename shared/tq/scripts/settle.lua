@@ -7,7 +7,7 @@
 --   kind c (completed):   a = result summary
 --   kind s (skipped):     a = reason
 --   kind r (retry):       a = due (ms), b = failure json {type, message, stack}
---   kind d (dead-letter): b = failure json
+--   kind d (dead-letter): b = failure json; a = the raw entry when there is no job record (forged entry)
 --   kind q (requeue an unstarted entry, no attempt charged)
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -89,7 +89,7 @@ for i = 10, #ARGV, 11 do
             error_type = failure.type, error = failure.message}))
           audit('job.failed', id, name, 'retried', trace, details)
         else
-          local env = redis.call('HGET', jk, 'e') or ''
+          local env = redis.call('HGET', jk, 'e') or a
           local did = redis.call('XADD', KEYS[3], '*', 'id', id, 'q', queue, 'n', name, 'et', failure.type,
             'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now, 'e', env, 'tr', trace)
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,

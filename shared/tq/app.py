@@ -1,0 +1,73 @@
+"""The FastStream application that hosts a ``Worker``: the broker's connection, start-up and
+graceful shutdown on SIGTERM/SIGINT, and the control channel as a FastStream subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from faststream import FastStream
+from faststream.redis import RedisBroker
+
+from tq import keys
+from tq.handlers import HandlerRegistry
+from tq.registry import all_queues, queues_of
+from tq.settings import Settings, get_settings
+from tq.worker import Worker
+
+log = logging.getLogger("tq.app")
+
+
+class WorkerApp:
+    """``WorkerApp(families).app`` is the FastStream app; ``.worker`` exists once started."""
+
+    def __init__(self, families: Sequence[str] = (), settings: Settings | None = None,
+                 handlers: HandlerRegistry | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.specs = queues_of(families) if families else all_queues()
+        self.family = ",".join(families) if families else "all"
+        self.handlers = handlers
+        self.broker = RedisBroker(self.settings.redis_url)
+        self.app = FastStream(self.broker)
+        self.worker: Worker | None = None
+        self._audit_stop = asyncio.Event()
+        self._audit_task: asyncio.Task[None] | None = None
+        self.broker.subscriber(channel=keys.CONTROL_CHANNEL)(self._on_control)
+        self.app.after_startup(self._start)
+        self.app.on_shutdown(self._stop)
+
+    async def _on_control(self, message: dict[str, Any]) -> None:
+        if self.worker is not None:
+            await self.worker.on_control(message)
+
+    async def _start(self) -> None:
+        client = await self.broker.connect()
+        self.worker = Worker(client, self.specs, self.handlers, self.settings, family=self.family)
+        await self.worker.start(listen_control=False)
+        if self.settings.audit_enabled:
+            from tq.audit import AuditWriter
+
+            writer = AuditWriter(client, self.settings.database_url, self.settings)
+            self._audit_task = asyncio.create_task(writer.run_forever(self._audit_stop), name="tq-audit")
+
+    async def _stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._audit_task is not None:
+            self._audit_stop.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._audit_task, timeout=10)
+
+
+def run(families: Sequence[str] = (), settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    app = WorkerApp(families, settings).app
+    if settings.uvloop:
+        import uvloop
+
+        uvloop.run(app.run())
+    else:
+        asyncio.run(app.run())

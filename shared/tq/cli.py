@@ -1,0 +1,288 @@
+"""The ``tq`` command line (Typer + Rich). Every read command takes ``--json`` for scripts; bad
+input exits with status 2 and the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tq import config as runtime_config
+from tq import dlq as dlq_ops
+from tq import jobs as job_ops
+from tq.connection import async_client
+from tq.envelope import JobState
+from tq.errors import ConfirmationRequired, TqError
+from tq.registry import all_queues, families, get_queue
+from tq.settings import get_settings
+
+app = typer.Typer(help="tq - Teknav Queues: jobs on Redis Streams.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+dlq_app = typer.Typer(help="Dead-letter queue: list, show, replay, delete, purge.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(client)`` with a Redis client; tq's input errors become exit status 2."""
+
+    async def main() -> T:
+        client = async_client()
+        try:
+            return await fn(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except (TqError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def queues(as_json: JsonOpt = False) -> None:
+    """Each queue with its family, job names, paused flag and counts by state."""
+
+    async def go(client: Any) -> list[dict[str, Any]]:
+        rows = []
+        for spec in all_queues():
+            c = await job_ops.counts(client, spec.name)
+            rows.append({"family": spec.family, "jobs": list(spec.jobs), **c})
+        return rows
+
+    rows = _run(go)
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("queue", "family", "jobs", "paused", "waiting", "active", "delayed", "completed", "dead",
+                  "consumers")
+    for r in rows:
+        table.add_row(r["queue"], r["family"], ", ".join(r["jobs"]), "yes" if r["paused"] else "no",
+                      *(str(r[k]) for k in ("waiting", "active", "delayed", "completed", "dead", "consumers")))
+    console.print(table)
+
+
+@app.command()
+def schema(queue: str, job: str) -> None:
+    """The JSON Schema of a job's payload."""
+    try:
+        model = get_queue(queue).payload_model(job)
+    except TqError as exc:
+        raise _fail(str(exc)) from None
+    _emit_json(model.model_json_schema())
+
+
+@app.command()
+def enqueue(
+    queue: str, job: str,
+    data: Annotated[str, typer.Option(help="the payload as a JSON object")] = "{}",
+    idempotency_key: Annotated[str | None, typer.Option(help="dedupe key within its TTL")] = None,
+    delay: Annotated[float | None, typer.Option(help="seconds to wait before the job is due")] = None,
+    trace_id: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Enqueue one job; prints its id."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise _fail(f"--data is not valid JSON: {exc}") from None
+    from tq.producer import Producer
+
+    async def go(client: Any) -> str:
+        producer = Producer(client)
+        return await producer.enqueue(queue, job, payload, idempotency_key=idempotency_key, delay=delay,
+                                      trace_id=trace_id)
+
+    typer.echo(_run(go))
+
+
+@app.command("jobs")
+def list_jobs(
+    queue: str,
+    state: Annotated[JobState, typer.Option(help="which jobs")] = JobState.WAITING,
+    search: Annotated[str | None, typer.Option(help="text in id, name, payload or error")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="from a previous page's next cursor")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs of a queue in one state, a page at a time."""
+    page = _run(lambda c: job_ops.list_jobs(c, queue, state, cursor=cursor, limit=limit, search=search))
+    if as_json:
+        _emit_json({"items": [j.to_dict() for j in page.items], "next_cursor": page.next_cursor})
+        return
+    table = Table("id", "name", "state", "attempts", "enqueued", "finished", "error")
+    for j in page.items:
+        table.add_row(j.id, j.name, j.state.value, str(j.attempts), _when(j.enqueued_at), _when(j.finished_at),
+                      (j.error or "")[:60])
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}")
+
+
+@app.command("job")
+def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
+    """One job: payload, attempts, errors with stack, timeline."""
+    rec = _run(lambda c: job_ops.get_job(c, queue, job_id))
+    if as_json:
+        _emit_json({**rec.to_dict(), "timeline": rec.timeline()})
+        return
+    for key, value in rec.to_dict().items():
+        if key not in ("stack", "payload", "failures") and value not in (None, [], ""):
+            console.print(f"[bold]{key}[/bold]: {value}")
+    console.print("[bold]payload[/bold]:", json.dumps(rec.payload, indent=2))
+    for step in rec.timeline():
+        console.print(f"  {_when(step['at'])}  {step['event']}  {step.get('type', '')} {step.get('message', '')}")
+    if rec.stack:
+        console.print("[bold]stack[/bold]:\n" + rec.stack)
+
+
+@app.command()
+def pause(queue: str) -> None:
+    """Stop consumers fetching from QUEUE (in-flight jobs finish)."""
+    _run(lambda c: runtime_config.set_paused(c, queue, True))
+    typer.echo(f"{queue} paused")
+
+
+@app.command()
+def resume(queue: str) -> None:
+    """Let consumers fetch from QUEUE again."""
+    _run(lambda c: runtime_config.set_paused(c, queue, False))
+    typer.echo(f"{queue} resumed")
+
+
+@app.command()
+def concurrency(queue: str, value: int) -> None:
+    """Set QUEUE's in-flight limit per replica, live."""
+    _run(lambda c: runtime_config.set_concurrency(c, queue, value))
+    typer.echo(f"{queue} concurrency {value}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    queue: str,
+    error_type: Annotated[str | None, typer.Option(help="exact error type, e.g. NoHandler")] = None,
+    search: Annotated[str | None, typer.Option(help="text in job, error or payload")] = None,
+    since: Annotated[float | None, typer.Option(help="epoch seconds")] = None,
+    until: Annotated[float | None, typer.Option(help="epoch seconds")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dead-lettered jobs, newest first."""
+    page = _run(lambda c: dlq_ops.list_dead(c, queue, since=since, until=until, error_type=error_type,
+                                            text=search, cursor=cursor, limit=limit))
+    if as_json:
+        _emit_json({"items": [d.to_dict() for d in page.items], "next_cursor": page.next_cursor})
+        return
+    table = Table("dlq id", "job id", "name", "error type", "error", "attempts", "failed at")
+    for d in page.items:
+        table.add_row(d.dlq_id, d.job_id, d.name, d.error_type, d.error[:60], str(d.attempts), _when(d.failed_at))
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}")
+
+
+@dlq_app.command("show")
+def dlq_show(queue: str, dlq_id: str, as_json: JsonOpt = False) -> None:
+    """One DLQ entry with its payload and stack."""
+    d = _run(lambda c: dlq_ops.get_dead(c, queue, dlq_id))
+    if as_json:
+        _emit_json(d.to_dict())
+        return
+    for key, value in d.to_dict().items():
+        if key not in ("stack", "envelope"):
+            console.print(f"[bold]{key}[/bold]: {value}")
+    console.print("[bold]stack[/bold]:\n" + d.stack)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    queue: str,
+    dlq_id: Annotated[str | None, typer.Argument(help="one entry; omit to replay many")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many")] = None,
+    error_type: Annotated[str | None, typer.Option()] = None,
+    search: Annotated[str | None, typer.Option()] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="replay every matching entry")] = False,
+) -> None:
+    """Re-enqueue dead-lettered jobs with a fresh attempt count."""
+    if dlq_id:
+        typer.echo(_run(lambda c: dlq_ops.replay_one(c, queue, dlq_id)))
+        return
+    if limit is None and not replay_all:
+        raise _fail("give a DLQ id, --limit N or --all")
+    r = _run(lambda c: dlq_ops.replay(c, queue, limit=limit, error_type=error_type, text=search))
+    typer.echo(json.dumps({"replayed": r.replayed, "skipped": r.skipped, "job_ids": r.job_ids}))
+
+
+@dlq_app.command("delete")
+def dlq_delete(queue: str, dlq_id: str) -> None:
+    """Delete one DLQ entry."""
+    _run(lambda c: dlq_ops.delete(c, queue, dlq_id))
+    typer.echo(f"deleted {dlq_id}")
+
+
+@dlq_app.command("purge")
+def dlq_purge(queue: str, confirm: Annotated[str, typer.Option(help="the queue name again")] = "") -> None:
+    """Delete every DLQ entry of QUEUE; needs --confirm QUEUE."""
+    try:
+        n = _run(lambda c: dlq_ops.purge(c, queue, confirm))
+    except ConfirmationRequired as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"purged {n} entries from {queue}")
+
+
+@app.command()
+def worker(
+    family: Annotated[list[str] | None, typer.Option(help="a family to consume; repeat; default all")] = None,
+) -> None:
+    """Run consumers in this process until SIGTERM/SIGINT (then drain gracefully)."""
+    import logging
+
+    from tq.app import run
+
+    known = families()
+    for f in family or []:
+        if f not in known:
+            raise _fail(f"unknown family {f!r}; known: {', '.join(known)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(family or [])
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database at TQ_DATABASE_URL."""
+    from tq.db import migrate as run_migrations
+
+    run_migrations(get_settings().database_url)
+    typer.echo(f"database at {get_settings().database_url} is up to date")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

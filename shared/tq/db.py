@@ -1,0 +1,166 @@
+"""The durable history database: async engines, sessions and migrations (SQLAlchemy 2 + Alembic).
+
+Two back ends are supported: SQLite through aiosqlite (``sqlite+aiosqlite:///path/tq.db``, the
+default) and PostgreSQL through asyncpg (``postgresql+asyncpg://user:pw@host/db``). Driverless URLs
+(``sqlite:///...``, ``postgresql://...``, ``postgres://...``) are given the async driver.
+
+The schema is owned by the Alembic migrations shipped inside the package (``tq/migrations``); run
+``migrate()`` (or ``migrate_async()`` from async code) before using a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from tq.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def normalize_url(url: str | URL | None = None) -> URL:
+    """The URL (default: ``settings.database_url``) with its async driver filled in."""
+    u = make_url(url if url is not None else get_settings().database_url)
+    if u.drivername in _ASYNC_DRIVERS:
+        u = u.set(drivername=_ASYNC_DRIVERS[u.drivername])
+    if u.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(
+            f"unsupported database URL driver {u.drivername!r}: use sqlite+aiosqlite or postgresql+asyncpg"
+        )
+    return u
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_file(u: URL) -> Path | None:
+    """The database file of a SQLite URL, None for in-memory databases."""
+    database = u.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or u.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url`` (default: ``settings.database_url``).
+
+    SQLite: the database file's directory is created, file databases run in WAL mode with a busy
+    timeout, foreign keys are enforced. PostgreSQL: pooled connections are pre-pinged.
+    Extra keyword arguments go to ``create_async_engine``.
+    """
+    u = normalize_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = _sqlite_file(u)
+        if path is not None:
+            path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(u, **kwargs)
+        wal = path is not None
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                if wal:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.execute("PRAGMA foreign_keys=ON")
+            finally:
+                cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(u, **kwargs)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; objects stay usable after commit (``expire_on_commit=False``)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | URL | None = None) -> Any:
+    """An ``alembic.config.Config`` for the packaged migrations, bound to ``url``.
+
+    The URL travels in ``config.attributes["url"]`` (read by ``env.py``), so passwords holding ``%``
+    need no configparser escaping; no alembic.ini is read.
+    """
+    from alembic.config import Config
+
+    u = normalize_url(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["url"] = u
+    return cfg
+
+
+def _upgrade(url: str | URL | None, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def migrate(url: str | URL | None = None, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` (default: ``settings.database_url``) to ``revision``.
+
+    Synchronous, for CLIs and deploy jobs. The migrations run on an async engine inside their own
+    event loop, in a worker thread, so this never touches the caller's loop; called from async code
+    it blocks that loop while it runs (use ``migrate_async`` there). A no-op when already at
+    ``revision``.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            _upgrade(url, revision)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="tq-migrate", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+async def migrate_async(url: str | URL | None = None, revision: str = "head") -> None:
+    """``migrate`` without blocking the running event loop."""
+    await asyncio.to_thread(_upgrade, url, revision)
+
+
+def current_revision(url: str | URL | None = None) -> str | None:
+    """The revision the database at ``url`` is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    result: list[str | None] = []
+    errors: list[BaseException] = []
+
+    async def read() -> None:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                rev = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+                result.append(rev)
+        finally:
+            await engine.dispose()
+
+    def target() -> None:
+        try:
+            asyncio.run(read())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="tq-db-revision", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]

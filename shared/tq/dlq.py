@@ -1,0 +1,209 @@
+"""Dead-letter queue operations: list (time range, error type, text; cursor), inspect, replay one,
+replay up to N filtered, delete one, purge with the queue name as confirmation.
+
+A DLQ entry (``tq:{q}:dlq``) holds: original job id, queue, job name, error type and message,
+stack, attempts made, failed at, the envelope (payload, trace id, idempotency key). A replay
+re-enqueues under a new id with a fresh attempt count and links old and new (``replay_of`` /
+``replayed_as``); deleting the DLQ entry in the same script makes a replay happen at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tq import keys
+from tq.connection import text
+from tq.envelope import Event, EventType
+from tq.errors import ConfirmationRequired, NotFound
+from tq.jobs import Page
+from tq.registry import get_queue
+from tq.scripts import Scripts
+from tq.settings import get_settings
+
+
+@dataclass
+class DeadLetter:
+    dlq_id: str
+    job_id: str
+    queue: str
+    name: str
+    error_type: str
+    error: str
+    stack: str
+    attempts: int
+    failed_at: float
+    payload: Any
+    trace_id: str | None
+    idempotency_key: str | None
+    enqueued_at: float | None
+    envelope: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
+    raw = text(f.get(b"e"))
+    try:
+        env = json.loads(raw) if raw else {}
+        env = env if isinstance(env, dict) else {}
+    except ValueError:
+        env = {}
+    return DeadLetter(
+        dlq_id=dlq_id, job_id=text(f.get(b"id")), queue=text(f.get(b"q")) or queue, name=text(f.get(b"n")),
+        error_type=text(f.get(b"et")), error=text(f.get(b"em")), stack=text(f.get(b"es")),
+        attempts=int(f.get(b"a") or 0), failed_at=int(f.get(b"f") or 0) / 1000,
+        payload=env.get("payload", raw if not env else None), trace_id=text(f.get(b"tr")) or env.get("trace_id"),
+        idempotency_key=env.get("idempotency_key"), enqueued_at=env.get("enqueued_at"), envelope=raw,
+    )
+
+
+def _matches(d: DeadLetter, error_type: str | None, text_: str | None) -> bool:
+    if error_type and d.error_type != error_type:
+        return False
+    if text_:
+        hay = " ".join([d.job_id, d.name, d.error_type, d.error, d.envelope]).lower()
+        return text_.lower() in hay
+    return True
+
+
+def _bounds(since: float | None, until: float | None) -> tuple[str, str]:
+    lo = f"{int(since * 1000)}-0" if since is not None else "-"
+    hi = f"{int(until * 1000)}-{2**63 - 1}" if until is not None else "+"
+    return lo, hi
+
+
+async def list_dead(client: Any, queue: str, *, since: float | None = None, until: float | None = None,
+                    error_type: str | None = None, text: str | None = None, cursor: str | None = None,
+                    limit: int = 50, scan_limit: int = 10_000) -> Page:
+    """Newest first. ``cursor`` is the last entry id of the previous page."""
+    get_queue(queue)
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    lo, hi = _bounds(since, until)
+    if cursor:
+        hi = f"({cursor}"
+    out: list[DeadLetter] = []
+    scanned = 0
+    chunk = max(limit, 200)
+    next_cursor: str | None = None
+    while len(out) < limit and scanned < scan_limit:
+        rows = await client.xrevrange(keys.dlq(queue), max=hi, min=lo, count=chunk)
+        if not rows:
+            next_cursor = None
+            break
+        scanned += len(rows)
+        for eid, f in rows:
+            d = _parse(queue, eid.decode(), f)
+            next_cursor = d.dlq_id
+            if _matches(d, error_type, text):
+                out.append(d)
+                if len(out) == limit:
+                    break
+        if len(out) < limit:
+            if len(rows) < chunk:
+                next_cursor = None
+                break
+            hi = f"({next_cursor}"
+    if next_cursor and len(out) == limit:
+        more = await client.xrevrange(keys.dlq(queue), max=f"({next_cursor}", min=lo, count=1)
+        next_cursor = next_cursor if more else None
+    return Page(out, next_cursor)
+
+
+async def get_dead(client: Any, queue: str, dlq_id: str) -> DeadLetter:
+    get_queue(queue)
+    rows = await client.xrange(keys.dlq(queue), min=dlq_id, max=dlq_id)
+    if not rows:
+        raise NotFound(f"no DLQ entry {dlq_id} on {queue}")
+    return _parse(queue, dlq_id, rows[0][1])
+
+
+@dataclass
+class ReplayResult:
+    replayed: int
+    skipped: int
+    job_ids: list[str]
+
+
+async def _replay(client: Any, queue: str, letters: list[DeadLetter]) -> ReplayResult:
+    settings = get_settings()
+    scripts = Scripts(client)
+    now = time.time()
+    args: list[Any] = [keys.prefix(queue), int(now * 1000), queue, int(settings.events)]
+    skipped = 0
+    for d in letters:
+        try:
+            env = json.loads(d.envelope)
+            if not isinstance(env, dict) or "payload" not in env:
+                raise ValueError
+        except ValueError:  # a forged entry has no envelope to run again: it stays for inspection
+            skipped += 1
+            continue
+        new_id = uuid.uuid4().hex
+        env.update(id=new_id, attempt=1, enqueued_at=now, not_before=None, replay_of=d.job_id)
+        args += [d.dlq_id, d.job_id, new_id, json.dumps(env, separators=(",", ":")), d.name]
+    if len(args) == 4:
+        return ReplayResult(0, skipped, [])
+    reply = await scripts.replay(keys=[keys.dlq(queue), keys.stream(queue), keys.counters(queue)], args=args)
+    ids = [text(r) for r in reply if text(r)]
+    return ReplayResult(len(ids), skipped + len(reply) - len(ids), ids)
+
+
+async def replay_one(client: Any, queue: str, dlq_id: str) -> str:
+    d = await get_dead(client, queue, dlq_id)
+    result = await _replay(client, queue, [d])
+    if not result.job_ids:
+        raise NotFound(f"DLQ entry {dlq_id} on {queue} was replayed or removed meanwhile, or cannot be replayed")
+    return result.job_ids[0]
+
+
+async def replay(client: Any, queue: str, *, limit: int | None = None, error_type: str | None = None,
+                 text: str | None = None, since: float | None = None, until: float | None = None,
+                 chunk: int = 200) -> ReplayResult:
+    """Replay matching entries, oldest first, up to ``limit`` (all when None)."""
+    get_queue(queue)
+    lo, hi = _bounds(since, until)
+    total = ReplayResult(0, 0, [])
+    start = lo
+    while limit is None or total.replayed < limit:
+        rows = await client.xrange(keys.dlq(queue), min=start, max=hi, count=chunk)
+        if not rows:
+            break
+        start = f"({rows[-1][0].decode()}"
+        picked = [d for d in (_parse(queue, e.decode(), f) for e, f in rows) if _matches(d, error_type, text)]
+        if limit is not None:
+            picked = picked[: limit - total.replayed]
+        if picked:
+            r = await _replay(client, queue, picked)
+            total.replayed += r.replayed
+            total.skipped += r.skipped
+            total.job_ids += r.job_ids
+        if len(rows) < chunk:
+            break
+    return total
+
+
+async def delete(client: Any, queue: str, dlq_id: str) -> None:
+    get_queue(queue)
+    if not await client.xdel(keys.dlq(queue), dlq_id):
+        raise NotFound(f"no DLQ entry {dlq_id} on {queue}")
+    await client.publish(keys.EVENTS_CHANNEL, Event(type=EventType.DLQ_DELETED, queue=queue,
+                                                    data={"dlq_id": dlq_id}).model_dump_json())
+
+
+async def purge(client: Any, queue: str, confirm: str) -> int:
+    """Delete every DLQ entry of ``queue``; ``confirm`` must equal the queue name."""
+    get_queue(queue)
+    if confirm != queue:
+        raise ConfirmationRequired(f"purge needs the queue name {queue!r} as confirmation, got {confirm!r}")
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xlen(keys.dlq(queue))
+        pipe.delete(keys.dlq(queue))
+        pipe.publish(keys.EVENTS_CHANNEL, Event(type=EventType.DLQ_PURGED, queue=queue).model_dump_json())
+        n, _, _ = await pipe.execute()
+    return int(n)

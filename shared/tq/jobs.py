@@ -1,0 +1,293 @@
+"""Job records (``tq:{q}:job:<id>``): inspect, list by state with a cursor and text search,
+retry now, remove. Also the per-queue counts that ``tq queues`` shows."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from tq import keys
+from tq.config import read as read_config
+from tq.connection import text
+from tq.envelope import JobState
+from tq.errors import NotFound, TqError
+from tq.registry import get_queue
+
+
+def _ms_to_s(value: bytes | None) -> float | None:
+    return int(value) / 1000 if value else None
+
+
+@dataclass
+class JobRecord:
+    id: str
+    queue: str
+    name: str
+    state: JobState
+    attempts: int
+    payload: dict[str, Any]
+    enqueued_at: float | None
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_ms: float | None = None
+    due_at: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+    stack: str | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    result: Any = None
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    max_attempts: int | None = None
+    dlq_id: str | None = None
+    replay_of: str | None = None
+    replayed_as: str | None = None
+    consumer: str | None = None
+    entry_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        return d
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """What happened to the job, in order: enqueued, each failed attempt, the last outcome."""
+        out: list[dict[str, Any]] = [{"at": self.enqueued_at, "event": "enqueued"}]
+        out += [{"at": f.get("at", 0) / 1000, "event": "attempt failed", **f} for f in self.failures]
+        if self.state in (JobState.COMPLETED, JobState.DEAD) and self.finished_at:
+            out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
+        return out
+
+
+def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> JobRecord:
+    env = json.loads(h.get(b"e") or b"{}")
+    state = JobState(text(h.get(b"s")) or "waiting")
+    if state is JobState.WAITING and pending:
+        state = JobState.ACTIVE
+    result: Any = None
+    if h.get(b"r"):
+        try:
+            result = json.loads(h[b"r"])
+        except ValueError:
+            result = text(h[b"r"])
+    return JobRecord(
+        id=job_id, queue=queue, name=text(h.get(b"n")) or env.get("name", ""), state=state,
+        attempts=int(h.get(b"a") or 0), payload=env.get("payload", {}), enqueued_at=_ms_to_s(h.get(b"t")),
+        started_at=_ms_to_s(h.get(b"st")), finished_at=_ms_to_s(h.get(b"f")),
+        duration_ms=float(h[b"d"]) if h.get(b"d") else None,
+        due_at=_ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
+        error_type=text(h.get(b"et")) or None, error=text(h.get(b"em")) or None, stack=text(h.get(b"es")) or None,
+        failures=json.loads(h[b"h"]) if h.get(b"h") else [], result=result,
+        idempotency_key=env.get("idempotency_key"), trace_id=env.get("trace_id"),
+        max_attempts=env.get("max_attempts"), dlq_id=text(h.get(b"dl")) or None,
+        replay_of=text(h.get(b"rp")) or None, replayed_as=text(h.get(b"ra")) or None,
+        consumer=text(h.get(b"c")) or None, entry_id=text(h.get(b"x")) or None,
+    )
+
+
+async def _pending_ids(client: Any, queue: str, entry_ids: list[str]) -> set[str]:
+    if not entry_ids:
+        return set()
+    lo, hi = min(entry_ids, key=_eid_key), max(entry_ids, key=_eid_key)
+    rows = await client.xpending_range(keys.stream(queue), keys.GROUP, min=lo, max=hi, count=10_000)
+    return {text(r["message_id"]) for r in rows}
+
+
+def _eid_key(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
+    get_queue(queue)
+    h = await client.hgetall(keys.job(queue, job_id))
+    if not h:
+        raise NotFound(f"no job {job_id} on {queue} (never enqueued, or trimmed by retention)")
+    eid = text(h.get(b"x"))
+    pending = eid in await _pending_ids(client, queue, [eid]) if eid else False
+    return _record(queue, job_id, h, pending)
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _matches(rec: JobRecord, needle: str | None) -> bool:
+    if not needle:
+        return True
+    hay = " ".join([rec.id, rec.name, json.dumps(rec.payload), rec.error or "", rec.error_type or ""]).lower()
+    return needle.lower() in hay
+
+
+async def _load(client: Any, queue: str, ids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
+    async with client.pipeline(transaction=False) as pipe:
+        for i in ids:
+            pipe.hgetall(keys.job(queue, i))
+        rows = await pipe.execute()
+    return [(i, h) for i, h in zip(ids, rows, strict=True) if h]
+
+
+async def list_jobs(client: Any, queue: str, state: JobState | str, *, cursor: str | None = None, limit: int = 50,
+                    search: str | None = None, scan_limit: int = 10_000) -> Page:
+    """One page of jobs in ``state``. Waiting/active come from the stream (oldest first); delayed and
+    failed from the delayed set (soonest first); completed and dead from their indexes (newest first).
+    ``cursor`` is opaque; ``search`` matches id, name, payload and error text; at most ``scan_limit``
+    records are examined per call so a rare match cannot make a call unbounded."""
+    get_queue(queue)
+    state = JobState(state)
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    found: list[JobRecord] = []
+    scanned = 0
+    chunk = max(limit, 100)
+    pos = cursor
+    while len(found) < limit and scanned < scan_limit:
+        if state in (JobState.WAITING, JobState.ACTIVE):
+            ids, next_pos = await _stream_ids(client, queue, state, pos, chunk)
+        else:
+            ids, next_pos = await _index_ids(client, queue, state, pos, chunk)
+        if not ids:
+            pos = None
+            break
+        scanned += len(ids)
+        rows = await _load(client, queue, ids)
+        for job_id, h in rows:
+            rec = _record(queue, job_id, h, pending=state is JobState.ACTIVE)
+            if rec.state is state and _matches(rec, search):
+                found.append(rec)
+                if len(found) == limit:
+                    next_pos = _cursor_after(state, job_id, ids, next_pos, pos)
+                    break
+        pos = next_pos
+        if pos is None:
+            break
+    return Page(found, pos)
+
+
+def _cursor_after(state: JobState, job_id: str, ids: list[str], chunk_next: str | None, chunk_pos: str | None
+                  ) -> str | None:
+    """Resume right after ``job_id`` inside the chunk that held it."""
+    idx = ids.index(job_id)
+    if idx == len(ids) - 1:
+        return chunk_next
+    if state in (JobState.WAITING, JobState.ACTIVE):
+        return f"job:{job_id}"
+    return str(int(chunk_pos or 0) + idx + 1)
+
+
+async def _stream_ids(client: Any, queue: str, state: JobState, pos: str | None, count: int
+                      ) -> tuple[list[str], str | None]:
+    """Job ids of waiting (undelivered) or active (pending) entries after the entry cursor ``pos``."""
+    stream = keys.stream(queue)
+    if pos and pos.startswith("job:"):  # resume after a job: find its entry
+        eid = text(await client.hget(keys.job(queue, pos[4:]), "x"))
+        pos = eid or None
+    if state is JobState.ACTIVE:
+        rows = await client.xpending_range(stream, keys.GROUP, min=f"({pos}" if pos else "-", max="+", count=count)
+        eids = [text(r["message_id"]) for r in rows]
+        entries = [(e, f) for e, f in await _entries(client, stream, eids)]
+    else:
+        start = pos
+        if start is None:
+            groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
+            delivered = next((text(g["last-delivered-id"]) for g in groups if text(g["name"]) == keys.GROUP), "0-0")
+            start = delivered
+        raw = await client.xrange(stream, min=f"({start}", max="+", count=count)
+        entries = [(text(e), f) for e, f in raw]
+    ids = []
+    for _eid, f in entries:
+        try:
+            ids.append(json.loads(f[b"j"])["id"])
+        except (KeyError, ValueError, TypeError):
+            continue
+    next_pos = entries[-1][0] if len(entries) == count else None
+    return ids, next_pos
+
+
+async def _entries(client: Any, stream: str, eids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
+    async with client.pipeline(transaction=False) as pipe:
+        for e in eids:
+            pipe.xrange(stream, min=e, max=e)
+        rows = await pipe.execute()
+    return [(e, r[0][1]) for e, r in zip(eids, rows, strict=True) if r]
+
+
+async def _index_ids(client: Any, queue: str, state: JobState, pos: str | None, count: int
+                     ) -> tuple[list[str], str | None]:
+    offset = int(pos or 0)
+    if state in (JobState.DELAYED, JobState.FAILED):
+        raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1)
+    else:
+        index = keys.completed_index(queue) if state is JobState.COMPLETED else keys.dead_index(queue)
+        raw = await client.zrevrange(index, offset, offset + count - 1)
+    ids = [text(i) for i in raw]
+    return ids, (str(offset + count) if len(ids) == count else None)
+
+
+async def retry_job(client: Any, queue: str, job_id: str) -> str:
+    """Run a job again now: a dead job is replayed from the DLQ (returns the new job id); a job in
+    backoff or delayed is made due now (returns its id)."""
+    rec = await get_job(client, queue, job_id)
+    if rec.state is JobState.DEAD:
+        if not rec.dlq_id:
+            raise TqError(f"job {job_id} has no DLQ entry to replay")
+        from tq.dlq import replay_one
+
+        return await replay_one(client, queue, rec.dlq_id)
+    if rec.state in (JobState.DELAYED, JobState.FAILED):
+        await client.zadd(keys.delayed(queue), {job_id: int(time.time() * 1000)}, xx=True)
+        return job_id
+    raise TqError(f"job {job_id} is {rec.state.value}; only dead, failed or delayed jobs can be retried")
+
+
+async def remove_job(client: Any, queue: str, job_id: str) -> JobState:
+    """Delete a job that is not running. Returns the state it was removed from."""
+    rec = await get_job(client, queue, job_id)
+    if rec.state is JobState.ACTIVE:
+        raise TqError(f"job {job_id} is running; it cannot be removed")
+    async with client.pipeline(transaction=True) as pipe:
+        if rec.state is JobState.WAITING and rec.entry_id:
+            pipe.xdel(keys.stream(queue), rec.entry_id)
+        pipe.zrem(keys.delayed(queue), job_id)
+        pipe.zrem(keys.completed_index(queue), job_id)
+        pipe.zrem(keys.dead_index(queue), job_id)
+        pipe.delete(keys.job(queue, job_id))
+        pipe.publish(keys.EVENTS_CHANNEL, json.dumps({"type": "job.removed", "queue": queue, "job_id": job_id,
+                                                       "name": rec.name, "at": time.time(), "data": {}}))
+        await pipe.execute()
+    return rec.state
+
+
+async def counts(client: Any, queue: str) -> dict[str, Any]:
+    """Counts by state plus totals, from cheap commands only."""
+    get_queue(queue)
+    stream = keys.stream(queue)
+    now_ms = int(time.time() * 1000)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xlen(stream)
+        pipe.exists(stream)
+        pipe.zcard(keys.delayed(queue))
+        pipe.xlen(keys.dlq(queue))
+        pipe.hgetall(keys.counters(queue))
+        pipe.zcount(keys.consumers(queue), now_ms, "+inf")
+        length, exists, delayed, dead, totals, consumers = await pipe.execute()
+    active = 0
+    if exists:
+        try:
+            active = int((await client.xpending(stream, keys.GROUP))["pending"])
+        except ResponseError:  # no group yet: nothing delivered
+            active = 0
+    cfg = await read_config(client, queue)
+    t = {text(k): int(v) for k, v in totals.items()}
+    return {
+        "queue": queue, "waiting": max(0, length - active), "active": active, "delayed": delayed,
+        "completed": t.get("completed", 0), "dead": dead, "retried": t.get("retried", 0),
+        "enqueued": t.get("enqueued", 0), "paused": cfg.paused, "concurrency": cfg.concurrency,
+        "consumers": consumers,
+    }
