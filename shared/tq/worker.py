@@ -113,11 +113,14 @@ class QueueRunner:
     async def refresh_config(self) -> None:
         cfg = await runtime_config.read(self.w.client, self.queue, self.w.settings)
         if cfg != self.cfg:
+            pausing = cfg.paused and not self.cfg.paused
             if cfg.paused != self.cfg.paused:
                 log.info("%s %s", self.queue, "paused" if cfg.paused else "resumed")
             self.cfg = cfg
             self._wake_dispatch.set()
             self._wake_reader.set()
+            if pausing:  # a paused consumer holds only its in-flight jobs
+                await self.release_unstarted()
 
     def max_attempts(self, env: Envelope) -> int:
         return env.max_attempts or self.cfg.retry.attempts
@@ -155,6 +158,8 @@ class QueueRunner:
                 for eid, fields in entries:
                     self.held.add(eid)
                     self.local.append((eid, fields))
+            if self.cfg.paused:  # paused while the read was blocked: give these back
+                await self.release_unstarted()
             self._wake_dispatch.set()
 
     async def dispatch_loop(self) -> None:
@@ -407,7 +412,7 @@ class Worker:
             asyncio.create_task(self._every(self.settings.config_poll_s, self._refresh), name="tq-config"),
             asyncio.create_task(self._every(self.settings.heartbeat_ttl_s / 3, self.heartbeat_once),
                                 name="tq-heartbeat"),
-            asyncio.create_task(self._every(self._touch_interval(), self._touch), name="tq-touch"),
+            asyncio.create_task(self._every(self._touch_interval, self._touch), name="tq-touch"),
         ]
         if listen_control:
             self._duties.append(asyncio.create_task(self._listen_control(), name="tq-control"))
@@ -415,7 +420,8 @@ class Worker:
         log.info("worker %s consuming %s", self.consumer_id, ", ".join(self.runners))
 
     def _touch_interval(self) -> float:
-        return max(0.5, min(r.cfg.visibility_timeout_s for r in self.runners.values()) / 3)
+        """A third of the shortest live visibility timeout: two touches can be late before a reclaim."""
+        return max(0.02, min(r.cfg.visibility_timeout_s for r in self.runners.values()) / 3)
 
     async def on_control(self, message: dict[str, Any] | str | bytes) -> None:
         """A control message names the queue whose config changed."""
@@ -439,13 +445,13 @@ class Worker:
                 log.warning("control channel: %s; resubscribing", exc)
                 await asyncio.sleep(1.0)
 
-    async def _every(self, interval: float, fn: Any) -> None:
+    async def _every(self, interval: float | Callable[[], float], fn: Any) -> None:
         while not self.stopping:
             try:
                 await fn()
             except (RedisError, OSError) as exc:
                 log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval() if callable(interval) else interval)
 
     async def _promote(self) -> None:
         for r in self.runners.values():

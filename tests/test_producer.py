@@ -1,0 +1,162 @@
+"""Enqueue: validation before any write, idempotency, delay, bulk, size limit, one round trip."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from support import fast_settings
+from tq import keys, producer
+from tq.errors import InvalidPayload, PayloadTooLarge, UnknownJob, UnknownQueue
+from tq.payloads import SendEmail
+from tq.producer import JobRequest, Producer, SyncProducer
+
+EMAIL = {"to": "a@example.com", "template": "welcome"}
+
+
+async def _keys(client: Any) -> list[bytes]:
+    return [k async for k in client.scan_iter(match="tq:*")]
+
+
+async def test_enqueue_writes_record_and_entry(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    job_id = await p.enqueue("email:send", "send-email", EMAIL, trace_id="t-1")
+    rec = await redis_client.hgetall(keys.job("email:send", job_id))
+    assert rec[b"s"] == b"waiting" and rec[b"n"] == b"send-email"
+    env = json.loads(rec[b"e"])
+    assert env["payload"] == {**EMAIL, "locale": "en", "variables": {}, "email_queue_id": None}
+    assert (env["id"], env["queue"], env["attempt"], env["trace_id"]) == (job_id, "email:send", 1, "t-1")
+    entries = await redis_client.xrange(keys.stream("email:send"))
+    assert len(entries) == 1 and json.loads(entries[0][1][b"j"])["id"] == job_id
+    assert rec[b"x"] == entries[0][0]
+
+
+@pytest.mark.parametrize(("queue", "job", "data", "error", "field"), [
+    ("email:send", "send-email", {"to": "not-an-address", "template": "w"}, InvalidPayload, "to"),
+    ("email:send", "send-email", {"to": "a@b.co", "template": ""}, InvalidPayload, "template"),
+    ("email:send", "send-email", {"to": "a@b.co", "template": "w", "cc": "x"}, InvalidPayload, "cc"),
+    ("email:send", "send-email", {"to": "a@b.co", "template": 5}, InvalidPayload, "template"),
+    ("email:send", "send-email", ["not", "an", "object"], InvalidPayload, "(payload)"),
+    ("email:send", "nope", EMAIL, UnknownJob, "nope"),
+    ("nope:queue", "send-email", EMAIL, UnknownQueue, "nope:queue"),
+])
+async def test_bad_input_is_refused_and_nothing_written(redis_client: Any, redis_url: str, queue: str, job: str,
+                                                        data: Any, error: type[Exception], field: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    with pytest.raises(error) as info:
+        await p.enqueue(queue, job, data)
+    assert field in str(info.value)
+    if isinstance(info.value, InvalidPayload):
+        assert any(f == field for f, _ in info.value.errors)
+    assert await _keys(redis_client) == []
+
+
+async def test_payload_size_limit(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url, max_payload_bytes=2000))
+    with pytest.raises(PayloadTooLarge, match="limit is 2000"):
+        await p.enqueue("email:send", "send-email", {**EMAIL, "variables": {"x": "y" * 5000}})
+    assert await _keys(redis_client) == []
+
+
+async def test_model_instances_are_accepted(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    job_id = await p.enqueue("email:send", "send-email", SendEmail(to="a@b.co", template="w"))
+    assert await redis_client.exists(keys.job("email:send", job_id))
+
+
+async def test_idempotency_key_returns_first_id_within_ttl(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    first = await p.enqueue_detailed("email:send", "send-email", EMAIL, idempotency_key="order-7")
+    again = await p.enqueue_detailed("email:send", "send-email", {**EMAIL, "template": "other"},
+                                     idempotency_key="order-7")
+    assert not first.duplicate and again.duplicate and again.id == first.id
+    assert await redis_client.xlen(keys.stream("email:send")) == 1
+    ttl = await redis_client.ttl(keys.idempotency("email:send", "order-7"))
+    assert 86000 < ttl <= 86400
+    # the TTL is the queue's live config: a shorter one applies to new keys
+    await redis_client.hset(keys.config("email:send"), "idempotency_ttl_s", "1")
+    await p.enqueue("email:send", "send-email", EMAIL, idempotency_key="short")
+    assert await redis_client.ttl(keys.idempotency("email:send", "short")) == 1
+    time.sleep(1.1)
+    third = await p.enqueue_detailed("email:send", "send-email", EMAIL, idempotency_key="short")
+    assert not third.duplicate
+
+
+async def test_delay_goes_to_the_delayed_set(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    before = time.time()
+    job_id = await p.enqueue("email:send", "send-email", EMAIL, delay=30)
+    due = await redis_client.zscore(keys.delayed("email:send"), job_id)
+    assert before + 29.99 <= due / 1000 <= time.time() + 30
+    assert await redis_client.xlen(keys.stream("email:send")) == 0
+    assert (await redis_client.hget(keys.job("email:send", job_id), "s")) == b"delayed"
+    with pytest.raises(ValueError):
+        await p.enqueue("email:send", "send-email", EMAIL, delay=-1)
+
+
+async def test_enqueue_many_is_all_or_nothing_on_validation(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    jobs: list[Any] = [("send-email", EMAIL)] * 50 + [("send-email", {"to": "x"})]
+    with pytest.raises(InvalidPayload):
+        await p.enqueue_many("email:send", jobs)
+    assert await _keys(redis_client) == []
+    results = await p.enqueue_many(
+        "email:send",
+        [("send-email", EMAIL)] * 2500 + [JobRequest("send-email", EMAIL, idempotency_key="k", delay=10)] * 2,
+        chunk=1000)
+    assert len(results) == 2502 and len({r.id for r in results}) == 2501
+    assert results[-1].duplicate and results[-1].id == results[-2].id
+    assert await redis_client.xlen(keys.stream("email:send")) == 2500
+    assert await redis_client.zcard(keys.delayed("email:send")) == 1
+    assert int(await redis_client.hget(keys.counters("email:send"), "enqueued")) == 2501
+
+
+async def test_events_published_for_enqueue(redis_client: Any, redis_url: str) -> None:
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(keys.EVENTS_CHANNEL)
+    await pubsub.get_message(timeout=1)
+    p = Producer(redis_client, fast_settings(redis_url))
+    job_id = await p.enqueue("email:send", "send-email", EMAIL)
+    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    event = json.loads(msg["data"])
+    assert event["type"] == "job.waiting" and event["job_id"] == job_id and event["queue"] == "email:send"
+    await pubsub.aclose()
+
+
+def test_sync_producer_single_enqueue_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = redis.Redis.from_url(redis_url)
+    p = SyncProducer(client, fast_settings(redis_url))
+    p.enqueue("email:send", "send-email", EMAIL)  # loads the script once
+    sent: list[bytes] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    for _ in range(100):
+        p.enqueue("email:send", "send-email", EMAIL)
+    monkeypatch.undo()
+    assert len(sent) == 100 and all(b"EVALSHA" in c for c in sent)
+    assert client.xlen(keys.stream("email:send")) == 101
+    bulk = p.enqueue_many("email:send", [("send-email", EMAIL)] * 10)
+    assert len(bulk) == 10
+    client.close()
+
+
+async def test_module_level_helpers(redis_url: str) -> None:
+    producer._default = None
+    try:
+        job_id = await producer.enqueue_search_index("index-article", {"article_id": 5})
+        rec = await producer.default_producer().client.hgetall(keys.job("search:index", job_id))
+        assert rec[b"n"] == b"index-article"
+        with pytest.raises(UnknownJob):
+            await producer.enqueue_search_index("send-email", EMAIL)
+    finally:
+        await producer.default_producer().close()
+        producer._default = None
