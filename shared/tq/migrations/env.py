@@ -13,7 +13,6 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
-
 from tq.db import make_engine, normalize_url
 from tq.models import Base
 

@@ -1,0 +1,319 @@
+"""Durable history: the ``audit_log`` table and the writer that fills it from Redis.
+
+The engine's Lua scripts XADD one entry per job outcome to ``tq:audit`` (``keys.AUDIT_STREAM``);
+``AuditWriter`` drains that stream in batches into the database: one multi-row INSERT per batch in
+one transaction, and only after the commit XACK + XDEL of the entries (at-least-once: a crash
+between the commit and the ack writes the batch twice, never loses it). Admin actions write their
+rows directly with ``record``.
+
+Stream entry fields (bytes): ``a`` action, ``q`` queue, ``id`` job id, ``n`` job name, ``o`` outcome,
+``tr`` trace id (may be empty), ``at`` epoch milliseconds, ``d`` details JSON (may be empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+from sqlalchemy import insert
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from tq import keys
+from tq.db import make_engine
+from tq.models import AuditLog
+from tq.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+AUDIT_GROUP = "audit"
+WORKER_ACTOR = "worker"
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[:limit]
+
+
+async def record(
+    session_or_engine: AsyncSession | AsyncConnection | AsyncEngine,
+    *,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    details: dict[str, Any] | None = None,
+    trace_id: str | None = None,
+) -> int:
+    """Write one audit row and return its id.
+
+    With an ``AsyncEngine`` the row is committed in its own transaction. With an ``AsyncSession``
+    or ``AsyncConnection`` it joins the caller's transaction (flushed, not committed), so an admin
+    action and its audit row commit or roll back together.
+    """
+    values: dict[str, Any] = {
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "details": dict(details or {}),
+        "trace_id": trace_id or None,
+        "created_at": datetime.now(UTC),
+    }
+    if isinstance(session_or_engine, AsyncSession):
+        row = AuditLog(**values)
+        session_or_engine.add(row)
+        await session_or_engine.flush()
+        return row.id
+    stmt = insert(AuditLog).values(**values).returning(AuditLog.id)
+    if isinstance(session_or_engine, AsyncConnection):
+        return int((await session_or_engine.execute(stmt)).scalar_one())
+    if isinstance(session_or_engine, AsyncEngine):
+        async with session_or_engine.begin() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+    raise TypeError(
+        f"record() needs an AsyncSession, AsyncConnection or AsyncEngine, not {session_or_engine!r}"
+    )
+
+
+def _s(fields: dict[bytes, bytes], name: bytes) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text.replace("\x00", "")  # PostgreSQL text and JSONB reject NUL
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")  # NaN/Infinity: PostgreSQL JSONB refuses them
+
+
+def entry_to_row(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """The ``audit_log`` row for one ``tq:audit`` entry. Never raises: a malformed entry still
+    becomes a row (details that are not a JSON object are kept under ``details["raw"]``), so one bad
+    entry cannot block the stream."""
+    name = _s(fields, b"n")
+    raw = _s(fields, b"d")
+    details: dict[str, Any] = {"job": name}
+    if raw:
+        try:
+            parsed = json.loads(raw, parse_constant=_reject_constant)
+        except ValueError:
+            details["raw"] = raw
+        else:
+            if isinstance(parsed, dict):
+                details.update(_no_nul(parsed))
+                details["job"] = name
+            else:
+                details["raw"] = _no_nul(parsed)
+    try:
+        created_at = datetime.fromtimestamp(float(_s(fields, b"at")) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        created_at = datetime.now(UTC)
+    trace_id = _s(fields, b"tr")
+    return {
+        "actor": WORKER_ACTOR,
+        "action": _clip(_s(fields, b"a"), 100),
+        "target": _clip(f"{_s(fields, b'q')}/{_s(fields, b'id')}", 300),
+        "outcome": _clip(_s(fields, b"o"), 50),
+        "details": details,
+        "trace_id": _clip(trace_id, 100) or None,
+        "created_at": created_at,
+    }
+
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def _stream_entries(reply: Any) -> list[Entry]:
+    """The entries of a one-stream XREADGROUP reply, whatever shape the client parsed it into
+    (RESP2 ``[[stream, entries]]``, RESP3 ``{stream: [entries]}`` or ``{stream: entries}``)."""
+    if not reply:
+        return []
+    value = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    entries = list(value or [])
+    if entries and isinstance(entries[0], list):
+        entries = list(entries[0] or [])
+    return entries
+
+
+class AuditWriter:
+    """Drains ``tq:audit`` into ``audit_log`` through the consumer group ``audit``.
+
+    ``redis`` must return bytes (``decode_responses=False``). ``database`` is a URL (the writer owns
+    the engine it builds and disposes it in ``aclose``) or an ``AsyncEngine`` (the caller's).
+    ``consumer`` names this writer in the group; keep it stable across restarts (default: the host
+    name) so a restarted writer finds its own pending entries. Entries pending for another consumer
+    longer than ``claim_idle_ms`` (a writer that died for good) are claimed too.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        database: str | URL | AsyncEngine | None = None,
+        settings: Settings | None = None,
+        *,
+        consumer: str | None = None,
+        claim_idle_ms: int = 5 * 60_000,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings or get_settings()
+        if isinstance(database, AsyncEngine):
+            self.engine = database
+            self._owns_engine = False
+        else:
+            self.engine = make_engine(database if database is not None else self.settings.database_url)
+            self._owns_engine = True
+        self.stream = keys.AUDIT_STREAM
+        self.group = AUDIT_GROUP
+        self.consumer = consumer or f"writer-{socket.gethostname()}"
+        self.claim_idle_ms = claim_idle_ms
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.rows_written = 0
+        self._group_ready = False
+        self._pending_done = False  # own pending entries re-read (id 0) since start / the last failure
+        self._claim_cursor = "0-0"
+        self._claim_checked = False
+
+    async def __aenter__(self) -> AuditWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _read(self, block_ms: int | None) -> list[Entry]:
+        """The next batch: own pending entries first, then idle ones of dead consumers, then new."""
+        count = self.settings.audit_batch
+        if not self._pending_done:
+            reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
+            entries = _stream_entries(reply)
+            if entries:
+                return entries
+            self._pending_done = True
+        if not self._claim_checked:
+            entries = await self._claim_idle(count)
+            if entries:
+                return entries
+        reply = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+        )
+        entries = _stream_entries(reply)
+        if not entries:
+            self._claim_checked = False  # idle: look for a dead writer's entries next time
+        return entries
+
+    async def _claim_idle(self, count: int) -> list[Entry]:
+        reply = await self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms,
+            start_id=self._claim_cursor, count=count,
+        )
+        cursor, entries = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:  # pending ids whose entries were trimmed away: nothing to write
+            await self.redis.xack(self.stream, self.group, *deleted)
+        cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        if cursor in ("0-0", "0"):
+            self._claim_cursor = "0-0"
+            self._claim_checked = True
+        else:
+            self._claim_cursor = cursor
+        return list(entries)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(AuditLog), rows)
+
+    async def drain_once(self, block_ms: int | None = None) -> int:
+        """Read one batch, write it, ack and delete it; return the rows written (0: nothing to do).
+
+        ``block_ms`` bounds the wait for new entries (default: none, return at once). A database
+        error propagates and leaves the batch pending; the next call re-reads it.
+        """
+        if not self._group_ready:
+            await self.ensure_group()
+        while True:
+            try:
+                entries = await self._read(block_ms)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream or group was deleted under us
+                    self._group_ready = False
+                    self._pending_done = False
+                    return 0
+                raise
+            if not entries:
+                return 0
+            ids = [entry_id for entry_id, _ in entries if entry_id is not None]
+            # An entry trimmed from the stream while pending comes back without fields: ack it, write nothing.
+            rows = [entry_to_row(fields) for _, fields in entries if fields]
+            if rows:
+                try:
+                    await self._write(rows)
+                except BaseException:
+                    self._pending_done = False  # re-read the unwritten batch (still pending) next time
+                    raise
+            if ids:  # only now that the rows are committed
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.xack(self.stream, self.group, *ids)
+                    pipe.xdel(self.stream, *ids)
+                    await pipe.execute()
+            if rows:
+                self.rows_written += len(rows)
+                return len(rows)
+            block_ms = None  # a batch of tombstones only: read on at once, 0 would look like "drained"
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop`` is set. Errors are logged and retried with backoff (1s doubling to 30s);
+        unwritten entries stay pending and are written on a later attempt. An engine the writer
+        built from a URL is disposed on the way out."""
+        block_ms = max(1, int(self.settings.audit_flush_s * 1000))
+        backoff = self.backoff_initial_s
+        log.info("audit writer %s draining %s", self.consumer, self.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.drain_once(block_ms=block_ms)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception(
+                        "audit writer: batch failed, retrying in %.1fs (entries stay pending)", backoff
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                else:
+                    backoff = self.backoff_initial_s
+        finally:
+            await self.aclose()
+            log.info("audit writer %s stopped (%d rows written)", self.consumer, self.rows_written)
