@@ -160,3 +160,16 @@ async def test_module_level_helpers(redis_url: str) -> None:
     finally:
         await producer.default_producer().close()
         producer._default = None
+
+
+def test_sync_producer_survives_script_flush_and_a_dropped_connection(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    p = SyncProducer(client, fast_settings(redis_url))
+    p.enqueue("email:send", "send-email", EMAIL)
+    client.script_flush()
+    p.enqueue("email:send", "send-email", EMAIL)  # NOSCRIPT: loads it again
+    client.client_kill_filter(_type="normal", skipme=True)  # drops the producer's held connection
+    p.enqueue("email:send", "send-email", EMAIL)
+    assert client.xlen(keys.stream("email:send")) == 3
+    p.close()
+    client.close()
