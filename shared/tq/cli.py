@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +54,8 @@ def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except (TqError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    except RedisError as exc:
+        raise _fail(f"Redis at {get_settings().redis_url} failed: {exc}", code=1) from None
 
 
 def _when(ts: float | None) -> str:

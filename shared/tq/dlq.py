@@ -176,14 +176,19 @@ async def replay(client: Any, queue: str, *, limit: int | None = None, error_typ
             break
         start = f"({rows[-1][0].decode()}"
         picked = [d for d in (_parse(queue, e.decode(), f) for e, f in rows) if _matches(d, error_type, text)]
-        if limit is not None:
-            picked = picked[: limit - total.replayed]
+        room = None if limit is None else limit - total.replayed
+        cut = room is not None and len(picked) > room
+        if cut:
+            picked = picked[:room]
+            # resume after the last entry taken, not after the chunk: if some of those are skipped
+            # (no envelope) or gone, the next round must still see the matches cut off here
+            start = f"({picked[-1].dlq_id}"
         if picked:
             r = await _replay(client, queue, picked)
             total.replayed += r.replayed
             total.skipped += r.skipped
             total.job_ids += r.job_ids
-        if len(rows) < chunk:
+        if len(rows) < chunk and not cut:
             break
     return total
 

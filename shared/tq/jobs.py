@@ -93,8 +93,18 @@ async def _pending_ids(client: Any, queue: str, entry_ids: list[str]) -> set[str
     if not entry_ids:
         return set()
     lo, hi = min(entry_ids, key=_eid_key), max(entry_ids, key=_eid_key)
-    rows = await client.xpending_range(keys.stream(queue), keys.GROUP, min=lo, max=hi, count=10_000)
+    rows = await _xpending(client, keys.stream(queue), lo, hi, 10_000)
     return {text(r["message_id"]) for r in rows}
+
+
+async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> list[dict[str, Any]]:
+    """XPENDING rows; none while no consumer has created the group yet (NOGROUP)."""
+    try:
+        return list(await client.xpending_range(stream, keys.GROUP, min=lo, max=hi, count=count))
+    except ResponseError as exc:
+        if "NOGROUP" in str(exc):
+            return []
+        raise
 
 
 def _eid_key(eid: str) -> tuple[int, int]:
@@ -189,7 +199,7 @@ async def _stream_ids(client: Any, queue: str, state: JobState, pos: str | None,
         eid = text(await client.hget(keys.job(queue, pos[4:]), "x"))
         pos = eid or None
     if state is JobState.ACTIVE:
-        rows = await client.xpending_range(stream, keys.GROUP, min=f"({pos}" if pos else "-", max="+", count=count)
+        rows = await _xpending(client, stream, f"({pos}" if pos else "-", "+", count)
         eids = [text(r["message_id"]) for r in rows]
         entries = [(e, f) for e, f in await _entries(client, stream, eids)]
     else:
