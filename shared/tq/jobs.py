@@ -13,9 +13,10 @@ from redis.exceptions import ResponseError
 from tq import keys
 from tq.config import read as read_config
 from tq.connection import text
-from tq.envelope import JobState
+from tq.envelope import Event, EventType, JobState
 from tq.errors import NotFound, TqError
 from tq.registry import get_queue
+from tq.scripts import Scripts
 
 
 def _ms_to_s(value: bytes | None) -> float | None:
@@ -259,19 +260,16 @@ async def retry_job(client: Any, queue: str, job_id: str) -> str:
 async def remove_job(client: Any, queue: str, job_id: str) -> JobState:
     """Delete a job that is not running. Returns the state it was removed from."""
     rec = await get_job(client, queue, job_id)
-    if rec.state is JobState.ACTIVE:
-        raise TqError(f"job {job_id} is running; it cannot be removed")
-    async with client.pipeline(transaction=True) as pipe:
-        if rec.state is JobState.WAITING and rec.entry_id:
-            pipe.xdel(keys.stream(queue), rec.entry_id)
-        pipe.zrem(keys.delayed(queue), job_id)
-        pipe.zrem(keys.completed_index(queue), job_id)
-        pipe.zrem(keys.dead_index(queue), job_id)
-        pipe.delete(keys.job(queue, job_id))
-        pipe.publish(keys.EVENTS_CHANNEL, json.dumps({"type": "job.removed", "queue": queue, "job_id": job_id,
-                                                       "name": rec.name, "at": time.time(), "data": {}}))
-        await pipe.execute()
-    return rec.state
+    if rec.state is not JobState.ACTIVE:
+        outcome = await Scripts(client).remove(
+            keys=[keys.stream(queue), keys.delayed(queue), keys.completed_index(queue), keys.dead_index(queue),
+                  keys.job(queue, job_id)],
+            args=[keys.GROUP, rec.entry_id if rec.state is JobState.WAITING and rec.entry_id else "", job_id])
+        if text(outcome) == "removed":
+            await client.publish(keys.EVENTS_CHANNEL, Event(type=EventType.JOB_REMOVED, queue=queue, job_id=job_id,
+                                                            name=rec.name).model_dump_json())
+            return rec.state
+    raise TqError(f"job {job_id} is running; it cannot be removed")
 
 
 async def counts(client: Any, queue: str) -> dict[str, Any]:

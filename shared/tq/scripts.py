@@ -6,7 +6,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay")
+SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove")
 
 
 @cache
@@ -25,3 +25,4 @@ class Scripts:
         self.settle = client.register_script(source("settle"))
         self.promote = client.register_script(source("promote"))
         self.replay = client.register_script(source("replay"))
+        self.remove = client.register_script(source("remove"))
