@@ -1,0 +1,279 @@
+"""Markdown summary of a bench/run.sh results.jsonl: medians over repetitions, the figures, and tq's
+targets as ratios against BullMQ and redis-benchmark from the same run.
+
+usage: python bench/summarize.py RESULTS.jsonl        (stdlib only)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from typing import Any
+
+# the targets
+TARGET_PROCESS = 2.0  # tq process_rate / BullMQ process_rate, worker concurrency 50
+TARGET_BULK = 2.0  # tq enqueue_many rate / BullMQ addBulk rate, chunks of 1000
+TARGET_SINGLE = 0.80  # tq SyncProducer.enqueue rate / redis-benchmark -c 1 PING rps
+TARGET_P50_MS = 1.0  # tq enqueue->done p50 at the latency rate
+TARGET_P99_MS = 3.0
+PING_REF = "PING_MBULK"  # the RESP encoding real clients (and EVALSHA) use; PING_INLINE shown beside
+
+
+def med(xs: list[float | None]) -> float | None:
+    ys = [x for x in xs if x is not None]
+    return statistics.median(ys) if ys else None
+
+
+def rng(xs: list[float | None], d: int = 0) -> str:
+    ys = [x for x in xs if x is not None]
+    if len(ys) < 2:
+        return ""
+    return f" ({min(ys):,.{d}f}-{max(ys):,.{d}f})"
+
+
+def f(x: float | None, d: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{d}f}"
+
+
+def tokens(variant: str | None) -> set[str]:
+    return {t for t in (variant or "").replace(",", "+").split("+") if t}
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip().startswith("{")]
+
+
+def main(path: str) -> None:
+    rows = load(path)
+    errors = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    reps = sorted({r.get("rep") for r in rows if r.get("rep") is not None}, key=str)
+    rates = [r.get("rate") for r in rows if r.get("mode") == "latency"]
+    main_rate = max(set(rates), key=rates.count) if rates else None
+
+    out: list[str] = []
+    p = out.append
+    p(f"## tq beside BullMQ: medians over {len(reps)} repetition(s), one run, one scratch Redis\n")
+    p("Ranges in parentheses are min-max over repetitions. No-op jobs, one worker process.\n")
+
+    # ---- redis-benchmark -------------------------------------------------------------------------
+    ping: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    base: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("system") != "redis-benchmark":
+            continue
+        if r.get("mode") == "ping-c1":
+            ping[r.get("test", "PING")].append(r)
+        elif r.get("mode") == "redis":
+            base[(r["test"], int(r["pipeline"]))].append(r)
+    if ping or base:
+        p("### redis-benchmark (the physical limits)\n")
+        p("| command | clients | -P | ops/s | p50 ms | p99 ms | reps |")
+        p("|---|---|---|---|---|---|---|")
+        for test, rs in sorted(ping.items()):
+            rps = [x["rps"] for x in rs]
+            p(
+                f"| {test} | 1 | 1 | {f(med(rps))}{rng(rps)} | {f(med([x.get('p50_ms') for x in rs]), 3)} | "
+                f"{f(med([x.get('p99_ms') for x in rs]), 3)} | {len(rs)} |"
+            )
+        for (test, pl), rs in sorted(base.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            rps = [x["rps"] for x in rs]
+            p(
+                f"| {test} | 50 | {pl} | {f(med(rps))}{rng(rps)} | {f(med([x['p50_ms'] for x in rs]), 3)} | "
+                f"{f(med([x['p99_ms'] for x in rs]), 3)} | {len(rs)} |"
+            )
+        p("")
+
+    # ---- job queues: throughput and latency --------------------------------------------------------
+    def qkey(r: dict[str, Any]) -> tuple[str, Any, str, str]:
+        v = tokens(r.get("variant"))
+        if r.get("mode") == "latency":
+            v.discard("sync")  # the default single-job producer: same row as the throughput run
+        tag = "" if r.get("mode") != "latency" or r.get("rate") in (None, main_rate) else f"@{r['rate']:g}/s"
+        return (r["system"], r.get("concurrency"), "+".join(sorted(v)), tag)
+
+    tp: dict[tuple[str, Any, str, str], list[dict[str, Any]]] = defaultdict(list)
+    lat: dict[tuple[str, Any, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("mode") == "throughput":
+            tp[qkey(r)].append(r)
+        elif r.get("mode") == "latency":
+            lat[qkey(r)].append(r)
+    if tp or lat:
+        p(f"### Job queues (latency at {f(main_rate)} jobs/s unless noted)\n")
+        p(
+            "| system | version | config | N | enqueue jobs/s | process jobs/s (first start -> last done) | "
+            "process jobs/s (incl. worker start-up) | worker start-up s | "
+            "e2e p50 / p99 / max ms (enqueue->done) | "
+            "pickup p50 / p99 ms (enqueue->handler) | reps tp/lat |"
+        )
+        p("|---|---|---|---|---|---|---|---|---|---|---|")
+        for k in sorted(set(tp) | set(lat), key=lambda k: (k[0] != "tq", k[0], k[2], k[1] or 0, k[3])):
+            t, la = tp.get(k, []), lat.get(k, [])
+            any_r = (t or la)[0]
+            cfg = any_r.get("worker", "")
+            apis = [x["enqueue_api"] for x in (t[:1] + la[:1]) if x.get("enqueue_api")]
+            if apis:
+                cfg += "; enqueue: " + " / ".join(dict.fromkeys(apis))
+            if k[2]:
+                cfg += f"; variant {k[2]}"
+            if k[3]:
+                cfg += f"; latency at {k[3][1:]}"
+            er = [x["enqueue_rate"] for x in t]
+            pr = [x["process_rate"] for x in t]
+            pw = [x.get("process_rate_from_worker_start") for x in t]
+            ws = [x.get("worker_startup_s") for x in t]
+            if la:
+                d50 = [x["lat_done_p50_ms"] for x in la]
+                d99 = [x["lat_done_p99_ms"] for x in la]
+                dmax = [x.get("lat_done_max_ms") for x in la]
+                latcols = (
+                    f"{f(med(d50), 2)} / {f(med(d99), 2)} / {f(med(dmax), 1)} | "
+                    f"{f(med([x['lat_start_p50_ms'] for x in la]), 2)} / "
+                    f"{f(med([x['lat_start_p99_ms'] for x in la]), 2)}"
+                )
+            else:
+                latcols = "- | -"
+            p(
+                f"| {k[0]} | {any_r.get('version', '')} | {cfg} | {t[0]['n'] if t else '-'} | "
+                f"{f(med(er))}{rng(er)} | {f(med(pr))}{rng(pr)} | {f(med(pw))} | {f(med(ws), 3)} | "
+                f"{latcols} | {len(t)}/{len(la)} |"
+            )
+        p("")
+
+    # ---- tq single enqueues --------------------------------------------------------------------------
+    single: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("system") == "tq" and r.get("mode") == "single":
+            single[r.get("variant") or "sync"].append(r)
+    if single:
+        p("### tq single enqueues (one producer, sequential, no worker running)\n")
+        p(
+            "| variant | API | N | enqueue jobs/s | Redis round trips / job (commandstats) | "
+            "requests sent / job (client) | commands inside the script / job | reps |"
+        )
+        p("|---|---|---|---|---|---|---|---|")
+        for v, rs in sorted(single.items()):
+            er = [x["enqueue_rate"] for x in rs]
+            rt = [x["round_trips_per_job"] for x in rs]
+            cs = [x.get("client_requests_per_job") for x in rs]
+            inner = rs[-1].get("in_script_commands_per_job", {})
+            client_cmds = rs[-1].get("client_commands", {})
+            p(
+                f"| {v} | {rs[0].get('enqueue_api', '')} | {rs[0]['n']} | {f(med(er))}{rng(er)} | "
+                f"{f(max(rt), 4)} ({', '.join(f'{c} {n:g}' for c, n in client_cmds.items())}) | "
+                f"{f(max(x for x in cs if x is not None), 4) if any(x is not None for x in cs) else '-'} | "
+                f"{', '.join(f'{c} {n:g}' for c, n in inner.items())} | {len(rs)} |"
+            )
+        p("")
+
+    # ---- targets --------------------------------------------------------------------------------------
+    def by_rep(rs: list[dict[str, Any]], field: str) -> dict[Any, float]:
+        return {x.get("rep"): x[field] for x in rs if x.get(field) is not None}
+
+    def ratio_line(
+        name: str,
+        num: list[dict[str, Any]],
+        den: list[dict[str, Any]],
+        nf: str,
+        df: str,
+        target: float,
+        what: str,
+    ) -> None:
+        mn, md = med([x.get(nf) for x in num]), med([x.get(df) for x in den])
+        if mn is None or md is None or md == 0:
+            missing = "tq" if mn is None else ("BullMQ" if nf == df else "redis-benchmark")
+            p(f"| {name} | ≥ {target:g}x | n/a ({missing} missing in this run) | - | n/a |")
+            return
+        r = mn / md
+        a, b = by_rep(num, nf), by_rep(den, df)
+        paired = [a[k] / b[k] for k in a if b.get(k)]
+        per_rep = f"{min(paired):.2f}-{max(paired):.2f}" if len(paired) > 1 else "-"
+        p(
+            f"| {name} | ≥ {target:g}x | **{r:.2f}x** ({f(mn)} / {f(md)} {what}) | {per_rep} | "
+            f"{'PASS' if r >= target else 'FAIL'} |"
+        )
+
+    tq_tp = [r for r in tp.get(("tq", 50, "", ""), [])]
+    bq_tp = [r for r in tp.get(("bullmq", 50, "", ""), [])]
+    tq_lat = lat.get(("tq", 50, "", ""), [])
+    tq_single_sync = single.get("sync", [])
+    p("### Targets (ratios of medians from this run; per-rep: the same ratio within each repetition)\n")
+    p("| target | goal | this run | per-rep range | verdict |")
+    p("|---|---|---|---|---|")
+    ratio_line(
+        "process jobs/s: tq / BullMQ (one worker, concurrency 50)",
+        tq_tp,
+        bq_tp,
+        "process_rate",
+        "process_rate",
+        TARGET_PROCESS,
+        "jobs/s",
+    )
+    ratio_line(
+        "bulk enqueue jobs/s: tq enqueue_many / BullMQ addBulk (chunks of 1000)",
+        tq_tp,
+        bq_tp,
+        "enqueue_rate",
+        "enqueue_rate",
+        TARGET_BULK,
+        "jobs/s",
+    )
+    ratio_line(
+        f"single enqueue: tq SyncProducer.enqueue jobs/s / redis-benchmark -c 1 {PING_REF} ops/s",
+        tq_single_sync,
+        ping.get(PING_REF, []),
+        "enqueue_rate",
+        "rps",
+        TARGET_SINGLE,
+        "/s",
+    )
+    all_single = [x for rs in single.values() for x in rs]
+    if all_single:
+        worst = max(x["round_trips_per_job"] for x in all_single)
+        worst_client = max((x.get("client_requests_per_job") or 0) for x in all_single)
+        ok = all(x["round_trips_per_job"] == 1.0 for x in all_single)
+        p(
+            f"| Redis round trips per single enqueue (sync and async, every rep) | = 1 | **{worst:g}** "
+            f"(client-side count: {worst_client:g}) | - | {'PASS' if ok else 'FAIL'} |"
+        )
+    else:
+        p("| Redis round trips per single enqueue | = 1 | n/a (no single runs) | - | n/a |")
+    lat_targets = (("p50", "lat_done_p50_ms", TARGET_P50_MS), ("p99", "lat_done_p99_ms", TARGET_P99_MS))
+    for label, field, goal in lat_targets:
+        vals = [x[field] for x in tq_lat]
+        m = med(vals)
+        name = f"tq latency enqueue->done {label} at {f(main_rate)} jobs/s (SyncProducer)"
+        if m is None:
+            p(f"| {name} | ≤ {goal:g} ms | n/a | - | n/a |")
+        else:
+            p(
+                f"| {name} | ≤ {goal:g} ms | **{m:.3f} ms** | {rng(vals, 3).strip(' ()') or '-'} | "
+                f"{'PASS' if m <= goal else 'FAIL'} |"
+            )
+    inline = ping.get("PING_INLINE", [])
+    if inline and tq_single_sync:
+        mi = med([x["rps"] for x in inline])
+        ms = med([x["enqueue_rate"] for x in tq_single_sync])
+        if mi and ms:
+            p(
+                f"\n(For information: against PING_INLINE ({f(mi)} ops/s) the single-enqueue ratio is "
+                f"{ms / mi:.2f}x.)"
+            )
+    if not bq_tp:
+        p("\nBullMQ did not run in this results file: its ratios are n/a (no cross-run comparison).")
+
+    if errors:
+        p("\n### Errors / timeouts\n")
+        for e in errors:
+            p(f"- `{json.dumps(e)}`")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,0 +1,562 @@
+"""tq benchmark, same protocol and output shape as the peer harness (PEERS_BENCH_DIR).
+
+    python bench/tq_bench.py throughput --n 20000 --concurrency 50 --chunk 1000
+    python bench/tq_bench.py latency --n 2000 --rate 200 --concurrency 50 [--variant sync|async]
+    python bench/tq_bench.py single --n 20000 [--variant sync|async]
+    python bench/tq_bench.py worker ...   (internal: the worker process)
+
+``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single) and
+``idem`` (every job carries a unique idempotency key; off otherwise).
+
+* throughput: flush the DB; enqueue N no-op jobs with ``Producer.enqueue_many`` (chunks of
+  ``--chunk``) -> enqueue jobs/s; then ONE worker process drains them -> process jobs/s =
+  N / (last job done - first handler start), measured inside the worker.
+* latency: flush the DB; start ONE worker process, wait until ready + 1 s; enqueue N jobs one at a
+  time at ``--rate`` jobs/s (single-job API), each carrying ``t0 = time.time()`` taken right before
+  its enqueue call. The worker records handler start (pickup) and done.
+* single: flush the DB; N sequential single enqueues, no worker -> enqueue jobs/s and Redis round
+  trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sent).
+
+"done" = the worker's ``on_settled`` callback reported the job: its outcome is committed to Redis
+(acked and recorded in one settle script call). All guarantees stay on: events, audit,
+settle-before-done. Redis: ``PEERBENCH_REDIS_URL``; THAT DB IS FLUSHED before every run.
+Output: one JSON line on stdout per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as pkg_version
+from typing import Any
+
+import redis
+from tq.payloads import Payload
+from tq.registry import QueueSpec, get_queue, register_queue
+from tq.settings import QueueDefaults, Settings
+
+REDIS_URL = os.environ.get("PEERBENCH_REDIS_URL", "redis://127.0.0.1:6391/0")
+QUEUE = "bench"
+FAMILY = "bench"
+JOB = "noop"
+READY = "PEERBENCH_READY"
+
+
+class Noop(Payload):
+    t0: float
+
+
+def register(concurrency: int) -> QueueSpec:
+    """The bench queue with the worker concurrency as its registry default (not a settings override:
+    an override makes every enqueue merge it into the defaults, a cost queues without one do not pay)."""
+    return register_queue(
+        QueueSpec(
+            QUEUE,
+            FAMILY,
+            jobs={JOB: Noop},
+            description="benchmark no-op jobs",
+            defaults=QueueDefaults(concurrency=concurrency),
+        )
+    )
+
+
+def _version() -> str:
+    try:
+        tq_v = pkg_version("tq")
+    except PackageNotFoundError:
+        tq_v = "?"
+    return f"tq {tq_v} (redis-py {redis.__version__})"
+
+
+VERSION = _version()
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Product defaults with every guarantee on (the bench queue's concurrency is its registry default)."""
+    return Settings(redis_url=REDIS_URL, events=True, audit_enabled=True)
+
+
+def run_loop(settings: Settings, coro: Any) -> Any:
+    if settings.uvloop:
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def variant_tokens(args: argparse.Namespace) -> set[str]:
+    return {t for t in re.split(r"[+,]", args.variant or "") if t}
+
+
+def idem_on(args: argparse.Namespace) -> bool:
+    return "idem" in variant_tokens(args)
+
+
+def use_async(args: argparse.Namespace) -> bool:
+    return "async" in variant_tokens(args)
+
+
+def worker_desc(args: argparse.Namespace, s: Settings) -> str:
+    return (
+        f"tq Worker, 1 process, concurrency={args.concurrency}, read_batch={s.read_batch}, "
+        f"events={'on' if s.events else 'off'}, audit={'on' if s.audit_enabled else 'off'}, "
+        f"idempotency={'on' if idem_on(args) else 'off'}, uvloop={'on' if s.uvloop else 'off'}"
+    )
+
+
+def flushdb() -> None:
+    """The bench owns the DB it is pointed at: flushed before every run."""
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        r.flushdb()
+    finally:
+        r.close()
+
+
+def pct(sorted_vals: list[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least p% of the values <= it."""
+    if not sorted_vals:
+        return math.nan
+    n = len(sorted_vals)
+    k = min(n - 1, max(0, math.ceil(p * n / 100.0) - 1))
+    return sorted_vals[k]
+
+
+# ---- worker process ---------------------------------------------------------------------------
+class Recorder:
+    """Per-job timestamps in the worker: (t0, handler start, done). Cheap: a dict and a list."""
+
+    def __init__(self, n: int, out: str) -> None:
+        self.n = n
+        self.out = out
+        self.t_worker_start = time.time()
+        self.pending: dict[str, tuple[float, float]] = {}
+        self.rows: list[tuple[float, float, float]] = []
+
+    def settled(self, _queue: str, job_ids: list[str]) -> None:
+        t = time.time()  # one settle call commits the whole batch: one done time for all of it
+        pop, append = self.pending.pop, self.rows.append
+        for jid in job_ids:
+            v = pop(jid, None)
+            if v is not None:
+                append((v[0], v[1], t))
+        if len(self.rows) >= self.n:
+            tmp = self.out + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"t_worker_start": self.t_worker_start, "rows": self.rows}, f)
+            os.replace(tmp, self.out)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)  # the benchmark is over: shutdown is not measured
+
+
+async def worker_main(args: argparse.Namespace) -> None:
+    from tq.connection import async_client
+    from tq.handlers import HandlerRegistry
+    from tq.worker import Worker
+
+    settings = settings_for(args)
+    rec = Recorder(args.n, args.out)  # t_worker_start: after imports, before the worker object
+    pending = rec.pending
+    handlers = HandlerRegistry()
+
+    @handlers.register(QUEUE, JOB)
+    async def noop(ctx: Any, payload: Noop) -> None:
+        pending[ctx.job_id] = (payload.t0, time.time())
+
+    worker = Worker(async_client(settings), [get_queue(QUEUE)], handlers, settings, on_settled=rec.settled)
+    await worker.start()
+    print(READY, flush=True)
+    await asyncio.Event().wait()  # Recorder exits the process once N jobs are done
+
+
+# ---- parent side ------------------------------------------------------------------------------
+def spawn_worker(args: argparse.Namespace, n: int, out: str) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "worker",
+        "--n",
+        str(n),
+        "--concurrency",
+        str(args.concurrency),
+        "--variant",
+        args.variant,
+        "--out",
+        out,
+    ]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    ready = threading.Event()
+
+    def reader() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if line.strip() == READY:
+                ready.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    killer = threading.Timer(args.timeout, p.kill)
+    killer.start()
+    p.bench = (ready, t, killer)  # type: ignore[attr-defined]
+    return p
+
+
+def wait_ready(p: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    ready = p.bench[0]  # type: ignore[attr-defined]
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        if ready.wait(0.1):
+            return
+        if p.poll() is not None:
+            raise RuntimeError("worker exited before becoming ready")
+    raise RuntimeError("worker not ready in time")
+
+
+def finish(p: subprocess.Popen[str]) -> None:
+    p.wait()
+    _ready, t, killer = p.bench  # type: ignore[attr-defined]
+    killer.cancel()
+    t.join(5)
+
+
+def tmp_out() -> str:
+    fd, out = tempfile.mkstemp(prefix="tqbench_", suffix=".json")
+    os.close(fd)
+    os.unlink(out)
+    return out
+
+
+def load_rows(out: str) -> dict[str, Any] | None:
+    if not os.path.exists(out):
+        return None
+    with open(out) as f:
+        d = json.load(f)
+    os.unlink(out)
+    return d
+
+
+def base_result(args: argparse.Namespace, mode: str, enqueue_api: str) -> dict[str, Any]:
+    return {
+        "system": "tq",
+        "version": VERSION,
+        "mode": mode,
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "variant": args.variant,
+        "worker": worker_desc(args, settings_for(args)),
+        "enqueue_api": enqueue_api,
+    }
+
+
+def emit(res: dict[str, Any]) -> None:
+    print(json.dumps(res), flush=True)
+
+
+async def _warm_async(producer: Any) -> None:
+    """Connect and load the script before timing (like BullMQ's ``waitUntilReady``)."""
+    from tq.scripts import source
+
+    await producer.client.ping()
+    await producer.client.script_load(source("enqueue"))
+
+
+def _warm_sync(producer: Any) -> None:
+    from tq.scripts import source
+
+    producer.client.ping()
+    producer.client.script_load(source("enqueue"))
+
+
+def throughput(args: argparse.Namespace) -> None:
+    from tq.producer import JobRequest, Producer
+
+    settings = settings_for(args)
+    flushdb()
+    n, chunk, idem = args.n, args.chunk, idem_on(args)
+
+    async def enqueue() -> float:
+        producer = Producer(settings=settings)
+        try:
+            await _warm_async(producer)
+            t = time.perf_counter()
+            if idem:
+                jobs: list[Any] = [
+                    JobRequest(JOB, {"t0": time.time()}, idempotency_key=f"k{i}") for i in range(n)
+                ]
+            else:
+                jobs = [(JOB, {"t0": time.time()}) for _ in range(n)]
+            res = await producer.enqueue_many(QUEUE, jobs, chunk=chunk)
+            dt = time.perf_counter() - t
+            if len(res) != n or any(r.duplicate for r in res):
+                raise RuntimeError(f"enqueue_many returned {len(res)} results for {n} jobs")
+            return dt
+        finally:
+            await producer.close()
+
+    enq_s = run_loop(settings, enqueue())
+    out = tmp_out()
+    t_spawn = time.time()
+    p = spawn_worker(args, n, out)
+    finish(p)
+    res = base_result(args, "throughput", f"Producer.enqueue_many chunks of {chunk}")
+    res.update({"enqueue_s": round(enq_s, 4), "enqueue_rate": round(n / enq_s, 1)})
+    d = load_rows(out)
+    if d is None:
+        res["error"] = f"worker did not finish {n} jobs within {args.timeout}s (rc={p.returncode})"
+        emit(res)
+        return
+    rows = d["rows"]
+    first_start = min(r[1] for r in rows)
+    last_done = max(r[2] for r in rows)
+    res.update(
+        {
+            "process_s": round(last_done - first_start, 4),
+            "process_rate": round(len(rows) / (last_done - first_start), 1),
+            "process_s_from_worker_start": round(last_done - d["t_worker_start"], 4),
+            "process_rate_from_worker_start": round(len(rows) / (last_done - d["t_worker_start"]), 1),
+            "worker_startup_s": round(first_start - d["t_worker_start"], 4),
+            "process_spawn_to_done_s": round(last_done - t_spawn, 4),
+        }
+    )
+    emit(res)
+
+
+def paced(n: int, rate: float) -> Iterator[int]:
+    """Yield i at the scheduled times t_begin + i/rate."""
+    t_begin = time.perf_counter()
+    for i in range(n):
+        d = t_begin + i / rate - time.perf_counter()
+        if d > 0:
+            time.sleep(d)
+        yield i
+
+
+async def apaced(n: int, rate: float) -> AsyncIterator[int]:
+    t_begin = time.perf_counter()
+    for i in range(n):
+        d = t_begin + i / rate - time.perf_counter()
+        if d > 0:
+            await asyncio.sleep(d)
+        yield i
+
+
+def latency(args: argparse.Namespace) -> None:
+    from tq.producer import Producer, SyncProducer
+
+    settings = settings_for(args)
+    flushdb()
+    n, rate, idem = args.n, args.rate, idem_on(args)
+    out = tmp_out()
+    p = spawn_worker(args, n, out)
+    wait_ready(p)
+    time.sleep(1.0)  # let the worker settle into its idle loop
+
+    if use_async(args):
+        api = "Producer.enqueue (asyncio), one job at a time"
+
+        async def produce() -> float:
+            producer = Producer(settings=settings)
+            try:
+                await _warm_async(producer)
+                t = time.perf_counter()
+                async for i in apaced(n, rate):
+                    await producer.enqueue(
+                        QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None
+                    )
+                return time.perf_counter() - t
+            finally:
+                await producer.close()
+
+        prod_s = run_loop(settings, produce())
+    else:
+        api = "SyncProducer.enqueue, one job at a time"
+        producer = SyncProducer(settings=settings)
+        _warm_sync(producer)
+        t = time.perf_counter()
+        for i in paced(n, rate):
+            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None)
+        prod_s = time.perf_counter() - t
+        producer.close()
+    finish(p)
+    res = base_result(args, "latency", api)
+    res.update({"rate": rate, "achieved_rate": round(n / prod_s, 1)})
+    d = load_rows(out)
+    if d is None:
+        res["error"] = f"worker did not finish {n} jobs within {args.timeout}s (rc={p.returncode})"
+        emit(res)
+        return
+    rows = d["rows"]
+    start = sorted((r[1] - r[0]) * 1000.0 for r in rows)
+    done = sorted((r[2] - r[0]) * 1000.0 for r in rows)
+    res.update(
+        {
+            "lat_done_p50_ms": round(pct(done, 50), 3),
+            "lat_done_p99_ms": round(pct(done, 99), 3),
+            "lat_done_max_ms": round(done[-1], 3),
+            "lat_start_p50_ms": round(pct(start, 50), 3),
+            "lat_start_p99_ms": round(pct(start, 99), 3),
+        }
+    )
+    emit(res)
+
+
+# ---- single: sequential single enqueues and round trips per job --------------------------------
+_SCRIPT_CALLS = {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
+
+
+def _commandstats(r: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in r.info("commandstats").items()}
+
+
+def _nested_commands() -> set[str]:
+    """Commands the enqueue script can issue itself (counted in commandstats as well)."""
+    from tq.scripts import source
+
+    return {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source("enqueue"))}
+
+
+class _SendCounter:
+    """Counts requests the producer's connections send (a pipeline is one request)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._patched: list[tuple[type, Any]] = []
+
+    def install(self) -> None:
+        import redis.asyncio.connection as aconn
+        import redis.connection as sconn
+
+        for cls in (sconn.AbstractConnection, aconn.AbstractConnection):
+            orig = cls.send_packed_command
+            self._patched.append((cls, orig))
+            counter = self
+            if asyncio.iscoroutinefunction(orig):
+
+                async def wrapped_async(
+                    conn: Any, *a: Any, _orig: Any = orig, _counter: _SendCounter = counter, **kw: Any
+                ) -> Any:
+                    _counter.count += 1
+                    return await _orig(conn, *a, **kw)
+
+                setattr(cls, "send_packed_command", wrapped_async)  # noqa: B010
+            else:
+
+                def wrapped(
+                    conn: Any, *a: Any, _orig: Any = orig, _counter: _SendCounter = counter, **kw: Any
+                ) -> Any:
+                    _counter.count += 1
+                    return _orig(conn, *a, **kw)
+
+                setattr(cls, "send_packed_command", wrapped)  # noqa: B010
+
+    def uninstall(self) -> None:
+        for cls, orig in self._patched:
+            setattr(cls, "send_packed_command", orig)  # noqa: B010
+        self._patched.clear()
+
+
+def single(args: argparse.Namespace) -> None:
+    from tq.producer import Producer, SyncProducer
+
+    settings = settings_for(args)
+    flushdb()
+    n, idem = args.n, idem_on(args)
+    stats_client = redis.Redis.from_url(REDIS_URL)
+    counter = _SendCounter()
+    counter.install()
+
+    if use_async(args):
+        api = "Producer.enqueue (asyncio), sequential"
+
+        async def loop() -> tuple[float, dict[str, int], int]:
+            producer = Producer(settings=settings)
+            try:
+                await _warm_async(producer)
+                await producer.enqueue(QUEUE, JOB, {"t0": time.time()})  # steady state: measure from job 2
+                before = _commandstats(stats_client)
+                sends = counter.count
+                t = time.perf_counter()
+                for i in range(n):
+                    await producer.enqueue(
+                        QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None
+                    )
+                dt = time.perf_counter() - t
+                return dt, before, counter.count - sends
+            finally:
+                await producer.close()
+
+        enq_s, before, sends = run_loop(settings, loop())
+    else:
+        api = "SyncProducer.enqueue, sequential"
+        producer = SyncProducer(settings=settings)
+        _warm_sync(producer)
+        producer.enqueue(QUEUE, JOB, {"t0": time.time()})  # steady state: measure from job 2
+        before = _commandstats(stats_client)
+        sends0 = counter.count
+        t = time.perf_counter()
+        for i in range(n):
+            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None)
+        enq_s = time.perf_counter() - t
+        sends = counter.count - sends0
+        producer.close()
+    counter.uninstall()
+    after = _commandstats(stats_client)
+    stats_client.close()
+
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+    delta.pop("info", None)  # the measuring client's own INFO (the "before" call)
+    nested = _nested_commands()
+    top = {k: v for k, v in delta.items() if k not in nested}  # sent by a client
+    inner = {k: v for k, v in delta.items() if k in nested}  # issued by the script
+    res = base_result(args, "single", api)
+    res.update(
+        {
+            "concurrency": 1,
+            "enqueue_s": round(enq_s, 4),
+            "enqueue_rate": round(n / enq_s, 1),
+            "round_trips_per_job": round(sum(top.values()) / n, 4),
+            "script_calls_per_job": round(sum(v for k, v in top.items() if k in _SCRIPT_CALLS) / n, 4),
+            "client_requests_per_job": round(sends / n, 4),
+            "client_commands": {k: round(v / n, 4) for k, v in sorted(top.items())},
+            "in_script_commands_per_job": {k: round(v / n, 4) for k, v in sorted(inner.items())},
+        }
+    )
+    emit(res)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["throughput", "latency", "single", "worker"])
+    ap.add_argument("--n", type=int, default=None, help="jobs (20000; latency 2000)")
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=200.0, help="latency mode: jobs/s")
+    ap.add_argument("--chunk", type=int, default=1000, help="bulk enqueue chunk size")
+    ap.add_argument("--timeout", type=float, default=300.0, help="max seconds for the worker")
+    ap.add_argument("--variant", default=None, help="sync|async (latency, single), +idem")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    if args.n is None:
+        args.n = 2000 if args.mode == "latency" else 20000
+    if args.variant is None:
+        args.variant = "sync" if args.mode in ("latency", "single") else ""
+    register(args.concurrency)
+    if args.mode == "worker":
+        run_loop(settings_for(args), worker_main(args))
+    else:
+        {"throughput": throughput, "latency": latency, "single": single}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
