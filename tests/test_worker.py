@@ -377,11 +377,12 @@ async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(redis_cl
     w = Worker(redis_client, [get_queue(Q)], h, s)
     await w.start()
     await wait_for(lambda: len(runs) == 4, what="four running")
-    held_before_stop = len(w.runners[Q].held)
-    assert held_before_stop == 8  # four running, four prefetched
+    runner = w.runners[Q]
+    await wait_for(lambda: len(runner.held) == 30, what="prefetch")  # 4 running + up to 2*4 + a read batch
+    assert runner.running == 4 and len(runner.local) == 26
     await w.stop()
     assert await _count(redis_client, "completed") == 4  # in-flight finished
-    assert await _count(redis_client, "requeued") == 4  # prefetched ones given back
+    assert await _count(redis_client, "requeued") == 26  # prefetched ones given back
     assert (await redis_client.xpending(keys.stream(Q), keys.GROUP))["pending"] == 0
     async with running(redis_client, s, h):
         await wait_for(async_eq(lambda: _count(redis_client, "completed"), 30), what="the rest")

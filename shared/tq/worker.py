@@ -73,16 +73,26 @@ def _failure(error_type: str, message: str, stack: str = "") -> str:
     return json.dumps({"type": error_type, "message": message[:2000], "stack": stack[-_STACK_LIMIT:]})
 
 
-class _Op:
-    """One settle operation; ``args`` is its 11-value slice of the settle script's ARGV."""
+def _clean(value: str) -> str:
+    """Fields are joined by the unit separator; user strings must not carry one."""
+    return value.replace(_SEP, " ") if _SEP in value else value
 
-    __slots__ = ("args", "eid")
+
+_SEP = "\x1f"
+
+
+class _Op:
+    """One settle operation: ``packed`` is its argument of the settle script (fields joined by \\x1f)."""
+
+    __slots__ = ("eid", "job_id", "packed")
 
     def __init__(self, kind: str, eid: bytes, job_id: str, name: str, attempt: int, started: float,
                  duration_ms: float, idem: str, trace: str, a: str = "", b: str = "") -> None:
         self.eid = eid
-        self.args = (kind, eid, job_id, name, attempt, int(started * 1000), round(duration_ms, 3), idem,
-                     trace, a, b)
+        self.job_id = job_id
+        self.packed = _SEP.join((kind, eid.decode(), _clean(job_id), _clean(name), str(attempt),
+                                 str(int(started * 1000)), str(round(duration_ms, 3)), _clean(idem), _clean(trace),
+                                 _clean(a), b))
 
 
 class QueueRunner:
@@ -122,6 +132,11 @@ class QueueRunner:
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
 
+    def prefetch_limit(self) -> int:
+        """Entries held at most: the running ones, as many again waiting to start, and one read
+        batch in flight, so reading the next batch overlaps running and settling this one."""
+        return 2 * self.cfg.concurrency + self.w.settings.read_batch
+
     def max_attempts(self, env: Envelope) -> int:
         return env.max_attempts or self.cfg.retry.attempts
 
@@ -132,7 +147,7 @@ class QueueRunner:
             if self.cfg.paused:
                 await self._wait(self._wake_reader, self.w.settings.config_poll_s)
                 continue
-            room = 2 * self.cfg.concurrency - len(self.held)
+            room = self.prefetch_limit() - len(self.held)
             if room <= 0:
                 await self._wait(self._wake_reader, 1.0)
                 continue
@@ -292,8 +307,7 @@ class QueueRunner:
                 self.cfg.retention_completed, self.cfg.retention_failed,
                 s.audit_stream_maxlen if s.audit_enabled else 0, int(s.events), self.w.consumer_id]
         args: list[Any] = head
-        for op in ops:
-            args.extend(op.args)
+        args += [op.packed for op in ops]
         backoff = 0.1
         while True:
             try:
@@ -306,7 +320,7 @@ class QueueRunner:
         for op in ops:
             self.held.discard(op.eid)
         if self.w.on_settled is not None:
-            self.w.on_settled(self.queue, [str(op.args[2]) for op in ops])
+            self.w.on_settled(self.queue, [op.job_id for op in ops])
         self._wake_reader.set()
         self._settled.set()
 

@@ -2,8 +2,9 @@
 -- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit maxlen (0: no audit), 8 publish events (0/1), 9 consumer id,
---       then 11 per op: kind, entry id, job id, job name, attempt, started (ms), duration (ms),
---                       idempotency key, trace id, a, b
+--       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
+--       keeps the client's command packing cheap: kind, entry id, job id, job name, attempt,
+--       started (ms), duration (ms), idempotency key, trace id, a, b
 --   kind c (completed):   a = result summary
 --   kind s (skipped):     a = reason
 --   kind r (retry):       a = due (ms), b = failure json {type, message, stack}
@@ -37,10 +38,22 @@ local function trim(index, keep)
   end
 end
 
-for i = 10, #ARGV, 11 do
-  local kind, eid, id, name = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local attempt, started, duration, idem = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local trace, a, b = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+local function fields(packed)
+  local out, pos = {}, 1
+  while true do
+    local sep = string.find(packed, '\31', pos, true)
+    if not sep then
+      out[#out + 1] = string.sub(packed, pos)
+      return out
+    end
+    out[#out + 1] = string.sub(packed, pos, sep - 1)
+    pos = sep + 1
+  end
+end
+
+for i = 10, #ARGV do
+  local f = fields(ARGV[i])
+  local kind, eid, id, name, attempt, started, duration, idem, trace, a, b = unpack(f, 1, 11)
   -- XACK answers 0 when the entry is no longer ours to settle (settled already, or reclaimed).
   if redis.call('XACK', KEYS[1], group, eid) == 1 then
     settled = settled + 1
