@@ -1,0 +1,79 @@
+# tq — developer entry points. `make` (or `make help`) lists them.
+#
+# Every target that runs project code first makes sure `.venv` exists and holds an editable
+# install of the project with its dev extras (`make install`); that step re-runs only when
+# pyproject.toml changes.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tq-installed
+# What ruff lints and formats (only those present, so a missing folder is no error).
+PY_PATHS := $(wildcard shared services operator tests bench)
+# Extra arguments for the command a target runs, e.g. `make test ARGS='-k dlq -x'`.
+ARGS ?=
+
+# The interpreter that creates the venv: python3.11, else python3 when it is 3.11.
+PY_IS_311 := import sys; raise SystemExit(sys.version_info[:2] != (3, 11))
+PYTHON ?= $(shell for p in python3.11 python3; do \
+	$$p -c '$(PY_IS_311)' >/dev/null 2>&1 && command -v $$p && break; done)
+
+.PHONY: help venv install dev test lint fmt typecheck bench migrate clean
+
+help: ## Show this list of targets (the default)
+	@echo "usage: make TARGET [ARGS='...']"
+	@echo
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:[^#]*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(STAMP) ## Create .venv (Python 3.11) with tq installed editable, plus dev tools
+	@true
+
+install: $(STAMP) ## Same as venv: (re)install when pyproject.toml changed
+	@true
+
+$(STAMP): pyproject.toml
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c '$(PY_IS_311)' >/dev/null 2>&1; then \
+		echo "$(VENV) is not Python 3.11: recreating it"; rm -rf $(VENV); fi
+	@if [ ! -x $(BIN)/python ]; then \
+		if [ -z "$(PYTHON)" ]; then \
+			echo "error: Python 3.11 is required (python3.11, or python3 being 3.11)." >&2; \
+			echo "       On Debian: apt-get install python3.11 python3.11-venv" >&2; exit 1; fi; \
+		echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+dev: $(STAMP) ## Run everything locally: private Redis + SQLite under .dev/, migrate, all workers
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/dev.sh $(ARGS)
+
+test: $(STAMP) ## Run the whole test suite (starts its own redis-server)
+	@command -v redis-server >/dev/null || { \
+		echo "error: redis-server is not on PATH; the tests start their own Redis." >&2; \
+		echo "       Install it first: sudo apt-get install redis-server" >&2; exit 1; }
+	$(BIN)/pytest -q $(ARGS)
+
+lint: $(STAMP) ## Check code style: ruff check + ruff format --check
+	$(BIN)/ruff check $(PY_PATHS)
+	$(BIN)/ruff format --check $(PY_PATHS)
+
+fmt: $(STAMP) ## Fix what ruff can fix and reformat the code
+	$(BIN)/ruff check --fix $(PY_PATHS)
+	$(BIN)/ruff format $(PY_PATHS)
+
+typecheck: $(STAMP) ## Type-check tq, tq_services and tq_operator with mypy
+	$(BIN)/mypy $(ARGS)
+
+bench: $(STAMP) ## Run the benchmarks (bench/run.sh): JSON lines and a summary
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run.sh $(ARGS)
+
+migrate: $(STAMP) ## Create or upgrade the database at TQ_DATABASE_URL
+	$(BIN)/tq migrate
+
+clean: ## Remove .venv, caches and build outputs (keeps .dev/ data)
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf *.egg-info shared/*.egg-info services/*.egg-info operator/*.egg-info
+	find . -path ./.git -prune -o -path ./.dev -prune -o -type d -name __pycache__ -print0 \
+		| xargs -0 rm -rf
