@@ -30,8 +30,13 @@ def main(url: str) -> None:
     async def sleep(ctx: JobContext, payload: Sleep) -> None:
         await asyncio.sleep(payload.seconds)
 
-    settings = Settings(redis_url=url, audit_enabled=False, shutdown_grace_s=10, config_poll_s=30,
-                        queues={QUEUE: {"concurrency": 3}})
+    settings = Settings(
+        redis_url=url,
+        audit_enabled=False,
+        shutdown_grace_s=10,
+        config_poll_s=30,
+        queues={QUEUE: {"concurrency": 3}},
+    )
     app = WorkerApp(["apptest"], settings, handlers)
     asyncio.run(app.app.run())
 

@@ -52,9 +52,22 @@ def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="tq-redis-")
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
     for _ in range(100):
@@ -80,7 +93,9 @@ def redis_server() -> Iterator[RedisServer]:
         from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
 
         with RedisContainer("redis:7") as c:
-            yield RedisServer(url=f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0", owned=True)
+            yield RedisServer(
+                url=f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0", owned=True
+            )
         return
     proc, port, workdir = start_redis_server()
     try:

@@ -11,7 +11,6 @@ import random
 import sys
 
 import redis.asyncio as aioredis
-
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import Payload
 from tq.registry import QueueSpec, get_queue, register_queue
@@ -32,8 +31,13 @@ def register() -> None:
 async def main(url: str, consumer_id: str) -> None:
     register()
     client = aioredis.Redis.from_url(url)
-    settings = Settings(redis_url=url, audit_enabled=False, reclaim_interval_s=0.2, promote_interval_s=0.05,
-                        queues={QUEUE: {"concurrency": 50, "visibility_timeout_s": 1.0}})
+    settings = Settings(
+        redis_url=url,
+        audit_enabled=False,
+        reclaim_interval_s=0.2,
+        promote_interval_s=0.05,
+        queues={QUEUE: {"concurrency": 50, "visibility_timeout_s": 1.0}},
+    )
     handlers = HandlerRegistry()
 
     @handlers.register(QUEUE, "work")

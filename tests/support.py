@@ -13,8 +13,14 @@ from tq.settings import Settings
 def fast_settings(redis_url: str, **overrides: Any) -> Settings:
     """Short intervals so tests run in milliseconds, not seconds; audit off unless asked for."""
     base: dict[str, Any] = {
-        "redis_url": redis_url, "audit_enabled": False, "promote_interval_s": 0.05, "block_ms": 50,
-        "config_poll_s": 0.2, "reclaim_interval_s": 0.2, "heartbeat_ttl_s": 3.0, "shutdown_grace_s": 5.0,
+        "redis_url": redis_url,
+        "audit_enabled": False,
+        "promote_interval_s": 0.05,
+        "block_ms": 50,
+        "config_poll_s": 0.2,
+        "reclaim_interval_s": 0.2,
+        "heartbeat_ttl_s": 3.0,
+        "shutdown_grace_s": 5.0,
         "uvloop": False,
     }
     base.update(overrides)
@@ -25,8 +31,12 @@ def tiny_retry(attempts: int = 5, initial_s: float = 0.01, max_s: float = 0.05) 
     return {"retry": {"attempts": attempts, "initial_s": initial_s, "max_s": max_s, "jitter": 0}}
 
 
-async def wait_for(pred: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0,
-                   interval: float = 0.02, what: str = "condition") -> None:
+async def wait_for(
+    pred: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         ok = pred()

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import app_worker
 import pytest
 import redis
-
-import app_worker
 from support import fast_settings
 from tq import jobs, keys
 from tq.producer import SyncProducer
@@ -31,9 +30,17 @@ def registered() -> Any:
 
 
 def _spawn(url: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("app_worker.py")), url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("app_worker.py")), url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait(pred: Any, timeout: float, what: str) -> None:
@@ -73,7 +80,6 @@ def test_pause_through_the_control_channel(redis_url: str, registered: None) -> 
     import asyncio
 
     import redis.asyncio as aioredis
-
     from tq import config
 
     client = redis.Redis.from_url(redis_url)

@@ -29,9 +29,13 @@ BASE_MS = 1_700_000_000_000
 def fake_entry(i: int) -> dict[str, str]:
     """An entry laid out as the engine's Lua writes it; every 3rd has no trace id, every 5th no details."""
     failed = i % 4 == 1
-    details = "" if i % 5 == 0 else json.dumps(
-        {"attempt": 1 + i % 3, "duration_ms": i / 10}
-        | ({"error_type": "TimeoutError", "error": f"took too long #{i}"} if failed else {})
+    details = (
+        ""
+        if i % 5 == 0
+        else json.dumps(
+            {"attempt": 1 + i % 3, "duration_ms": i / 10}
+            | ({"error_type": "TimeoutError", "error": f"took too long #{i}"} if failed else {})
+        )
     )
     return {
         "a": "job.failed" if failed else "job.completed",
@@ -110,6 +114,7 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
 
     engine = make_engine(url)
     try:
+
         def schema(conn: Any) -> tuple[set[str], dict[str, Any], set[str], list[Any]]:
             insp = inspect(conn)
             columns = {c["name"]: c for c in insp.get_columns("audit_log")}
@@ -121,12 +126,22 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
             tables, columns, indexes, diff = await conn.run_sync(schema)
         assert {"audit_log", "alembic_version"} <= tables
         assert list(columns) == [
-            "id", "actor", "action", "target", "outcome", "details", "trace_id", "created_at"
+            "id",
+            "actor",
+            "action",
+            "target",
+            "outcome",
+            "details",
+            "trace_id",
+            "created_at",
         ]
         assert columns["trace_id"]["nullable"] is True
         assert columns["action"]["nullable"] is False
         assert indexes == {
-            "ix_audit_log_action", "ix_audit_log_target", "ix_audit_log_trace_id", "ix_audit_log_created_at"
+            "ix_audit_log_action",
+            "ix_audit_log_target",
+            "ix_audit_log_trace_id",
+            "ix_audit_log_created_at",
         }
         assert diff == [], f"models and migrations disagree: {diff}"
 
@@ -177,7 +192,11 @@ async def test_record_writes_a_row(db_engine: AsyncEngine) -> None:
         bare = await session.get(AuditLog, bare_id)
     assert row is not None and bare is not None
     assert (row.actor, row.action, row.target, row.outcome, row.trace_id) == (
-        "admin@example.com", "queue.pause", "emails", "ok", "abc123"
+        "admin@example.com",
+        "queue.pause",
+        "emails",
+        "ok",
+        "abc123",
     )
     assert row.details == {"reason": "maintenance", "by": ["cli"]}
     assert row.created_at.tzinfo is not None
@@ -200,8 +219,18 @@ async def test_record_writes_a_row(db_engine: AsyncEngine) -> None:
 
 
 def test_entry_to_row_never_raises_on_malformed_entries() -> None:
-    row = entry_to_row({b"a": b"job.failed", b"q": b"q", b"id": b"1", b"n": b"j", b"o": b"dead_lettered",
-                        b"tr": b"", b"at": b"garbage", b"d": b"{not json"})
+    row = entry_to_row(
+        {
+            b"a": b"job.failed",
+            b"q": b"q",
+            b"id": b"1",
+            b"n": b"j",
+            b"o": b"dead_lettered",
+            b"tr": b"",
+            b"at": b"garbage",
+            b"d": b"{not json",
+        }
+    )
     assert row["details"] == {"job": "j", "raw": "{not json"}
     assert row["trace_id"] is None
     assert abs((row["created_at"] - datetime.now(UTC)).total_seconds()) < 60
@@ -228,9 +257,9 @@ async def test_writer_drains_2500_entries_in_batches(redis_client: aioredis.Redi
 
         async with writer.engine.connect() as conn:
             rows = {r.target: r for r in (await conn.execute(select(AuditLog))).all()}
-            actions = dict((await conn.execute(
-                select(AuditLog.outcome, func.count()).group_by(AuditLog.outcome)
-            )).all())
+            actions = dict(
+                (await conn.execute(select(AuditLog.outcome, func.count()).group_by(AuditLog.outcome))).all()
+            )
     assert len(rows) == 2500  # every job once: nothing lost, nothing doubled
     assert actions == {"completed": 1875, "retried": 625}
 

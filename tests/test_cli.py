@@ -73,6 +73,7 @@ def dead_letter(redis_url: str, n: int) -> list[str]:
             worker = Worker(client, [get_queue(Q)], HandlerRegistry(), s)
             await worker.start()
             try:
+
                 async def full() -> bool:
                     return int(await client.xlen(keys.dlq(Q))) == n
 
@@ -87,6 +88,7 @@ def dead_letter(redis_url: str, n: int) -> list[str]:
 
 
 # ---- registry views ----------------------------------------------------------------------------
+
 
 def test_queues_json_matches_the_registry(redis_url: str) -> None:
     rows = ok_json("queues")
@@ -112,6 +114,7 @@ def test_schema_is_strict_json_schema() -> None:
 
 # ---- enqueue -----------------------------------------------------------------------------------
 
+
 def test_enqueue_prints_an_id_and_the_job_exists(redis_url: str, r: redis.Redis) -> None:
     job_id = ok("enqueue", Q, "send-email", "--data", EMAIL, "--trace-id", "cli-1").strip()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
@@ -128,18 +131,22 @@ def test_enqueue_prints_an_id_and_the_job_exists(redis_url: str, r: redis.Redis)
     assert "no job" in refused("job", Q, "0" * 32)
 
 
-@pytest.mark.parametrize(("args", "reason"), [
-    ((Q, "send-email", "--data", "{not json"), "--data is not valid JSON"),
-    ((Q, "send-email", "--data", '{"to": "nope", "template": "w"}'), "invalid payload for email:send"),
-    ((Q, "send-email", "--data", '{"to": "a@b.co"}'), "template: Field required"),
-    ((Q, "send-email", "--data", '{"to": "a@b.co", "template": "w", "cc": 1}'), "cc: Extra inputs"),
-    ((Q, "send-email", "--data", "[1, 2]"), "(payload): expected an object"),
-    (("nope:queue", "send-email", "--data", EMAIL), "unknown queue 'nope:queue'"),
-    ((Q, "send-sms", "--data", EMAIL), "unknown job 'send-sms'"),
-    ((Q, "send-email", "--data", EMAIL, "--delay", "-5"), "delay must not be negative"),
-])
-def test_enqueue_refuses_bad_input(redis_url: str, r: redis.Redis, args: tuple[str, ...],
-                                   reason: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ((Q, "send-email", "--data", "{not json"), "--data is not valid JSON"),
+        ((Q, "send-email", "--data", '{"to": "nope", "template": "w"}'), "invalid payload for email:send"),
+        ((Q, "send-email", "--data", '{"to": "a@b.co"}'), "template: Field required"),
+        ((Q, "send-email", "--data", '{"to": "a@b.co", "template": "w", "cc": 1}'), "cc: Extra inputs"),
+        ((Q, "send-email", "--data", "[1, 2]"), "(payload): expected an object"),
+        (("nope:queue", "send-email", "--data", EMAIL), "unknown queue 'nope:queue'"),
+        ((Q, "send-sms", "--data", EMAIL), "unknown job 'send-sms'"),
+        ((Q, "send-email", "--data", EMAIL, "--delay", "-5"), "delay must not be negative"),
+    ],
+)
+def test_enqueue_refuses_bad_input(
+    redis_url: str, r: redis.Redis, args: tuple[str, ...], reason: str
+) -> None:
     out = refused("enqueue", *args)
     assert reason in out
     assert tq_keys(r) == []  # nothing written
@@ -170,9 +177,12 @@ def test_enqueue_with_delay_is_delayed(redis_url: str, r: redis.Redis) -> None:
 
 # ---- jobs --------------------------------------------------------------------------------------
 
+
 def test_jobs_lists_a_state_with_paging_and_search(redis_url: str) -> None:
-    payloads = [{"to": f"u{i}@example.com", "template": t}
-                for i, t in enumerate(["welcome", "reset-password", "welcome"])]
+    payloads = [
+        {"to": f"u{i}@example.com", "template": t}
+        for i, t in enumerate(["welcome", "reset-password", "welcome"])
+    ]
     ids = [ok("enqueue", Q, "send-email", "--data", json.dumps(p)).strip() for p in payloads]
     first = ok_json("jobs", Q, "--state", "waiting", "--limit", "2")
     assert [j["id"] for j in first["items"]] == ids[:2] and first["next_cursor"]
@@ -189,6 +199,7 @@ def test_jobs_lists_a_state_with_paging_and_search(redis_url: str) -> None:
 
 # ---- pause / resume ----------------------------------------------------------------------------
 
+
 def test_pause_and_resume_flip_paused(redis_url: str) -> None:
     def paused() -> dict[str, bool]:
         return {row["queue"]: row["paused"] for row in ok_json("queues")}
@@ -202,6 +213,7 @@ def test_pause_and_resume_flip_paused(redis_url: str) -> None:
 
 
 # ---- dlq ---------------------------------------------------------------------------------------
+
 
 def test_dlq_list_show_replay_delete_purge(redis_url: str, r: redis.Redis) -> None:
     job_ids = dead_letter(redis_url, 5)
@@ -260,6 +272,7 @@ def test_dlq_replay_all(redis_url: str, r: redis.Redis) -> None:
 
 
 # ---- worker ------------------------------------------------------------------------------------
+
 
 def test_worker_refuses_an_unknown_family() -> None:
     out = refused("worker", "--family", "nope")

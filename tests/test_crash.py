@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 import crash_worker
+import redis
 from support import fast_settings
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
@@ -23,9 +22,16 @@ Q = crash_worker.QUEUE
 
 
 def _spawn(url: str, name: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("crash_worker.py")), url, name],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("crash_worker.py")), url, name],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
     return proc
 
@@ -57,8 +63,11 @@ def test_sigkill_mid_batch_loses_nothing(redis_url: str) -> None:
         assert done_at_kill < N
         second = _spawn(redis_url, "second")
         try:
-            _wait(lambda: completed() + int(client.hget(keys.counters(Q), "skipped") or 0) >= N, 120,
-                  "the second consumer to finish")
+            _wait(
+                lambda: completed() + int(client.hget(keys.counters(Q), "skipped") or 0) >= N,
+                120,
+                "the second consumer to finish",
+            )
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(10)
@@ -70,7 +79,9 @@ def test_sigkill_mid_batch_loses_nothing(redis_url: str) -> None:
         assert all(s in (b"completed", None) for s in states), missing[:5]
         assert int(client.hget(keys.counters(Q), "completed")) == N, "each job completed exactly once"
         assert client.xlen(keys.dlq(Q)) == 0
-        assert client.xlen(keys.stream(Q)) == 0 and client.xpending(keys.stream(Q), keys.GROUP)["pending"] == 0
+        assert (
+            client.xlen(keys.stream(Q)) == 0 and client.xpending(keys.stream(Q), keys.GROUP)["pending"] == 0
+        )
         twice = [n for n, r in runs.items() if r > 1]
         assert len(twice) <= pending, "only jobs held by the killed consumer may run twice"
         assert int(client.hget(keys.counters(Q), "reclaimed") or 0) == pending

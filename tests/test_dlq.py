@@ -80,6 +80,7 @@ async def all_dead(client: Any) -> list[dlq.DeadLetter]:
 
 # ---- what an entry records ---------------------------------------------------------------------
 
+
 async def test_entry_records_every_field_for_a_handler_exception(redis_client: Any, redis_url: str) -> None:
     s = settings_for(redis_url, attempts=2)
     h = HandlerRegistry()
@@ -91,8 +92,9 @@ async def test_entry_records_every_field_for_a_handler_exception(redis_client: A
         raise ConnectionError(f"smtp refused {payload.to} on attempt {ctx.attempt}")
 
     t0 = time.time()
-    job_id = await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL, trace_id="trace-77",
-                                                     idempotency_key="welcome-a")
+    job_id = await Producer(redis_client, s).enqueue(
+        Q, "send-email", EMAIL, trace_id="trace-77", idempotency_key="welcome-a"
+    )
     async with running(redis_client, s, h):
         await wait_dlq(redis_client, 1)
     t1 = time.time()
@@ -127,6 +129,7 @@ async def test_entry_for_a_missing_handler(redis_client: Any, redis_url: str) ->
 
 # ---- listing -----------------------------------------------------------------------------------
 
+
 async def test_list_newest_first_with_cursor_paging(redis_client: Any, redis_url: str) -> None:
     job_ids = await fill_no_handler(redis_client, redis_url, 25)
     newest_first = [e.decode() for e, _ in await redis_client.xrevrange(keys.dlq(Q))]
@@ -160,10 +163,13 @@ async def test_list_filters_by_error_type_and_text(redis_client: Any, redis_url:
         raise ValueError(f"Mailbox full for {payload.to}")
 
     p = Producer(redis_client, s)
-    invoices = [await p.enqueue(Q, "send-email", {"to": f"u{i}@example.com", "template": "invoice-reminder"})
-                for i in range(3)]
-    welcomes = [await p.enqueue(Q, "send-email", {"to": f"w{i}@example.com", "template": "welcome"})
-                for i in range(2)]
+    invoices = [
+        await p.enqueue(Q, "send-email", {"to": f"u{i}@example.com", "template": "invoice-reminder"})
+        for i in range(3)
+    ]
+    welcomes = [
+        await p.enqueue(Q, "send-email", {"to": f"w{i}@example.com", "template": "welcome"}) for i in range(2)
+    ]
     orphans = [await p.enqueue(Q, NO_HANDLER_JOB, {"limit": 40 + i}) for i in range(6)]
     async with running(redis_client, s, h):
         await wait_dlq(redis_client, 11)
@@ -218,6 +224,7 @@ async def test_get_dead_unknown_id_and_queue(redis_client: Any, redis_url: str) 
 
 # ---- replay ------------------------------------------------------------------------------------
 
+
 async def test_replay_one_links_old_and_new_and_runs_once(redis_client: Any, redis_url: str) -> None:
     s = settings_for(redis_url)
     h = HandlerRegistry()
@@ -252,8 +259,9 @@ async def test_replay_one_links_old_and_new_and_runs_once(redis_client: Any, red
 async def test_concurrent_replays_of_one_entry_enqueue_once(redis_client: Any, redis_url: str) -> None:
     await fill_no_handler(redis_client, redis_url, 1)
     (d,) = await all_dead(redis_client)
-    outcomes = await asyncio.gather(*(dlq.replay_one(redis_client, Q, d.dlq_id) for _ in range(5)),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(dlq.replay_one(redis_client, Q, d.dlq_id) for _ in range(5)), return_exceptions=True
+    )
     new_ids = [o for o in outcomes if isinstance(o, str)]
     assert len(new_ids) == 1
     assert all(isinstance(o, NotFound) for o in outcomes if not isinstance(o, str))
@@ -296,7 +304,8 @@ async def test_replay_many_filtered_limited_oldest_first(redis_client: Any, redi
 
         left = await all_dead(redis_client)
         assert sorted(d.job_id for d in left if d.error_type == "NoHandler") == sorted(
-            d.job_id for d in oldest_first[2:])
+            d.job_id for d in oldest_first[2:]
+        )
         assert sum(d.error_type == "ValueError" for d in left) == 3
 
         rest = await dlq.replay(redis_client, Q, error_type="NoHandler")  # no limit: every match
@@ -308,9 +317,22 @@ async def test_replay_many_filtered_limited_oldest_first(redis_client: Any, redi
 
 
 async def test_forged_entry_without_envelope_is_skipped_and_kept(redis_client: Any, redis_url: str) -> None:
-    forged = (await redis_client.xadd(keys.dlq(Q), {
-        "id": "entry-0-1", "q": Q, "n": "(unknown)", "et": "InvalidEnvelope", "em": "j: Field required",
-        "es": "", "a": "1", "f": str(int(time.time() * 1000)), "tr": ""})).decode()
+    forged = (
+        await redis_client.xadd(
+            keys.dlq(Q),
+            {
+                "id": "entry-0-1",
+                "q": Q,
+                "n": "(unknown)",
+                "et": "InvalidEnvelope",
+                "em": "j: Field required",
+                "es": "",
+                "a": "1",
+                "f": str(int(time.time() * 1000)),
+                "tr": "",
+            },
+        )
+    ).decode()
     real = await fill_no_handler(redis_client, redis_url, 2)
 
     fd = await dlq.get_dead(redis_client, Q, forged)
@@ -329,6 +351,7 @@ async def test_forged_entry_without_envelope_is_skipped_and_kept(redis_client: A
 
 
 # ---- delete and purge --------------------------------------------------------------------------
+
 
 async def test_delete_one(redis_client: Any, redis_url: str) -> None:
     await fill_no_handler(redis_client, redis_url, 3)

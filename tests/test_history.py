@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-
 from support import fast_settings, tiny_retry, wait_for
 from tq import keys
 from tq.audit import AuditWriter
@@ -21,8 +20,9 @@ from tq.worker import Worker
 Q = "email:send"
 
 
-async def test_completed_and_failed_jobs_become_audit_rows(redis_client: Any, redis_url: str,
-                                                           db_engine: AsyncEngine) -> None:
+async def test_completed_and_failed_jobs_become_audit_rows(
+    redis_client: Any, redis_url: str, db_engine: AsyncEngine
+) -> None:
     s = fast_settings(redis_url, audit_enabled=True, queues={Q: tiny_retry(attempts=2)})
     h = HandlerRegistry()
 
@@ -37,8 +37,10 @@ async def test_completed_and_failed_jobs_become_audit_rows(redis_client: Any, re
     worker = Worker(redis_client, [get_queue(Q)], h, s)
     await worker.start()
     try:
-        ok = [await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "w"}, trace_id=f"t{i}")
-              for i in range(10)]
+        ok = [
+            await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "w"}, trace_id=f"t{i}")
+            for i in range(10)
+        ]
         broken = await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "broken"})
         flaky = await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "flaky"})
         await wait_for(lambda: redis_client.xlen(keys.AUDIT_STREAM), what="audit entries")
@@ -51,8 +53,13 @@ async def test_completed_and_failed_jobs_become_audit_rows(redis_client: Any, re
         written += n
     assert written == 13
     async with db_engine.connect() as conn:
-        rows = (await conn.execute(select(AuditLog.action, AuditLog.outcome, AuditLog.target, AuditLog.trace_id,
-                                          AuditLog.details))).all()
+        rows = (
+            await conn.execute(
+                select(
+                    AuditLog.action, AuditLog.outcome, AuditLog.target, AuditLog.trace_id, AuditLog.details
+                )
+            )
+        ).all()
         total = (await conn.execute(select(func.count()).select_from(AuditLog))).scalar_one()
     assert total == 13
     by_target = {}

@@ -78,14 +78,16 @@ class Gate:
 
 # ---- a job's record through its states ---------------------------------------------------------
 
+
 async def test_waiting_active_completed(redis_client: Any, redis_url: str) -> None:
     s = fast_settings(redis_url)
     gate = Gate()
     h = HandlerRegistry()
     h.add(Q, "send-email", gate)
     t0 = time.time()
-    job_id = await Producer(redis_client, s).enqueue(Q, "send-email", email(1), trace_id="tr-9",
-                                                     idempotency_key="k-1")
+    job_id = await Producer(redis_client, s).enqueue(
+        Q, "send-email", email(1), trace_id="tr-9", idempotency_key="k-1"
+    )
 
     rec = await get_job(redis_client, Q, job_id)  # no consumer group exists yet
     assert rec.state is JobState.WAITING and rec.attempts == 0 and rec.entry_id
@@ -152,13 +154,16 @@ async def test_failed_with_error_and_due_time_then_dead(redis_client: Any, redis
     assert rec.attempts == 2 and rec.error == "relay said no (attempt 2)" and rec.due_at is None
     assert rec.dlq_id == (await redis_client.xrange(keys.dlq(Q)))[0][0].decode()
     assert [(f["attempt"], f["message"]) for f in rec.failures] == [
-        (1, "relay said no (attempt 1)"), (2, "relay said no (attempt 2)")]
+        (1, "relay said no (attempt 1)"),
+        (2, "relay said no (attempt 2)"),
+    ]
     assert [e["event"] for e in rec.timeline()] == ["enqueued", "attempt failed", "attempt failed", "dead"]
     assert [j.id for j in (await list_jobs(redis_client, Q, JobState.DEAD)).items] == [job_id]
     assert await redis_client.zcard(keys.delayed(Q)) == 0
 
 
 # ---- retry and remove --------------------------------------------------------------------------
+
 
 async def test_retry_delayed_job_runs_now(redis_client: Any, redis_url: str) -> None:
     s = fast_settings(redis_url)
@@ -261,17 +266,22 @@ async def test_remove_refuses_an_active_job(redis_client: Any, redis_url: str) -
 
 # ---- listing by state --------------------------------------------------------------------------
 
+
 async def test_list_waiting_pages_oldest_first_and_searches(redis_client: Any, redis_url: str) -> None:
     p = Producer(redis_client, fast_settings(redis_url))
-    ids = [await p.enqueue(Q, "send-email", email(i, "receipt-needle" if i % 5 == 0 else "welcome"))
-           for i in range(25)]
+    ids = [
+        await p.enqueue(Q, "send-email", email(i, "receipt-needle" if i % 5 == 0 else "welcome"))
+        for i in range(25)
+    ]
     pages = await page_through(redis_client, JobState.WAITING, 10)
     assert [len(pg) for pg in pages] == [10, 10, 5]
     assert [i for pg in pages for i in pg] == ids  # oldest first, no duplicates, none skipped
 
     needles = [ids[i] for i in range(0, 25, 5)]
     assert await page_through(redis_client, JobState.WAITING, 3, search="RECEIPT-needle") == [
-        needles[:3], needles[3:]]
+        needles[:3],
+        needles[3:],
+    ]
     assert await page_through(redis_client, JobState.WAITING, 10, search=ids[7]) == [[ids[7]]]  # by id
     assert await page_through(redis_client, JobState.WAITING, 10, search="user24@") == [[ids[24]]]
     assert await page_through(redis_client, JobState.WAITING, 10, search="nothing-like-this") == [[]]
@@ -327,10 +337,12 @@ async def test_list_active_completed_and_dead_pages(redis_client: Any, redis_url
     assert [len(pg) for pg in dead] == [2, 1]
     assert sorted(i for pg in dead for i in pg) == sorted(orphans)
     assert await page_through(redis_client, JobState.DEAD, 10, search="nohandler") == [
-        [i for pg in dead for i in pg]]  # error type is searchable
+        [i for pg in dead for i in pg]
+    ]  # error type is searchable
 
 
 # ---- retention and counts ----------------------------------------------------------------------
+
 
 async def test_retention_keeps_the_newest_completed_records(redis_client: Any, redis_url: str) -> None:
     s = fast_settings(redis_url, queues={Q: {"retention_completed": 5}})
@@ -364,7 +376,13 @@ async def test_retention_keeps_the_newest_completed_records(redis_client: Any, r
 async def test_counts_by_state(redis_client: Any, redis_url: str) -> None:
     empty = await counts(redis_client, Q)  # nothing exists yet: no stream, no group
     assert {k: empty[k] for k in ("waiting", "active", "delayed", "completed", "dead", "paused")} == {
-        "waiting": 0, "active": 0, "delayed": 0, "completed": 0, "dead": 0, "paused": False}
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": 0,
+        "dead": 0,
+        "paused": False,
+    }
     with pytest.raises(UnknownQueue):
         await counts(redis_client, "nope:queue")
 
@@ -399,7 +417,13 @@ async def test_counts_by_state(redis_client: Any, redis_url: str) -> None:
     await runtime_config.set_paused(redis_client, Q, True)
     c = await counts(redis_client, Q)
     assert {k: c[k] for k in ("waiting", "active", "delayed", "completed", "dead", "paused")} == {
-        "waiting": 2, "active": 1, "delayed": 1, "completed": 3, "dead": 2, "paused": True}
+        "waiting": 2,
+        "active": 1,
+        "delayed": 1,
+        "completed": 3,
+        "dead": 2,
+        "paused": True,
+    }
     assert c["enqueued"] == 3 + 2 + 1 + 2 + 1 and c["consumers"] == 0
     assert sorted(j.id for j in (await list_jobs(redis_client, Q, JobState.WAITING)).items) == sorted(waiting)
 

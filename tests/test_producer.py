@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
 import pytest
 import redis
-
 from support import fast_settings
 from tq import keys, producer
 from tq.errors import InvalidPayload, PayloadTooLarge, UnknownJob, UnknownQueue
@@ -35,17 +35,21 @@ async def test_enqueue_writes_record_and_entry(redis_client: Any, redis_url: str
     assert rec[b"x"] == entries[0][0]
 
 
-@pytest.mark.parametrize(("queue", "job", "data", "error", "field"), [
-    ("email:send", "send-email", {"to": "not-an-address", "template": "w"}, InvalidPayload, "to"),
-    ("email:send", "send-email", {"to": "a@b.co", "template": ""}, InvalidPayload, "template"),
-    ("email:send", "send-email", {"to": "a@b.co", "template": "w", "cc": "x"}, InvalidPayload, "cc"),
-    ("email:send", "send-email", {"to": "a@b.co", "template": 5}, InvalidPayload, "template"),
-    ("email:send", "send-email", ["not", "an", "object"], InvalidPayload, "(payload)"),
-    ("email:send", "nope", EMAIL, UnknownJob, "nope"),
-    ("nope:queue", "send-email", EMAIL, UnknownQueue, "nope:queue"),
-])
-async def test_bad_input_is_refused_and_nothing_written(redis_client: Any, redis_url: str, queue: str, job: str,
-                                                        data: Any, error: type[Exception], field: str) -> None:
+@pytest.mark.parametrize(
+    ("queue", "job", "data", "error", "field"),
+    [
+        ("email:send", "send-email", {"to": "not-an-address", "template": "w"}, InvalidPayload, "to"),
+        ("email:send", "send-email", {"to": "a@b.co", "template": ""}, InvalidPayload, "template"),
+        ("email:send", "send-email", {"to": "a@b.co", "template": "w", "cc": "x"}, InvalidPayload, "cc"),
+        ("email:send", "send-email", {"to": "a@b.co", "template": 5}, InvalidPayload, "template"),
+        ("email:send", "send-email", ["not", "an", "object"], InvalidPayload, "(payload)"),
+        ("email:send", "nope", EMAIL, UnknownJob, "nope"),
+        ("nope:queue", "send-email", EMAIL, UnknownQueue, "nope:queue"),
+    ],
+)
+async def test_bad_input_is_refused_and_nothing_written(
+    redis_client: Any, redis_url: str, queue: str, job: str, data: Any, error: type[Exception], field: str
+) -> None:
     p = Producer(redis_client, fast_settings(redis_url))
     with pytest.raises(error) as info:
         await p.enqueue(queue, job, data)
@@ -71,8 +75,9 @@ async def test_model_instances_are_accepted(redis_client: Any, redis_url: str) -
 async def test_idempotency_key_returns_first_id_within_ttl(redis_client: Any, redis_url: str) -> None:
     p = Producer(redis_client, fast_settings(redis_url))
     first = await p.enqueue_detailed("email:send", "send-email", EMAIL, idempotency_key="order-7")
-    again = await p.enqueue_detailed("email:send", "send-email", {**EMAIL, "template": "other"},
-                                     idempotency_key="order-7")
+    again = await p.enqueue_detailed(
+        "email:send", "send-email", {**EMAIL, "template": "other"}, idempotency_key="order-7"
+    )
     assert not first.duplicate and again.duplicate and again.id == first.id
     assert await redis_client.xlen(keys.stream("email:send")) == 1
     ttl = await redis_client.ttl(keys.idempotency("email:send", "order-7"))
@@ -81,7 +86,7 @@ async def test_idempotency_key_returns_first_id_within_ttl(redis_client: Any, re
     await redis_client.hset(keys.config("email:send"), "idempotency_ttl_s", "1")
     await p.enqueue("email:send", "send-email", EMAIL, idempotency_key="short")
     assert await redis_client.ttl(keys.idempotency("email:send", "short")) == 1
-    time.sleep(1.1)
+    await asyncio.sleep(1.1)
     third = await p.enqueue_detailed("email:send", "send-email", EMAIL, idempotency_key="short")
     assert not third.duplicate
 
@@ -107,7 +112,8 @@ async def test_enqueue_many_is_all_or_nothing_on_validation(redis_client: Any, r
     results = await p.enqueue_many(
         "email:send",
         [("send-email", EMAIL)] * 2500 + [JobRequest("send-email", EMAIL, idempotency_key="k", delay=10)] * 2,
-        chunk=1000)
+        chunk=1000,
+    )
     assert len(results) == 2502 and len({r.id for r in results}) == 2501
     assert results[-1].duplicate and results[-1].id == results[-2].id
     assert await redis_client.xlen(keys.stream("email:send")) == 2500
@@ -127,7 +133,9 @@ async def test_events_published_for_enqueue(redis_client: Any, redis_url: str) -
     await pubsub.aclose()
 
 
-def test_sync_producer_single_enqueue_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_producer_single_enqueue_is_one_round_trip(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = redis.Redis.from_url(redis_url)
     p = SyncProducer(client, fast_settings(redis_url))
     p.enqueue("email:send", "send-email", EMAIL)  # loads the script once

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-
 from support import fast_settings, tiny_retry, wait_for
 from tq import config, dlq, jobs, keys
 from tq.envelope import JobState
@@ -29,8 +28,9 @@ EMAIL = {"to": "a@example.com", "template": "welcome"}
 
 
 @asynccontextmanager
-async def running(client: Any, settings: Settings, h: HandlerRegistry, queue: str = Q,
-                  consumer_id: str | None = None) -> AsyncIterator[Worker]:
+async def running(
+    client: Any, settings: Settings, h: HandlerRegistry, queue: str = Q, consumer_id: str | None = None
+) -> AsyncIterator[Worker]:
     w = Worker(client, [get_queue(queue)], h, settings, consumer_id=consumer_id)
     await w.start()
     try:
@@ -82,7 +82,9 @@ async def test_completes_with_validated_payload_and_acks(redis_client: Any, redi
     assert await redis_client.xlen(keys.stream(Q)) == 0  # acked and deleted
     assert (await redis_client.xpending(keys.stream(Q), keys.GROUP))["pending"] == 0
     rec = await jobs.get_job(redis_client, Q, ids[0])
-    assert rec.state is JobState.COMPLETED and rec.attempts == 1 and rec.result == {"sent_to": "a@example.com"}
+    assert (
+        rec.state is JobState.COMPLETED and rec.attempts == 1 and rec.result == {"sent_to": "a@example.com"}
+    )
     assert rec.finished_at is not None and rec.started_at is not None and rec.duration_ms is not None
 
 
@@ -97,7 +99,9 @@ def test_backoff_doubles_from_2s_and_caps_at_2min() -> None:
         assert max(draws) - min(draws) > 0  # jitter spreads retries
 
 
-async def test_retries_follow_backoff_and_fifth_failure_dead_letters(redis_client: Any, redis_url: str) -> None:
+async def test_retries_follow_backoff_and_fifth_failure_dead_letters(
+    redis_client: Any, redis_url: str
+) -> None:
     s = fast_settings(redis_url, queues={Q: tiny_retry(attempts=5, initial_s=0.04, max_s=0.2)})
     h = HandlerRegistry()
     attempts: list[int] = []
@@ -120,7 +124,11 @@ async def test_retries_follow_backoff_and_fifth_failure_dead_letters(redis_clien
         assert abs((e["data"]["due"] - e["at"]) - expected) < 0.01
     [letter] = (await dlq.list_dead(redis_client, Q)).items
     assert (letter.job_id, letter.queue, letter.name) == (job_id, Q, "send-email")
-    assert (letter.error_type, letter.error, letter.attempts) == ("ConnectionError", "smtp down on attempt 5", 5)
+    assert (letter.error_type, letter.error, letter.attempts) == (
+        "ConnectionError",
+        "smtp down on attempt 5",
+        5,
+    )
     assert "raise ConnectionError" in letter.stack and letter.trace_id == "trace-42"
     assert letter.payload["to"] == "a@example.com" and letter.idempotency_key == "once"
     assert abs(letter.failed_at - time.time()) < 5
@@ -149,7 +157,9 @@ async def test_non_retryable_error_dead_letters_at_once(redis_client: Any, redis
     assert await _count(redis_client, "retried") == 0
 
 
-async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(redis_client: Any, redis_url: str) -> None:
+async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
+    redis_client: Any, redis_url: str
+) -> None:
     s = fast_settings(redis_url)
     h = HandlerRegistry()
     ran: list[str] = []
@@ -159,8 +169,14 @@ async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(redis_cl
         ran.append(ctx.job_id)
 
     def env(**over: Any) -> str:
-        base = {"id": "forged-1", "queue": Q, "name": "send-email", "payload": EMAIL, "attempt": 1,
-                "enqueued_at": time.time()}
+        base = {
+            "id": "forged-1",
+            "queue": Q,
+            "name": "send-email",
+            "payload": EMAIL,
+            "attempt": 1,
+            "enqueued_at": time.time(),
+        }
         return json.dumps({**base, **over})
 
     stream = keys.stream(Q)
@@ -210,8 +226,9 @@ async def test_no_handler_goes_to_the_dlq(redis_client: Any, redis_url: str) -> 
     assert letter.job_id == job_id and letter.error_type == "NoHandler"
 
 
-async def test_replay_of_a_job_whose_key_since_completed_does_not_run_twice(redis_client: Any,
-                                                                            redis_url: str) -> None:
+async def test_replay_of_a_job_whose_key_since_completed_does_not_run_twice(
+    redis_client: Any, redis_url: str
+) -> None:
     s = fast_settings(redis_url)
     h = HandlerRegistry()
     effects: list[str] = []
@@ -316,7 +333,9 @@ async def test_delayed_job_runs_when_due(redis_client: Any, redis_url: str) -> N
     assert 0.39 <= ran_at[0] - t0 < 1.5
 
 
-async def test_stalled_entries_are_reclaimed_with_an_attempt_counted(redis_client: Any, redis_url: str) -> None:
+async def test_stalled_entries_are_reclaimed_with_an_attempt_counted(
+    redis_client: Any, redis_url: str
+) -> None:
     s = fast_settings(redis_url, queues={Q: {"visibility_timeout_s": 0.3, **tiny_retry(attempts=3)}})
     h = HandlerRegistry()
     attempts: dict[str, int] = {}
@@ -362,7 +381,9 @@ async def test_slow_job_of_a_live_consumer_is_not_reclaimed(redis_client: Any, r
     assert await _count(redis_client, "reclaimed") == 0
 
 
-async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(redis_client: Any, redis_url: str) -> None:
+async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
+    redis_client: Any, redis_url: str
+) -> None:
     s = fast_settings(redis_url, queues={Q: {"concurrency": 4}})
     h = HandlerRegistry()
     runs: dict[str, list[int]] = {}

@@ -24,8 +24,12 @@ log = logging.getLogger("tq.app")
 class WorkerApp:
     """``WorkerApp(families).app`` is the FastStream app; ``.worker`` exists once started."""
 
-    def __init__(self, families: Sequence[str] = (), settings: Settings | None = None,
-                 handlers: HandlerRegistry | None = None) -> None:
+    def __init__(
+        self,
+        families: Sequence[str] = (),
+        settings: Settings | None = None,
+        handlers: HandlerRegistry | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.specs = queues_of(families) if families else all_queues()
         self.family = ",".join(families) if families else "all"

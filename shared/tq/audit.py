@@ -235,8 +235,12 @@ class AuditWriter:
 
     async def _claim_idle(self, count: int) -> list[Entry]:
         reply = await self.redis.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms,
-            start_id=self._claim_cursor, count=count,
+            self.stream,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
         )
         cursor, entries = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []

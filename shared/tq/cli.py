@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -24,8 +24,9 @@ from tq.errors import ConfirmationRequired, TqError
 from tq.registry import all_queues, families, get_queue
 from tq.settings import get_settings
 
-app = typer.Typer(help="tq - Teknav Queues: jobs on Redis Streams.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="tq - Teknav Queues: jobs on Redis Streams.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 dlq_app = typer.Typer(help="Dead-letter queue: list, show, replay, delete, purge.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 console = Console()
@@ -59,7 +60,7 @@ def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def _emit_json(data: Any) -> None:
@@ -81,11 +82,17 @@ def queues(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json(rows)
         return
-    table = Table("queue", "family", "jobs", "paused", "waiting", "active", "delayed", "completed", "dead",
-                  "consumers")
+    table = Table(
+        "queue", "family", "jobs", "paused", "waiting", "active", "delayed", "completed", "dead", "consumers"
+    )
     for r in rows:
-        table.add_row(r["queue"], r["family"], ", ".join(r["jobs"]), "yes" if r["paused"] else "no",
-                      *(str(r[k]) for k in ("waiting", "active", "delayed", "completed", "dead", "consumers")))
+        table.add_row(
+            r["queue"],
+            r["family"],
+            ", ".join(r["jobs"]),
+            "yes" if r["paused"] else "no",
+            *(str(r[k]) for k in ("waiting", "active", "delayed", "completed", "dead", "consumers")),
+        )
     console.print(table)
 
 
@@ -101,7 +108,8 @@ def schema(queue: str, job: str) -> None:
 
 @app.command()
 def enqueue(
-    queue: str, job: str,
+    queue: str,
+    job: str,
     data: Annotated[str, typer.Option(help="the payload as a JSON object")] = "{}",
     idempotency_key: Annotated[str | None, typer.Option(help="dedupe key within its TTL")] = None,
     delay: Annotated[float | None, typer.Option(help="seconds to wait before the job is due")] = None,
@@ -116,8 +124,9 @@ def enqueue(
 
     async def go(client: Any) -> str:
         producer = Producer(client)
-        return await producer.enqueue(queue, job, payload, idempotency_key=idempotency_key, delay=delay,
-                                      trace_id=trace_id)
+        return await producer.enqueue(
+            queue, job, payload, idempotency_key=idempotency_key, delay=delay, trace_id=trace_id
+        )
 
     typer.echo(_run(go))
 
@@ -138,8 +147,15 @@ def list_jobs(
         return
     table = Table("id", "name", "state", "attempts", "enqueued", "finished", "error")
     for j in page.items:
-        table.add_row(j.id, j.name, j.state.value, str(j.attempts), _when(j.enqueued_at), _when(j.finished_at),
-                      (j.error or "")[:60])
+        table.add_row(
+            j.id,
+            j.name,
+            j.state.value,
+            str(j.attempts),
+            _when(j.enqueued_at),
+            _when(j.finished_at),
+            (j.error or "")[:60],
+        )
     console.print(table)
     if page.next_cursor:
         console.print(f"next page: --cursor {page.next_cursor}")
@@ -157,7 +173,9 @@ def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
             console.print(f"[bold]{key}[/bold]: {value}")
     console.print("[bold]payload[/bold]:", json.dumps(rec.payload, indent=2))
     for step in rec.timeline():
-        console.print(f"  {_when(step['at'])}  {step['event']}  {step.get('type', '')} {step.get('message', '')}")
+        console.print(
+            f"  {_when(step['at'])}  {step['event']}  {step.get('type', '')} {step.get('message', '')}"
+        )
     if rec.stack:
         console.print("[bold]stack[/bold]:\n" + rec.stack)
 
@@ -195,14 +213,19 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Dead-lettered jobs, newest first."""
-    page = _run(lambda c: dlq_ops.list_dead(c, queue, since=since, until=until, error_type=error_type,
-                                            text=search, cursor=cursor, limit=limit))
+    page = _run(
+        lambda c: dlq_ops.list_dead(
+            c, queue, since=since, until=until, error_type=error_type, text=search, cursor=cursor, limit=limit
+        )
+    )
     if as_json:
         _emit_json({"items": [d.to_dict() for d in page.items], "next_cursor": page.next_cursor})
         return
     table = Table("dlq id", "job id", "name", "error type", "error", "attempts", "failed at")
     for d in page.items:
-        table.add_row(d.dlq_id, d.job_id, d.name, d.error_type, d.error[:60], str(d.attempts), _when(d.failed_at))
+        table.add_row(
+            d.dlq_id, d.job_id, d.name, d.error_type, d.error[:60], str(d.attempts), _when(d.failed_at)
+        )
     console.print(table)
     if page.next_cursor:
         console.print(f"next page: --cursor {page.next_cursor}")

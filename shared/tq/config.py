@@ -38,11 +38,19 @@ class RuntimeConfig(BaseModel):
 
 # hash field -> (RuntimeConfig path, parser)
 _RETRY_FIELDS = {"attempts": int, "backoff_initial_s": float, "backoff_max_s": float, "jitter": float}
-_RETRY_NAMES = {"attempts": "attempts", "backoff_initial_s": "initial_s", "backoff_max_s": "max_s",
-                "jitter": "jitter"}
+_RETRY_NAMES = {
+    "attempts": "attempts",
+    "backoff_initial_s": "initial_s",
+    "backoff_max_s": "max_s",
+    "jitter": "jitter",
+}
 _TOP_FIELDS: dict[str, Any] = {
-    "generation": int, "concurrency": int, "paused": lambda v: v in ("1", "true"),
-    "retention_completed": int, "retention_failed": int, "idempotency_ttl_s": int,
+    "generation": int,
+    "concurrency": int,
+    "paused": lambda v: v in ("1", "true"),
+    "retention_completed": int,
+    "retention_failed": int,
+    "idempotency_ttl_s": int,
     "visibility_timeout_s": float,
 }
 
@@ -50,20 +58,28 @@ _TOP_FIELDS: dict[str, Any] = {
 def defaults(queue: str, settings: Settings | None = None) -> RuntimeConfig:
     d = get_queue(queue).effective_defaults(settings)
     return RuntimeConfig(
-        concurrency=d.concurrency, retry=d.retry, retention_completed=d.retention_completed,
-        retention_failed=d.retention_failed, idempotency_ttl_s=d.idempotency_ttl_s,
+        concurrency=d.concurrency,
+        retry=d.retry,
+        retention_completed=d.retention_completed,
+        retention_failed=d.retention_failed,
+        idempotency_ttl_s=d.idempotency_ttl_s,
         visibility_timeout_s=d.visibility_timeout_s,
     )
 
 
-def from_hash(queue: str, raw: dict[bytes, bytes] | dict[str, str], settings: Settings | None = None
-              ) -> RuntimeConfig:
+def from_hash(
+    queue: str, raw: dict[bytes, bytes] | dict[str, str], settings: Settings | None = None
+) -> RuntimeConfig:
     """Registry defaults overridden by whatever the hash holds."""
-    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-              for k, v in raw.items()}
+    fields = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
     base = defaults(queue, settings)
     top = {name: parse(fields[name]) for name, parse in _TOP_FIELDS.items() if name in fields}
-    retry = {_RETRY_NAMES[name]: parse(fields[name]) for name, parse in _RETRY_FIELDS.items() if name in fields}
+    retry = {
+        _RETRY_NAMES[name]: parse(fields[name]) for name, parse in _RETRY_FIELDS.items() if name in fields
+    }
     if retry:
         top["retry"] = base.retry.model_copy(update=retry)
     if "rate_jobs" in fields:
@@ -72,8 +88,11 @@ def from_hash(queue: str, raw: dict[bytes, bytes] | dict[str, str], settings: Se
 
 
 def to_hash(cfg: RuntimeConfig) -> dict[str, str]:
-    out = {name: str(int(v) if isinstance(v, bool) else v)
-           for name in _TOP_FIELDS if (v := getattr(cfg, name)) is not None}
+    out = {
+        name: str(int(v) if isinstance(v, bool) else v)
+        for name in _TOP_FIELDS
+        if (v := getattr(cfg, name)) is not None
+    }
     for name, attr in _RETRY_NAMES.items():
         out[name] = str(getattr(cfg.retry, attr))
     if cfg.rate_limit is not None:
@@ -91,7 +110,7 @@ def _event(kind: EventType, queue: str, **data: Any) -> str:
 
 
 async def write(client: Any, queue: str, cfg: RuntimeConfig) -> None:
-    """Replace the queue's runtime config and tell consumers (they also poll, so a lost signal only delays)."""
+    """Replace the runtime config and tell consumers (they also poll: a lost signal only delays it)."""
     key = keys.config(queue)
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(key)
@@ -114,8 +133,9 @@ async def set_paused(client: Any, queue: str, paused: bool) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.hset(keys.config(queue), "paused", "1" if paused else "0")
         pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
-        pipe.publish(keys.EVENTS_CHANNEL,
-                     _event(EventType.QUEUE_PAUSED if paused else EventType.QUEUE_RESUMED, queue))
+        pipe.publish(
+            keys.EVENTS_CHANNEL, _event(EventType.QUEUE_PAUSED if paused else EventType.QUEUE_RESUMED, queue)
+        )
         await pipe.execute()
 
 
@@ -127,4 +147,3 @@ async def set_concurrency(client: Any, queue: str, concurrency: int) -> None:
         pipe.hset(keys.config(queue), "concurrency", str(concurrency))
         pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
         await pipe.execute()
-

@@ -54,11 +54,20 @@ def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
     except ValueError:
         env = {}
     return DeadLetter(
-        dlq_id=dlq_id, job_id=text(f.get(b"id")), queue=text(f.get(b"q")) or queue, name=text(f.get(b"n")),
-        error_type=text(f.get(b"et")), error=text(f.get(b"em")), stack=text(f.get(b"es")),
-        attempts=int(f.get(b"a") or 0), failed_at=int(f.get(b"f") or 0) / 1000,
-        payload=env.get("payload", raw if not env else None), trace_id=text(f.get(b"tr")) or env.get("trace_id"),
-        idempotency_key=env.get("idempotency_key"), enqueued_at=env.get("enqueued_at"), envelope=raw,
+        dlq_id=dlq_id,
+        job_id=text(f.get(b"id")),
+        queue=text(f.get(b"q")) or queue,
+        name=text(f.get(b"n")),
+        error_type=text(f.get(b"et")),
+        error=text(f.get(b"em")),
+        stack=text(f.get(b"es")),
+        attempts=int(f.get(b"a") or 0),
+        failed_at=int(f.get(b"f") or 0) / 1000,
+        payload=env.get("payload", raw if not env else None),
+        trace_id=text(f.get(b"tr")) or env.get("trace_id"),
+        idempotency_key=env.get("idempotency_key"),
+        enqueued_at=env.get("enqueued_at"),
+        envelope=raw,
     )
 
 
@@ -77,9 +86,18 @@ def _bounds(since: float | None, until: float | None) -> tuple[str, str]:
     return lo, hi
 
 
-async def list_dead(client: Any, queue: str, *, since: float | None = None, until: float | None = None,
-                    error_type: str | None = None, text: str | None = None, cursor: str | None = None,
-                    limit: int = 50, scan_limit: int = 10_000) -> Page:
+async def list_dead(
+    client: Any,
+    queue: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    error_type: str | None = None,
+    text: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+    scan_limit: int = 10_000,
+) -> Page:
     """Newest first. ``cursor`` is the last entry id of the previous page."""
     get_queue(queue)
     if not 1 <= limit <= 1000:
@@ -158,13 +176,23 @@ async def replay_one(client: Any, queue: str, dlq_id: str) -> str:
     d = await get_dead(client, queue, dlq_id)
     result = await _replay(client, queue, [d])
     if not result.job_ids:
-        raise NotFound(f"DLQ entry {dlq_id} on {queue} was replayed or removed meanwhile, or cannot be replayed")
+        raise NotFound(
+            f"DLQ entry {dlq_id} on {queue} was replayed or removed meanwhile, or cannot be replayed"
+        )
     return result.job_ids[0]
 
 
-async def replay(client: Any, queue: str, *, limit: int | None = None, error_type: str | None = None,
-                 text: str | None = None, since: float | None = None, until: float | None = None,
-                 chunk: int = 200) -> ReplayResult:
+async def replay(
+    client: Any,
+    queue: str,
+    *,
+    limit: int | None = None,
+    error_type: str | None = None,
+    text: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    chunk: int = 200,
+) -> ReplayResult:
     """Replay matching entries, oldest first, up to ``limit`` (all when None)."""
     get_queue(queue)
     lo, hi = _bounds(since, until)
@@ -197,8 +225,10 @@ async def delete(client: Any, queue: str, dlq_id: str) -> None:
     get_queue(queue)
     if not await client.xdel(keys.dlq(queue), dlq_id):
         raise NotFound(f"no DLQ entry {dlq_id} on {queue}")
-    await client.publish(keys.EVENTS_CHANNEL, Event(type=EventType.DLQ_DELETED, queue=queue,
-                                                    data={"dlq_id": dlq_id}).model_dump_json())
+    await client.publish(
+        keys.EVENTS_CHANNEL,
+        Event(type=EventType.DLQ_DELETED, queue=queue, data={"dlq_id": dlq_id}).model_dump_json(),
+    )
 
 
 async def purge(client: Any, queue: str, confirm: str) -> int:

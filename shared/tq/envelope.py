@@ -46,6 +46,7 @@ class EventType(str, Enum):
     JOB_RETRYING = "job.retrying"
     JOB_FAILED = "job.failed"
     JOB_REMOVED = "job.removed"
+    JOB_PROGRESS = "job.progress"  # a handler's own progress (``JobContext.publish``)
     DLQ_ADDED = "dlq.added"
     DLQ_REPLAYED = "dlq.replayed"
     DLQ_DELETED = "dlq.deleted"

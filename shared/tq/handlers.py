@@ -36,10 +36,16 @@ class JobContext:
     def trace_id(self) -> str | None:
         return self.envelope.trace_id
 
-    async def publish(self, kind: EventType | str, **data: Any) -> None:
+    async def publish(self, kind: EventType, **data: Any) -> None:
         """Publish a progress event for this job on ``tq:events``."""
-        event = Event.model_construct(type=kind, queue=self.queue, job_id=self.job_id,
-                                      name=self.envelope.name, at=time.time(), data=data)
+        event = Event.model_construct(
+            type=kind,
+            queue=self.queue,
+            job_id=self.job_id,
+            name=self.envelope.name,
+            at=time.time(),
+            data=data,
+        )
         await self.redis.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
 
 
@@ -68,4 +74,3 @@ class HandlerRegistry:
 
 handlers = HandlerRegistry()
 """The process-wide registry that the family services register into."""
-

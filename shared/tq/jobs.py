@@ -76,17 +76,30 @@ def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> Jo
         except ValueError:
             result = text(h[b"r"])
     return JobRecord(
-        id=job_id, queue=queue, name=text(h.get(b"n")) or env.get("name", ""), state=state,
-        attempts=int(h.get(b"a") or 0), payload=env.get("payload", {}), enqueued_at=_ms_to_s(h.get(b"t")),
-        started_at=_ms_to_s(h.get(b"st")), finished_at=_ms_to_s(h.get(b"f")),
+        id=job_id,
+        queue=queue,
+        name=text(h.get(b"n")) or env.get("name", ""),
+        state=state,
+        attempts=int(h.get(b"a") or 0),
+        payload=env.get("payload", {}),
+        enqueued_at=_ms_to_s(h.get(b"t")),
+        started_at=_ms_to_s(h.get(b"st")),
+        finished_at=_ms_to_s(h.get(b"f")),
         duration_ms=float(h[b"d"]) if h.get(b"d") else None,
         due_at=_ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
-        error_type=text(h.get(b"et")) or None, error=text(h.get(b"em")) or None, stack=text(h.get(b"es")) or None,
-        failures=json.loads(h[b"h"]) if h.get(b"h") else [], result=result,
-        idempotency_key=env.get("idempotency_key"), trace_id=env.get("trace_id"),
-        max_attempts=env.get("max_attempts"), dlq_id=text(h.get(b"dl")) or None,
-        replay_of=text(h.get(b"rp")) or None, replayed_as=text(h.get(b"ra")) or None,
-        consumer=text(h.get(b"c")) or None, entry_id=text(h.get(b"x")) or None,
+        error_type=text(h.get(b"et")) or None,
+        error=text(h.get(b"em")) or None,
+        stack=text(h.get(b"es")) or None,
+        failures=json.loads(h[b"h"]) if h.get(b"h") else [],
+        result=result,
+        idempotency_key=env.get("idempotency_key"),
+        trace_id=env.get("trace_id"),
+        max_attempts=env.get("max_attempts"),
+        dlq_id=text(h.get(b"dl")) or None,
+        replay_of=text(h.get(b"rp")) or None,
+        replayed_as=text(h.get(b"ra")) or None,
+        consumer=text(h.get(b"c")) or None,
+        entry_id=text(h.get(b"x")) or None,
     )
 
 
@@ -144,8 +157,16 @@ async def _load(client: Any, queue: str, ids: list[str]) -> list[tuple[str, dict
     return [(i, h) for i, h in zip(ids, rows, strict=True) if h]
 
 
-async def list_jobs(client: Any, queue: str, state: JobState | str, *, cursor: str | None = None, limit: int = 50,
-                    search: str | None = None, scan_limit: int = 10_000) -> Page:
+async def list_jobs(
+    client: Any,
+    queue: str,
+    state: JobState | str,
+    *,
+    cursor: str | None = None,
+    limit: int = 50,
+    search: str | None = None,
+    scan_limit: int = 10_000,
+) -> Page:
     """One page of jobs in ``state``. Waiting/active come from the stream (oldest first); delayed and
     failed from the delayed set (soonest first); completed and dead from their indexes (newest first).
     ``cursor`` is opaque; ``search`` matches id, name, payload and error text; at most ``scan_limit``
@@ -181,8 +202,9 @@ async def list_jobs(client: Any, queue: str, state: JobState | str, *, cursor: s
     return Page(found, pos)
 
 
-def _cursor_after(state: JobState, job_id: str, ids: list[str], chunk_next: str | None, chunk_pos: str | None
-                  ) -> str | None:
+def _cursor_after(
+    state: JobState, job_id: str, ids: list[str], chunk_next: str | None, chunk_pos: str | None
+) -> str | None:
     """Resume right after ``job_id`` inside the chunk that held it."""
     idx = ids.index(job_id)
     if idx == len(ids) - 1:
@@ -192,8 +214,9 @@ def _cursor_after(state: JobState, job_id: str, ids: list[str], chunk_next: str 
     return str(int(chunk_pos or 0) + idx + 1)
 
 
-async def _stream_ids(client: Any, queue: str, state: JobState, pos: str | None, count: int
-                      ) -> tuple[list[str], str | None]:
+async def _stream_ids(
+    client: Any, queue: str, state: JobState, pos: str | None, count: int
+) -> tuple[list[str], str | None]:
     """Job ids of waiting (undelivered) or active (pending) entries after the entry cursor ``pos``."""
     stream = keys.stream(queue)
     if pos and pos.startswith("job:"):  # resume after a job: find its entry
@@ -207,7 +230,9 @@ async def _stream_ids(client: Any, queue: str, state: JobState, pos: str | None,
         start = pos
         if start is None:
             groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
-            delivered = next((text(g["last-delivered-id"]) for g in groups if text(g["name"]) == keys.GROUP), "0-0")
+            delivered = next(
+                (text(g["last-delivered-id"]) for g in groups if text(g["name"]) == keys.GROUP), "0-0"
+            )
             start = delivered
         raw = await client.xrange(stream, min=f"({start}", max="+", count=count)
         entries = [(text(e), f) for e, f in raw]
@@ -229,8 +254,9 @@ async def _entries(client: Any, stream: str, eids: list[str]) -> list[tuple[str,
     return [(e, r[0][1]) for e, r in zip(eids, rows, strict=True) if r]
 
 
-async def _index_ids(client: Any, queue: str, state: JobState, pos: str | None, count: int
-                     ) -> tuple[list[str], str | None]:
+async def _index_ids(
+    client: Any, queue: str, state: JobState, pos: str | None, count: int
+) -> tuple[list[str], str | None]:
     offset = int(pos or 0)
     if state in (JobState.DELAYED, JobState.FAILED):
         raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1)
@@ -262,12 +288,22 @@ async def remove_job(client: Any, queue: str, job_id: str) -> JobState:
     rec = await get_job(client, queue, job_id)
     if rec.state is not JobState.ACTIVE:
         outcome = await Scripts(client).remove(
-            keys=[keys.stream(queue), keys.delayed(queue), keys.completed_index(queue), keys.dead_index(queue),
-                  keys.job(queue, job_id)],
-            args=[keys.GROUP, rec.entry_id if rec.state is JobState.WAITING and rec.entry_id else "", job_id])
+            keys=[
+                keys.stream(queue),
+                keys.delayed(queue),
+                keys.completed_index(queue),
+                keys.dead_index(queue),
+                keys.job(queue, job_id),
+            ],
+            args=[keys.GROUP, rec.entry_id if rec.state is JobState.WAITING and rec.entry_id else "", job_id],
+        )
         if text(outcome) == "removed":
-            await client.publish(keys.EVENTS_CHANNEL, Event(type=EventType.JOB_REMOVED, queue=queue, job_id=job_id,
-                                                            name=rec.name).model_dump_json())
+            await client.publish(
+                keys.EVENTS_CHANNEL,
+                Event(
+                    type=EventType.JOB_REMOVED, queue=queue, job_id=job_id, name=rec.name
+                ).model_dump_json(),
+            )
             return rec.state
     raise TqError(f"job {job_id} is running; it cannot be removed")
 
@@ -294,8 +330,15 @@ async def counts(client: Any, queue: str) -> dict[str, Any]:
     cfg = await read_config(client, queue)
     t = {text(k): int(v) for k, v in totals.items()}
     return {
-        "queue": queue, "waiting": max(0, length - active), "active": active, "delayed": delayed,
-        "completed": t.get("completed", 0), "dead": dead, "retried": t.get("retried", 0),
-        "enqueued": t.get("enqueued", 0), "paused": cfg.paused, "concurrency": cfg.concurrency,
+        "queue": queue,
+        "waiting": max(0, length - active),
+        "active": active,
+        "delayed": delayed,
+        "completed": t.get("completed", 0),
+        "dead": dead,
+        "retried": t.get("retried", 0),
+        "enqueued": t.get("enqueued", 0),
+        "paused": cfg.paused,
+        "concurrency": cfg.concurrency,
         "consumers": consumers,
     }

@@ -73,12 +73,16 @@ class SuggestKeywords(Payload):
 
 
 # ---- ai:review
+ReviewCheck = Literal["originality", "seo", "structure", "ai_probability", "readability"]
+
+
+def _all_checks() -> list[ReviewCheck]:
+    return ["originality", "seo", "structure", "ai_probability", "readability"]
+
+
 class ReviewArticle(Payload):
     article_id: Id
-    checks: list[Literal["originality", "seo", "structure", "ai_probability", "readability"]] = Field(
-        default_factory=lambda: ["originality", "seo", "structure", "ai_probability", "readability"],
-        min_length=1,
-    )
+    checks: list[ReviewCheck] = Field(default_factory=_all_checks, min_length=1)
 
 
 # ---- workflows:run
@@ -181,11 +185,18 @@ class DeliverWebhook(Payload):
 
 
 # ---- media:optimize
+ImageFormat = Literal["webp", "avif", "jpeg", "png"]
+
+
+def _default_formats() -> list[ImageFormat]:
+    return ["webp", "jpeg"]
+
+
 class OptimizeImage(Payload):
     media_id: Id
     source: Text
     widths: list[Annotated[int, Field(ge=16, le=8192)]] = Field(default_factory=lambda: [320, 768, 1280])
-    formats: list[Literal["webp", "avif", "jpeg", "png"]] = Field(default_factory=lambda: ["webp", "jpeg"])
+    formats: list[ImageFormat] = Field(default_factory=_default_formats)
 
 
 # ---- search:index

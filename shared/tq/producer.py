@@ -59,9 +59,13 @@ def validate_payload(spec: QueueSpec, job: str, data: Mapping[str, Any] | BaseMo
     if isinstance(data, model):
         return data.model_dump(mode="json")
     if isinstance(data, BaseModel):
-        raise InvalidPayload(spec.name, job, [("(payload)", f"expected {model.__name__}, got {type(data).__name__}")])
+        raise InvalidPayload(
+            spec.name, job, [("(payload)", f"expected {model.__name__}, got {type(data).__name__}")]
+        )
     if not isinstance(data, Mapping):
-        raise InvalidPayload(spec.name, job, [("(payload)", f"expected an object, got {type(data).__name__}")])
+        raise InvalidPayload(
+            spec.name, job, [("(payload)", f"expected an object, got {type(data).__name__}")]
+        )
     try:
         return model.model_validate(data).model_dump(mode="json")
     except ValidationError as exc:
@@ -98,8 +102,16 @@ class _Encoder:
             raise InvalidPayload(spec.name, req.name, [("idempotency_key", "must not be empty")])
         delay = _delay_s(req.delay)
         job_id = uuid.uuid4().hex
-        env = {"id": job_id, "queue": spec.name, "name": req.name, "payload": payload, "attempt": 1,
-               "idempotency_key": req.idempotency_key, "trace_id": req.trace_id, "enqueued_at": now}
+        env = {
+            "id": job_id,
+            "queue": spec.name,
+            "name": req.name,
+            "payload": payload,
+            "attempt": 1,
+            "idempotency_key": req.idempotency_key,
+            "trace_id": req.trace_id,
+            "enqueued_at": now,
+        }
         if delay:
             env["not_before"] = now + delay
         body = self._dumps(env)
@@ -135,16 +147,31 @@ class Producer:
         await self.close()
 
     async def enqueue(
-        self, queue: str, job: str, data: Mapping[str, Any] | BaseModel, *,
-        idempotency_key: str | None = None, delay: Delay = None, trace_id: str | None = None,
+        self,
+        queue: str,
+        job: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        idempotency_key: str | None = None,
+        delay: Delay = None,
+        trace_id: str | None = None,
     ) -> str:
         """Enqueue one job in one round trip; returns its id (the first job's id for a held key)."""
-        return (await self.enqueue_detailed(queue, job, data, idempotency_key=idempotency_key, delay=delay,
-                                            trace_id=trace_id)).id
+        return (
+            await self.enqueue_detailed(
+                queue, job, data, idempotency_key=idempotency_key, delay=delay, trace_id=trace_id
+            )
+        ).id
 
     async def enqueue_detailed(
-        self, queue: str, job: str, data: Mapping[str, Any] | BaseModel, *,
-        idempotency_key: str | None = None, delay: Delay = None, trace_id: str | None = None,
+        self,
+        queue: str,
+        job: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        idempotency_key: str | None = None,
+        delay: Delay = None,
+        trace_id: str | None = None,
     ) -> EnqueueResult:
         spec = get_queue(queue)
         now = time.time()
@@ -154,7 +181,10 @@ class Producer:
         return self._enc.results(reply)[0]
 
     async def enqueue_many(
-        self, queue: str, jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]], *,
+        self,
+        queue: str,
+        jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]],
+        *,
         chunk: int = 1000,
     ) -> list[EnqueueResult]:
         """Bulk enqueue: every job is validated first (nothing is written if one is invalid), then
@@ -165,7 +195,7 @@ class Producer:
         batches: list[list[Any]] = []
         for start in range(0, len(reqs), chunk):
             args = self._enc.head(spec, int(now * 1000))
-            for req in reqs[start:start + chunk]:
+            for req in reqs[start : start + chunk]:
                 self._enc.job_args(spec, req, now, args)
             batches.append(args)
         ks = self._enc.keys(queue)
@@ -221,8 +251,14 @@ class SyncProducer:
         raise RedisConnectionError("enqueue failed twice")
 
     def enqueue(
-        self, queue: str, job: str, data: Mapping[str, Any] | BaseModel, *,
-        idempotency_key: str | None = None, delay: Delay = None, trace_id: str | None = None,
+        self,
+        queue: str,
+        job: str,
+        data: Mapping[str, Any] | BaseModel,
+        *,
+        idempotency_key: str | None = None,
+        delay: Delay = None,
+        trace_id: str | None = None,
     ) -> str:
         spec = get_queue(queue)
         now = time.time()
@@ -230,15 +266,20 @@ class SyncProducer:
         self._enc.job_args(spec, JobRequest(job, data, idempotency_key, delay, trace_id), now, args)
         return self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
 
-    def enqueue_many(self, queue: str, jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]],
-                     *, chunk: int = 1000) -> list[EnqueueResult]:
+    def enqueue_many(
+        self,
+        queue: str,
+        jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]],
+        *,
+        chunk: int = 1000,
+    ) -> list[EnqueueResult]:
         spec = get_queue(queue)
         now = time.time()
         reqs = [j if isinstance(j, JobRequest) else JobRequest(j[0], j[1]) for j in jobs]
         batches = []
         for start in range(0, len(reqs), chunk):
             args = self._enc.head(spec, int(now * 1000))
-            for req in reqs[start:start + chunk]:
+            for req in reqs[start : start + chunk]:
                 self._enc.job_args(spec, req, now, args)
             batches.append(args)
         ks = self._enc.keys(queue)
@@ -261,14 +302,23 @@ def default_producer() -> Producer:
     return _default
 
 
-async def enqueue(queue: str, job: str, data: Mapping[str, Any] | BaseModel, *,
-                  idempotency_key: str | None = None, delay: Delay = None, trace_id: str | None = None) -> str:
-    return await default_producer().enqueue(queue, job, data, idempotency_key=idempotency_key, delay=delay,
-                                            trace_id=trace_id)
+async def enqueue(
+    queue: str,
+    job: str,
+    data: Mapping[str, Any] | BaseModel,
+    *,
+    idempotency_key: str | None = None,
+    delay: Delay = None,
+    trace_id: str | None = None,
+) -> str:
+    return await default_producer().enqueue(
+        queue, job, data, idempotency_key=idempotency_key, delay=delay, trace_id=trace_id
+    )
 
 
-async def enqueue_many(queue: str, jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]],
-                       *, chunk: int = 1000) -> list[EnqueueResult]:
+async def enqueue_many(
+    queue: str, jobs: Iterable[JobRequest | tuple[str, Mapping[str, Any] | BaseModel]], *, chunk: int = 1000
+) -> list[EnqueueResult]:
     return await default_producer().enqueue_many(queue, jobs, chunk=chunk)
 
 

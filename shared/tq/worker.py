@@ -86,13 +86,37 @@ class _Op:
 
     __slots__ = ("eid", "job_id", "packed")
 
-    def __init__(self, kind: str, eid: bytes, job_id: str, name: str, attempt: int, started: float,
-                 duration_ms: float, idem: str, trace: str, a: str = "", b: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        eid: bytes,
+        job_id: str,
+        name: str,
+        attempt: int,
+        started: float,
+        duration_ms: float,
+        idem: str,
+        trace: str,
+        a: str = "",
+        b: str = "",
+    ) -> None:
         self.eid = eid
         self.job_id = job_id
-        self.packed = _SEP.join((kind, eid.decode(), _clean(job_id), _clean(name), str(attempt),
-                                 str(int(started * 1000)), str(round(duration_ms, 3)), _clean(idem), _clean(trace),
-                                 _clean(a), b))
+        self.packed = _SEP.join(
+            (
+                kind,
+                eid.decode(),
+                _clean(job_id),
+                _clean(name),
+                str(attempt),
+                str(int(started * 1000)),
+                str(round(duration_ms, 3)),
+                _clean(idem),
+                _clean(trace),
+                _clean(a),
+                b,
+            )
+        )
 
 
 class QueueRunner:
@@ -112,9 +136,15 @@ class QueueRunner:
         self._wake_settle = asyncio.Event()
         self._settled = asyncio.Event()
         self._rate_window: deque[float] = deque()
-        self._settle_keys = [self.stream, keys.delayed(self.queue), keys.dlq(self.queue),
-                             keys.completed_index(self.queue), keys.dead_index(self.queue),
-                             keys.counters(self.queue), keys.AUDIT_STREAM]
+        self._settle_keys = [
+            self.stream,
+            keys.delayed(self.queue),
+            keys.dlq(self.queue),
+            keys.completed_index(self.queue),
+            keys.dead_index(self.queue),
+            keys.counters(self.queue),
+            keys.AUDIT_STREAM,
+        ]
         self.loops: list[asyncio.Task[None]] = []
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
@@ -153,8 +183,11 @@ class QueueRunner:
                 continue
             try:
                 reply = await self.w.client.xreadgroup(
-                    keys.GROUP, self.w.consumer_id, {self.stream: ">"},
-                    count=min(self.w.settings.read_batch, room), block=self.w.settings.block_ms,
+                    keys.GROUP,
+                    self.w.consumer_id,
+                    {self.stream: ">"},
+                    count=min(self.w.settings.read_batch, room),
+                    block=self.w.settings.block_ms,
                 )
                 backoff = 0.1
             except ResponseError as exc:
@@ -180,8 +213,13 @@ class QueueRunner:
     async def dispatch_loop(self) -> None:
         while True:
             started_any = False
-            while (self.local and not self.cfg.paused and not self.w.stopping
-                   and self.running < self.cfg.concurrency and self._rate_allows()):
+            while (
+                self.local
+                and not self.cfg.paused
+                and not self.w.stopping
+                and self.running < self.cfg.concurrency
+                and self._rate_allows()
+            ):
                 eid, fields = self.local.popleft()
                 self.running += 1
                 task = asyncio.create_task(self.run_entry(eid, fields))
@@ -243,21 +281,44 @@ class QueueRunner:
         except ValidationError as exc:
             # A forged or corrupt entry: dead-letter it under its entry id so it can be inspected.
             msg = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
-            return _Op("d", eid, "entry-" + eid.decode(), "(unknown)", 1, started, 0.0, "", "",
-                       a=raw[:_STACK_LIMIT].decode(errors="replace"), b=_failure("InvalidEnvelope", msg))
+            return _Op(
+                "d",
+                eid,
+                "entry-" + eid.decode(),
+                "(unknown)",
+                1,
+                started,
+                0.0,
+                "",
+                "",
+                a=raw[:_STACK_LIMIT].decode(errors="replace"),
+                b=_failure("InvalidEnvelope", msg),
+            )
         attempt = _attempt(fields, env)
         idem = env.idempotency_key or ""
         trace = env.trace_id or ""
 
         def dead(error_type: str, message: str, stack: str = "") -> _Op:
-            return _Op("d", eid, env.id, env.name, attempt, started, (time.time() - started) * 1000, idem, trace,
-                       b=_failure(error_type, message, stack))
+            return _Op(
+                "d",
+                eid,
+                env.id,
+                env.name,
+                attempt,
+                started,
+                (time.time() - started) * 1000,
+                idem,
+                trace,
+                b=_failure(error_type, message, stack),
+            )
 
         if env.queue != self.queue:
             return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
         model = self.spec.jobs.get(env.name)
         if model is None:
-            return dead("UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {', '.join(self.spec.jobs)}")
+            return dead(
+                "UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {', '.join(self.spec.jobs)}"
+            )
         try:
             payload = model.model_validate(env.payload)
         except ValidationError as exc:
@@ -269,11 +330,26 @@ class QueueRunner:
         if idem:
             holder = await self.w.client.get(keys.idempotency(self.queue, idem))
             if holder is not None and holder.startswith(b"done:") and holder[5:].decode() != env.id:
-                return _Op("s", eid, env.id, env.name, attempt, started, 0.0, idem, trace,
-                           a=f"idempotency key {idem!r} already completed by job {holder[5:].decode()}")
+                return _Op(
+                    "s",
+                    eid,
+                    env.id,
+                    env.name,
+                    attempt,
+                    started,
+                    0.0,
+                    idem,
+                    trace,
+                    a=f"idempotency key {idem!r} already completed by job {holder[5:].decode()}",
+                )
         max_attempts = self.max_attempts(env)
-        ctx = JobContext(envelope=env, attempt=attempt, max_attempts=max_attempts,
-                         consumer_id=self.w.consumer_id, redis=self.w.client)
+        ctx = JobContext(
+            envelope=env,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            consumer_id=self.w.consumer_id,
+            redis=self.w.client,
+        )
         try:
             result = await handler(ctx, payload)
         except NonRetryableError as exc:
@@ -283,11 +359,32 @@ class QueueRunner:
             if attempt >= max_attempts:
                 return dead(type(exc).__name__, str(exc), stack)
             due = time.time() + backoff_s(self.cfg.retry, attempt)
-            return _Op("r", eid, env.id, env.name, attempt, started, (time.time() - started) * 1000, idem, trace,
-                       a=str(int(due * 1000)), b=_failure(type(exc).__name__, str(exc), stack))
+            return _Op(
+                "r",
+                eid,
+                env.id,
+                env.name,
+                attempt,
+                started,
+                (time.time() - started) * 1000,
+                idem,
+                trace,
+                a=str(int(due * 1000)),
+                b=_failure(type(exc).__name__, str(exc), stack),
+            )
         summary = "" if result is None else json.dumps(result, default=str)[:2000]
-        return _Op("c", eid, env.id, env.name, attempt, started, (time.time() - started) * 1000, idem, trace,
-                   a=summary)
+        return _Op(
+            "c",
+            eid,
+            env.id,
+            env.name,
+            attempt,
+            started,
+            (time.time() - started) * 1000,
+            idem,
+            trace,
+            a=summary,
+        )
 
     # ---- settling ----------------------------------------------------------------------------
     async def settle_loop(self) -> None:
@@ -303,9 +400,17 @@ class QueueRunner:
     async def flush(self, ops: list[_Op]) -> None:
         """Settle ``ops`` in one script call; on a Redis error keep them and retry: never drop one."""
         s = self.w.settings
-        head = [keys.prefix(self.queue), keys.GROUP, int(time.time() * 1000), self.queue,
-                self.cfg.retention_completed, self.cfg.retention_failed,
-                s.audit_stream_maxlen if s.audit_enabled else 0, int(s.events), self.w.consumer_id]
+        head = [
+            keys.prefix(self.queue),
+            keys.GROUP,
+            int(time.time() * 1000),
+            self.queue,
+            self.cfg.retention_completed,
+            self.cfg.retention_failed,
+            s.audit_stream_maxlen if s.audit_enabled else 0,
+            int(s.events),
+            self.w.consumer_id,
+        ]
         args: list[Any] = head
         args += [op.packed for op in ops]
         backoff = 0.1
@@ -328,7 +433,8 @@ class QueueRunner:
     async def promote_once(self) -> int:
         n = await self.w.scripts.promote(
             keys=[keys.delayed(self.queue), self.stream],
-            args=[keys.prefix(self.queue), int(time.time() * 1000), self.w.settings.promote_batch])
+            args=[keys.prefix(self.queue), int(time.time() * 1000), self.w.settings.promote_batch],
+        )
         return int(n)
 
     async def reclaim_once(self) -> int:
@@ -337,8 +443,9 @@ class QueueRunner:
         reclaimed = 0
         start = "0-0"
         for _ in range(100):  # bounded per round
-            reply = await self.w.client.xautoclaim(self.stream, keys.GROUP, self.w.consumer_id, min_idle,
-                                                   start_id=start, count=100)
+            reply = await self.w.client.xautoclaim(
+                self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
+            )
             start, claimed = reply[0], reply[1]
             ops = []
             now = time.time()
@@ -348,18 +455,57 @@ class QueueRunner:
                 try:
                     env = Envelope.model_validate_json(fields.get(b"j", b""))
                 except ValidationError:
-                    ops.append(_Op("d", eid, "entry-" + eid.decode(), "(unknown)", 1, now, 0.0, "", "",
-                                   b=_failure("InvalidEnvelope", "unreadable entry reclaimed")))
+                    ops.append(
+                        _Op(
+                            "d",
+                            eid,
+                            "entry-" + eid.decode(),
+                            "(unknown)",
+                            1,
+                            now,
+                            0.0,
+                            "",
+                            "",
+                            b=_failure("InvalidEnvelope", "unreadable entry reclaimed"),
+                        )
+                    )
                     continue
                 attempt = _attempt(fields, env)
-                msg = (f"consumer stopped responding for {self.cfg.visibility_timeout_s:g}s "
-                       f"while holding attempt {attempt}")
+                msg = (
+                    f"consumer stopped responding for {self.cfg.visibility_timeout_s:g}s "
+                    f"while holding attempt {attempt}"
+                )
                 if attempt >= self.max_attempts(env):
-                    ops.append(_Op("d", eid, env.id, env.name, attempt, now, 0.0, env.idempotency_key or "",
-                                   env.trace_id or "", b=_failure("StalledJob", msg)))
+                    ops.append(
+                        _Op(
+                            "d",
+                            eid,
+                            env.id,
+                            env.name,
+                            attempt,
+                            now,
+                            0.0,
+                            env.idempotency_key or "",
+                            env.trace_id or "",
+                            b=_failure("StalledJob", msg),
+                        )
+                    )
                 else:  # run again now: a crash is not a reason to wait out a backoff
-                    ops.append(_Op("r", eid, env.id, env.name, attempt, now, 0.0, env.idempotency_key or "",
-                                   env.trace_id or "", a=str(int(now * 1000)), b=_failure("StalledJob", msg)))
+                    ops.append(
+                        _Op(
+                            "r",
+                            eid,
+                            env.id,
+                            env.name,
+                            attempt,
+                            now,
+                            0.0,
+                            env.idempotency_key or "",
+                            env.trace_id or "",
+                            a=str(int(now * 1000)),
+                            b=_failure("StalledJob", msg),
+                        )
+                    )
             if ops:
                 await self.flush(ops)
                 await self.w.client.hincrby(keys.counters(self.queue), "reclaimed", len(ops))
@@ -372,8 +518,14 @@ class QueueRunner:
         """Reset the idle time of entries this process holds, so no one reclaims live work."""
         if not self.held:
             return
-        pending = await self.w.client.xpending_range(self.stream, keys.GROUP, min="-", max="+",
-                                                     count=len(self.held) + 100, consumername=self.w.consumer_id)
+        pending = await self.w.client.xpending_range(
+            self.stream,
+            keys.GROUP,
+            min="-",
+            max="+",
+            count=len(self.held) + 100,
+            consumername=self.w.consumer_id,
+        )
         ours = [p["message_id"] for p in pending if p["message_id"] in self.held]
         if ours:
             await self.w.client.xclaim(self.stream, keys.GROUP, self.w.consumer_id, 0, ours, justid=True)
@@ -396,9 +548,16 @@ class QueueRunner:
 class Worker:
     """Consumers for a set of queues in this process."""
 
-    def __init__(self, client: Any, queues: Sequence[QueueSpec], handlers: HandlerRegistry | None = None,
-                 settings: Settings | None = None, consumer_id: str | None = None, family: str = "",
-                 on_settled: Callable[[str, list[str]], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        queues: Sequence[QueueSpec],
+        handlers: HandlerRegistry | None = None,
+        settings: Settings | None = None,
+        consumer_id: str | None = None,
+        family: str = "",
+        on_settled: Callable[[str, list[str]], None] | None = None,
+    ) -> None:
         self.client = client
         self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
         self.settings = settings or get_settings()
@@ -421,11 +580,16 @@ class Worker:
         for r in self.runners.values():
             r.start()
         self._duties = [
-            asyncio.create_task(self._every(self.settings.promote_interval_s, self._promote), name="tq-promote"),
-            asyncio.create_task(self._every(self.settings.reclaim_interval_s, self._reclaim), name="tq-reclaim"),
+            asyncio.create_task(
+                self._every(self.settings.promote_interval_s, self._promote), name="tq-promote"
+            ),
+            asyncio.create_task(
+                self._every(self.settings.reclaim_interval_s, self._reclaim), name="tq-reclaim"
+            ),
             asyncio.create_task(self._every(self.settings.config_poll_s, self._refresh), name="tq-config"),
-            asyncio.create_task(self._every(self.settings.heartbeat_ttl_s / 3, self.heartbeat_once),
-                                name="tq-heartbeat"),
+            asyncio.create_task(
+                self._every(self.settings.heartbeat_ttl_s / 3, self.heartbeat_once), name="tq-heartbeat"
+            ),
             asyncio.create_task(self._every(self._touch_interval, self._touch), name="tq-touch"),
         ]
         if listen_control:
@@ -486,8 +650,12 @@ class Worker:
 
     def info(self) -> dict[str, Any]:
         return {
-            "id": self.consumer_id, "family": self.family, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self.started_at, "queues": list(self.runners),
+            "id": self.consumer_id,
+            "family": self.family,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "queues": list(self.runners),
             "generation": {q: r.cfg.generation for q, r in self.runners.items()},
             "in_flight": {q: r.running for q, r in self.runners.items()},
             "draining": self.stopping,
@@ -531,7 +699,9 @@ class Worker:
             for t in late:
                 t.cancel()
             if late:
-                log.warning("%d jobs still running after %.0fs grace: left pending for reclaim", len(late), grace)
+                log.warning(
+                    "%d jobs still running after %.0fs grace: left pending for reclaim", len(late), grace
+                )
                 await asyncio.wait(late)
         for r in runners:
             r._wake_settle.set()
