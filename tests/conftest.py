@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 import redis.asyncio as aioredis
+from support import docker_answers
 
 pytest_plugins = ["fixtures_db"]
 
@@ -33,16 +34,6 @@ def free_port() -> int:
 class RedisServer:
     url: str
     owned: bool  # True: the suite started it and may flush it
-
-
-def _docker_answers() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
 
 
 def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
@@ -89,7 +80,7 @@ def redis_server() -> Iterator[RedisServer]:
     if url:
         yield RedisServer(url=url, owned=False)
         return
-    if _docker_answers():
+    if docker_answers():
         from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
 
         with RedisContainer("redis:7") as c:

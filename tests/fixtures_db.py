@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
+from support import docker_answers
 from tq.db import make_engine, migrate_async, normalize_url
 from tq.models import Base
 
@@ -52,16 +53,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _render(url: Any) -> str:
     return normalize_url(url).render_as_string(hide_password=False)
-
-
-def _docker_answers() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -93,7 +84,7 @@ def postgres_server() -> Iterator[PostgresServer | None]:
             raise pytest.UsageError(f"TQ_TEST_DATABASE_URL must be a PostgreSQL URL, got {env!r}")
         yield PostgresServer(url=url, source="env")
         return
-    if _docker_answers():
+    if docker_answers():
         try:
             from testcontainers.community.postgres import (  # type: ignore[import-untyped]
                 PostgresContainer,

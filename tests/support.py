@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+from tq.handlers import HandlerRegistry
+from tq.registry import get_queue
 from tq.settings import Settings
+from tq.worker import Worker
 
 
 def fast_settings(redis_url: str, **overrides: Any) -> Settings:
@@ -47,3 +51,31 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running(
+    client: Any,
+    settings: Settings,
+    handlers: HandlerRegistry,
+    queue: str = "email:send",
+    consumer_id: str | None = None,
+) -> AsyncIterator[Worker]:
+    """A started worker on one queue, stopped gracefully at the end."""
+    worker = Worker(client, [get_queue(queue)], handlers, settings, consumer_id=consumer_id)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+def docker_answers() -> bool:
+    """Whether a Docker engine answers (then testcontainers can start servers)."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False

@@ -6,21 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support import fast_settings, tiny_retry, wait_for
+from support import fast_settings, running, tiny_retry, wait_for
 from tq import dlq, keys
 from tq.envelope import JobState
 from tq.errors import ConfirmationRequired, NotFound, UnknownQueue
 from tq.handlers import HandlerRegistry, JobContext
 from tq.jobs import _eid_key, get_job
 from tq.producer import Producer
-from tq.registry import get_queue
 from tq.settings import Settings
-from tq.worker import Worker
 
 Q = "email:send"
 NO_HANDLER_JOB = "process-email-queue"  # a real job of the queue that these tests never give a handler
@@ -30,16 +26,6 @@ EMAIL_FULL = {**EMAIL, "locale": "en", "variables": {}, "email_queue_id": None}
 
 def settings_for(redis_url: str, attempts: int = 1) -> Settings:
     return fast_settings(redis_url, queues={Q: tiny_retry(attempts=attempts, max_s=0.02)})
-
-
-@asynccontextmanager
-async def running(client: Any, settings: Settings, handlers: HandlerRegistry) -> AsyncIterator[Worker]:
-    worker = Worker(client, [get_queue(Q)], handlers, settings)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.stop()
 
 
 async def dlq_len(client: Any) -> int:

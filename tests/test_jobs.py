@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support import fast_settings, wait_for
+from support import fast_settings, running, wait_for
 from tq import config as runtime_config
 from tq import keys
 from tq.envelope import JobState
@@ -19,7 +17,6 @@ from tq.handlers import HandlerRegistry, JobContext
 from tq.jobs import counts, get_job, list_jobs, remove_job, retry_job
 from tq.producer import Producer
 from tq.registry import get_queue
-from tq.settings import Settings
 from tq.worker import Worker
 
 Q = "email:send"
@@ -28,16 +25,6 @@ NO_HANDLER_JOB = "process-email-queue"  # never given a handler here: such jobs 
 
 def email(n: int, template: str = "welcome") -> dict[str, Any]:
     return {"to": f"user{n}@example.com", "template": template}
-
-
-@asynccontextmanager
-async def running(client: Any, settings: Settings, handlers: HandlerRegistry) -> AsyncIterator[Worker]:
-    worker = Worker(client, [get_queue(Q)], handlers, settings)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.stop()
 
 
 async def wait_state(client: Any, job_id: str, state: JobState) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support import fast_settings, tiny_retry, wait_for
+from support import fast_settings, running, tiny_retry, wait_for
 from tq import config, dlq, jobs, keys
 from tq.envelope import JobState
 from tq.errors import NonRetryableError
@@ -20,23 +20,11 @@ from tq.payloads import SendEmail
 from tq.producer import Producer
 from tq.registry import get_queue
 from tq.retry import backoff_s
-from tq.settings import RetryPolicy, Settings
+from tq.settings import RetryPolicy
 from tq.worker import Worker
 
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
-
-
-@asynccontextmanager
-async def running(
-    client: Any, settings: Settings, h: HandlerRegistry, queue: str = Q, consumer_id: str | None = None
-) -> AsyncIterator[Worker]:
-    w = Worker(client, [get_queue(queue)], h, settings, consumer_id=consumer_id)
-    await w.start()
-    try:
-        yield w
-    finally:
-        await w.stop()
 
 
 async def _count(client: Any, name: str, queue: str = Q) -> int:

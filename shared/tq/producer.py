@@ -8,6 +8,7 @@ producer built from settings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -41,6 +42,13 @@ class JobRequest:
     idempotency_key: str | None = None
     delay: Delay = None
     trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    req: JobRequest
+    payload: str  # JSON
+    delay: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,16 @@ def _delay_s(delay: Delay) -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=4096)
+def _js_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _js(value: str | None) -> str:
+    """A string (or None) as JSON; queue and job names repeat, so their encoding is cached."""
+    return "null" if value is None else _js_str(value)
+
+
 class _Encoder:
     """Turns requests into the enqueue script's arguments; shared by both producers."""
 
@@ -96,28 +114,52 @@ class _Encoder:
         d = spec.effective_defaults(self.settings)
         return [keys.prefix(spec.name), now_ms, spec.name, d.idempotency_ttl_s, int(self.settings.events)]
 
-    def job_args(self, spec: QueueSpec, req: JobRequest, now: float, out: list[Any]) -> None:
-        payload = validate_payload(spec, req.name, req.data)
-        if req.idempotency_key is not None and not req.idempotency_key:
-            raise InvalidPayload(spec.name, req.name, [("idempotency_key", "must not be empty")])
-        delay = _delay_s(req.delay)
+    def prepare(self, spec: QueueSpec, req: JobRequest) -> _Prepared:
+        """Validate a request and encode its payload: every error surfaces here, before any write."""
+        payload = self._dumps(validate_payload(spec, req.name, req.data))
+        if len(payload) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(len(payload), self.settings.max_payload_bytes)
+        for label, value in (("idempotency_key", req.idempotency_key), ("trace_id", req.trace_id)):
+            if value is not None and (not value or len(value) > 256 or not value.isprintable()):
+                raise InvalidPayload(spec.name, req.name, [(label, "must be 1-256 printable characters")])
+        return _Prepared(req, payload, _delay_s(req.delay))
+
+    def job_args(self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any]) -> None:
+        """Append one prepared job's script argument: id, envelope, name, key and due time joined
+        by the unit separator (one argument per job keeps the client's command packing cheap)."""
+        req = job.req
         job_id = uuid.uuid4().hex
-        env = {
-            "id": job_id,
-            "queue": spec.name,
-            "name": req.name,
-            "payload": payload,
-            "attempt": 1,
-            "idempotency_key": req.idempotency_key,
-            "trace_id": req.trace_id,
-            "enqueued_at": now,
-        }
-        if delay:
-            env["not_before"] = now + delay
-        body = self._dumps(env)
-        if len(body) > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(len(body), self.settings.max_payload_bytes)
-        out += (job_id, body, req.name, req.idempotency_key or "", int((now + delay) * 1000) if delay else 0)
+        # The envelope is assembled around the already-encoded payload; consumers parse it back
+        # into ``tq.envelope.Envelope``, which checks this shape.
+        body = (
+            f'{{"id":"{job_id}","queue":{_js(spec.name)},"name":{_js(req.name)},"payload":{job.payload},'
+            f'"attempt":1,"idempotency_key":{_js(req.idempotency_key)},"trace_id":{_js(req.trace_id)},'
+            f'"enqueued_at":{now!r}' + (f',"not_before":{now + job.delay!r}}}' if job.delay else "}")
+        )
+        due = int((now + job.delay) * 1000) if job.delay else 0
+        out.append(f"{job_id}\x1f{body}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{due}")
+
+    def one(self, queue: str, req: JobRequest) -> list[Any]:
+        """The script's arguments for a single job."""
+        spec = get_queue(queue)
+        job = self.prepare(spec, req)
+        now = time.time()
+        args = self.head(spec, int(now * 1000))
+        self.job_args(spec, job, now, args)
+        return args
+
+    def prepare_all(self, queue: str, jobs: Iterable[JobRequest | tuple[str, Any]]) -> list[_Prepared]:
+        spec = get_queue(queue)
+        return [self.prepare(spec, j if isinstance(j, JobRequest) else JobRequest(j[0], j[1])) for j in jobs]
+
+    def chunk_args(self, queue: str, jobs: Sequence[_Prepared]) -> list[Any]:
+        """The script's arguments for one chunk of prepared jobs."""
+        spec = get_queue(queue)
+        now = time.time()
+        args = self.head(spec, int(now * 1000))
+        for job in jobs:
+            self.job_args(spec, job, now, args)
+        return args
 
     @staticmethod
     def results(reply: Sequence[bytes | str]) -> list[EnqueueResult]:
@@ -173,10 +215,7 @@ class Producer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> EnqueueResult:
-        spec = get_queue(queue)
-        now = time.time()
-        args = self._enc.head(spec, int(now * 1000))
-        self._enc.job_args(spec, JobRequest(job, data, idempotency_key, delay, trace_id), now, args)
+        args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
         reply = await self._scripts.enqueue(keys=self._enc.keys(queue), args=args)
         return self._enc.results(reply)[0]
 
@@ -188,18 +227,15 @@ class Producer:
         chunk: int = 1000,
     ) -> list[EnqueueResult]:
         """Bulk enqueue: every job is validated first (nothing is written if one is invalid), then
-        one script call per ``chunk`` jobs, two calls in flight so encoding overlaps Redis work."""
-        spec = get_queue(queue)
-        now = time.time()
-        reqs = [j if isinstance(j, JobRequest) else JobRequest(j[0], j[1]) for j in jobs]
-        batches: list[list[Any]] = []
-        for start in range(0, len(reqs), chunk):
-            args = self._enc.head(spec, int(now * 1000))
-            for req in reqs[start : start + chunk]:
-                self._enc.job_args(spec, req, now, args)
-            batches.append(args)
+        one script call per ``chunk`` jobs, each sent while the next chunk is encoded."""
+        prepared = self._enc.prepare_all(queue, jobs)
         ks = self._enc.keys(queue)
-        replies = await asyncio.gather(*(self._scripts.enqueue(keys=ks, args=a) for a in batches))
+        calls = []
+        for start in range(0, len(prepared), chunk):
+            args = self._enc.chunk_args(queue, prepared[start : start + chunk])
+            calls.append(asyncio.ensure_future(self._scripts.enqueue(keys=ks, args=args)))
+            await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
+        replies = await asyncio.gather(*calls)
         return [r for reply in replies for r in self._enc.results(reply)]
 
 
@@ -260,10 +296,7 @@ class SyncProducer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> str:
-        spec = get_queue(queue)
-        now = time.time()
-        args = self._enc.head(spec, int(now * 1000))
-        self._enc.job_args(spec, JobRequest(job, data, idempotency_key, delay, trace_id), now, args)
+        args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
         return self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
 
     def enqueue_many(
@@ -273,15 +306,11 @@ class SyncProducer:
         *,
         chunk: int = 1000,
     ) -> list[EnqueueResult]:
-        spec = get_queue(queue)
-        now = time.time()
-        reqs = [j if isinstance(j, JobRequest) else JobRequest(j[0], j[1]) for j in jobs]
-        batches = []
-        for start in range(0, len(reqs), chunk):
-            args = self._enc.head(spec, int(now * 1000))
-            for req in reqs[start : start + chunk]:
-                self._enc.job_args(spec, req, now, args)
-            batches.append(args)
+        """Bulk enqueue, validated first; the chunks' script calls go in one pipeline."""
+        prepared = self._enc.prepare_all(queue, jobs)
+        batches = [
+            self._enc.chunk_args(queue, prepared[i : i + chunk]) for i in range(0, len(prepared), chunk)
+        ]
         ks = self._enc.keys(queue)
         with self.client.pipeline(transaction=False) as pipe:
             for a in batches:

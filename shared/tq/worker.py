@@ -119,6 +119,48 @@ class _Op:
         )
 
 
+def _job_op(
+    kind: str,
+    eid: bytes,
+    env: Envelope,
+    attempt: int,
+    started: float,
+    duration_ms: float,
+    a: str = "",
+    b: str = "",
+) -> _Op:
+    return _Op(
+        kind,
+        eid,
+        env.id,
+        env.name,
+        attempt,
+        started,
+        duration_ms,
+        env.idempotency_key or "",
+        env.trace_id or "",
+        a,
+        b,
+    )
+
+
+def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
+    """A forged or corrupt entry: dead-lettered under its entry id, raw content kept for inspection."""
+    return _Op(
+        "d",
+        eid,
+        "entry-" + eid.decode(),
+        "(unknown)",
+        1,
+        started,
+        0.0,
+        "",
+        "",
+        a=raw[:_STACK_LIMIT].decode(errors="replace"),
+        b=_failure("InvalidEnvelope", reason),
+    )
+
+
 class QueueRunner:
     def __init__(self, worker: Worker, spec: QueueSpec) -> None:
         self.w = worker
@@ -134,7 +176,6 @@ class QueueRunner:
         self._wake_dispatch = asyncio.Event()
         self._wake_reader = asyncio.Event()
         self._wake_settle = asyncio.Event()
-        self._settled = asyncio.Event()
         self._rate_window: deque[float] = deque()
         self._settle_keys = [
             self.stream,
@@ -279,69 +320,33 @@ class QueueRunner:
         try:
             env = Envelope.model_validate_json(raw)
         except ValidationError as exc:
-            # A forged or corrupt entry: dead-letter it under its entry id so it can be inspected.
-            msg = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
-            return _Op(
-                "d",
-                eid,
-                "entry-" + eid.decode(),
-                "(unknown)",
-                1,
-                started,
-                0.0,
-                "",
-                "",
-                a=raw[:_STACK_LIMIT].decode(errors="replace"),
-                b=_failure("InvalidEnvelope", msg),
-            )
+            return _unreadable(eid, raw, started, "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
         attempt = _attempt(fields, env)
-        idem = env.idempotency_key or ""
-        trace = env.trace_id or ""
+
+        def op(kind: str, a: str = "", b: str = "") -> _Op:
+            return _job_op(kind, eid, env, attempt, started, (time.time() - started) * 1000, a, b)
 
         def dead(error_type: str, message: str, stack: str = "") -> _Op:
-            return _Op(
-                "d",
-                eid,
-                env.id,
-                env.name,
-                attempt,
-                started,
-                (time.time() - started) * 1000,
-                idem,
-                trace,
-                b=_failure(error_type, message, stack),
-            )
+            return op("d", b=_failure(error_type, message, stack))
 
         if env.queue != self.queue:
             return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
         model = self.spec.jobs.get(env.name)
         if model is None:
-            return dead(
-                "UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {', '.join(self.spec.jobs)}"
-            )
+            known = ", ".join(self.spec.jobs)
+            return dead("UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {known}")
         try:
             payload = model.model_validate(env.payload)
         except ValidationError as exc:
-            msg = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
-            return dead("InvalidPayload", msg)
+            return dead("InvalidPayload", "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
         handler = self.w.handlers.get(self.queue, env.name)
         if handler is None:
             return dead(NoHandler.__name__, f"no handler registered for {self.queue} {env.name}")
-        if idem:
-            holder = await self.w.client.get(keys.idempotency(self.queue, idem))
+        if env.idempotency_key:
+            holder = await self.w.client.get(keys.idempotency(self.queue, env.idempotency_key))
             if holder is not None and holder.startswith(b"done:") and holder[5:].decode() != env.id:
-                return _Op(
-                    "s",
-                    eid,
-                    env.id,
-                    env.name,
-                    attempt,
-                    started,
-                    0.0,
-                    idem,
-                    trace,
-                    a=f"idempotency key {idem!r} already completed by job {holder[5:].decode()}",
-                )
+                key, by = env.idempotency_key, holder[5:].decode()
+                return op("s", a=f"idempotency key {key!r} already completed by job {by}")
         max_attempts = self.max_attempts(env)
         ctx = JobContext(
             envelope=env,
@@ -359,32 +364,8 @@ class QueueRunner:
             if attempt >= max_attempts:
                 return dead(type(exc).__name__, str(exc), stack)
             due = time.time() + backoff_s(self.cfg.retry, attempt)
-            return _Op(
-                "r",
-                eid,
-                env.id,
-                env.name,
-                attempt,
-                started,
-                (time.time() - started) * 1000,
-                idem,
-                trace,
-                a=str(int(due * 1000)),
-                b=_failure(type(exc).__name__, str(exc), stack),
-            )
-        summary = "" if result is None else json.dumps(result, default=str)[:2000]
-        return _Op(
-            "c",
-            eid,
-            env.id,
-            env.name,
-            attempt,
-            started,
-            (time.time() - started) * 1000,
-            idem,
-            trace,
-            a=summary,
-        )
+            return op("r", a=str(int(due * 1000)), b=_failure(type(exc).__name__, str(exc), stack))
+        return op("c", a="" if result is None else json.dumps(result, default=str)[:2000])
 
     # ---- settling ----------------------------------------------------------------------------
     async def settle_loop(self) -> None:
@@ -427,7 +408,6 @@ class QueueRunner:
         if self.w.on_settled is not None:
             self.w.on_settled(self.queue, [op.job_id for op in ops])
         self._wake_reader.set()
-        self._settled.set()
 
     # ---- background duties -------------------------------------------------------------------
     async def promote_once(self) -> int:
@@ -455,57 +435,18 @@ class QueueRunner:
                 try:
                     env = Envelope.model_validate_json(fields.get(b"j", b""))
                 except ValidationError:
-                    ops.append(
-                        _Op(
-                            "d",
-                            eid,
-                            "entry-" + eid.decode(),
-                            "(unknown)",
-                            1,
-                            now,
-                            0.0,
-                            "",
-                            "",
-                            b=_failure("InvalidEnvelope", "unreadable entry reclaimed"),
-                        )
-                    )
+                    ops.append(_unreadable(eid, fields.get(b"j", b""), now, "unreadable entry reclaimed"))
                     continue
                 attempt = _attempt(fields, env)
-                msg = (
-                    f"consumer stopped responding for {self.cfg.visibility_timeout_s:g}s "
-                    f"while holding attempt {attempt}"
+                failure = _failure(
+                    "StalledJob",
+                    f"consumer stopped responding for "
+                    f"{self.cfg.visibility_timeout_s:g}s while holding attempt {attempt}",
                 )
                 if attempt >= self.max_attempts(env):
-                    ops.append(
-                        _Op(
-                            "d",
-                            eid,
-                            env.id,
-                            env.name,
-                            attempt,
-                            now,
-                            0.0,
-                            env.idempotency_key or "",
-                            env.trace_id or "",
-                            b=_failure("StalledJob", msg),
-                        )
-                    )
+                    ops.append(_job_op("d", eid, env, attempt, now, 0.0, b=failure))
                 else:  # run again now: a crash is not a reason to wait out a backoff
-                    ops.append(
-                        _Op(
-                            "r",
-                            eid,
-                            env.id,
-                            env.name,
-                            attempt,
-                            now,
-                            0.0,
-                            env.idempotency_key or "",
-                            env.trace_id or "",
-                            a=str(int(now * 1000)),
-                            b=_failure("StalledJob", msg),
-                        )
-                    )
+                    ops.append(_job_op("r", eid, env, attempt, now, 0.0, a=str(int(now * 1000)), b=failure))
             if ops:
                 await self.flush(ops)
                 await self.w.client.hincrby(keys.counters(self.queue), "reclaimed", len(ops))

@@ -1,14 +1,22 @@
 -- Enqueue a batch of jobs onto one queue: idempotency check, job record, stream entry or delay.
 -- KEYS: 1 stream, 2 delayed, 3 counters, 4 config
 -- ARGV: 1 key prefix, 2 now (ms), 3 queue, 4 default idempotency ttl (s), 5 publish events (0/1),
---       then 5 per job: id, envelope json, job name, idempotency key or '', due (ms) or '0'
+--       then one per job, 5 fields joined by the unit separator (\31): id, envelope json, job name,
+--       idempotency key or '', due (ms) or '0' (JSON and the checked key never contain \31)
 -- Returns per job: its id, or 'dup:<id of the job that holds the key>'.
 local prefix, now, queue = ARGV[1], ARGV[2], ARGV[3]
 local ttl = redis.call('HGET', KEYS[4], 'idempotency_ttl_s') or ARGV[4]
 local events = ARGV[5] == '1'
 local out, added = {}, 0
-for i = 6, #ARGV, 5 do
-  local id, env, name, idem, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 6, #ARGV do
+  local packed = ARGV[i]
+  local s1 = string.find(packed, '\31', 1, true)
+  local s2 = string.find(packed, '\31', s1 + 1, true)
+  local s3 = string.find(packed, '\31', s2 + 1, true)
+  local s4 = string.find(packed, '\31', s3 + 1, true)
+  local id, env = string.sub(packed, 1, s1 - 1), string.sub(packed, s1 + 1, s2 - 1)
+  local name, idem = string.sub(packed, s2 + 1, s3 - 1), string.sub(packed, s3 + 1, s4 - 1)
+  local due = string.sub(packed, s4 + 1)
   local holder = false
   if idem ~= '' then
     local ik = prefix .. 'idem:' .. idem
