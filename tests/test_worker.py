@@ -387,11 +387,13 @@ async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
     await w.start()
     await wait_for(lambda: len(runs) == 4, what="four running")
     runner = w.runners[Q]
-    await wait_for(lambda: len(runner.held) == 30, what="prefetch")  # 4 running + up to 2*4 + a read batch
-    assert runner.running == 4 and len(runner.local) == 26
+    await wait_for(
+        lambda: len(runner.held) == 12, what="prefetch"
+    )  # 3 x concurrency: running, waiting, one read
+    assert runner.running == 4 and len(runner.local) == 8
     await w.stop()
     assert await _count(redis_client, "completed") == 4  # in-flight finished
-    assert await _count(redis_client, "requeued") == 26  # prefetched ones given back
+    assert await _count(redis_client, "requeued") == 8  # prefetched ones given back
     assert (await redis_client.xpending(keys.stream(Q), keys.GROUP))["pending"] == 0
     async with running(redis_client, s, h):
         await wait_for(async_eq(lambda: _count(redis_client, "completed"), 30), what="the rest")

@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     )
 
     # consumer runtime
-    read_batch: int = Field(100, ge=1, le=10_000, description="entries per XREADGROUP")
+    read_batch: int = Field(
+        100, ge=1, le=10_000, description="most entries per XREADGROUP (and at most the concurrency)"
+    )
     block_ms: int = Field(500, ge=1, le=1000, description="XREADGROUP BLOCK; bounds how fast a pause bites")
     config_poll_s: PositiveFloat = Field(1.0, description="re-read queue config even without a signal")
     promote_interval_s: PositiveFloat = 0.1

@@ -172,8 +172,8 @@ class QueueRunner:
         self.held: set[bytes] = set()  # fetched and not yet settled
         self.running = 0
         self.ops: list[_Op] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._wake_dispatch = asyncio.Event()
+        self.slots: dict[int, asyncio.Task[None]] = {}  # one long-lived task per concurrency slot
+        self._wake_slots = asyncio.Event()
         self._wake_reader = asyncio.Event()
         self._wake_settle = asyncio.Event()
         self._rate_window: deque[float] = deque()
@@ -186,7 +186,6 @@ class QueueRunner:
             keys.counters(self.queue),
             keys.AUDIT_STREAM,
         ]
-        self.loops: list[asyncio.Task[None]] = []
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
 
@@ -198,15 +197,21 @@ class QueueRunner:
             if cfg.paused != self.cfg.paused:
                 log.info("%s %s", self.queue, "paused" if cfg.paused else "resumed")
             self.cfg = cfg
-            self._wake_dispatch.set()
+            if self.slots:
+                self.resize_pool()
+            self._wake_slots.set()
             self._wake_reader.set()
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
 
+    def read_count(self) -> int:
+        """Entries per read: one pool's worth (measured: smaller reads pipeline better than 100+)."""
+        return min(self.w.settings.read_batch, self.cfg.concurrency)
+
     def prefetch_limit(self) -> int:
         """Entries held at most: the running ones, as many again waiting to start, and one read
-        batch in flight, so reading the next batch overlaps running and settling this one."""
-        return 2 * self.cfg.concurrency + self.w.settings.read_batch
+        in flight, so reading the next batch overlaps running and settling this one."""
+        return 2 * self.cfg.concurrency + self.read_count()
 
     def max_attempts(self, env: Envelope) -> int:
         return env.max_attempts or self.cfg.retry.attempts
@@ -227,7 +232,7 @@ class QueueRunner:
                     keys.GROUP,
                     self.w.consumer_id,
                     {self.stream: ">"},
-                    count=min(self.w.settings.read_batch, room),
+                    count=min(self.read_count(), room),
                     block=self.w.settings.block_ms,
                 )
                 backoff = 0.1
@@ -249,30 +254,31 @@ class QueueRunner:
                     self.local.append((eid, fields))
             if self.cfg.paused:  # paused while the read was blocked: give these back
                 await self.release_unstarted()
-            self._wake_dispatch.set()
+            self._wake_slots.set()
 
-    async def dispatch_loop(self) -> None:
-        while True:
-            started_any = False
-            while (
-                self.local
-                and not self.cfg.paused
-                and not self.w.stopping
-                and self.running < self.cfg.concurrency
-                and self._rate_allows()
-            ):
+    # ---- execution pool ----------------------------------------------------------------------
+    # A slot task takes the next fetched entry as soon as its job ends, without a task per job
+    # or a scheduler hop in between; the number of slots is the live concurrency.
+    def resize_pool(self) -> None:
+        """Start slots up to the live concurrency; surplus slots retire after their current job."""
+        for index in range(self.cfg.concurrency):
+            task = self.slots.get(index)
+            if task is None or task.done():
+                self.slots[index] = asyncio.create_task(self.slot_loop(index), name=f"tq-slot-{self.queue}")
+
+    async def slot_loop(self, index: int) -> None:
+        while index < self.cfg.concurrency:
+            if self.local and not self.cfg.paused and not self.w.stopping and self._rate_allows():
                 eid, fields = self.local.popleft()
-                self.running += 1
-                task = asyncio.create_task(self.run_entry(eid, fields))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-                started_any = True
-            if started_any and len(self.held) < self.cfg.concurrency:
-                self._wake_reader.set()
-            if self.w.stopping and not self.local:
+                await self.run_entry(eid, fields)
+                continue
+            if self.w.stopping:
                 return
             timeout = self._rate_wait() if (self.local and self.cfg.rate_limit) else None
-            await self._wait(self._wake_dispatch, timeout)
+            await self._wait(self._wake_slots, timeout)
+
+    def busy_slots(self) -> list[asyncio.Task[None]]:
+        return [t for t in self.slots.values() if not t.done()]
 
     def _rate_allows(self) -> bool:
         limit = self.cfg.rate_limit
@@ -301,6 +307,7 @@ class QueueRunner:
     # ---- execution ---------------------------------------------------------------------------
     async def run_entry(self, eid: bytes, fields: dict[bytes, bytes]) -> None:
         started = time.time()
+        self.running += 1
         try:
             op = await self._execute(eid, fields, started)
         except Exception:
@@ -311,7 +318,6 @@ class QueueRunner:
             return
         finally:
             self.running -= 1
-            self._wake_dispatch.set()
         self.ops.append(op)
         self._wake_settle.set()
 
@@ -371,7 +377,7 @@ class QueueRunner:
     async def settle_loop(self) -> None:
         while True:
             if not self.ops:
-                if self.w.stopping and self.running == 0 and not self.tasks:
+                if self.w.stopping and not self.busy_slots():
                     return
                 await self._wait(self._wake_settle, 0.5)
                 continue
@@ -483,7 +489,7 @@ class QueueRunner:
     def start(self) -> None:
         self.reader = asyncio.create_task(self.read_loop(), name=f"tq-read-{self.queue}")
         self.settler = asyncio.create_task(self.settle_loop(), name=f"tq-settle-{self.queue}")
-        self.loops.append(asyncio.create_task(self.dispatch_loop(), name=f"tq-dispatch-{self.queue}"))
+        self.resize_pool()
 
 
 class Worker:
@@ -626,7 +632,7 @@ class Worker:
         for r in runners:
             if r.reader is not None:
                 r.reader.cancel()
-            r._wake_dispatch.set()
+            r._wake_slots.set()
         for r in runners:
             if r.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -634,7 +640,7 @@ class Worker:
         for r in runners:
             with contextlib.suppress(RedisError, OSError):
                 await r.release_unstarted()
-        in_flight = [t for r in runners for t in r.tasks]
+        in_flight = [t for r in runners for t in r.busy_slots()]
         if in_flight:
             _done, late = await asyncio.wait(in_flight, timeout=grace)
             for t in late:
@@ -649,9 +655,9 @@ class Worker:
             if r.settler is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await asyncio.wait_for(r.settler, timeout=10)
-        for task in [*self._duties, *(t for r in runners for t in r.loops)]:
+        for task in self._duties:
             task.cancel()
-        await asyncio.gather(*self._duties, *(t for r in runners for t in r.loops), return_exceptions=True)
+        await asyncio.gather(*self._duties, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             async with self.client.pipeline(transaction=False) as pipe:
                 for q in self.runners:
