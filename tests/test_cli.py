@@ -119,7 +119,7 @@ def test_enqueue_prints_an_id_and_the_job_exists(redis_url: str, r: redis.Redis)
     job_id = ok("enqueue", Q, "send-email", "--data", EMAIL, "--trace-id", "cli-1").strip()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
     rec = r.hgetall(keys.job(Q, job_id))
-    assert rec[b"s"] == b"waiting" and rec[b"n"] == b"send-email"
+    assert rec[b"s"] == b"waiting" and json.loads(rec[b"e"])["name"] == "send-email"
     env = json.loads(rec[b"e"])
     assert env["payload"]["to"] == "a@example.com" and env["trace_id"] == "cli-1"
     assert r.xlen(keys.stream(Q)) == 1

@@ -26,7 +26,7 @@ async def test_enqueue_writes_record_and_entry(redis_client: Any, redis_url: str
     p = Producer(redis_client, fast_settings(redis_url))
     job_id = await p.enqueue("email:send", "send-email", EMAIL, trace_id="t-1")
     rec = await redis_client.hgetall(keys.job("email:send", job_id))
-    assert rec[b"s"] == b"waiting" and rec[b"n"] == b"send-email"
+    assert rec[b"s"] == b"waiting" and json.loads(rec[b"e"])["name"] == "send-email"
     env = json.loads(rec[b"e"])
     assert env["payload"] == {**EMAIL, "locale": "en", "variables": {}, "email_queue_id": None}
     assert (env["id"], env["queue"], env["attempt"], env["trace_id"]) == (job_id, "email:send", 1, "t-1")
@@ -162,7 +162,7 @@ async def test_module_level_helpers(redis_url: str) -> None:
     try:
         job_id = await producer.enqueue_search_index("index-article", {"article_id": 5})
         rec = await producer.default_producer().client.hgetall(keys.job("search:index", job_id))
-        assert rec[b"n"] == b"index-article"
+        assert json.loads(rec[b"e"])["name"] == "index-article"
         with pytest.raises(UnknownJob):
             await producer.enqueue_search_index("send-email", EMAIL)
     finally:

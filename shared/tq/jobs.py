@@ -82,7 +82,7 @@ def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> Jo
         state=state,
         attempts=int(h.get(b"a") or 0),
         payload=env.get("payload", {}),
-        enqueued_at=_ms_to_s(h.get(b"t")),
+        enqueued_at=_ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
         started_at=_ms_to_s(h.get(b"st")),
         finished_at=_ms_to_s(h.get(b"f")),
         duration_ms=float(h[b"d"]) if h.get(b"d") else None,
