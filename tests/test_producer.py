@@ -181,3 +181,19 @@ def test_sync_producer_survives_script_flush_and_a_dropped_connection(redis_url:
     assert client.xlen(keys.stream("email:send")) == 3
     p.close()
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("idempotency_key", ""),
+        ("idempotency_key", "a\x1fb"),
+        ("idempotency_key", "k" * 257),
+        ("trace_id", "t\n"),
+    ],
+)
+async def test_bad_keys_are_refused(redis_client: Any, redis_url: str, option: str, value: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    with pytest.raises(InvalidPayload, match=option):
+        await p.enqueue("email:send", "send-email", EMAIL, **{option: value})
+    assert await _keys(redis_client) == []

@@ -419,3 +419,47 @@ async def test_rate_limit_per_replica(redis_client: Any, redis_url: str, rate: i
     # no half-second window holds more than `rate` starts
     assert all(sum(1 for t in times if start <= t < start + 0.5) <= rate for start in times)
     assert times[-1] - times[0] >= 0.9  # 50 jobs at 20 per 0.5 s need at least two refills
+
+
+async def test_every_event_follows_the_one_schema(redis_client: Any, redis_url: str) -> None:
+    from tq.envelope import Event, EventType
+
+    s = fast_settings(redis_url, queues={Q: tiny_retry(attempts=2)})
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        if payload.template == "bad":
+            raise ValueError('a "quoted" message\nwith a newline')
+        await ctx.publish(EventType.JOB_PROGRESS, step=1)
+
+    p = Producer(redis_client, s)
+    async with events(redis_client) as seen, running(redis_client, s, h):
+        await p.enqueue(Q, "send-email", EMAIL)
+        await p.enqueue(Q, "send-email", EMAIL, delay=0.05)
+        await p.enqueue(Q, "send-email", {**EMAIL, "template": "bad"}, idempotency_key="e-1")
+        await wait_for(lambda: redis_client.xlen(keys.dlq(Q)), what="dead letter")
+        [letter] = (await dlq.list_dead(redis_client, Q)).items
+        await dlq.replay_one(redis_client, Q, letter.dlq_id)
+        await config.set_paused(redis_client, Q, True)
+        await config.set_paused(redis_client, Q, False)
+        waiting = await p.enqueue(Q, "send-email", EMAIL, delay=60)
+        await jobs.remove_job(redis_client, Q, waiting)
+        await wait_for(lambda: len({e["type"] for e in seen}) >= 11, what="every kind of event")
+    parsed = [Event.model_validate(e) for e in seen]
+    kinds = {e.type for e in parsed}
+    assert {
+        EventType.JOB_WAITING,
+        EventType.JOB_DELAYED,
+        EventType.JOB_COMPLETED,
+        EventType.JOB_RETRYING,
+        EventType.JOB_FAILED,
+        EventType.DLQ_ADDED,
+        EventType.DLQ_REPLAYED,
+        EventType.QUEUE_PAUSED,
+        EventType.QUEUE_RESUMED,
+        EventType.JOB_REMOVED,
+        EventType.JOB_PROGRESS,
+    } <= kinds
+    failed = next(e for e in parsed if e.type is EventType.JOB_RETRYING)
+    assert failed.data["error"] == 'a "quoted" message\nwith a newline' and failed.queue == Q
