@@ -173,6 +173,8 @@ async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
         {"j": env(id="bad-payload", payload={"to": "nobody", "template": "w"})},
         {"j": env(id="bad-type", payload={"to": "a@b.co", "template": 7})},
         {"j": env(id="unknown-job", name="send-fax")},
+        {"j": env(id="quoted-name", name='send-"fax"\\')},
+        {"j": env(id='bad"id')},
         {"j": env(id="wrong-queue", queue="otp:send")},
         {"j": "{not json"},
         {"j": b"\xff\xfe\xfa invalid utf-8"},
@@ -182,18 +184,20 @@ async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
     for fields in forged:
         await redis_client.xadd(stream, fields)
     good = await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL)
-    async with running(redis_client, s, h):
+    async with events(redis_client) as seen, running(redis_client, s, h):
         await wait_for(lambda: _count(redis_client, "completed"), what="the good job")
         await wait_for(lambda: _count(redis_client, "dead"), what="dead letters")
-        await wait_for(async_eq(lambda: _count(redis_client, "dead"), 7), what="all bad ones")
+        await wait_for(async_eq(lambda: _count(redis_client, "dead"), 9), what="all bad ones")
+        await wait_for(lambda: len([e for e in seen if e["type"] == "dlq.added"]) == 9, what="valid events")
     assert sorted(ran) == sorted([good, "bad-attempt"])  # an unreadable attempt field is not fatal
     letters = {d.job_id: d for d in (await dlq.list_dead(redis_client, Q)).items}
     assert letters["bad-payload"].error_type == "InvalidPayload" and "to" in letters["bad-payload"].error
     assert letters["bad-type"].error_type == "InvalidPayload" and "template" in letters["bad-type"].error
     assert letters["unknown-job"].error_type == "UnknownJob" and "send-fax" in letters["unknown-job"].error
     assert letters["wrong-queue"].error_type == "WrongQueue"
+    assert letters["quoted-name"].error_type == "UnknownJob"
     invalid = [d for d in letters.values() if d.error_type == "InvalidEnvelope"]
-    assert len(invalid) == 3 and all(d.attempts == 1 for d in letters.values())
+    assert len(invalid) == 4 and all(d.attempts == 1 for d in letters.values())  # bad"id among them
     assert await _count(redis_client, "retried") == 0  # bad input is never retried
     assert (await redis_client.xpending(stream, keys.GROUP))["pending"] == 0
 

@@ -23,7 +23,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1)
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     queue: str = Field(min_length=1)
     name: str = Field(min_length=1)
     payload: dict[str, Any]

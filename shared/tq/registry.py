@@ -179,7 +179,7 @@ def register_queue(spec: QueueSpec) -> QueueSpec:
     """Add a queue (benchmarks, tests, extensions). The product's queues cannot be replaced."""
     if spec.name in PRODUCT_QUEUE_NAMES:
         raise ValueError(f"{spec.name!r} is a product queue and cannot be re-registered")
-    if not spec.name or any(c in spec.name for c in "{}\n\r ") or not spec.jobs:
+    if not spec.name or any(c in spec.name for c in '{}\n\r "\\') or not spec.jobs:
         raise ValueError(f"invalid queue spec {spec.name!r}: a name without braces/spaces and >= 1 job")
     _queues[spec.name] = spec
     return spec

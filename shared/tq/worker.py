@@ -481,8 +481,12 @@ class QueueRunner:
         """On shutdown, give fetched-but-unstarted entries back to the stream (no attempt charged)."""
         ops = []
         while self.local:
-            eid, _fields = self.local.popleft()
-            ops.append(_Op("q", eid, "", "", 0, 0.0, 0.0, "", ""))
+            eid, fields = self.local.popleft()
+            try:
+                job_id = str(json.loads(fields.get(b"j", b""))["id"])
+            except (ValueError, KeyError, TypeError):
+                job_id = ""
+            ops.append(_Op("q", eid, job_id, "", 0, 0.0, 0.0, "", ""))
         if ops:
             await self.flush(ops)
 

@@ -9,17 +9,26 @@
 --   kind s (skipped):     a = reason
 --   kind r (retry):       a = due (ms), b = failure json {type, message, stack}
 --   kind d (dead-letter): b = failure json; a = the raw entry when there is no job record (forged entry)
---   kind q (requeue an unstarted entry, no attempt charged)
+--   kind q (requeue an unstarted entry, no attempt charged; job id '' when unreadable)
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep_completed, keep_failed = tonumber(ARGV[5]), tonumber(ARGV[6])
 local audit_maxlen, events, consumer = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9]
 local n_completed, n_skipped, n_retried, n_dead, n_requeued, settled = 0, 0, 0, 0, 0, 0
 
+-- Events of jobs that ran are built by concatenation (hot path: their id is pattern-checked and
+-- their name is in the registry); every other event goes through cjson (names may be forged).
+local function publish_completed(id, name, data)
+  if events then
+    redis.call('PUBLISH', 'tq:events', '{"type":"job.completed","queue":"' .. queue .. '","job_id":"' .. id
+      .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":' .. data .. '}')
+  end
+end
+
 local function publish(kind, id, name, data)
   if events then
-    redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
-      .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":' .. data .. '}')
+    redis.call('PUBLISH', 'tq:events', cjson.encode({type = kind, queue = queue, job_id = id, name = name,
+      at = now / 1000, data = data}))
   end
 end
 
@@ -63,7 +72,7 @@ for i = 10, #ARGV do
       redis.call('XDEL', KEYS[1], eid)
       if #fields > 0 then
         local xid = redis.call('XADD', KEYS[1], '*', unpack(fields[1][2]))
-        redis.call('HSET', jk, 'x', xid)
+        if id ~= '' then redis.call('HSET', jk, 'x', xid) end
       end
       n_requeued = n_requeued + 1
     else
@@ -76,12 +85,12 @@ for i = 10, #ARGV do
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
           n_completed = n_completed + 1
-          publish('job.completed', id, name, '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
+          publish_completed(id, name, '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
           audit('job.completed', id, name, 'completed', trace,
             '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
         else
           n_skipped = n_skipped + 1
-          publish('job.skipped', id, name, cjson.encode({reason = a}))
+          publish('job.skipped', id, name, {reason = a})
           audit('job.completed', id, name, 'skipped', trace, cjson.encode({attempt = tonumber(attempt), reason = a}))
         end
       else
@@ -98,8 +107,8 @@ for i = 10, #ARGV do
           redis.call('HDEL', jk, 'x')
           redis.call('ZADD', KEYS[2], a, id)
           n_retried = n_retried + 1
-          publish('job.retrying', id, name, cjson.encode({attempt = failure.attempt, due = tonumber(a) / 1000,
-            error_type = failure.type, error = failure.message}))
+          publish('job.retrying', id, name, {attempt = failure.attempt, due = tonumber(a) / 1000,
+            error_type = failure.type, error = failure.message})
           audit('job.failed', id, name, 'retried', trace, details)
         else
           local env = redis.call('HGET', jk, 'e') or a
@@ -115,8 +124,7 @@ for i = 10, #ARGV do
             if redis.call('GET', ik) == id then redis.call('DEL', ik) end
           end
           n_dead = n_dead + 1
-          local data = cjson.encode({attempt = failure.attempt, error_type = failure.type, error = failure.message,
-            dlq_id = did})
+          local data = {attempt = failure.attempt, error_type = failure.type, error = failure.message, dlq_id = did}
           publish('job.failed', id, name, data)
           publish('dlq.added', id, name, data)
           audit('job.failed', id, name, 'dead_lettered', trace, details)
