@@ -641,9 +641,9 @@ class Worker:
             if r.reader is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await r.reader
-        for r in runners:
-            with contextlib.suppress(RedisError, OSError):
-                await r.release_unstarted()
+        for r in runners:  # bounded: with Redis away they simply stay pending for reclaim
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(r.release_unstarted(), timeout=5)
         in_flight = [t for r in runners for t in r.busy_slots()]
         if in_flight:
             _done, late = await asyncio.wait(in_flight, timeout=grace)
@@ -657,7 +657,7 @@ class Worker:
         for r in runners:
             r._wake_settle.set()
             if r.settler is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await asyncio.wait_for(r.settler, timeout=10)
         for task in self._duties:
             task.cancel()
