@@ -467,3 +467,35 @@ async def test_every_event_follows_the_one_schema(redis_client: Any, redis_url: 
     } <= kinds
     failed = next(e for e in parsed if e.type is EventType.JOB_RETRYING)
     assert failed.data["error"] == 'a "quoted" message\nwith a newline' and failed.queue == Q
+
+
+async def test_stop_does_not_hang_when_redis_is_gone() -> None:
+    import redis.asyncio as aioredis
+    from conftest import start_redis_server
+
+    proc, port, _ = start_redis_server()
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.Redis.from_url(url, socket_timeout=1)
+    h = HandlerRegistry()
+    release = asyncio.Event()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        await release.wait()
+
+    s = fast_settings(url, queues={Q: {"concurrency": 1}})
+    try:
+        w = Worker(client, [get_queue(Q)], h, s)
+        await w.start()
+        await Producer(client, s).enqueue_many(Q, [("send-email", EMAIL)] * 3)
+        await wait_for(lambda: w.runners[Q].running == 1, what="a job in flight")
+        proc.kill()
+        proc.wait()
+        release.set()  # the job ends, but its outcome cannot be written: it stays pending in Redis
+        t0 = time.monotonic()
+        await w.stop(grace_s=1)
+        assert time.monotonic() - t0 < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await client.aclose()

@@ -643,7 +643,7 @@ class Worker:
                     await r.reader
         for r in runners:  # bounded: with Redis away they simply stay pending for reclaim
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await asyncio.wait_for(r.release_unstarted(), timeout=5)
+                await asyncio.wait_for(r.release_unstarted(), timeout=2)
         in_flight = [t for r in runners for t in r.busy_slots()]
         if in_flight:
             _done, late = await asyncio.wait(in_flight, timeout=grace)
@@ -658,7 +658,7 @@ class Worker:
             r._wake_settle.set()
             if r.settler is not None:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
-                    await asyncio.wait_for(r.settler, timeout=10)
+                    await asyncio.wait_for(r.settler, timeout=5)
         for task in self._duties:
             task.cancel()
         await asyncio.gather(*self._duties, return_exceptions=True)
