@@ -263,6 +263,14 @@ def main(path: str) -> None:
                 f"\n(For information: against PING_INLINE ({f(mi)} ops/s) the single-enqueue ratio is "
                 f"{ms / mi:.2f}x.)"
             )
+        ceiling = med([x["rps"] for x in ping.get("EVALSHA_TQ_ENQUEUE", [])])
+        mb = med([x["rps"] for x in ping.get(PING_REF, [])])
+        if ceiling and mb and ms:
+            p(
+                f"\n(The ceiling for any client: redis-benchmark's C client running tq's enqueue script "
+                f"does {f(ceiling)}/s = {ceiling / mb:.2f}x {PING_REF}; tq's Python producer reaches "
+                f"{ms / ceiling:.2f}x of that.)"
+            )
     if not bq_tp:
         p("\nBullMQ did not run in this results file: its ratios are n/a (no cross-run comparison).")
 
