@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,11 +61,11 @@ def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return [(".".join(str(p) for p in e["loc"]) or "(payload)", e["msg"]) for e in exc.errors()]
 
 
-def validate_payload(spec: QueueSpec, job: str, data: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
-    """The payload as JSON-ready data, or ``InvalidPayload`` naming each field and reason."""
+def payload_json(spec: QueueSpec, job: str, data: Mapping[str, Any] | BaseModel) -> str:
+    """The validated payload as compact JSON, or ``InvalidPayload`` naming each field and reason."""
     model = spec.payload_model(job)
     if isinstance(data, model):
-        return data.model_dump(mode="json")
+        return data.model_dump_json()
     if isinstance(data, BaseModel):
         raise InvalidPayload(
             spec.name, job, [("(payload)", f"expected {model.__name__}, got {type(data).__name__}")]
@@ -75,7 +75,7 @@ def validate_payload(spec: QueueSpec, job: str, data: Mapping[str, Any] | BaseMo
             spec.name, job, [("(payload)", f"expected an object, got {type(data).__name__}")]
         )
     try:
-        return model.model_validate(data).model_dump(mode="json")
+        return model.model_validate(data).model_dump_json()
     except ValidationError as exc:
         raise InvalidPayload(spec.name, job, validation_errors(exc)) from None
 
@@ -102,8 +102,6 @@ def _js(value: str | None) -> str:
 class _Encoder:
     """Turns requests into the enqueue script's arguments; shared by both producers."""
 
-    _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -116,7 +114,7 @@ class _Encoder:
 
     def prepare(self, spec: QueueSpec, req: JobRequest) -> _Prepared:
         """Validate a request and encode its payload: every error surfaces here, before any write."""
-        payload = self._dumps(validate_payload(spec, req.name, req.data))
+        payload = payload_json(spec, req.name, req.data)
         if len(payload) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(len(payload), self.settings.max_payload_bytes)
         for label, value in (("idempotency_key", req.idempotency_key), ("trace_id", req.trace_id)):
@@ -128,7 +126,7 @@ class _Encoder:
         """Append one prepared job's script argument: id, envelope, name, key and due time joined
         by the unit separator (one argument per job keeps the client's command packing cheap)."""
         req = job.req
-        job_id = uuid.uuid4().hex
+        job_id = os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
         # The envelope is assembled around the already-encoded payload; consumers parse it back
         # into ``tq.envelope.Envelope``, which checks this shape.
         body = (
