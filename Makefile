@@ -22,7 +22,7 @@ PY_IS_311 := import sys; raise SystemExit(sys.version_info[:2] != (3, 11))
 PYTHON ?= $(shell for p in python3.11 python3; do \
 	$$p -c '$(PY_IS_311)' >/dev/null 2>&1 && command -v $$p && break; done)
 
-.PHONY: help venv install dev test lint fmt typecheck bench migrate clean
+.PHONY: help venv install dev test lint fmt typecheck bench migrate crd clean
 
 help: ## Show this list of targets (the default)
 	@echo "usage: make TARGET [ARGS='...']"
@@ -71,6 +71,9 @@ bench: $(STAMP) ## Run the benchmarks (bench/run.sh): JSON lines and a summary
 
 migrate: $(STAMP) ## Create or upgrade the database at TQ_DATABASE_URL
 	$(BIN)/tq migrate
+
+crd: $(STAMP) ## Regenerate the QueueConfig CRD from the registry
+	$(BIN)/python -m tq_operator.crd --examples
 
 clean: ## Remove .venv, caches and build outputs (keeps .dev/ data)
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
