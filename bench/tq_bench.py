@@ -6,7 +6,8 @@
     python bench/tq_bench.py worker ...   (internal: the worker process)
 
 ``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single) and
-``idem`` (every job carries a unique idempotency key; off otherwise).
+``idem`` (every job carries a unique idempotency key; off otherwise) and ``metrics`` (the worker
+feeds the same Prometheus observer as ``tq serve``: ``tq_services.metrics.JobMetrics``).
 
 * throughput: flush the DB; enqueue N no-op jobs with ``Producer.enqueue_many`` (chunks of
   ``--chunk``) -> enqueue jobs/s; then ONE worker process drains them -> process jobs/s =
@@ -103,6 +104,10 @@ def idem_on(args: argparse.Namespace) -> bool:
     return "idem" in variant_tokens(args)
 
 
+def metrics_on(args: argparse.Namespace) -> bool:
+    return "metrics" in variant_tokens(args)
+
+
 def use_async(args: argparse.Namespace) -> bool:
     return "async" in variant_tokens(args)
 
@@ -111,7 +116,8 @@ def worker_desc(args: argparse.Namespace, s: Settings) -> str:
     return (
         f"tq Worker, 1 process, concurrency={args.concurrency}, read_batch={s.read_batch}, "
         f"events={'on' if s.events else 'off'}, audit={'on' if s.audit_enabled else 'off'}, "
-        f"idempotency={'on' if idem_on(args) else 'off'}, uvloop={'on' if s.uvloop else 'off'}"
+        f"idempotency={'on' if idem_on(args) else 'off'}, uvloop={'on' if s.uvloop else 'off'}, "
+        f"metrics={'on' if metrics_on(args) else 'off'}"
     )
 
 
@@ -175,7 +181,19 @@ async def worker_main(args: argparse.Namespace) -> None:
     async def noop(ctx: Any, payload: Noop) -> None:
         pending[ctx.job_id] = (payload.t0, time.time())
 
-    worker = Worker(async_client(settings), [get_queue(QUEUE)], handlers, settings, on_settled=rec.settled)
+    observer = None
+    if metrics_on(args):  # the observer the family services use, in its own registry
+        from tq_services.metrics import make_registry
+
+        _registry, observer, _queues = make_registry([get_queue(QUEUE)], None)
+    worker = Worker(
+        async_client(settings),
+        [get_queue(QUEUE)],
+        handlers,
+        settings,
+        on_settled=rec.settled,
+        observer=observer,
+    )
     await worker.start()
     print(READY, flush=True)
     await asyncio.Event().wait()  # Recorder exits the process once N jobs are done
@@ -544,7 +562,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="latency mode: jobs/s")
     ap.add_argument("--chunk", type=int, default=1000, help="bulk enqueue chunk size")
     ap.add_argument("--timeout", type=float, default=300.0, help="max seconds for the worker")
-    ap.add_argument("--variant", default=None, help="sync|async (latency, single), +idem")
+    ap.add_argument("--variant", default=None, help="sync|async (latency, single), +idem, +metrics")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     if args.n is None:

@@ -14,6 +14,7 @@ from faststream.redis import RedisBroker
 
 from tq import keys
 from tq.handlers import HandlerRegistry
+from tq.observe import Observer
 from tq.registry import all_queues, queues_of
 from tq.settings import Settings, get_settings
 from tq.worker import Worker
@@ -29,11 +30,13 @@ class WorkerApp:
         families: Sequence[str] = (),
         settings: Settings | None = None,
         handlers: HandlerRegistry | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.specs = queues_of(families) if families else all_queues()
         self.family = ",".join(families) if families else "all"
         self.handlers = handlers
+        self.observer = observer  # metrics: see tq.observe
         self.broker = RedisBroker(self.settings.redis_url)
         self.app = FastStream(self.broker)
         self.worker: Worker | None = None
@@ -49,7 +52,9 @@ class WorkerApp:
 
     async def _start(self) -> None:
         client = await self.broker.connect()
-        self.worker = Worker(client, self.specs, self.handlers, self.settings, family=self.family)
+        self.worker = Worker(
+            client, self.specs, self.handlers, self.settings, family=self.family, observer=self.observer
+        )
         await self.worker.start(listen_control=False)
         if self.settings.audit_enabled:
             from tq.audit import AuditWriter

@@ -298,6 +298,24 @@ def worker(
 
 
 @app.command()
+def serve(
+    family: Annotated[str, typer.Argument(help="the family to run, e.g. messaging")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port")] = 8000,
+) -> None:
+    """Run FAMILY's consumers as an HTTP service (uvicorn): /metrics, /healthz, /readyz; SIGTERM drains."""
+    import logging
+
+    known = families()
+    if family not in known:
+        raise _fail(f"unknown family {family!r}; known: {', '.join(known)}")
+    from tq_services.app import serve as run_service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_service(family, host=host, port=port)
+
+
+@app.command()
 def migrate() -> None:
     """Create or upgrade the database at TQ_DATABASE_URL."""
     from tq.db import migrate as run_migrations

@@ -38,6 +38,7 @@ from tq.envelope import Envelope
 from tq.errors import NoHandler, NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
 from tq.handlers import handlers as default_handlers
+from tq.observe import INVALID_ERRORS, Observer
 from tq.producer import validation_errors
 from tq.registry import QueueSpec
 from tq.retry import backoff_s
@@ -82,9 +83,24 @@ _SEP = "\x1f"
 
 
 class _Op:
-    """One settle operation: ``packed`` is its argument of the settle script (fields joined by \\x1f)."""
+    """One settle operation: ``packed`` is its argument of the settle script (fields joined by \\x1f).
 
-    __slots__ = ("eid", "job_id", "packed")
+    The other attributes are what an observer reads (``tq.observe.Settled``).
+    """
+
+    __slots__ = (
+        "attempt",
+        "duration_ms",
+        "eid",
+        "invalid",
+        "job_id",
+        "kind",
+        "name",
+        "packed",
+        "ready_at",
+        "reclaimed",
+        "started",
+    )
 
     def __init__(
         self,
@@ -99,9 +115,21 @@ class _Op:
         trace: str,
         a: str = "",
         b: str = "",
+        *,
+        ready_at: float = 0.0,
+        invalid: bool = False,
+        reclaimed: bool = False,
     ) -> None:
         self.eid = eid
         self.job_id = job_id
+        self.kind = kind
+        self.name = name
+        self.attempt = attempt
+        self.started = started
+        self.duration_ms = duration_ms
+        self.ready_at = ready_at
+        self.invalid = invalid
+        self.reclaimed = reclaimed
         self.packed = _SEP.join(
             (
                 kind,
@@ -128,6 +156,9 @@ def _job_op(
     duration_ms: float,
     a: str = "",
     b: str = "",
+    *,
+    invalid: bool = False,
+    reclaimed: bool = False,
 ) -> _Op:
     return _Op(
         kind,
@@ -141,6 +172,9 @@ def _job_op(
         env.trace_id or "",
         a,
         b,
+        ready_at=env.not_before or env.enqueued_at,
+        invalid=invalid,
+        reclaimed=reclaimed,
     )
 
 
@@ -158,6 +192,7 @@ def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
         "",
         a=raw[:_STACK_LIMIT].decode(errors="replace"),
         b=_failure("InvalidEnvelope", reason),
+        invalid=True,
     )
 
 
@@ -333,7 +368,16 @@ class QueueRunner:
             return _job_op(kind, eid, env, attempt, started, (time.time() - started) * 1000, a, b)
 
         def dead(error_type: str, message: str, stack: str = "") -> _Op:
-            return op("d", b=_failure(error_type, message, stack))
+            return _job_op(
+                "d",
+                eid,
+                env,
+                attempt,
+                started,
+                (time.time() - started) * 1000,
+                b=_failure(error_type, message, stack),
+                invalid=error_type in INVALID_ERRORS,
+            )
 
         if env.queue != self.queue:
             return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
@@ -411,6 +455,11 @@ class QueueRunner:
                 backoff = min(backoff * 2, 5.0)
         for op in ops:
             self.held.discard(op.eid)
+        if self.w.observer is not None:
+            try:
+                self.w.observer.observe(self.queue, ops)
+            except Exception:  # metrics must never stop the settling of jobs
+                log.exception("%s: observer failed", self.queue)
         if self.w.on_settled is not None:
             self.w.on_settled(self.queue, [op.job_id for op in ops])
         self._wake_reader.set()
@@ -441,7 +490,9 @@ class QueueRunner:
                 try:
                     env = Envelope.model_validate_json(fields.get(b"j", b""))
                 except ValidationError:
-                    ops.append(_unreadable(eid, fields.get(b"j", b""), now, "unreadable entry reclaimed"))
+                    op = _unreadable(eid, fields.get(b"j", b""), now, "unreadable entry reclaimed")
+                    op.reclaimed = True
+                    ops.append(op)
                     continue
                 attempt = _attempt(fields, env)
                 failure = _failure(
@@ -450,9 +501,10 @@ class QueueRunner:
                     f"{self.cfg.visibility_timeout_s:g}s while holding attempt {attempt}",
                 )
                 if attempt >= self.max_attempts(env):
-                    ops.append(_job_op("d", eid, env, attempt, now, 0.0, b=failure))
+                    ops.append(_job_op("d", eid, env, attempt, now, 0.0, b=failure, reclaimed=True))
                 else:  # run again now: a crash is not a reason to wait out a backoff
-                    ops.append(_job_op("r", eid, env, attempt, now, 0.0, a=str(int(now * 1000)), b=failure))
+                    due = str(int(now * 1000))
+                    ops.append(_job_op("r", eid, env, attempt, now, 0.0, a=due, b=failure, reclaimed=True))
             if ops:
                 await self.flush(ops)
                 await self.w.client.hincrby(keys.counters(self.queue), "reclaimed", len(ops))
@@ -508,9 +560,11 @@ class Worker:
         consumer_id: str | None = None,
         family: str = "",
         on_settled: Callable[[str, list[str]], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.client = client
         self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
+        self.observer = observer  # once per settled batch, after the commit: metrics (tq.observe)
         self.settings = settings or get_settings()
         self.handlers = handlers if handlers is not None else default_handlers
         self.consumer_id = consumer_id or new_consumer_id()

@@ -1,0 +1,210 @@
+"""One family as an ASGI service: ``tq serve FAMILY`` (the same code path for every family: a
+family is data from the registry).
+
+``FamilyService(family)`` builds a ``tq.app.WorkerApp`` for the family's queues (its broker, worker,
+control channel and audit writer) with the service's ``JobMetrics`` as the worker's observer, and
+wraps it in FastStream's ``AsgiFastStream`` with three routes:
+
+* ``GET /metrics``: Prometheus text format from the service's own ``CollectorRegistry``; the
+  queue gauges are read from Redis just before rendering (``metrics.QueueCollector``);
+* ``GET /healthz``: 200 while the process is alive (the event loop answers);
+* ``GET /readyz``: 200 only when the worker is started and not draining, Redis answers and the
+  consumer group of every queue exists; else 503 with ``{"ready": false, "reason": ...}``.
+
+Shutdown (``serve``): the first SIGTERM/SIGINT starts the worker's drain at once (``/readyz`` turns
+503, intake stops, in-flight jobs finish within ``TQ_SHUTDOWN_GRACE_S``, unstarted entries go back)
+while HTTP keeps answering, so ``/metrics`` stays scrapable during the drain; then uvicorn shuts
+down, and its lifespan shutdown runs the WorkerApp's stop hooks (idempotent after the drain), and
+the process exits 0. A second SIGINT forces the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse
+from faststream.asgi.types import Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from tq import keys
+from tq.app import WorkerApp
+from tq.connection import text
+from tq.handlers import HandlerRegistry
+from tq.registry import families
+from tq.settings import Settings, get_settings
+
+from tq_services.metrics import make_registry
+
+log = logging.getLogger("tq.service")
+
+
+def _json(status: int, data: dict[str, Any]) -> AsgiResponse:
+    return AsgiResponse(json.dumps(data).encode(), status, {"content-type": "application/json"})
+
+
+class FamilyService:
+    """The ASGI app (``.asgi``) of one family; ``.worker_app`` hosts its worker."""
+
+    def __init__(
+        self,
+        family: str,
+        settings: Settings | None = None,
+        handlers: HandlerRegistry | None = None,
+        ready_timeout_s: float = 1.0,
+    ) -> None:
+        known = families()
+        if family not in known:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(known)}")
+        self.family = family
+        self.settings = settings or get_settings()
+        self.specs = known[family]
+        self.ready_timeout_s = ready_timeout_s
+        self.registry, self.job_metrics, self.queue_collector = make_registry(self.specs, None)
+        self.worker_app = WorkerApp([family], self.settings, handlers, observer=self.job_metrics)
+        self.asgi = AsgiFastStream.from_app(
+            self.worker_app.app,
+            asgi_routes=[("/metrics", self._metrics), ("/healthz", self._healthz), ("/readyz", self._readyz)],
+        )
+        self.asgi.after_startup(self._started)
+
+    async def _started(self) -> None:
+        if self.worker_app.worker is not None:
+            self.queue_collector.client = self.worker_app.worker.client
+
+    @property
+    def client(self) -> Any:
+        worker = self.worker_app.worker
+        return worker.client if worker is not None else None
+
+    # ---- probes ------------------------------------------------------------------------------
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): the worker runs and is not draining, Redis answers, groups exist."""
+        worker = self.worker_app.worker
+        if worker is None:
+            return False, "worker not started"
+        if worker.stopping:
+            return False, "draining"
+        if not worker.ready:
+            return False, "worker not started"
+        try:
+            groups = await asyncio.wait_for(self._groups(), self.ready_timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return False, f"redis unreachable: {type(exc).__name__}: {exc}"[:500]
+        missing = [s.name for s in self.specs if not groups.get(s.name)]
+        if missing:
+            return False, "consumer group missing for " + ", ".join(missing)
+        return True, "ok"
+
+    async def _groups(self) -> dict[str, bool]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for spec in self.specs:
+                pipe.xinfo_groups(keys.stream(spec.name))
+            replies = await pipe.execute(raise_on_error=False)
+        out = {}
+        for spec, reply in zip(self.specs, replies, strict=True):  # an error reply: no stream yet
+            out[spec.name] = not isinstance(reply, Exception) and any(
+                text(g.get("name")) == keys.GROUP for g in reply
+            )
+        return out
+
+    # ---- routes (plain ASGI callables) -------------------------------------------------------
+    @staticmethod
+    async def _only_get(scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope.get("method") in ("GET", "HEAD"):
+            return True
+        await AsgiResponse(b"method not allowed", 405, {"allow": "GET, HEAD"})(scope, receive, send)
+        return False
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self._only_get(scope, receive, send):
+            await _json(200, {"alive": True, "family": self.family})(scope, receive, send)
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._only_get(scope, receive, send):
+            return
+        ok, reason = await self.readiness()
+        await _json(200 if ok else 503, {"ready": ok, "reason": reason, "family": self.family})(
+            scope, receive, send
+        )
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._only_get(scope, receive, send):
+            return
+        await self.queue_collector.refresh()
+        body = generate_latest(self.registry)
+        await AsgiResponse(body, 200, {"content-type": CONTENT_TYPE_LATEST})(scope, receive, send)
+
+    # ---- running -----------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Stop the worker gracefully (what SIGTERM does before the HTTP server stops)."""
+        worker = self.worker_app.worker
+        if worker is not None:
+            await worker.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but the first SIGTERM/SIGINT drains the worker before HTTP stops, and the signal
+    is not re-raised after a clean shutdown (uvicorn's default would end the process with it)."""
+
+    def __init__(self, config: uvicorn.Config, service: FamilyService) -> None:
+        super().__init__(config)
+        self.service = service
+        self._drain: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is not None or self._loop is None or not self.started:
+            if self._drain is not None and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _begin_drain(self) -> None:
+        if self._drain is None:
+            log.info("signal received: draining, then stopping")
+            self._drain = asyncio.create_task(self._drain_then_exit(), name="tq-service-drain")
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.service.drain()
+        except Exception:
+            log.exception("drain failed")
+        finally:
+            self.should_exit = True
+
+
+def serve(
+    family: str,
+    host: str = "0.0.0.0",
+    port: int = 8000,
+    settings: Settings | None = None,
+    handlers: HandlerRegistry | None = None,
+) -> None:
+    """Run one family under uvicorn until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    settings = settings or get_settings()
+    service = FamilyService(family, settings, handlers)
+    config = uvicorn.Config(
+        service.asgi,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="info",
+        access_log=False,
+        loop="uvloop" if settings.uvloop else "asyncio",
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config, service)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()

@@ -1,0 +1,327 @@
+"""Prometheus metrics of one family service: a dedicated ``CollectorRegistry`` per app.
+
+* ``JobMetrics`` is the worker's observer (``tq.observe.Observer``): counters and histograms per
+  queue and job name, fed once per settled batch. Counts are aggregated per batch (one ``inc`` per
+  label set); histograms are ``HistogramSet``s (a bisect and two additions per observation, no
+  lock). No Redis call.
+* ``QueueCollector`` exposes the depth gauges and ``tq_jobs_enqueued_total``. A collector's
+  ``collect()`` is synchronous and runs inside the event loop that also runs the jobs, so it must
+  not do network I/O: the ``/metrics`` handler first awaits ``refresh()`` (two pipelined round
+  trips for all queues of the family, cheap commands only, bounded by a timeout) and ``collect()``
+  then reads those values. When Redis does not answer, ``tq_redis_up`` is 0 and the queue gauges
+  are absent (never stale values).
+
+Labels are bounded by the registry: ``queue``, ``job`` (a registry job name, or ``_unknown`` for a
+forged entry naming another), ``outcome`` and ``family``. Every series exists at zero from start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from redis.exceptions import RedisError
+from tq import keys
+from tq.connection import text
+from tq.observe import COMPLETED, DEAD, RETRIED, Settled
+from tq.registry import QueueSpec
+
+UNKNOWN_JOB = "_unknown"
+OUTCOMES = ("retried", "dead_lettered", "invalid")
+# From a millisecond to ten minutes: no-op jobs settle in ~1 ms, LLM jobs run for minutes.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+)  # fmt: skip
+WAIT_BUCKETS = DURATION_BUCKETS  # JobMetrics.observe relies on both being the same
+
+
+class _Hist:
+    """One histogram series: per-bucket counts (not cumulative; the last is +Inf) and the sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)
+        self.total = 0.0
+
+
+class HistogramSet(Collector):
+    """A labelled histogram for the hot path: an observation is a ``bisect`` and two additions on
+    plain Python numbers (about a fifth of ``prometheus_client.Histogram.observe``, which takes a
+    lock per call). Safe because observations and ``collect()`` both run in the service's event
+    loop thread; exposed as an ordinary Prometheus histogram."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self.children: dict[tuple[str, ...], _Hist] = {}
+
+    def labels(self, *values: str) -> _Hist:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _Hist(len(self.bounds))
+        return child
+
+    def collect(self) -> Iterable[Any]:
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            cumulative, acc = [], 0
+            for le, n in zip(self._les, child.counts, strict=True):
+                acc += n
+                cumulative.append((le, acc))
+            fam.add_metric(list(values), cumulative, child.total)
+        yield fam
+
+    def describe(self) -> Iterable[Any]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+
+class _JobSeries:
+    __slots__ = ("completed", "duration", "failed", "wait")
+
+    def __init__(self, completed: Any, failed: dict[str, Any], duration: _Hist, wait: _Hist) -> None:
+        self.completed = completed
+        self.failed = failed
+        self.duration = duration
+        self.wait = wait
+
+
+class JobMetrics:
+    """Counters and histograms fed by the worker (``Worker(observer=JobMetrics(...))``).
+
+    Per settled job (``tq.observe.Settled``): completed -> ``tq_jobs_completed_total``; a failed
+    attempt scheduled again -> ``tq_jobs_failed_total{outcome="retried"}``; a dead-letter ->
+    ``outcome="invalid"`` for bad input (``tq.observe.INVALID_ERRORS``), else
+    ``outcome="dead_lettered"``; taken over from a dead consumer -> ``tq_jobs_reclaimed_total``
+    as well (and its retried/dead_lettered count). ``tq_job_duration_seconds`` observes every
+    completed/failed attempt this process ran or rejected (not reclaimed ones: they did not run
+    here), so its count equals completed + failed of those; ``tq_job_wait_seconds`` observes
+    first attempts only (from when the job became due to its start: a retry's backoff is policy,
+    not queueing), so its count is the number of jobs started. Idempotent skips and released
+    entries are not counted.
+    """
+
+    def __init__(self, registry: CollectorRegistry, specs: Sequence[QueueSpec]) -> None:
+        self.completed = Counter("tq_jobs_completed", "Jobs completed", ["queue", "job"], registry=registry)
+        self.failed = Counter(
+            "tq_jobs_failed",
+            "Failed attempts by outcome: retried, dead_lettered, invalid (bad input, never run)",
+            ["queue", "job", "outcome"],
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "tq_jobs_reclaimed",
+            "Jobs taken over from a consumer that stopped responding",
+            ["queue"],
+            registry=registry,
+        )
+        self.duration = HistogramSet(
+            "tq_job_duration_seconds", "Handler run time of an attempt", ["queue", "job"], DURATION_BUCKETS
+        )
+        self.wait = HistogramSet(
+            "tq_job_wait_seconds",
+            "From when a job became due (enqueued, or its delay ended) to its first start",
+            ["queue", "job"],
+            WAIT_BUCKETS,
+        )
+        registry.register(self.duration)
+        registry.register(self.wait)
+        self._series: dict[str, dict[str, _JobSeries]] = {}
+        self._reclaimed: dict[str, Any] = {}
+        for spec in specs:
+            per_job = {}
+            for job in (*spec.jobs, UNKNOWN_JOB):
+                per_job[job] = _JobSeries(
+                    self.completed.labels(spec.name, job),
+                    {o: self.failed.labels(spec.name, job, o) for o in OUTCOMES},
+                    self.duration.labels(spec.name, job),
+                    self.wait.labels(spec.name, job),
+                )
+            self._series[spec.name] = per_job
+            self._reclaimed[spec.name] = self.reclaimed.labels(spec.name)
+
+    def observe(self, queue: str, ops: Sequence[Settled]) -> None:
+        per_job = self._series.get(queue)
+        if per_job is None:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        reclaimed = 0
+        bounds = self.duration.bounds  # the same buckets for both histograms
+        for op in ops:
+            kind = op.kind
+            if kind == COMPLETED:
+                outcome = "completed"
+            elif kind == RETRIED:
+                outcome = "retried"
+            elif kind == DEAD:
+                outcome = "invalid" if op.invalid else "dead_lettered"
+            else:  # skipped or released: no attempt was made
+                continue
+            job = op.name if op.name in per_job else UNKNOWN_JOB
+            key = (job, outcome)
+            counts[key] = counts.get(key, 0) + 1
+            if op.reclaimed:
+                reclaimed += 1
+                continue
+            series = per_job[job]
+            seconds = op.duration_ms / 1000
+            h = series.duration
+            h.counts[bisect_left(bounds, seconds)] += 1
+            h.total += seconds
+            if op.attempt == 1 and op.ready_at:
+                waited = max(0.0, op.started - op.ready_at)
+                h = series.wait
+                h.counts[bisect_left(bounds, waited)] += 1
+                h.total += waited
+        for (job, outcome), n in counts.items():
+            series = per_job[job]
+            if outcome == "completed":
+                series.completed.inc(n)
+            else:
+                series.failed[outcome].inc(n)
+        if reclaimed:
+            self._reclaimed[queue].inc(reclaimed)
+
+
+_GAUGES = (
+    ("tq_queue_waiting", "Jobs in the stream not yet delivered to a consumer"),
+    ("tq_queue_active", "Jobs delivered to a consumer and not yet settled"),
+    ("tq_queue_delayed", "Jobs waiting for their due time (delayed enqueues and retries in backoff)"),
+    ("tq_queue_dlq", "Entries in the dead-letter queue"),
+    ("tq_queue_paused", "1 while the queue is paused"),
+    ("tq_queue_consumers", "Live consumers (unexpired heartbeats)"),
+    ("tq_queue_oldest_waiting_seconds", "Age of the oldest job not yet delivered (0 when none)"),
+)
+
+
+def _entry_ms(entry_id: Any) -> int:
+    return int(text(entry_id).partition("-")[0] or 0)
+
+
+class QueueCollector(Collector):
+    """Depth gauges read from Redis just before each scrape (``await refresh()``, then ``collect()``).
+
+    Values are shared by every replica of a family (they describe the queue, not the process):
+    aggregate with ``max by (queue)``, not ``sum``. ``tq_jobs_enqueued_total{queue}`` is the
+    queue's ``enqueued`` counter in Redis (per queue only: producers do not count per job name).
+    """
+
+    def __init__(self, client: Any, specs: Sequence[QueueSpec], timeout_s: float = 2.0) -> None:
+        self.client = client
+        self.specs = tuple(specs)
+        self.timeout_s = timeout_s
+        self._values: dict[str, dict[str, float]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> bool:
+        """Read every queue's depth; False (and no gauges) when Redis does not answer in time."""
+        async with self._lock:  # concurrent scrapes take turns
+            if self.client is None:  # not connected yet
+                self._values = None
+                return False
+            try:
+                self._values = await asyncio.wait_for(self._read(), self.timeout_s)
+            except (RedisError, OSError, TimeoutError):
+                self._values = None
+        return self._values is not None
+
+    async def _read(self) -> dict[str, dict[str, float]]:
+        now_ms = int(time.time() * 1000)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for spec in self.specs:
+                q = spec.name
+                pipe.xlen(keys.stream(q))
+                pipe.xinfo_groups(keys.stream(q))
+                pipe.zcard(keys.delayed(q))
+                pipe.xlen(keys.dlq(q))
+                pipe.hget(keys.config(q), "paused")
+                pipe.zcount(keys.consumers(q), now_ms, "+inf")
+                pipe.hget(keys.counters(q), "enqueued")
+            replies = await pipe.execute(raise_on_error=False)
+        out: dict[str, dict[str, float]] = {}
+        last_delivered: dict[str, str] = {}
+        for i, spec in enumerate(self.specs):
+            length, groups, delayed, dlq, paused, consumers, enqueued = replies[i * 7 : i * 7 + 7]
+            for r in (length, delayed, dlq, consumers):
+                if isinstance(r, Exception):
+                    raise r
+            active = 0
+            if not isinstance(groups, Exception):  # no stream yet: nothing delivered
+                for g in groups:
+                    if text(g.get("name")) == keys.GROUP:
+                        active = int(g.get("pending") or 0)
+                        last_delivered[spec.name] = text(g.get("last-delivered-id")) or "0-0"
+            out[spec.name] = {
+                "tq_queue_waiting": max(0, int(length) - active),
+                "tq_queue_active": active,
+                "tq_queue_delayed": int(delayed),
+                "tq_queue_dlq": int(dlq),
+                "tq_queue_paused": 1 if text(paused) in ("1", "true") else 0,
+                "tq_queue_consumers": int(consumers),
+                "tq_queue_oldest_waiting_seconds": 0.0,
+                "enqueued": int(enqueued or 0) if not isinstance(enqueued, Exception) else 0,
+            }
+        waiting = [s.name for s in self.specs if out[s.name]["tq_queue_waiting"] > 0]
+        if waiting:  # the first entry after the group's last delivered one is the oldest waiting
+            async with self.client.pipeline(transaction=False) as pipe:
+                for q in waiting:
+                    pipe.xrange(keys.stream(q), "(" + last_delivered.get(q, "0-0"), "+", count=1)
+                firsts = await pipe.execute(raise_on_error=False)
+            for q, first in zip(waiting, firsts, strict=True):
+                if first and not isinstance(first, Exception):
+                    age = max(0.0, (now_ms - _entry_ms(first[0][0])) / 1000)
+                    out[q]["tq_queue_oldest_waiting_seconds"] = age
+        return out
+
+    def collect(self) -> Iterable[Any]:
+        up = GaugeMetricFamily("tq_redis_up", "1 when the last scrape read the queues from Redis")
+        up.add_metric([], 0 if self._values is None else 1)
+        yield up
+        values = self._values
+        if values is None:
+            return
+        enqueued = CounterMetricFamily("tq_jobs_enqueued", "Jobs enqueued (all producers)", labels=["queue"])
+        for spec in self.specs:
+            enqueued.add_metric([spec.name], values[spec.name]["enqueued"])
+        yield enqueued
+        for name, doc in _GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=["queue", "family"])
+            for spec in self.specs:
+                g.add_metric([spec.name, spec.family], values[spec.name][name])
+            yield g
+
+    def describe(self) -> Iterable[Any]:
+        return []  # values are read at scrape time: nothing to describe at registration
+
+
+def make_registry(
+    specs: Sequence[QueueSpec], client: Any
+) -> tuple[CollectorRegistry, JobMetrics, QueueCollector]:
+    """A fresh registry with the job metrics, the queue collector and the process collector.
+
+    Also turns off prometheus-client's ``*_created`` series (process-wide): they double the
+    exposition and nothing here reads them."""
+    disable_created_metrics()
+    registry = CollectorRegistry(auto_describe=False)
+    jobs = JobMetrics(registry, specs)
+    queues = QueueCollector(client, specs)
+    registry.register(queues)
+    ProcessCollector(registry=registry)
+    return registry, jobs, queues

@@ -1,0 +1,393 @@
+"""The family service (``tq serve``): probes, Prometheus metrics from a real scrape, SIGTERM drain;
+and the worker's metrics observer in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import app_service
+import pytest
+import redis
+from conftest import free_port, start_redis_server
+from prometheus_client.parser import text_string_to_metric_families
+from support import fast_settings, tiny_retry, wait_for
+from tq import config, keys
+from tq.errors import NonRetryableError
+from tq.handlers import HandlerRegistry, JobContext
+from tq.payloads import SendEmail
+from tq.producer import Producer, SyncProducer
+from tq.registry import families, get_queue, unregister_queue
+from tq.worker import Worker
+from tq_services.metrics import OUTCOMES, UNKNOWN_JOB, make_registry
+
+Q = "email:send"
+EMAIL = {"to": "a@example.com", "template": "welcome"}
+OTP = {"user_id": 1, "channel": "sms", "destination": "+15550100"}
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _get(port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _status(port: int, path: str) -> int | None:
+    try:
+        return _get(port, path, timeout=1.0)[0]
+    except OSError:
+        return None
+
+
+def _wait(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _parse(body: str) -> Samples:
+    out: Samples = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def _scrape(port: int) -> tuple[str, Samples]:
+    status, body = _get(port, "/metrics")
+    assert status == 200, body
+    return body, _parse(body)
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TQ_REDIS_URL": redis_url,
+        "TQ_AUDIT_ENABLED": "false",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+def _serve(redis_url: str, family: str = "messaging") -> tuple[subprocess.Popen[str], int]:
+    """``tq serve FAMILY`` on a free port; returns once /readyz says 200."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tq.cli", "serve", family, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(redis_url),
+    )
+    _ready(proc, port)
+    return proc, port
+
+
+def _ready(proc: subprocess.Popen[str], port: int) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"service exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        return _status(port, "/readyz") == 200
+
+    _wait(ready, 30, "/readyz 200")
+
+
+def _stop(proc: subprocess.Popen[str], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise
+
+
+# ---- the service process ------------------------------------------------------------------------
+def test_serve_messaging_probes_and_metrics(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    proc, port = _serve(redis_url)
+    try:
+        status, body = _get(port, "/healthz")
+        assert status == 200 and json.loads(body)["alive"] is True
+        status, body = _get(port, "/readyz")
+        assert status == 200 and json.loads(body) == {"ready": True, "reason": "ok", "family": "messaging"}
+
+        _, before = _scrape(port)
+        for spec in families()["messaging"]:  # every series exists at zero from start-up
+            for job in spec.jobs:
+                labels = {"queue": spec.name, "job": job}
+                assert _value(before, "tq_jobs_completed_total", **labels) == 0
+                for outcome in OUTCOMES:
+                    assert _value(before, "tq_jobs_failed_total", outcome=outcome, **labels) == 0
+                assert _value(before, "tq_job_duration_seconds_count", **labels) == 0
+                assert _value(before, "tq_job_wait_seconds_count", **labels) == 0
+            assert _value(before, "tq_jobs_reclaimed_total", queue=spec.name) == 0
+            for gauge in ("waiting", "active", "delayed", "dlq", "paused"):
+                assert _value(before, f"tq_queue_{gauge}", queue=spec.name, family="messaging") == 0
+            assert _value(before, "tq_queue_consumers", queue=spec.name, family="messaging") == 1
+        assert _value(before, "tq_redis_up") == 1
+        assert any(name == "process_cpu_seconds_total" for name, _ in before)
+
+        # The product queues have no handlers yet: every job dead-letters as NoHandler, which is a
+        # deployment gap (replayable), so outcome=dead_lettered, not invalid.
+        producer = SyncProducer(client, fast_settings(redis_url))
+        producer.enqueue_many(Q, [("send-email", EMAIL)] * 3)
+        producer.enqueue("otp:send", "send-otp", OTP)
+        _wait(lambda: client.xlen(keys.dlq(Q)) == 3 and client.xlen(keys.dlq("otp:send")) == 1, 15, "DLQ")
+        _, after = _scrape(port)
+        email = {"queue": Q, "job": "send-email"}
+        assert _value(after, "tq_jobs_failed_total", outcome="dead_lettered", **email) == 3
+        assert _value(after, "tq_jobs_failed_total", outcome="invalid", **email) == 0
+        assert _value(after, "tq_jobs_completed_total", **email) == 0
+        assert _value(after, "tq_job_wait_seconds_count", **email) == 3
+        assert _value(after, "tq_job_duration_seconds_count", **email) == 3
+        otp = {"queue": "otp:send", "job": "send-otp"}
+        assert _value(after, "tq_jobs_failed_total", outcome="dead_lettered", **otp) == 1
+        assert _value(after, "tq_queue_dlq", queue=Q, family="messaging") == 3
+        assert _value(after, "tq_queue_dlq", queue="otp:send", family="messaging") == 1
+        assert _value(after, "tq_jobs_enqueued_total", queue=Q) == 3
+        assert _value(after, "tq_queue_waiting", queue=Q, family="messaging") == 0
+    finally:
+        rc = _stop(proc)
+        client.close()
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert client.zcard(keys.consumers(Q)) == 0  # signed off
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not on PATH (Debian package prometheus)"
+)
+def test_promtool_accepts_a_real_scrape(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    proc, port = _serve(redis_url)
+    try:
+        SyncProducer(client, fast_settings(redis_url)).enqueue(Q, "send-email", EMAIL)
+        _wait(lambda: client.xlen(keys.dlq(Q)) == 1, 15, "DLQ")
+        body, _ = _scrape(port)
+    finally:
+        _stop(proc)
+        client.close()
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_unknown_family_exits_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tq.cli", "serve", "no-such-family"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "unknown family" in proc.stderr
+
+
+def test_readyz_503_when_redis_is_unreachable(redis_url: str) -> None:
+    server, port_r, workdir = start_redis_server()  # a private Redis: never kill the suite's
+    try:
+        proc, port = _serve(f"redis://127.0.0.1:{port_r}/0")
+        try:
+            server.kill()
+            server.wait(10)
+
+            def not_ready() -> bool:
+                status, body = _get(port, "/readyz")
+                return status == 503 and "redis unreachable" in json.loads(body)["reason"]
+
+            _wait(not_ready, 15, "/readyz 503")
+            assert _status(port, "/healthz") == 200  # alive, just not ready
+            _, samples = _scrape(port)
+            assert _value(samples, "tq_redis_up") == 0
+            assert not any(name == "tq_queue_waiting" for name, _ in samples)  # absent, not stale
+        finally:
+            rc = _stop(proc)
+        assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def svc_queue() -> Any:
+    app_service.register()
+    yield app_service.QUEUE
+    unregister_queue(app_service.QUEUE)
+
+
+def test_sigterm_turns_readyz_503_and_drains(redis_url: str, svc_queue: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("app_service.py")), redis_url, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(redis_url),
+    )
+    try:
+        _ready(proc, port)
+        SyncProducer(client, fast_settings(redis_url)).enqueue(svc_queue, "sleep", {"seconds": 1.5})
+        _wait(lambda: client.xpending(keys.stream(svc_queue), keys.GROUP)["pending"] == 1, 10, "in flight")
+        proc.send_signal(signal.SIGTERM)
+
+        def draining() -> bool:
+            status, body = _get(port, "/readyz")
+            return status == 503 and json.loads(body)["reason"] == "draining"
+
+        _wait(draining, 5, "/readyz 503 while draining")
+        _, samples = _scrape(port)  # still scrapable while the in-flight job finishes
+        assert _value(samples, "tq_queue_active", queue=svc_queue, family=app_service.FAMILY) == 1
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    assert int(client.hget(keys.counters(svc_queue), "completed") or 0) == 1  # finished in the drain
+    assert client.xpending(keys.stream(svc_queue), keys.GROUP)["pending"] == 0
+    client.close()
+
+
+# ---- the observer, in-process -------------------------------------------------------------------
+def _dead(registry: Any) -> float:
+    return sum(
+        registry.get_sample_value("tq_jobs_failed_total", {"queue": Q, "job": job, "outcome": o}) or 0
+        for job in ("send-email", UNKNOWN_JOB)
+        for o in ("dead_lettered", "invalid")
+    )
+
+
+async def test_observer_counts_every_outcome(redis_client: Any, redis_url: str) -> None:
+    s = fast_settings(redis_url, queues={Q: tiny_retry()})
+    spec = get_queue(Q)
+    registry, observer, collector = make_registry([spec], redis_client)
+    h = HandlerRegistry()
+    failed_once: set[str] = set()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        if payload.template == "flaky" and ctx.job_id not in failed_once:
+            failed_once.add(ctx.job_id)
+            raise RuntimeError("try again")
+        if payload.template == "fatal":
+            raise NonRetryableError("bad recipient")
+
+    stream = keys.stream(Q)
+    await redis_client.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+    forged = {"id": "forged-1", "queue": Q, "name": "send-fax", "payload": EMAIL, "enqueued_at": time.time()}
+    await redis_client.xadd(stream, {"j": json.dumps(forged)})  # unknown job: invalid
+    await redis_client.xadd(stream, {"j": "{not json"})  # unreadable entry: invalid
+    producer = Producer(redis_client, s)
+    await producer.enqueue_many(
+        Q,
+        [("send-email", EMAIL)] * 4
+        + [("send-email", {**EMAIL, "template": "flaky"})] * 2
+        + [("send-email", {**EMAIL, "template": "fatal"})],
+    )
+    worker = Worker(redis_client, [spec], h, s, observer=observer)
+    await worker.start()
+    try:
+
+        def settled() -> bool:
+            done = registry.get_sample_value("tq_jobs_completed_total", {"queue": Q, "job": "send-email"})
+            return done == 6
+
+        await wait_for(settled, what="6 completions")
+        await wait_for(lambda: _dead(registry) == 3, what="3 dead letters")
+    finally:
+        await worker.stop()
+
+    def v(name: str, job: str = "send-email", **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"queue": Q, "job": job, **labels})
+
+    assert v("tq_jobs_completed_total") == 6
+    assert v("tq_jobs_failed_total", outcome="retried") == 2
+    assert v("tq_jobs_failed_total", outcome="dead_lettered") == 1
+    assert v("tq_jobs_failed_total", outcome="invalid") == 0
+    assert v("tq_jobs_failed_total", job=UNKNOWN_JOB, outcome="invalid") == 2  # forged names stay bounded
+    assert v("tq_jobs_completed_total", job="process-email-queue") == 0
+    # duration: every attempt run here (6 completed + 2 retried + 1 dead); wait: first attempts only
+    assert v("tq_job_duration_seconds_count") == 9
+    assert v("tq_job_wait_seconds_count") == 7
+    assert v("tq_job_duration_seconds_bucket", le="+Inf") == 9
+    assert v("tq_job_duration_seconds_count", job=UNKNOWN_JOB) == 2
+    assert registry.get_sample_value("tq_jobs_reclaimed_total", {"queue": Q}) == 0
+
+    assert await collector.refresh()
+    gauges = {"queue": Q, "family": spec.family}
+    assert registry.get_sample_value("tq_queue_dlq", gauges) == 3
+    assert registry.get_sample_value("tq_queue_waiting", gauges) == 0
+    assert registry.get_sample_value("tq_jobs_enqueued_total", {"queue": Q}) == 7
+
+
+async def test_observer_counts_reclaimed_jobs(redis_client: Any, redis_url: str) -> None:
+    s = fast_settings(redis_url, reclaim_interval_s=0.05, queues={Q: {"visibility_timeout_s": 0.3}})
+    registry, observer, _ = make_registry([get_queue(Q)], redis_client)
+    await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL)
+    await redis_client.xgroup_create(keys.stream(Q), keys.GROUP, id="0", mkstream=True)
+    # a consumer that took the job and died
+    await redis_client.xreadgroup(keys.GROUP, "dead-consumer", {keys.stream(Q): ">"}, count=1)
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        return None
+
+    labels = {"queue": Q, "job": "send-email"}
+    worker = Worker(redis_client, [get_queue(Q)], h, s, observer=observer)
+    await worker.start()
+    try:
+        await wait_for(
+            lambda: registry.get_sample_value("tq_jobs_completed_total", labels) == 1,
+            what="the reclaimed job to complete",
+        )
+    finally:
+        await worker.stop()
+    assert registry.get_sample_value("tq_jobs_reclaimed_total", {"queue": Q}) == 1
+    assert registry.get_sample_value("tq_jobs_failed_total", {**labels, "outcome": "retried"}) == 1
+    # the reclaimed attempt did not run here; the run after it is attempt 2: a duration, no wait
+    assert registry.get_sample_value("tq_job_duration_seconds_count", labels) == 1
+    assert registry.get_sample_value("tq_job_wait_seconds_count", labels) == 0
+
+
+async def test_oldest_waiting_and_paused_gauges(redis_client: Any, redis_url: str) -> None:
+    s = fast_settings(redis_url)
+    spec = get_queue("otp:send")
+    registry, _, collector = make_registry([spec], redis_client)
+    await Producer(redis_client, s).enqueue_many("otp:send", [("send-otp", OTP)] * 3)
+    await config.set_paused(redis_client, "otp:send", True)
+    await asyncio.sleep(0.05)
+    assert await collector.refresh()
+    labels = {"queue": "otp:send", "family": "messaging"}
+    assert registry.get_sample_value("tq_queue_waiting", labels) == 3
+    assert registry.get_sample_value("tq_queue_paused", labels) == 1
+    assert registry.get_sample_value("tq_queue_consumers", labels) == 0
+    oldest = registry.get_sample_value("tq_queue_oldest_waiting_seconds", labels)
+    assert oldest is not None and 0.05 <= oldest < 10
