@@ -61,6 +61,8 @@ def test_sigterm_finishes_in_flight_and_leaves_nothing_stranded(redis_url: str, 
     proc = _spawn(redis_url)
     try:
         _wait(lambda: client.zcard(keys.consumers(Q)) == 1, 20, "the worker's heartbeat")
+        _wait(lambda: client.exists(keys.stats(Q)), 10, "the stats leader's first snapshot")
+        assert client.get(keys.STATS_LEADER)  # the only process: elected
         producer.enqueue_many(Q, [("sleep", {"seconds": 1.0})] * 10)
         _wait(lambda: client.xpending(keys.stream(Q), keys.GROUP)["pending"] >= 3, 10, "jobs in flight")
         time.sleep(0.2)
@@ -73,6 +75,7 @@ def test_sigterm_finishes_in_flight_and_leaves_nothing_stranded(redis_url: str, 
     assert client.xpending(keys.stream(Q), keys.GROUP)["pending"] == 0  # nothing stranded
     assert client.xlen(keys.stream(Q)) == 7  # the rest wait for the next consumer
     assert client.zcard(keys.consumers(Q)) == 0  # it signed off
+    assert not client.exists(keys.STATS_LEADER)  # and gave the stats lock back
     client.close()
 
 

@@ -254,7 +254,7 @@ def test_sigterm_turns_readyz_503_and_drains(redis_url: str, svc_queue: str) -> 
     )
     try:
         _ready(proc, port)
-        SyncProducer(client, fast_settings(redis_url)).enqueue(svc_queue, "sleep", {"seconds": 1.5})
+        SyncProducer(client, fast_settings(redis_url)).enqueue(svc_queue, "sleep", {"seconds": 3.0})
         _wait(lambda: client.xpending(keys.stream(svc_queue), keys.GROUP)["pending"] == 1, 10, "in flight")
         proc.send_signal(signal.SIGTERM)
 

@@ -17,6 +17,7 @@ from tq.handlers import HandlerRegistry
 from tq.observe import Observer
 from tq.registry import all_queues, queues_of
 from tq.settings import Settings, get_settings
+from tq.stats import StatsLeader
 from tq.worker import Worker
 
 log = logging.getLogger("tq.app")
@@ -42,6 +43,8 @@ class WorkerApp:
         self.worker: Worker | None = None
         self._audit_stop = asyncio.Event()
         self._audit_task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self.stats_leader: StatsLeader | None = None  # the stats duty (tq.stats), once started
         self.broker.subscriber(channel=keys.CONTROL_CHANNEL)(self._on_control)
         self.app.after_startup(self._start)
         self.app.on_shutdown(self._stop)
@@ -61,14 +64,26 @@ class WorkerApp:
 
             writer = AuditWriter(client, self.settings.database_url, self.settings)
             self._audit_task = asyncio.create_task(writer.run_forever(self._audit_stop), name="tq-audit")
+        # every process runs the stats duty; the Redis lock elects the one that writes. It covers
+        # every registry queue, and the 5-minute aggregates only when durable history is on.
+        self.stats_leader = StatsLeader(
+            client,
+            all_queues(),
+            self.settings,
+            self.settings.database_url if self.settings.audit_enabled else None,
+        )
+        self._stats_task = asyncio.create_task(
+            self.stats_leader.run_forever(self._audit_stop), name="tq-stats"
+        )
 
     async def _stop(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
-        if self._audit_task is not None:
-            self._audit_stop.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._audit_task, timeout=10)
+        self._audit_stop.set()  # also stops the stats duty, which releases its lock
+        for task in (self._stats_task, self._audit_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(task, timeout=10)
 
 
 def run(families: Sequence[str] = (), settings: Settings | None = None) -> None:

@@ -316,6 +316,16 @@ def serve(
 
 
 @app.command()
+def operator() -> None:
+    """Run the QueueConfig operator (kopf, every namespace) until SIGTERM/SIGINT."""
+    try:
+        from tq_operator.main import run as run_operator
+    except ImportError as exc:
+        raise _fail(f"the operator is not installed: {exc}") from None
+    run_operator()
+
+
+@app.command()
 def migrate() -> None:
     """Create or upgrade the database at TQ_DATABASE_URL."""
     from tq.db import migrate as run_migrations

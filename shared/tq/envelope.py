@@ -54,6 +54,7 @@ class EventType(str, Enum):
     QUEUE_PAUSED = "queue.paused"
     QUEUE_RESUMED = "queue.resumed"
     CONFIG_APPLIED = "config.applied"
+    QUEUE_STATS = "queue.stats"  # the stats leader's snapshot (``tq.stats``); data = the snapshot
 
 
 class Event(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 EVENTS_CHANNEL = "tq:events"
 CONTROL_CHANNEL = "tq:control"
 AUDIT_STREAM = "tq:audit"
+STATS_LEADER = "tq:stats:leader"  # STRING: the token of the process writing the stats (tq.stats)
 GROUP = "tq"
 
 
@@ -48,12 +49,18 @@ def dead_index(queue: str) -> str:
 
 
 def counters(queue: str) -> str:
-    """HASH of monotonic totals: enqueued, completed, retried, dead, skipped, reclaimed."""
+    """HASH of monotonic totals: enqueued, completed, retried, dead, skipped, reclaimed, requeued."""
     return prefix(queue) + "counters"
 
 
 def stats(queue: str) -> str:
+    """HASH (expiring): the live stats snapshot the stats leader writes (``tq.stats``)."""
     return prefix(queue) + "stats"
+
+
+def stats_mark(queue: str) -> str:
+    """HASH: the 5-minute aggregate's baseline: its bucket, the counters at its start, max depths."""
+    return prefix(queue) + "stats:mark"
 
 
 def config(queue: str) -> str:

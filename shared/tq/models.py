@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, MetaData, String, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -78,4 +89,34 @@ class AuditLog(Base):
         return (
             f"AuditLog(id={self.id!r}, action={self.action!r}, target={self.target!r}, "
             f"outcome={self.outcome!r}, created_at={self.created_at!r})"
+        )
+
+
+class QueueMetricAggregate(Base):
+    """One queue's 5-minute bucket, written once by the stats leader (``tq.stats``) when the bucket
+    ends. The counts are deltas of the queue's monotonic counters over the bucket; durations come
+    from the completed job records that finished in it; ``max_*`` are the highest depths the
+    leader's 10-second snapshots saw in it."""
+
+    __tablename__ = "queue_metric_aggregate"
+    __table_args__ = (UniqueConstraint("queue", "bucket_start"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    queue: Mapped[str] = mapped_column(String(200))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    enqueued: Mapped[int] = mapped_column(BigInteger, default=0)
+    completed: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0, doc="retried + dead")
+    retried: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead: Mapped[int] = mapped_column(BigInteger, default=0)
+    avg_duration_ms: Mapped[float | None] = mapped_column(Float)
+    p95_duration_ms: Mapped[float | None] = mapped_column(Float)
+    max_waiting: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_dlq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return (
+            f"QueueMetricAggregate(queue={self.queue!r}, bucket_start={self.bucket_start!r}, "
+            f"completed={self.completed!r}, failed={self.failed!r})"
         )

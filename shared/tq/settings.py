@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     audit_batch: PositiveInt = 1000
     audit_stream_maxlen: PositiveInt = 200_000
 
+    # live stats (tq.stats): one elected process per Redis writes tq:{q}:stats this often
+    stats_interval_s: PositiveFloat = 10.0
+
     def queue_defaults_for(self, queue: str, registry_defaults: QueueDefaults) -> QueueDefaults:
         """Registry defaults, overridden by ``queues[queue]`` where set."""
         override = self.queues.get(queue)

@@ -1,0 +1,389 @@
+"""kopf handlers for QueueConfig: desired runtime config -> Redis, observed state -> status.
+
+One function (``_reconcile``) does the work for create/update/resume and for the refresh timer:
+validate the spec, refuse it when an older QueueConfig owns the queue, write the runtime config to
+Redis when it differs, handle the replay/purge annotations (not from the timer), then derive
+status (observedGeneration, conditions Ready/Paused/Applied[/Conflict], depth, consumers) and patch
+only the keys that changed. Deleting the owner of a queue resets the queue to registry defaults.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tq import config as tq_config
+from tq import dlq, jobs, keys
+from tq.registry import PRODUCT_QUEUE_NAMES
+
+from tq_operator.crd import PLURAL
+from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_runtime_config
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+REPLAY = f"{GROUP}/replay"
+REPLAY_LIMIT = f"{GROUP}/replay-limit"
+REPLAY_FILTER = f"{GROUP}/replay-filter"
+PURGE = f"{GROUP}/purge-dlq"
+
+# How often the timer refreshes depth, consumers and Applied; it waits until the resource has been
+# left alone for IDLE_S, so it does not race the change handlers.
+REFRESH_S = float(os.environ.get("TQ_OPERATOR_REFRESH_S", "10"))
+IDLE_S = min(REFRESH_S, 2.0)
+REDIS_RETRY_S = 10.0
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(frozen=True, order=True)
+class Owner:
+    """Index entry: QueueConfigs are ordered by age, the oldest one owns its queue."""
+
+    created: str
+    uid: str
+    namespace: str
+    name: str
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``type_`` set; lastTransitionTime moves only when the status changes."""
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    new: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": (
+            old["lastTransitionTime"]
+            if old is not None and old.get("status") == status and old.get("lastTransitionTime")
+            else _now()
+        ),
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    if old is None:
+        return [*conditions, new]
+    return [new if c is old else c for c in conditions]
+
+
+def _same_conditions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (
+            c.get("type"),
+            c.get("status"),
+            c.get("reason"),
+            c.get("message"),
+            c.get("observedGeneration"),
+        )
+
+    return sorted(map(key, a), key=str) == sorted(map(key, b), key=str)
+
+
+def _condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any]:
+    return next((c for c in conditions if c.get("type") == type_), {})
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+    return str(exc)
+
+
+async def applied(client: Any, queue: str, generation: int) -> tuple[int, int]:
+    """(live consumers, how many of them report ``generation`` for ``queue`` in their heartbeat)."""
+    now_ms = int(time.time() * 1000)
+    ids = await client.zrangebyscore(keys.consumers(queue), now_ms, "+inf")
+    if not ids:
+        return 0, 0
+    names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    infos = await client.mget([keys.consumer_info(queue, n) for n in names])
+    live = done = 0
+    for raw in infos:
+        if raw is None:  # expired between the two reads: not live any more
+            continue
+        live += 1
+        try:
+            gen = json.loads(raw).get("generation", {}).get(queue)
+        except (ValueError, AttributeError):
+            gen = None
+        done += gen == generation
+    return live, done
+
+
+def _owner_of(index: kopf.Index[str, Owner] | None, queue: str) -> Owner | None:
+    entries = list(index.get(queue, [])) if index is not None else []
+    return min(entries) if entries else None
+
+
+def _parse_replay(annotations: Mapping[str, str]) -> tuple[int | None, str | None, str | None]:
+    """(limit, error_type, text) from the replay annotations; ValueError when the limit is bad."""
+    raw_limit = annotations.get(REPLAY_LIMIT)
+    limit = None
+    if raw_limit:
+        limit = int(raw_limit)
+        if limit < 1:
+            raise ValueError(f"{REPLAY_LIMIT} must be a positive integer, got {raw_limit!r}")
+    flt = annotations.get(REPLAY_FILTER) or None
+    if flt and flt.startswith("type:"):
+        return limit, flt.removeprefix("type:"), None
+    return limit, None, flt  # text: matches id, name, error type and message
+
+
+async def _handle_annotations(
+    client: Any,
+    queue: str,
+    body: kopf.Body,
+    annotations: Mapping[str, str],
+    status: Mapping[str, Any],
+    out: dict[str, Any],
+    logger: Any,
+) -> None:
+    token = annotations.get(REPLAY)
+    last = (status.get("lastReplay") or {}).get("token")
+    if token and token != last:
+        try:
+            limit, error_type, text = _parse_replay(annotations)
+        except ValueError as exc:
+            kopf.event(body, type="Warning", reason="ReplayRefused", message=str(exc))
+            out["lastReplay"] = {"token": token, "replayed": 0, "skipped": 0, "at": _now()}
+        else:
+            result = await dlq.replay(client, queue, limit=limit, error_type=error_type, text=text)
+            out["lastReplay"] = {
+                "token": token,
+                "replayed": result.replayed,
+                "skipped": result.skipped,
+                "at": _now(),
+            }
+            msg = (
+                f"replayed {result.replayed} DLQ entries of {queue} (skipped {result.skipped}), token {token}"
+            )
+            logger.info(msg)
+            kopf.event(body, type="Normal", reason="Replayed", message=msg)
+    confirm = annotations.get(PURGE)
+    if confirm:
+        if confirm == queue:
+            n = await dlq.purge(client, queue, confirm)
+            kopf.event(body, type="Normal", reason="Purged", message=f"purged {n} DLQ entries of {queue}")
+        else:
+            kopf.event(
+                body,
+                type="Warning",
+                reason="PurgeRefused",
+                message=f"{PURGE}={confirm!r} does not name the queue {queue!r}: nothing purged",
+            )
+        # The request is one-shot: drop it, so a resync or restart does not purge again.
+        out["_remove_purge"] = True
+
+
+async def _reconcile(
+    *,
+    body: kopf.Body,
+    spec: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    memo: Any,
+    by_queue: kopf.Index[str, Owner] | None,
+    logger: Any,
+    actions: bool,
+) -> None:
+    client = memo["redis"]
+    generation = int(meta.get("generation") or 0)
+    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
+    old_conditions = [dict(c) for c in conditions]
+    out: dict[str, Any] = {}
+
+    def cond(type_: str, value: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type_, value, reason, message, generation)
+
+    def flush() -> None:
+        if status.get("observedGeneration") != generation:
+            patch.status["observedGeneration"] = generation
+        if not _same_conditions(conditions, old_conditions):
+            patch.status["conditions"] = conditions
+        for k, v in out.items():
+            if not k.startswith("_") and status.get(k) != v:
+                patch.status[k] = v
+        if out.get("_remove_purge"):
+            patch.metadata.setdefault("annotations", {})[PURGE] = None
+
+    try:
+        parsed = QueueConfigSpec.model_validate(dict(spec))
+        cfg = to_runtime_config(parsed, generation=generation)
+    except (ValidationError, SpecError) as exc:
+        message = _error_text(exc)
+        ready = _condition(conditions, "Ready")
+        if (ready.get("reason"), ready.get("message")) != ("InvalidSpec", message):
+            logger.warning(f"invalid spec: {message}")
+            kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        cond("Ready", "False", "InvalidSpec", message)
+        flush()
+        return
+
+    queue = parsed.queue
+    owner = _owner_of(by_queue, queue)
+    if owner is not None and owner.uid != meta.get("uid"):
+        message = f"queue {queue} is configured by the older QueueConfig {owner.namespace}/{owner.name}"
+        cond("Conflict", "True", "DuplicateQueue", message)
+        cond("Ready", "False", "Conflict", message)
+        flush()
+        return
+    if _condition(conditions, "Conflict"):
+        cond("Conflict", "False", "NoConflict", f"this QueueConfig owns queue {queue}")
+
+    try:
+        current = await tq_config.read(client, queue)
+        if current != cfg or not await client.exists(keys.config(queue)):
+            await tq_config.write(client, queue, cfg)
+            logger.info(f"wrote runtime config generation {generation} of {queue}")
+        if actions:
+            await _handle_annotations(client, queue, body, meta.get("annotations") or {}, status, out, logger)
+        counts = await jobs.counts(client, queue)
+        live, done = await applied(client, queue, generation)
+    except _REDIS_DOWN as exc:
+        cond("Ready", "False", "RedisUnavailable", f"cannot reach Redis: {exc}")
+        flush()
+        raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
+
+    was_paused = _condition(conditions, "Paused").get("status")
+    if cfg.paused:
+        cond("Paused", "True", "PausedBySpec", f"consumers of {queue} take no new jobs")
+    else:
+        cond("Paused", "False", "Running", f"consumers of {queue} take jobs")
+    if cfg.paused and was_paused != "True":
+        kopf.event(body, type="Normal", reason="Paused", message=f"queue {queue} paused")
+    elif not cfg.paused and was_paused == "True":
+        kopf.event(body, type="Normal", reason="Resumed", message=f"queue {queue} resumed")
+
+    if live == 0:
+        cond("Applied", "Unknown", "NoConsumers", f"no live consumer of {queue}")
+    elif done == live:
+        cond("Applied", "True", "AllConsumersApplied", f"{live} consumer(s) run generation {generation}")
+    else:
+        cond("Applied", "False", "Pending", f"{done} of {live} consumer(s) run generation {generation}")
+    cond("Ready", "True", "Reconciled", f"runtime config generation {generation} written to Redis")
+
+    out["depth"] = {
+        "waiting": counts["waiting"],
+        "active": counts["active"],
+        "delayed": counts["delayed"],
+        "dlq": counts["dead"],
+    }
+    out["consumers"] = live
+    flush()
+
+
+@kopf.index(*RESOURCE)
+def by_queue(spec: kopf.Spec, meta: kopf.Meta, namespace: str | None, name: str | None, **_: Any) -> Any:
+    queue = spec.get("queue")
+    if not isinstance(queue, str):
+        return None
+    return {
+        queue: Owner(
+            created=str(meta.get("creationTimestamp") or ""),
+            uid=str(meta.get("uid") or ""),
+            namespace=namespace or "",
+            name=name or "",
+        )
+    }
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+async def reconcile(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    **_: Any,
+) -> None:
+    await _reconcile(
+        body=body,
+        spec=spec,
+        meta=meta,
+        status=status,
+        patch=patch,
+        memo=memo,
+        by_queue=by_queue,
+        logger=logger,
+        actions=True,
+    )
+
+
+@kopf.timer(*RESOURCE, interval=REFRESH_S, idle=IDLE_S)
+async def refresh(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    **_: Any,
+) -> None:
+    """Depth, consumers and Applied; also rewrites the config if Redis lost it or a conflict ended."""
+    await _reconcile(
+        body=body,
+        spec=spec,
+        meta=meta,
+        status=status,
+        patch=patch,
+        memo=memo,
+        by_queue=by_queue,
+        logger=logger,
+        actions=False,
+    )
+
+
+@kopf.on.delete(*RESOURCE)
+async def release(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    memo: Any,
+    logger: kopf.Logger,
+    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    **_: Any,
+) -> None:
+    """The owner of a queue going away returns the queue to registry defaults (unpaused); jobs stay."""
+    queue = spec.get("queue")
+    if not isinstance(queue, str):
+        return
+    owner = _owner_of(by_queue, queue)
+    if owner is not None and owner.uid != meta.get("uid"):
+        return  # a newer duplicate never wrote anything
+    if queue not in PRODUCT_QUEUE_NAMES:
+        return  # such a spec never wrote anything
+    try:
+        await tq_config.reset(memo["redis"], queue)
+    except _REDIS_DOWN as exc:
+        raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
+    logger.info(f"queue {queue} reset to registry defaults")
