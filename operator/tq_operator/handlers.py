@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tq import config as tq_config
 from tq import dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES
+from tq.settings import get_settings
 
 from tq_operator.crd import PLURAL
 from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_runtime_config
@@ -36,7 +36,7 @@ PURGE = f"{GROUP}/purge-dlq"
 
 # How often the timer refreshes depth, consumers and Applied; it waits until the resource has been
 # left alone for IDLE_S, so it does not race the change handlers.
-REFRESH_S = float(os.environ.get("TQ_OPERATOR_REFRESH_S", "10"))
+REFRESH_S = get_settings().operator_refresh_s  # read at import: kopf takes timer intervals there
 IDLE_S = min(REFRESH_S, 2.0)
 REDIS_RETRY_S = 10.0
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     events: bool = Field(True, description="publish every job transition on tq:events")
     uvloop: bool = True
 
+    # operator
+    operator_refresh_s: PositiveFloat = Field(10.0, description="how often QueueConfig status is refreshed")
+
     # durable history
     audit_enabled: bool = True
     audit_flush_s: PositiveFloat = 1.0
