@@ -43,7 +43,7 @@ async def test_completed_and_failed_jobs_become_audit_rows(
         ]
         broken = await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "broken"})
         flaky = await p.enqueue(Q, "send-email", {"to": "a@b.co", "template": "flaky"})
-        await wait_for(lambda: redis_client.xlen(keys.AUDIT_STREAM), what="audit entries")
+        await wait_for(lambda: redis_client.xlen(keys.audit(Q)), what="audit entries")
         await wait_for(lambda: _xlen_is(redis_client, 13), what="13 audit entries")
     finally:
         await worker.stop()
@@ -70,8 +70,8 @@ async def test_completed_and_failed_jobs_become_audit_rows(
     [(action, outcome, _, details)] = by_target[f"{Q}/{broken}"]
     assert (action, outcome, details["error_type"]) == ("job.failed", "dead_lettered", "NonRetryableError")
     assert sorted(o for _, o, _, _ in by_target[f"{Q}/{flaky}"]) == ["completed", "retried"]
-    assert await redis_client.xlen(keys.AUDIT_STREAM) == 0
+    assert await redis_client.xlen(keys.audit(Q)) == 0
 
 
 async def _xlen_is(client: Any, n: int) -> bool:
-    return bool(await client.xlen(keys.AUDIT_STREAM) == n)
+    return bool(await client.xlen(keys.audit(Q)) == n)

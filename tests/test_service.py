@@ -23,6 +23,7 @@ from conftest import free_port, start_redis_server
 from prometheus_client.parser import text_string_to_metric_families
 from support import fast_settings, tiny_retry, wait_for
 from tq import config, keys
+from tq.db import migrate
 from tq.errors import NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
@@ -91,7 +92,7 @@ def _env(redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _serve(redis_url: str, family: str = "messaging") -> tuple[subprocess.Popen[str], int]:
+def _serve(redis_url: str, family: str = "messaging", **env: str) -> tuple[subprocess.Popen[str], int]:
     """``tq serve FAMILY`` on a free port; returns once /readyz says 200."""
     port = free_port()
     proc = subprocess.Popen(
@@ -99,7 +100,7 @@ def _serve(redis_url: str, family: str = "messaging") -> tuple[subprocess.Popen[
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(redis_url),
+        env=_env(redis_url, **env),
     )
     _ready(proc, port)
     return proc, port
@@ -128,9 +129,16 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 30) -> int:
 
 
 # ---- the service process ------------------------------------------------------------------------
-def test_serve_messaging_probes_and_metrics(redis_url: str) -> None:
+def _messaging_db(tmp_path: Path) -> str:
+    """A migrated database for the messaging handlers (they log every email they fail)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'messaging.db'}"
+    migrate(url)
+    return url
+
+
+def test_serve_messaging_probes_and_metrics(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url)
-    proc, port = _serve(redis_url)
+    proc, port = _serve(redis_url, TQ_DATABASE_URL=_messaging_db(tmp_path))
     try:
         status, body = _get(port, "/healthz")
         assert status == 200 and json.loads(body)["alive"] is True
@@ -153,8 +161,8 @@ def test_serve_messaging_probes_and_metrics(redis_url: str) -> None:
         assert _value(before, "tq_redis_up") == 1
         assert any(name == "process_cpu_seconds_total" for name, _ in before)
 
-        # The product queues have no handlers yet: every job dead-letters as NoHandler, which is a
-        # deployment gap (replayable), so outcome=dead_lettered, not invalid.
+        # The messaging handlers refuse these for good (a welcome email without its ``name``
+        # variable, an SMS with no provider configured): dead-lettered at once, outcome=dead_lettered.
         producer = SyncProducer(client, fast_settings(redis_url))
         producer.enqueue_many(Q, [("send-email", EMAIL)] * 3)
         producer.enqueue("otp:send", "send-otp", OTP)
@@ -182,9 +190,9 @@ def test_serve_messaging_probes_and_metrics(redis_url: str) -> None:
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool not on PATH (Debian package prometheus)"
 )
-def test_promtool_accepts_a_real_scrape(redis_url: str) -> None:
+def test_promtool_accepts_a_real_scrape(redis_url: str, tmp_path: Path) -> None:
     client = redis.Redis.from_url(redis_url)
-    proc, port = _serve(redis_url)
+    proc, port = _serve(redis_url, TQ_DATABASE_URL=_messaging_db(tmp_path))
     try:
         SyncProducer(client, fast_settings(redis_url)).enqueue(Q, "send-email", EMAIL)
         _wait(lambda: client.xlen(keys.dlq(Q)) == 1, 15, "DLQ")

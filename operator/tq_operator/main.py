@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import kopf
-import redis.asyncio as aioredis
+from tq.connection import async_client
 from tq.settings import get_settings
 
 from tq_operator import handlers  # noqa: F401  (registers the handlers)
@@ -38,7 +38,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Only the Events the handlers post on purpose (Paused, Replayed, ...), not every log line.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    memo["redis"] = aioredis.Redis.from_url(get_settings().redis_url)
+    memo["redis"] = async_client(get_settings())  # a cluster client with TQ_REDIS_CLUSTER
 
 
 @kopf.on.cleanup()

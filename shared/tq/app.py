@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from faststream import FastStream
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker
 
 from tq import keys
 from tq.handlers import HandlerRegistry
@@ -36,9 +36,18 @@ class WorkerApp:
         self.settings = settings or get_settings()
         self.specs = queues_of(families) if families else all_queues()
         self.family = ",".join(families) if families else "all"
+        if handlers is None:  # the process-wide registry: load the families' handlers into it
+            from tq_services import load_handlers
+
+            load_handlers(families)
         self.handlers = handlers
         self.observer = observer  # metrics: see tq.observe
-        self.broker = RedisBroker(self.settings.redis_url)
+        # TQ_REDIS_CLUSTER: the URL names a cluster node; plain RedisBroker fails there (MOVED)
+        self.broker = (
+            RedisClusterBroker(self.settings.redis_url)
+            if self.settings.redis_cluster
+            else RedisBroker(self.settings.redis_url)
+        )
         self.app = FastStream(self.broker)
         self.worker: Worker | None = None
         self._audit_stop = asyncio.Event()

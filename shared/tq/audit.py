@@ -1,7 +1,8 @@
 """Durable history: the ``audit_log`` table and the writer that fills it from Redis.
 
-The engine's Lua scripts XADD one entry per job outcome to ``tq:audit`` (``keys.AUDIT_STREAM``);
-``AuditWriter`` drains that stream in batches into the database: one multi-row INSERT per batch in
+The engine's settle script XADDs one entry per job outcome to its queue's ``tq:{q}:audit``
+(``keys.audit``, in the queue's slot, so the script stays single-slot on Redis Cluster);
+``AuditWriter`` drains those streams in batches into the database: one multi-row INSERT per batch in
 one transaction, and only after the commit XACK + XDEL of the entries (at-least-once: a crash
 between the commit and the ack writes the batch twice, never loses it). Admin actions write their
 rows directly with ``record``.
@@ -17,6 +18,8 @@ import contextlib
 import json
 import logging
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from tq import keys
 from tq.db import make_engine
 from tq.models import AuditLog
+from tq.registry import all_queues
 from tq.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +109,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def entry_to_row(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """The ``audit_log`` row for one ``tq:audit`` entry. Never raises: a malformed entry still
+    """The ``audit_log`` row for one ``tq:{q}:audit`` entry. Never raises: a malformed entry still
     becomes a row (details that are not a JSON object are kept under ``details["raw"]``), so one bad
     entry cannot block the stream."""
     name = _s(fields, b"n")
@@ -153,8 +157,23 @@ def _stream_entries(reply: Any) -> list[Entry]:
     return entries
 
 
+@dataclass
+class _Stream:
+    """One queue's audit stream and where this writer is in it."""
+
+    key: str
+    group_ready: bool = False
+    pending_done: bool = False  # own pending entries re-read (id 0) since start / the last failure
+    claim_cursor: str = "0-0"
+    claim_checked: bool = False
+
+
 class AuditWriter:
-    """Drains ``tq:audit`` into ``audit_log`` through the consumer group ``audit``.
+    """Drains every queue's ``tq:{q}:audit`` into ``audit_log`` through the consumer group ``audit``.
+
+    One stream per queue keeps the settle script in its queue's slot (Redis Cluster); the writer
+    reads the streams in turn, one XREADGROUP each (a read over two slots fails on a cluster).
+    ``queues`` defaults to every registry queue.
 
     ``redis`` must return bytes (``decode_responses=False``). ``database`` is a URL (the writer owns
     the engine it builds and disposes it in ``aclose``) or an ``AsyncEngine`` (the caller's).
@@ -169,6 +188,7 @@ class AuditWriter:
         database: str | URL | AsyncEngine | None = None,
         settings: Settings | None = None,
         *,
+        queues: Sequence[str] | None = None,
         consumer: str | None = None,
         claim_idle_ms: int = 5 * 60_000,
         backoff_initial_s: float = 1.0,
@@ -182,17 +202,15 @@ class AuditWriter:
         else:
             self.engine = make_engine(database if database is not None else self.settings.database_url)
             self._owns_engine = True
-        self.stream = keys.AUDIT_STREAM
+        names = list(queues) if queues is not None else [q.name for q in all_queues()]
+        self.streams = [_Stream(keys.audit(q)) for q in names]
         self.group = AUDIT_GROUP
         self.consumer = consumer or f"writer-{socket.gethostname()}"
         self.claim_idle_ms = claim_idle_ms
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.rows_written = 0
-        self._group_ready = False
-        self._pending_done = False  # own pending entries re-read (id 0) since start / the last failure
-        self._claim_cursor = "0-0"
-        self._claim_checked = False
+        self._next = 0  # the stream the next pass starts with (round robin: no queue starves)
 
     async def __aenter__(self) -> AuditWriter:
         return self
@@ -204,75 +222,71 @@ class AuditWriter:
         if self._owns_engine:
             await self.engine.dispose()
 
-    async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+    async def ensure_group(self, stream: _Stream | None = None) -> None:
+        """Create the group on ``stream`` (default: on every stream) unless it exists."""
+        for s in [stream] if stream is not None else self.streams:
+            try:
+                await self.redis.xgroup_create(s.key, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            s.group_ready = True
 
-    async def _read(self, block_ms: int | None) -> list[Entry]:
+    async def _read(self, stream: _Stream) -> list[Entry]:
         """The next batch: own pending entries first, then idle ones of dead consumers, then new."""
         count = self.settings.audit_batch
-        if not self._pending_done:
-            reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=count)
+        if not stream.pending_done:
+            reply = await self.redis.xreadgroup(self.group, self.consumer, {stream.key: "0"}, count=count)
             entries = _stream_entries(reply)
             if entries:
                 return entries
-            self._pending_done = True
-        if not self._claim_checked:
-            entries = await self._claim_idle(count)
+            stream.pending_done = True
+        if not stream.claim_checked:
+            entries = await self._claim_idle(stream, count)
             if entries:
                 return entries
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        reply = await self.redis.xreadgroup(self.group, self.consumer, {stream.key: ">"}, count=count)
         entries = _stream_entries(reply)
         if not entries:
-            self._claim_checked = False  # idle: look for a dead writer's entries next time
+            stream.claim_checked = False  # idle: look for a dead writer's entries next time
         return entries
 
-    async def _claim_idle(self, count: int) -> list[Entry]:
+    async def _claim_idle(self, stream: _Stream, count: int) -> list[Entry]:
         reply = await self.redis.xautoclaim(
-            self.stream,
+            stream.key,
             self.group,
             self.consumer,
             self.claim_idle_ms,
-            start_id=self._claim_cursor,
+            start_id=stream.claim_cursor,
             count=count,
         )
         cursor, entries = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:  # pending ids whose entries were trimmed away: nothing to write
-            await self.redis.xack(self.stream, self.group, *deleted)
+            await self.redis.xack(stream.key, self.group, *deleted)
         cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         if cursor in ("0-0", "0"):
-            self._claim_cursor = "0-0"
-            self._claim_checked = True
+            stream.claim_cursor = "0-0"
+            stream.claim_checked = True
         else:
-            self._claim_cursor = cursor
+            stream.claim_cursor = cursor
         return list(entries)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(insert(AuditLog), rows)
 
-    async def drain_once(self, block_ms: int | None = None) -> int:
-        """Read one batch, write it, ack and delete it; return the rows written (0: nothing to do).
-
-        ``block_ms`` bounds the wait for new entries (default: none, return at once). A database
-        error propagates and leaves the batch pending; the next call re-reads it.
-        """
-        if not self._group_ready:
-            await self.ensure_group()
+    async def _drain_stream(self, stream: _Stream) -> int:
+        """One batch of one stream: read, write, ack and delete; the rows written."""
+        if not stream.group_ready:
+            await self.ensure_group(stream)
         while True:
             try:
-                entries = await self._read(block_ms)
+                entries = await self._read(stream)
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream or group was deleted under us
-                    self._group_ready = False
-                    self._pending_done = False
+                    stream.group_ready = False
+                    stream.pending_done = False
                     return 0
                 raise
             if not entries:
@@ -284,29 +298,53 @@ class AuditWriter:
                 try:
                     await self._write(rows)
                 except BaseException:
-                    self._pending_done = False  # re-read the unwritten batch (still pending) next time
+                    stream.pending_done = False  # re-read the unwritten batch (still pending) next time
                     raise
-            if ids:  # only now that the rows are committed
+            if ids:  # only now that the rows are committed; one key, so one slot on a cluster
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(self.stream, self.group, *ids)
-                    pipe.xdel(self.stream, *ids)
+                    pipe.xack(stream.key, self.group, *ids)
+                    pipe.xdel(stream.key, *ids)
                     await pipe.execute()
             if rows:
                 self.rows_written += len(rows)
                 return len(rows)
-            block_ms = None  # a batch of tombstones only: read on at once, 0 would look like "drained"
+            # a batch of tombstones only: read on at once, 0 would look like "drained"
+
+    async def _pass(self) -> int:
+        for _ in range(len(self.streams)):
+            stream = self.streams[self._next]
+            self._next = (self._next + 1) % len(self.streams)
+            n = await self._drain_stream(stream)
+            if n:
+                return n
+        return 0
+
+    async def drain_once(self, block_ms: int | None = None) -> int:
+        """Write one batch of the first stream (in turn) that has entries; return the rows written
+        (0: every stream is drained).
+
+        ``block_ms`` bounds the wait for new entries when all are drained (default: none, return at
+        once; the streams are polled, not blocked on). A database error propagates and leaves the
+        batch pending; the next call re-reads it.
+        """
+        n = await self._pass()
+        if n or not block_ms:
+            return n
+        await asyncio.sleep(block_ms / 1000)
+        return await self._pass()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Drain until ``stop`` is set. Errors are logged and retried with backoff (1s doubling to 30s);
         unwritten entries stay pending and are written on a later attempt. An engine the writer
         built from a URL is disposed on the way out."""
-        block_ms = max(1, int(self.settings.audit_flush_s * 1000))
         backoff = self.backoff_initial_s
-        log.info("audit writer %s draining %s", self.consumer, self.stream)
+        log.info("audit writer %s draining %d audit streams", self.consumer, len(self.streams))
         try:
             while not stop.is_set():
                 try:
-                    await self.drain_once(block_ms=block_ms)
+                    if not await self.drain_once():  # all drained: wait for the next flush
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout=self.settings.audit_flush_s)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

@@ -109,41 +109,40 @@ def _event(kind: EventType, queue: str, **data: Any) -> str:
     return Event(type=kind, queue=queue, at=time.time(), data=data).model_dump_json()
 
 
+async def _signal(client: Any, queue: str, *events: str) -> None:
+    """Tell consumers (and event listeners) once the write is done. Plain PUBLISH calls, not part
+    of the write's MULTI: a cluster pipeline refuses PUBLISH, and a lost signal only delays the
+    change until the next poll."""
+    await client.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
+    for event in events:
+        await client.publish(keys.EVENTS_CHANNEL, event)
+
+
 async def write(client: Any, queue: str, cfg: RuntimeConfig) -> None:
     """Replace the runtime config and tell consumers (they also poll: a lost signal only delays it)."""
     key = keys.config(queue)
-    async with client.pipeline(transaction=True) as pipe:
+    async with client.pipeline(transaction=True) as pipe:  # one key: one slot on a cluster
         pipe.delete(key)
         pipe.hset(key, mapping=to_hash(cfg))
-        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
-        pipe.publish(keys.EVENTS_CHANNEL, _event(EventType.CONFIG_APPLIED, queue, generation=cfg.generation))
         await pipe.execute()
+    await _signal(client, queue, _event(EventType.CONFIG_APPLIED, queue, generation=cfg.generation))
 
 
 async def reset(client: Any, queue: str) -> None:
     """Back to registry defaults, unpaused."""
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.config(queue))
-        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
-        await pipe.execute()
+    await client.delete(keys.config(queue))
+    await _signal(client, queue)
 
 
 async def set_paused(client: Any, queue: str, paused: bool) -> None:
     get_queue(queue)
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.config(queue), "paused", "1" if paused else "0")
-        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
-        pipe.publish(
-            keys.EVENTS_CHANNEL, _event(EventType.QUEUE_PAUSED if paused else EventType.QUEUE_RESUMED, queue)
-        )
-        await pipe.execute()
+    await client.hset(keys.config(queue), "paused", "1" if paused else "0")
+    await _signal(client, queue, _event(EventType.QUEUE_PAUSED if paused else EventType.QUEUE_RESUMED, queue))
 
 
 async def set_concurrency(client: Any, queue: str, concurrency: int) -> None:
     if not 1 <= concurrency <= 1000:
         raise ValueError("concurrency must be between 1 and 1000")
     get_queue(queue)
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.config(queue), "concurrency", str(concurrency))
-        pipe.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": queue}))
-        await pipe.execute()
+    await client.hset(keys.config(queue), "concurrency", str(concurrency))
+    await _signal(client, queue)

@@ -236,9 +236,10 @@ async def purge(client: Any, queue: str, confirm: str) -> int:
     get_queue(queue)
     if confirm != queue:
         raise ConfirmationRequired(f"purge needs the queue name {queue!r} as confirmation, got {confirm!r}")
-    async with client.pipeline(transaction=True) as pipe:
+    async with client.pipeline(transaction=True) as pipe:  # one key: one slot on a cluster
         pipe.xlen(keys.dlq(queue))
         pipe.delete(keys.dlq(queue))
-        pipe.publish(keys.EVENTS_CHANNEL, Event(type=EventType.DLQ_PURGED, queue=queue).model_dump_json())
-        n, _, _ = await pipe.execute()
+        n, _ = await pipe.execute()
+    # after the MULTI, not in it: a cluster pipeline refuses PUBLISH
+    await client.publish(keys.EVENTS_CHANNEL, Event(type=EventType.DLQ_PURGED, queue=queue).model_dump_json())
     return int(n)

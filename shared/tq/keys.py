@@ -5,7 +5,6 @@ from __future__ import annotations
 
 EVENTS_CHANNEL = "tq:events"
 CONTROL_CHANNEL = "tq:control"
-AUDIT_STREAM = "tq:audit"
 STATS_LEADER = "tq:stats:leader"  # STRING: the token of the process writing the stats (tq.stats)
 GROUP = "tq"
 
@@ -76,3 +75,9 @@ def consumers(queue: str) -> str:
 def consumer_info(queue: str, consumer_id: str) -> str:
     """STRING (JSON, expiring): what a live consumer reports in its heartbeat."""
     return prefix(queue) + "consumer:" + consumer_id
+
+
+def audit(queue: str) -> str:
+    """STREAM (capped): the queue's job outcomes, written by the settle script in the queue's slot
+    and drained into ``audit_log`` by ``tq.audit.AuditWriter``."""
+    return prefix(queue) + "audit"

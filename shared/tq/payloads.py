@@ -172,8 +172,9 @@ class ProcessEmailQueue(Payload):
 class SendOtp(Payload):
     user_id: Id
     channel: Literal["email", "sms"]
-    destination: Text
+    destination: Annotated[str, StringConstraints(min_length=3, max_length=320)]
     purpose: Name = "login"
+    locale: Locale = "en"
 
 
 # ---- webhooks:deliver

@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys
-from tq.connection import async_client, sync_client
+from tq.connection import async_client, is_cluster, sync_client
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
 from tq.scripts import Scripts
@@ -251,6 +251,7 @@ class SyncProducer:
         self._local = threading.local()
         self._held: list[Any] = []
         self._lock = threading.Lock()
+        self._cluster = is_cluster(self.client)
 
     def close(self) -> None:
         with self._lock:
@@ -271,6 +272,8 @@ class SyncProducer:
 
     def _enqueue_call(self, keys_: list[str], args: list[Any]) -> Any:
         script = self._scripts.enqueue
+        if self._cluster:  # no one pool to hold a connection of: the client routes by slot
+            return script(keys=keys_, args=args)
         for attempt in (1, 2):
             conn = self._connection()
             try:
@@ -310,10 +313,13 @@ class SyncProducer:
             self._enc.chunk_args(queue, prepared[i : i + chunk]) for i in range(0, len(prepared), chunk)
         ]
         ks = self._enc.keys(queue)
-        with self.client.pipeline(transaction=False) as pipe:
-            for a in batches:
-                self._scripts.enqueue(keys=ks, args=a, client=pipe)
-            replies = pipe.execute()
+        if self._cluster:  # a cluster pipeline refuses scripts: one call per chunk
+            replies = [self._scripts.enqueue(keys=ks, args=a) for a in batches]
+        else:
+            with self.client.pipeline(transaction=False) as pipe:
+                for a in batches:
+                    self._scripts.enqueue(keys=ks, args=a, client=pipe)
+                replies = pipe.execute()
         return [r for reply in replies for r in self._enc.results(reply)]
 
 

@@ -8,8 +8,9 @@ Per-queue defaults can be overridden per queue with ``TQ_QUEUES__<queue>__<field
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TQ_", env_nested_delimiter="__", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url names a node of a Redis Cluster: cluster clients and RedisClusterBroker",
+    )
     database_url: str = "sqlite+aiosqlite:///tq.db"
 
     queues: dict[str, QueueOverride] = Field(
@@ -88,6 +93,27 @@ class Settings(BaseSettings):
 
     # live stats (tq.stats): one elected process per Redis writes tq:{q}:stats this often
     stats_interval_s: PositiveFloat = 10.0
+
+    # messaging (tq_services.messaging): SMTP for send-email and OTPs by email
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="none: plain; starttls: upgrade (required); tls: implicit TLS (port 465)"
+    )
+    smtp_validate_certs: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "no-reply@localhost"
+    smtp_timeout_s: PositiveFloat = Field(15.0, description="connect and per-command timeout")
+
+    # one-time codes (send-otp)
+    otp_length: int = Field(6, ge=4, le=12, description="digits")
+    otp_ttl_s: PositiveInt = 300
+    otp_cooldown_s: int = Field(60, ge=0, description="a second code for the same user and purpose waits")
+    otp_max_attempts: int = Field(5, ge=1, le=100, description="verification attempts per code")
+    sms_provider_url: str | None = Field(None, description="POST {to, message} as JSON, bearer token")
+    sms_provider_token: SecretStr | None = None
+    sms_timeout_s: PositiveFloat = 10.0
 
     def queue_defaults_for(self, queue: str, registry_defaults: QueueDefaults) -> QueueDefaults:
         """Registry defaults, overridden by ``queues[queue]`` where set."""

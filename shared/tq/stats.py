@@ -328,9 +328,11 @@ class StatsLeader:
             for q, stats in snapshots.items():
                 pipe.hset(keys.stats(q), mapping=_to_hash(stats))
                 pipe.pexpire(keys.stats(q), ttl_ms)
-                event = Event(type=EventType.QUEUE_STATS, queue=q, at=stats["lastUpdatedAt"], data=stats)
-                pipe.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
             await pipe.execute()
+        # the events after the writes, one PUBLISH each: a cluster pipeline refuses PUBLISH
+        for q, stats in snapshots.items():
+            event = Event(type=EventType.QUEUE_STATS, queue=q, at=stats["lastUpdatedAt"], data=stats)
+            await self.client.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
 
     # ---- 5-minute aggregates -----------------------------------------------------------------
     async def aggregate(self, now: float, snapshots: dict[str, dict[str, Any]]) -> int:

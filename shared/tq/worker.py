@@ -219,7 +219,7 @@ class QueueRunner:
             keys.completed_index(self.queue),
             keys.dead_index(self.queue),
             keys.counters(self.queue),
-            keys.AUDIT_STREAM,
+            keys.audit(self.queue),
         ]
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None

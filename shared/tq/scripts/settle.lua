@@ -1,5 +1,5 @@
 -- Settle a batch of delivered entries atomically: each op acks its entry and records the outcome.
--- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream
+-- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit maxlen (0: no audit), 8 publish events (0/1), 9 consumer id,
 --       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
