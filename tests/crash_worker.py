@@ -1,6 +1,6 @@
 """A worker process for the crash tests: consumes the ``crash`` queue until killed.
 
-Each run of a job adds one to ``crash:runs`` for its number (the job's visible effect), after a
+Each run of a job adds one to ``RUNS_KEY`` for its number (the job's visible effect), after a
 short random pause so that a kill lands mid-batch with many jobs in flight.
 """
 
@@ -18,6 +18,7 @@ from tq.settings import Settings
 from tq.worker import Worker
 
 QUEUE = "crash"
+RUNS_KEY = "tq:{crash}:test:runs"  # under tq:* so the suite cleans it even on a Redis it did not start
 
 
 class CrashJob(Payload):
@@ -43,7 +44,7 @@ async def main(url: str, consumer_id: str) -> None:
     @handlers.register(QUEUE, "work")
     async def work(ctx: JobContext, payload: CrashJob) -> None:
         await asyncio.sleep(random.random() * 0.004)
-        await ctx.redis.hincrby("crash:runs", str(payload.n), 1)
+        await ctx.redis.hincrby(RUNS_KEY, str(payload.n), 1)
 
     worker = Worker(client, [get_queue(QUEUE)], handlers, settings, consumer_id=consumer_id)
     await worker.start()

@@ -71,7 +71,7 @@ def test_sigkill_mid_batch_loses_nothing(redis_url: str) -> None:
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(10)
-        runs = {int(k): int(v) for k, v in client.hgetall("crash:runs").items()}
+        runs = {int(k): int(v) for k, v in client.hgetall(crash_worker.RUNS_KEY).items()}
         assert set(runs) == set(range(N)), "every job ran"
         states = [client.hget(keys.job(Q, i), "s") for i in ids]
         missing = [i for i, s in zip(ids, states, strict=True) if s != b"completed"]

@@ -158,6 +158,8 @@ def test_serve_messaging_probes_and_metrics(redis_url: str, tmp_path: Path) -> N
             for gauge in ("waiting", "active", "delayed", "dlq", "paused"):
                 assert _value(before, f"tq_queue_{gauge}", queue=spec.name, family="messaging") == 0
             assert _value(before, "tq_queue_consumers", queue=spec.name, family="messaging") == 1
+            for gauge in ("tq_queue_config_generation", "tq_consumer_config_generation"):
+                assert _value(before, gauge, queue=spec.name, family="messaging") == 0
         assert _value(before, "tq_redis_up") == 1
         assert any(name == "process_cpu_seconds_total" for name, _ in before)
 
@@ -180,6 +182,19 @@ def test_serve_messaging_probes_and_metrics(redis_url: str, tmp_path: Path) -> N
         assert _value(after, "tq_queue_dlq", queue="otp:send", family="messaging") == 1
         assert _value(after, "tq_jobs_enqueued_total", queue=Q) == 3
         assert _value(after, "tq_queue_waiting", queue=Q, family="messaging") == 0
+
+        # a new config generation: in Redis at once, applied by the service's worker (config poll)
+        client.hset(keys.config("otp:send"), "generation", "7")
+
+        def applied() -> bool:
+            _, samples = _scrape(port)
+            gen = {"queue": "otp:send", "family": "messaging"}
+            return (
+                _value(samples, "tq_queue_config_generation", **gen) == 7
+                and _value(samples, "tq_consumer_config_generation", **gen) == 7
+            )
+
+        _wait(applied, 15, "generation 7 applied")
     finally:
         rc = _stop(proc)
         client.close()
@@ -399,3 +414,36 @@ async def test_oldest_waiting_and_paused_gauges(redis_client: Any, redis_url: st
     assert registry.get_sample_value("tq_queue_consumers", labels) == 0
     oldest = registry.get_sample_value("tq_queue_oldest_waiting_seconds", labels)
     assert oldest is not None and 0.05 <= oldest < 10
+
+
+async def test_config_generation_gauges(redis_client: Any, redis_url: str) -> None:
+    """``tq_queue_config_generation`` (in Redis) and ``tq_consumer_config_generation`` (what this
+    process's worker applied): 0 from start-up, apart while a new config is not applied yet."""
+    s = fast_settings(redis_url)
+    spec = get_queue(Q)
+    registry, _, collector = make_registry([spec], redis_client)
+    labels = {"queue": Q, "family": spec.family}
+
+    def generations() -> tuple[float | None, float | None]:
+        return (
+            registry.get_sample_value("tq_queue_config_generation", labels),
+            registry.get_sample_value("tq_consumer_config_generation", labels),
+        )
+
+    assert await collector.refresh()
+    assert generations() == (0, 0)  # defaults, and no worker attached yet
+    worker = Worker(redis_client, [spec], HandlerRegistry(), s)
+    collector.worker = worker
+    await config.write(redis_client, Q, config.defaults(Q, s).model_copy(update={"generation": 4}))
+    assert await collector.refresh()
+    assert generations() == (4, 0)  # written, not applied yet
+    await worker.runners[Q].refresh_config()
+    assert await collector.refresh()
+    assert generations() == (4, 4)
+    await config.reset(redis_client, Q)  # back to defaults
+    await worker.runners[Q].refresh_config()
+    assert await collector.refresh()
+    assert generations() == (0, 0)
+    collector.client = None  # Redis gone: the queue's gauge is absent, the process's one stays
+    assert not await collector.refresh()
+    assert generations() == (None, 0)

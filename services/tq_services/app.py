@@ -77,6 +77,7 @@ class FamilyService:
     async def _started(self) -> None:
         if self.worker_app.worker is not None:
             self.queue_collector.client = self.worker_app.worker.client
+            self.queue_collector.worker = self.worker_app.worker
 
     @property
     def client(self) -> Any:

@@ -9,7 +9,10 @@
   not do network I/O: the ``/metrics`` handler first awaits ``refresh()`` (two pipelined round
   trips for all queues of the family, cheap commands only, bounded by a timeout) and ``collect()``
   then reads those values. When Redis does not answer, ``tq_redis_up`` is 0 and the queue gauges
-  are absent (never stale values).
+  are absent (never stale values). It also exposes the config generations the alert "consumers
+  not applying config" compares: ``tq_queue_config_generation`` (in ``tq:{q}:config``, read in the
+  same ``HMGET`` as ``paused``) and ``tq_consumer_config_generation`` (what this process's worker
+  applied: its runners' config, no Redis call).
 
 Labels are bounded by the registry: ``queue``, ``job`` (a registry job name, or ``_unknown`` for a
 forged entry naming another), ``outcome`` and ``family``. Every series exists at zero from start-up.
@@ -21,7 +24,7 @@ import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +40,9 @@ from tq import keys
 from tq.connection import text
 from tq.observe import COMPLETED, DEAD, RETRIED, Settled
 from tq.registry import QueueSpec
+
+if TYPE_CHECKING:
+    from tq.worker import Worker
 
 UNKNOWN_JOB = "_unknown"
 OUTCOMES = ("retried", "dead_lettered", "invalid")
@@ -208,6 +214,14 @@ _GAUGES = (
     ("tq_queue_paused", "1 while the queue is paused"),
     ("tq_queue_consumers", "Live consumers (unexpired heartbeats)"),
     ("tq_queue_oldest_waiting_seconds", "Age of the oldest job not yet delivered (0 when none)"),
+    (
+        "tq_queue_config_generation",
+        "Generation of the queue's runtime config in Redis (0: registry defaults)",
+    ),
+)
+CONSUMER_GENERATION = (
+    "tq_consumer_config_generation",
+    "Generation of the runtime config this process's consumer applied (0: registry defaults)",
 )
 
 
@@ -221,10 +235,17 @@ class QueueCollector(Collector):
     Values are shared by every replica of a family (they describe the queue, not the process):
     aggregate with ``max by (queue)``, not ``sum``. ``tq_jobs_enqueued_total{queue}`` is the
     queue's ``enqueued`` counter in Redis (per queue only: producers do not count per job name).
+
+    ``tq_consumer_config_generation`` is the exception: it describes this process (the generation
+    its ``worker``'s runner of each queue applied; 0 until a worker is attached), needs no Redis
+    and so is exposed even when Redis does not answer.
     """
 
-    def __init__(self, client: Any, specs: Sequence[QueueSpec], timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, client: Any, specs: Sequence[QueueSpec], timeout_s: float = 2.0, worker: Worker | None = None
+    ) -> None:
         self.client = client
+        self.worker = worker
         self.specs = tuple(specs)
         self.timeout_s = timeout_s
         self._values: dict[str, dict[str, float]] | None = None
@@ -251,15 +272,15 @@ class QueueCollector(Collector):
                 pipe.xinfo_groups(keys.stream(q))
                 pipe.zcard(keys.delayed(q))
                 pipe.xlen(keys.dlq(q))
-                pipe.hget(keys.config(q), "paused")
+                pipe.hmget(keys.config(q), "paused", "generation")
                 pipe.zcount(keys.consumers(q), now_ms, "+inf")
                 pipe.hget(keys.counters(q), "enqueued")
             replies = await pipe.execute(raise_on_error=False)
         out: dict[str, dict[str, float]] = {}
         last_delivered: dict[str, str] = {}
         for i, spec in enumerate(self.specs):
-            length, groups, delayed, dlq, paused, consumers, enqueued = replies[i * 7 : i * 7 + 7]
-            for r in (length, delayed, dlq, consumers):
+            length, groups, delayed, dlq, cfg, consumers, enqueued = replies[i * 7 : i * 7 + 7]
+            for r in (length, delayed, dlq, cfg, consumers):
                 if isinstance(r, Exception):
                     raise r
             active = 0
@@ -268,6 +289,7 @@ class QueueCollector(Collector):
                     if text(g.get("name")) == keys.GROUP:
                         active = int(g.get("pending") or 0)
                         last_delivered[spec.name] = text(g.get("last-delivered-id")) or "0-0"
+            paused, generation = cfg
             out[spec.name] = {
                 "tq_queue_waiting": max(0, int(length) - active),
                 "tq_queue_active": active,
@@ -276,6 +298,7 @@ class QueueCollector(Collector):
                 "tq_queue_paused": 1 if text(paused) in ("1", "true") else 0,
                 "tq_queue_consumers": int(consumers),
                 "tq_queue_oldest_waiting_seconds": 0.0,
+                "tq_queue_config_generation": int(text(generation) or 0),
                 "enqueued": int(enqueued or 0) if not isinstance(enqueued, Exception) else 0,
             }
         waiting = [s.name for s in self.specs if out[s.name]["tq_queue_waiting"] > 0]
@@ -294,6 +317,12 @@ class QueueCollector(Collector):
         up = GaugeMetricFamily("tq_redis_up", "1 when the last scrape read the queues from Redis")
         up.add_metric([], 0 if self._values is None else 1)
         yield up
+        applied = GaugeMetricFamily(*CONSUMER_GENERATION, labels=["queue", "family"])
+        runners = self.worker.runners if self.worker is not None else {}
+        for spec in self.specs:
+            runner = runners.get(spec.name)
+            applied.add_metric([spec.name, spec.family], runner.cfg.generation if runner is not None else 0)
+        yield applied
         values = self._values
         if values is None:
             return
