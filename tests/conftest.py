@@ -36,11 +36,12 @@ class RedisServer:
     owned: bool  # True: the suite started it and may flush it
 
 
-def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_redis_server(*extra: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int, str]:
+    """A throwaway redis-server (no persistence) on ``port`` or a free one: (process, port, dir)."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="tq-redis-")
     proc = subprocess.Popen(
         [
@@ -69,6 +70,8 @@ def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
             time.sleep(0.05)
     else:
         proc.kill()
+        proc.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
         raise RuntimeError("redis-server did not start")
     client.close()
     return proc, port, workdir

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import app_worker
 import pytest
+from conftest import start_redis_server
 from redis.cluster import RedisCluster
 from sqlalchemy import select
 from support import fast_settings, running, tiny_retry, wait_for
@@ -70,48 +70,13 @@ def _start_node() -> tuple[subprocess.Popen[bytes], int, str]:
     for _ in range(100):
         port = rng.randrange(20_000, 50_000)
         if _bindable(port) and _bindable(port + 10_000):
-            workdir = tempfile.mkdtemp(prefix="tq-cluster-")
-            proc = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    workdir,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    f"nodes-{port}.conf",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 10
-            while not _answers(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait(5)
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    break
-                time.sleep(0.02)
-            else:
-                return proc, port, workdir
+            try:
+                return start_redis_server(
+                    "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", port=port
+                )
+            except RuntimeError:  # lost the port to someone else meanwhile: try another
+                continue
     raise RuntimeError("could not start a cluster node")
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
