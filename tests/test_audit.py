@@ -110,7 +110,7 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
     assert await asyncio.to_thread(current_revision, url) is None
 
     migrate(url)  # the sync entry point (CLI), safe to call with a loop running
-    assert await asyncio.to_thread(current_revision, url) == "0003"
+    assert await asyncio.to_thread(current_revision, url) == "0004"
 
     engine = make_engine(url)
     try:
@@ -153,7 +153,7 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
             ids = (await conn.execute(select(AuditLog.id))).scalars().all()
             if normalize_url(url).get_backend_name() == "sqlite":
                 assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
-        assert versions == ["0003"]
+        assert versions == ["0004"]
         assert ids == [row_id]
     finally:
         await engine.dispose()

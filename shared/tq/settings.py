@@ -115,6 +115,17 @@ class Settings(BaseSettings):
     sms_provider_token: SecretStr | None = None
     sms_timeout_s: PositiveFloat = 10.0
 
+    # webhooks (tq_services.webhooks): deliver-webhook
+    webhook_timeout_s: PositiveFloat = Field(10.0, description="connect, write, read and pool timeout")
+    webhook_max_response_bytes: int = Field(
+        2048, ge=0, le=1_000_000, description="most bytes of a receiver's answer read and kept in the log"
+    )
+    webhook_allow_private_networks: bool = Field(
+        False,
+        description="allow URLs resolving to loopback, private, link-local (metadata) addresses: SSRF",
+    )
+    webhook_user_agent: str = "tq-webhooks/1"
+
     def queue_defaults_for(self, queue: str, registry_defaults: QueueDefaults) -> QueueDefaults:
         """Registry defaults, overridden by ``queues[queue]`` where set."""
         override = self.queues.get(queue)

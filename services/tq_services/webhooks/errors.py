@@ -1,0 +1,22 @@
+"""How webhook failures steer delivery: refusals and rejections dead-letter, deferrals retry."""
+
+from __future__ import annotations
+
+from tq.errors import NonRetryableError, TqError
+
+
+class EndpointUnavailable(NonRetryableError):
+    """The endpoint does not exist or is inactive (a 410 deactivates it)."""
+
+
+class UnsafeUrl(NonRetryableError):
+    """The URL is not http(s), or resolves to a loopback, private, link-local (metadata) or other
+    non-public address while ``webhook_allow_private_networks`` is off (SSRF protection)."""
+
+
+class DeliveryRejected(NonRetryableError):
+    """The receiver answered a permanent failure (4xx but 408/429, a redirect): not retried."""
+
+
+class DeliveryDeferred(TqError):
+    """A temporary failure (408, 429, 5xx, timeout, connection error): retried with backoff."""
