@@ -14,11 +14,10 @@ import email.policy
 import json
 import logging
 import re
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from conftest import free_port
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, tiny_retry, wait_for
+from support import fast_settings, http_server, running, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -39,7 +38,7 @@ from tq.settings import Settings, get_settings
 from tq_services import load_handlers
 from tq_services.messaging.otp import check_code, hash_code, verify_otp
 from tq_services.messaging.render import render_email
-from tq_services.messaging.store import dispose_engines
+from tq_services.store import dispose_engines
 
 EQ = "email:send"
 OQ = "otp:send"
@@ -114,15 +113,9 @@ def sms() -> Iterator[SmsProvider]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}/send"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as base:
+        provider.url = base + "/send"
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---- settings: the handlers read get_settings(), the worker gets fast ones -----------------------

@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 import tq_services.webhooks.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, tiny_retry, wait_for
+from support import fast_settings, http_server, running, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -31,7 +31,7 @@ from tq.models import WebhookDeliveryLog, WebhookEndpoint
 from tq.producer import Producer
 from tq.settings import Settings, get_settings
 from tq_services import load_handlers
-from tq_services.messaging.store import dispose_engines
+from tq_services.store import dispose_engines
 from tq_services.webhooks.delivery import check_url, is_public
 from tq_services.webhooks.errors import DeliveryDeferred, UnsafeUrl
 from tq_services.webhooks.signing import sign, verify_signature
@@ -91,15 +91,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    rx.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_server(Handler) as base:
+        rx.url = base + "/hooks"
         yield rx
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

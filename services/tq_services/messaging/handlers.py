@@ -27,7 +27,7 @@ from tq_services.messaging.delivery import send_sms, send_smtp
 from tq_services.messaging.errors import CoolDown, DeliveryRejected
 from tq_services.messaging.otp import hash_code, new_code
 from tq_services.messaging.render import Rendered, render_email, render_sms
-from tq_services.messaging.store import sessions
+from tq_services.store import sessions
 
 log = logging.getLogger("tq.messaging")
 

@@ -28,7 +28,7 @@ from tq.models import WebhookDeliveryLog, WebhookEndpoint
 from tq.payloads import DeliverWebhook
 from tq.settings import get_settings
 
-from tq_services.messaging.store import sessions
+from tq_services.store import sessions
 from tq_services.webhooks.delivery import Answer, check_url, post
 from tq_services.webhooks.errors import DeliveryDeferred, DeliveryRejected, EndpointUnavailable
 from tq_services.webhooks.signing import sign

@@ -1,4 +1,4 @@
-"""One async engine per database URL for the handlers of this process."""
+"""One async engine per database URL, shared by the handlers of every family in this process."""
 
 from __future__ import annotations
 
