@@ -11,15 +11,18 @@ The schema is owned by the Alembic migrations shipped inside the package (``tq/m
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tq.settings import get_settings
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -120,19 +123,7 @@ def migrate(url: str | URL | None = None, revision: str = "head") -> None:
     it blocks that loop while it runs (use ``migrate_async`` there). A no-op when already at
     ``revision``.
     """
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            _upgrade(url, revision)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="tq-migrate", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
+    _in_thread(lambda: _upgrade(url, revision))
 
 
 async def migrate_async(url: str | URL | None = None, revision: str = "head") -> None:
@@ -144,27 +135,18 @@ def current_revision(url: str | URL | None = None) -> str | None:
     """The revision the database at ``url`` is at (None: never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
-    result: list[str | None] = []
-    errors: list[BaseException] = []
-
-    async def read() -> None:
+    async def read() -> str | None:
         engine = make_engine(url)
         try:
             async with engine.connect() as conn:
-                rev = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
-                result.append(rev)
+                return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
         finally:
             await engine.dispose()
 
-    def target() -> None:
-        try:
-            asyncio.run(read())
-        except BaseException as exc:
-            errors.append(exc)
+    return _in_thread(lambda: asyncio.run(read()))
 
-    thread = threading.Thread(target=target, name="tq-db-revision", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a thread of its own and wait: safe to call with an event loop running."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tq-db") as pool:
+        return pool.submit(fn).result()
