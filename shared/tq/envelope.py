@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,56 @@ class EventType(str, Enum):
     QUEUE_RESUMED = "queue.resumed"
     CONFIG_APPLIED = "config.applied"
     QUEUE_STATS = "queue.stats"  # the stats leader's snapshot (``tq.stats``); data = the snapshot
+    DLQ_STATS = "dlq.stats"  # the stats leader's DLQ summary; data = DlqStatsData
+    WORKFLOW_STEP = "workflow.step"  # a workflow step attempt changed state; data = WorkflowStepData
+    AI_TASK = "ai.task"  # an AI job's progress (started, model answered, done); data = AiTaskData
+
+
+class DlqStatsData(BaseModel):
+    """``dlq.stats``: how a queue's dead-letter queue stands."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    added_last_interval: int = 0
+    oldest_failed_at: float | None = None
+    by_error_type: dict[str, int] = Field(default_factory=dict)
+
+
+class WorkflowStepData(BaseModel):
+    """``workflow.step``: one attempt of one step of a workflow instance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: int
+    instance_id: int
+    step: int
+    step_type: str
+    attempt: int
+    status: Literal["running", "completed", "failed", "retrying", "skipped"]
+    error: str | None = None
+
+
+class AiTaskData(BaseModel):
+    """``ai.task``: progress of an AI job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["started", "model_answered", "done", "failed"]
+    article_id: int | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost: float | None = None
+    message: str | None = None
+
+
+EVENT_DATA_MODELS: dict[EventType, type[BaseModel]] = {
+    EventType.DLQ_STATS: DlqStatsData,
+    EventType.WORKFLOW_STEP: WorkflowStepData,
+    EventType.AI_TASK: AiTaskData,
+}
+"""Event kinds whose ``data`` has a fixed shape (validated by ``JobContext.publish``)."""
 
 
 class Event(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tq import keys
-from tq.envelope import Envelope, Event, EventType
+from tq.envelope import EVENT_DATA_MODELS, Envelope, Event, EventType
 from tq.registry import get_queue
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
@@ -37,7 +37,11 @@ class JobContext:
         return self.envelope.trace_id
 
     async def publish(self, kind: EventType, **data: Any) -> None:
-        """Publish a progress event for this job on ``tq:events``."""
+        """Publish a progress event for this job on ``tq:events``. Kinds with a data model
+        (``EVENT_DATA_MODELS``) are validated against it: a malformed event is a bug, raised here."""
+        model = EVENT_DATA_MODELS.get(kind)
+        if model is not None:
+            data = model.model_validate(data).model_dump(exclude_none=True)
         event = Event.model_construct(
             type=kind,
             queue=self.queue,
