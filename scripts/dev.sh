@@ -120,6 +120,7 @@ export TQ_DATABASE_URL="${TQ_DATABASE_URL:-sqlite+aiosqlite:///$DEV_DIR/tq.db}"
 
 say "migrating the database"
 tq migrate
+tq seed
 
 # ---- Where to look -------------------------------------------------------------------------
 if [ -n "$REDIS_PORT" ]; then

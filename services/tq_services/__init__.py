@@ -25,3 +25,26 @@ def load_handlers(families: Iterable[str] = ()) -> list[str]:
         importlib.import_module(module)
         loaded.append(module)
     return loaded
+
+
+async def seed(database_url: str, families: Iterable[str] = ()) -> list[str]:
+    """Insert the demo rows ``make dev`` starts with: ``tq_services.<family>.seed.seed(session)``
+    for each family that has one (default: every family). Each seeder is idempotent (it inserts
+    only what is missing), so running this twice changes nothing. Returns the families seeded."""
+    from tq.registry import all_queues
+
+    from tq_services.store import sessions
+
+    names = list(families) or sorted({spec.family for spec in all_queues()})
+    done = []
+    for family in names:
+        module = f"{__name__}.{family}.seed"
+        if not family.isidentifier() or importlib.util.find_spec(f"{__name__}.{family}") is None:
+            continue
+        if importlib.util.find_spec(module) is None:
+            continue
+        seeder = importlib.import_module(module)
+        async with sessions(database_url)() as session, session.begin():
+            await seeder.seed(session)
+        done.append(family)
+    return done

@@ -334,6 +334,22 @@ def migrate() -> None:
     typer.echo(f"database at {get_settings().database_url} is up to date")
 
 
+@app.command()
+def seed() -> None:
+    """Insert the demo rows (articles, workflows, plugins, ...) that `make dev` starts with; idempotent."""
+    from tq_services import seed as seed_families
+    from tq_services.store import dispose_engines
+
+    async def run() -> list[str]:
+        try:
+            return await seed_families(get_settings().database_url)
+        finally:
+            await dispose_engines()
+
+    done = asyncio.run(run())
+    typer.echo(f"seeded: {', '.join(done) or 'nothing (no family has seed data)'}")
+
+
 def main() -> None:
     app()
 
