@@ -161,6 +161,8 @@ for REP in $(seq "$REPS"); do
     PEERBENCH_REP=$REP "$PY" "$PEERS_BENCH_DIR/redis_baseline.py" 2>>"$LOG" | add_rep || true
   fi
   run "tq tp c=50" "$PY" "$TQ" throughput --n "$N" --concurrency 50 --chunk 1000
+  run "tq tp c=50 metrics+stats" "$PY" "$TQ" throughput --n "$N" --concurrency 50 --chunk 1000 \
+    --variant metrics+stats
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq tp c=50" node "$BJS" throughput --n "$N" --concurrency 50 --chunk 1000
   fi

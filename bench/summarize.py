@@ -18,6 +18,7 @@ TARGET_BULK = 2.0  # tq enqueue_many rate / BullMQ addBulk rate, chunks of 1000
 TARGET_SINGLE = 0.80  # tq SyncProducer.enqueue rate / redis-benchmark -c 1 PING rps
 TARGET_P50_MS = 1.0  # tq enqueue->done p50 at the latency rate
 TARGET_P99_MS = 3.0
+TARGET_OBSERVE_COST = 0.10  # process-rate loss with metrics + stats on, vs the same run without
 PING_REF = "PING_MBULK"  # the RESP encoding real clients (and EVALSHA) use; PING_INLINE shown beside
 
 
@@ -231,6 +232,20 @@ def main(path: str) -> None:
         TARGET_SINGLE,
         "/s",
     )
+    observed = tp.get(("tq", 50, "metrics+stats", ""), [])
+    name = "metrics + stats cost: 1 - tq process jobs/s with them / without (same run)"
+    m_on, m_off = med([x["process_rate"] for x in observed]), med([x["process_rate"] for x in tq_tp])
+    if m_on is None or not m_off:
+        p(f"| {name} | < {TARGET_OBSERVE_COST:.0%} | n/a (no metrics+stats run) | - | n/a |")
+    else:
+        on, off = by_rep(observed, "process_rate"), by_rep(tq_tp, "process_rate")
+        paired = [1 - on[k] / off[k] for k in on if off.get(k)]
+        per_rep = f"{min(paired):.1%} to {max(paired):.1%}" if len(paired) > 1 else "-"
+        cost = 1 - m_on / m_off
+        p(
+            f"| {name} | < {TARGET_OBSERVE_COST:.0%} | **{cost:.1%}** ({f(m_on)} / {f(m_off)} jobs/s) | "
+            f"{per_rep} | {'PASS' if cost < TARGET_OBSERVE_COST else 'FAIL'} |"
+        )
     all_single = [x for rs in single.values() for x in rs]
     if all_single:
         worst = max(x["round_trips_per_job"] for x in all_single)

@@ -6,8 +6,12 @@
     python bench/tq_bench.py worker ...   (internal: the worker process)
 
 ``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single) and
-``idem`` (every job carries a unique idempotency key; off otherwise) and ``metrics`` (the worker
-feeds the same Prometheus observer as ``tq serve``: ``tq_services.metrics.JobMetrics``).
+``idem`` (every job carries a unique idempotency key; off otherwise), ``metrics`` (the worker
+feeds the same Prometheus observer as ``tq serve``: ``tq_services.metrics.JobMetrics``, and renders
+a full scrape, depth gauges read from Redis included, every ``OBSERVE_INTERVAL_S``) and ``stats``
+(the worker runs the stats leader, ``tq.stats.StatsLeader``, every ``OBSERVE_INTERVAL_S``).
+``OBSERVE_INTERVAL_S`` is far shorter than production's (a 15 s scrape, 10 s stats) so that even
+a sub-second drain pays for several scrapes and snapshots: the overhead measured is an upper bound.
 
 * throughput: flush the DB; enqueue N no-op jobs with ``Producer.enqueue_many`` (chunks of
   ``--chunk``) -> enqueue jobs/s; then ONE worker process drains them -> process jobs/s =
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as pkg_version
 from typing import Any
@@ -52,6 +56,7 @@ QUEUE = "bench"
 FAMILY = "bench"
 JOB = "noop"
 READY = "PEERBENCH_READY"
+OBSERVE_INTERVAL_S = 0.25  # scrape and stats period of the metrics/stats variants (see the docstring)
 
 
 class Noop(Payload):
@@ -108,6 +113,10 @@ def metrics_on(args: argparse.Namespace) -> bool:
     return "metrics" in variant_tokens(args)
 
 
+def stats_on(args: argparse.Namespace) -> bool:
+    return "stats" in variant_tokens(args)
+
+
 def use_async(args: argparse.Namespace) -> bool:
     return "async" in variant_tokens(args)
 
@@ -117,7 +126,8 @@ def worker_desc(args: argparse.Namespace, s: Settings) -> str:
         f"tq Worker, 1 process, concurrency={args.concurrency}, read_batch={s.read_batch}, "
         f"events={'on' if s.events else 'off'}, audit={'on' if s.audit_enabled else 'off'}, "
         f"idempotency={'on' if idem_on(args) else 'off'}, uvloop={'on' if s.uvloop else 'off'}, "
-        f"metrics={'on' if metrics_on(args) else 'off'}"
+        f"metrics={'on' if metrics_on(args) else 'off'}, stats={'on' if stats_on(args) else 'off'}"
+        + (f" (every {OBSERVE_INTERVAL_S}s)" if metrics_on(args) or stats_on(args) else "")
     )
 
 
@@ -181,13 +191,27 @@ async def worker_main(args: argparse.Namespace) -> None:
     async def noop(ctx: Any, payload: Noop) -> None:
         pending[ctx.job_id] = (payload.t0, time.time())
 
+    client = async_client(settings)
     observer = None
-    if metrics_on(args):  # the observer the family services use, in its own registry
+    duties: list[Callable[[], Awaitable[Any]]] = []
+    if metrics_on(args):  # the observer the family services use, in its own registry, and scrapes
+        from prometheus_client import generate_latest
         from tq_services.metrics import make_registry
 
-        _registry, observer, _queues = make_registry([get_queue(QUEUE)], None)
+        registry, observer, queue_collector = make_registry([get_queue(QUEUE)], client)
+
+        async def scrape() -> None:
+            await queue_collector.refresh()
+            generate_latest(registry)
+
+        duties.append(scrape)
+    if stats_on(args):
+        from tq.stats import StatsLeader
+
+        leader = StatsLeader(client, [get_queue(QUEUE)], settings, interval_s=OBSERVE_INTERVAL_S)
+        duties.append(leader.tick)
     worker = Worker(
-        async_client(settings),
+        client,
         [get_queue(QUEUE)],
         handlers,
         settings,
@@ -195,6 +219,13 @@ async def worker_main(args: argparse.Namespace) -> None:
         observer=observer,
     )
     await worker.start()
+
+    async def every_interval(duty: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await duty()
+            await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+    background = [asyncio.create_task(every_interval(duty)) for duty in duties]  # noqa: F841 (kept alive)
     print(READY, flush=True)
     await asyncio.Event().wait()  # Recorder exits the process once N jobs are done
 
