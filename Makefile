@@ -22,7 +22,7 @@ PY_IS_311 := import sys; raise SystemExit(sys.version_info[:2] != (3, 11))
 PYTHON ?= $(shell for p in python3.11 python3; do \
 	$$p -c '$(PY_IS_311)' >/dev/null 2>&1 && command -v $$p && break; done)
 
-.PHONY: help venv install dev test lint fmt typecheck bench migrate crd clean
+.PHONY: help venv install dev test chart-test lint fmt typecheck bench migrate crd rbac dashboards clean
 
 help: ## Show this list of targets (the default)
 	@echo "usage: make TARGET [ARGS='...']"
@@ -55,6 +55,9 @@ test: $(STAMP) ## Run the whole test suite (starts its own redis-server)
 		echo "       Install it first: sudo apt-get install redis-server" >&2; exit 1; }
 	$(BIN)/pytest -q $(ARGS)
 
+chart-test: $(STAMP) ## Check the Helm chart, the image and skaffold.yaml offline (also part of `make test`)
+	$(BIN)/pytest -q tests/test_chart.py tests/test_image.py tests/test_skaffold.py $(ARGS)
+
 lint: $(STAMP) ## Check code style: ruff check + ruff format --check
 	$(BIN)/ruff check $(PY_PATHS)
 	$(BIN)/ruff format --check $(PY_PATHS)
@@ -74,6 +77,12 @@ migrate: $(STAMP) ## Create or upgrade the database at TQ_DATABASE_URL
 
 crd: $(STAMP) ## Regenerate the QueueConfig CRD from the registry
 	$(BIN)/python -m tq_operator.crd --examples
+
+rbac: $(STAMP) ## Regenerate the operator's ClusterRole (charts/tq/files/operator-rbac.yaml)
+	$(BIN)/python -m tq_operator.rbac
+
+dashboards: $(STAMP) ## Regenerate the Grafana dashboards (charts/tq/files/dashboards) from the registry
+	$(BIN)/python -m tq_services.dashboards
 
 clean: ## Remove .venv, caches and build outputs (keeps .dev/ data)
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Dead-letter queue: list, show, replay, delete, purge.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+token_app = typer.Typer(help="Bearer tokens for the admin API.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 console = Console()
 err = Console(stderr=True)
 
@@ -41,8 +43,46 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``fn(client)`` with a Redis client; tq's input errors become exit status 2."""
+_api: dict[str, str | None] = {"url": None, "token": None}  # set by --api/--token
+
+
+@app.callback()
+def _global_options(
+    api: Annotated[
+        str | None, typer.Option("--api", help="act through the admin API at this URL instead of on Redis")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="the admin API's bearer token (with --api)")
+    ] = None,
+) -> None:
+    if api and not token:
+        raise _fail("--api needs --token (mint one with `tq token create`)")
+    _api.update(url=api, token=token)
+
+
+def _through_api(remote: Callable[[Any], T] | None) -> T:
+    """Run ``remote(client)`` with an admin API client (``--api``)."""
+    import httpx
+    from tq_services.admin.client import AdminClient
+
+    if remote is None:
+        raise _fail("this command acts on Redis only; run it without --api")
+    client = AdminClient(_api["url"] or "", _api["token"] or "")
+    try:
+        return remote(client)
+    except (TqError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise _fail(f"admin API at {_api['url']} failed: {exc}", code=1) from None
+    finally:
+        client.close()
+
+
+def _run(fn: Callable[[Any], Awaitable[T]], remote: Callable[[Any], T] | None = None) -> T:
+    """Run ``fn(client)`` with a Redis client, or ``remote(api)`` through the admin API under
+    ``--api``; tq's input errors become exit status 2."""
+    if _api["url"]:
+        return _through_api(remote)
 
     async def main() -> T:
         client = async_client()
@@ -78,7 +118,7 @@ def queues(as_json: JsonOpt = False) -> None:
             rows.append({"family": spec.family, "jobs": list(spec.jobs), **c})
         return rows
 
-    rows = _run(go)
+    rows = _run(go, remote=lambda api: api.queues())
     if as_json:
         _emit_json(rows)
         return
@@ -141,7 +181,10 @@ def list_jobs(
     as_json: JsonOpt = False,
 ) -> None:
     """Jobs of a queue in one state, a page at a time."""
-    page = _run(lambda c: job_ops.list_jobs(c, queue, state, cursor=cursor, limit=limit, search=search))
+    page = _run(
+        lambda c: job_ops.list_jobs(c, queue, state, cursor=cursor, limit=limit, search=search),
+        remote=lambda api: api.list_jobs(queue, state, cursor=cursor, limit=limit, search=search),
+    )
     if as_json:
         _emit_json({"items": [j.to_dict() for j in page.items], "next_cursor": page.next_cursor})
         return
@@ -164,7 +207,7 @@ def list_jobs(
 @app.command("job")
 def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
     """One job: payload, attempts, errors with stack, timeline."""
-    rec = _run(lambda c: job_ops.get_job(c, queue, job_id))
+    rec = _run(lambda c: job_ops.get_job(c, queue, job_id), remote=lambda api: api.get_job(queue, job_id))
     if as_json:
         _emit_json({**rec.to_dict(), "timeline": rec.timeline()})
         return
@@ -183,14 +226,16 @@ def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
 @app.command()
 def pause(queue: str) -> None:
     """Stop consumers fetching from QUEUE (in-flight jobs finish)."""
-    _run(lambda c: runtime_config.set_paused(c, queue, True))
+    _run(lambda c: runtime_config.set_paused(c, queue, True), remote=lambda api: api.set_paused(queue, True))
     typer.echo(f"{queue} paused")
 
 
 @app.command()
 def resume(queue: str) -> None:
     """Let consumers fetch from QUEUE again."""
-    _run(lambda c: runtime_config.set_paused(c, queue, False))
+    _run(
+        lambda c: runtime_config.set_paused(c, queue, False), remote=lambda api: api.set_paused(queue, False)
+    )
     typer.echo(f"{queue} resumed")
 
 
@@ -216,7 +261,10 @@ def dlq_list(
     page = _run(
         lambda c: dlq_ops.list_dead(
             c, queue, since=since, until=until, error_type=error_type, text=search, cursor=cursor, limit=limit
-        )
+        ),
+        remote=lambda api: api.list_dead(
+            queue, since=since, until=until, error_type=error_type, text=search, cursor=cursor, limit=limit
+        ),
     )
     if as_json:
         _emit_json({"items": [d.to_dict() for d in page.items], "next_cursor": page.next_cursor})
@@ -234,7 +282,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(queue: str, dlq_id: str, as_json: JsonOpt = False) -> None:
     """One DLQ entry with its payload and stack."""
-    d = _run(lambda c: dlq_ops.get_dead(c, queue, dlq_id))
+    d = _run(lambda c: dlq_ops.get_dead(c, queue, dlq_id), remote=lambda api: api.get_dead(queue, dlq_id))
     if as_json:
         _emit_json(d.to_dict())
         return
@@ -255,18 +303,26 @@ def dlq_replay(
 ) -> None:
     """Re-enqueue dead-lettered jobs with a fresh attempt count."""
     if dlq_id:
-        typer.echo(_run(lambda c: dlq_ops.replay_one(c, queue, dlq_id)))
+        typer.echo(
+            _run(
+                lambda c: dlq_ops.replay_one(c, queue, dlq_id),
+                remote=lambda api: api.replay_one(queue, dlq_id),
+            )
+        )
         return
     if limit is None and not replay_all:
         raise _fail("give a DLQ id, --limit N or --all")
-    r = _run(lambda c: dlq_ops.replay(c, queue, limit=limit, error_type=error_type, text=search))
+    r = _run(
+        lambda c: dlq_ops.replay(c, queue, limit=limit, error_type=error_type, text=search),
+        remote=lambda api: api.replay(queue, limit=limit, error_type=error_type, text=search),
+    )
     typer.echo(json.dumps({"replayed": r.replayed, "skipped": r.skipped, "job_ids": r.job_ids}))
 
 
 @dlq_app.command("delete")
 def dlq_delete(queue: str, dlq_id: str) -> None:
     """Delete one DLQ entry."""
-    _run(lambda c: dlq_ops.delete(c, queue, dlq_id))
+    _run(lambda c: dlq_ops.delete(c, queue, dlq_id), remote=lambda api: api.delete(queue, dlq_id))
     typer.echo(f"deleted {dlq_id}")
 
 
@@ -274,7 +330,7 @@ def dlq_delete(queue: str, dlq_id: str) -> None:
 def dlq_purge(queue: str, confirm: Annotated[str, typer.Option(help="the queue name again")] = "") -> None:
     """Delete every DLQ entry of QUEUE; needs --confirm QUEUE."""
     try:
-        n = _run(lambda c: dlq_ops.purge(c, queue, confirm))
+        n = _run(lambda c: dlq_ops.purge(c, queue, confirm), remote=lambda api: api.purge(queue, confirm))
     except ConfirmationRequired as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"purged {n} entries from {queue}")
@@ -299,13 +355,23 @@ def worker(
 
 @app.command()
 def serve(
-    family: Annotated[str, typer.Argument(help="the family to run, e.g. messaging")],
+    family: Annotated[str, typer.Argument(help="the family to run, e.g. messaging; or admin")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port")] = 8000,
 ) -> None:
-    """Run FAMILY's consumers as an HTTP service (uvicorn): /metrics, /healthz, /readyz; SIGTERM drains."""
+    """Run FAMILY's consumers as an HTTP service (uvicorn): /metrics, /healthz, /readyz; SIGTERM drains.
+    `tq serve admin` runs the owner's admin API and live events instead (no consumers)."""
     import logging
 
+    if family == "admin":  # not a family of the registry: a service of its own
+        from tq_services.admin import serve as run_admin
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            run_admin(host=host, port=port)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return
     known = families()
     if family not in known:
         raise _fail(f"unknown family {family!r}; known: {', '.join(known)}")
@@ -348,6 +414,67 @@ def seed() -> None:
 
     done = asyncio.run(run())
     typer.echo(f"seeded: {', '.join(done) or 'nothing (no family has seed data)'}")
+
+
+@app.command("search")
+def search_documents(
+    query: str,
+    locale: Annotated[str | None, typer.Option(help="only documents in this locale, e.g. en")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="most results")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search over the indexed articles (index-article), best match first."""
+    from tq_services.search.query import search as run_search
+    from tq_services.store import dispose_engines, sessions
+
+    async def run() -> list[Any]:
+        try:
+            async with sessions(get_settings().database_url)() as session:
+                return await run_search(session, query, locale=locale, limit=limit)
+        finally:
+            await dispose_engines()
+
+    try:
+        hits = asyncio.run(run())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        _emit_json([hit.as_dict() for hit in hits])
+        return
+    if not hits:
+        typer.echo(f"no documents match {query!r}")
+        return
+    table = Table("score", "article", "locale", "title", "snippet")
+    for hit in hits:
+        table.add_row(f"{hit.score:.4f}", str(hit.article_id), hit.locale, hit.title, hit.snippet)
+    console.print(table)
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl_seconds(ttl: str) -> int:
+    """``90``, ``90s``, ``30m``, ``1h``, ``7d`` as seconds."""
+    value, unit = (ttl[:-1], ttl[-1]) if ttl and ttl[-1] in _TTL_UNITS else (ttl, "s")
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(f"--ttl {ttl!r}: give a positive whole number with an optional unit s, m, h or d")
+    return int(value) * _TTL_UNITS[unit]
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="owner (anything) or viewer (reads, when enabled)")] = "owner",
+    ttl: Annotated[str, typer.Option(help="lifetime: 90s, 30m, 1h, 7d")] = "1h",
+    subject: Annotated[str, typer.Option(help="who holds it: the actor of its audit rows")] = "operator",
+) -> None:
+    """Mint a bearer token for the admin API, signed with TQ_ADMIN_JWT_KEY; prints it."""
+    from tq_services.admin.auth import Role, mint_token
+
+    try:
+        token = mint_token(get_settings(), subject=subject, role=Role(role), ttl_s=_ttl_seconds(ttl))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(token)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 from tq.db import make_engine, normalize_url
 from tq.models import Base
+from tq.models.search import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,6 +33,7 @@ def _configure(**kwargs: Any) -> None:
         target_metadata=target_metadata,
         render_as_batch=dialect == "sqlite",
         compare_type=True,
+        include_object=include_object,  # the per-dialect full-text index of migration 0009
         **({"url": url} if url is not None else {}),
         **kwargs,
     )

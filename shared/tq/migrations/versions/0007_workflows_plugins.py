@@ -10,15 +10,161 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def _created_at(name: str = "created_at") -> sa.Column:
+    return sa.Column(name, sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
+
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "workflow_definition",
+        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("trigger", sa.String(length=200), nullable=True),
+        sa.Column("steps", JSON, nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        _created_at(),
+        _created_at("updated_at"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_definition")),
+        sa.UniqueConstraint("name", name=op.f("uq_workflow_definition_name")),
+    )
+    op.create_index(op.f("ix_workflow_definition_trigger"), "workflow_definition", ["trigger"])
+
+    op.create_table(
+        "workflow_instance",
+        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
+        sa.Column("workflow_id", BIGINT_PK, nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("input", JSON, nullable=False),
+        sa.Column("outputs", JSON, nullable=False),
+        sa.Column("current_step", sa.Integer(), nullable=False),
+        sa.Column("step_attempts", sa.Integer(), nullable=False),
+        sa.Column("resume_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("wakeups", sa.Integer(), nullable=False),
+        sa.Column("job_id", sa.String(length=100), nullable=True),
+        sa.Column("trigger", sa.String(length=200), nullable=True),
+        sa.Column("failed_step", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        _created_at(),
+        sa.CheckConstraint(
+            "status IN ('pending', 'running', 'completed', 'failed')",
+            name=op.f("ck_workflow_instance_status"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["workflow_id"],
+            ["workflow_definition.id"],
+            name=op.f("fk_workflow_instance_workflow_id_workflow_definition"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_instance")),
+        sa.UniqueConstraint("job_id", name=op.f("uq_workflow_instance_job_id")),
+    )
+
+    op.create_table(
+        "workflow_step_execution",
+        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
+        sa.Column("instance_id", BIGINT_PK, nullable=False),
+        sa.Column("step_index", sa.Integer(), nullable=False),
+        sa.Column("step_name", sa.String(length=200), nullable=False),
+        sa.Column("step_type", sa.String(length=20), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("output", JSON, nullable=True),
+        sa.Column("error_message", sa.Text(), nullable=True),
+        sa.Column("child_queue", sa.String(length=100), nullable=True),
+        sa.Column("child_job_id", sa.String(length=100), nullable=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("job_id", sa.String(length=100), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('running', 'completed', 'failed', 'skipped')",
+            name=op.f("ck_workflow_step_execution_status"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["instance_id"],
+            ["workflow_instance.id"],
+            name=op.f("fk_workflow_step_execution_instance_id_workflow_instance"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_step_execution")),
+        sa.UniqueConstraint(
+            "instance_id",
+            "step_index",
+            "attempt",
+            name=op.f("uq_workflow_step_execution_instance_id_step_index_attempt"),
+        ),
+    )
+
+    op.create_table(
+        "plugin",
+        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("version", sa.String(length=200), nullable=False),
+        sa.Column("module", sa.LargeBinary(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("size_bytes", sa.Integer(), nullable=False),
+        sa.Column("exports", JSON, nullable=False),
+        sa.Column("permissions", JSON, nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        _created_at(),
+        _created_at("updated_at"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plugin")),
+        sa.UniqueConstraint("name", name=op.f("uq_plugin_name")),
+    )
+
+    op.create_table(
+        "plugin_execution_log",
+        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
+        sa.Column("plugin_id", BIGINT_PK, nullable=False),
+        sa.Column("plugin_version", sa.String(length=200), nullable=False),
+        sa.Column("entrypoint", sa.String(length=200), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("duration_ms", sa.Float(), nullable=False),
+        sa.Column("fuel_consumed", sa.BigInteger(), nullable=True),
+        sa.Column("output", JSON, nullable=True),
+        sa.Column("error_stack", sa.Text(), nullable=True),
+        sa.Column("job_id", sa.String(length=100), nullable=True),
+        sa.Column("trace_id", sa.String(length=100), nullable=True),
+        _created_at(),
+        sa.CheckConstraint(
+            "status IN ('succeeded', 'trapped', 'timed_out', 'out_of_fuel', 'out_of_memory', "
+            "'permission_denied', 'invalid_output', 'disabled')",
+            name=op.f("ck_plugin_execution_log_status"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["plugin_id"],
+            ["plugin.id"],
+            name=op.f("fk_plugin_execution_log_plugin_id_plugin"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_plugin_execution_log")),
+    )
+    op.create_index(op.f("ix_plugin_execution_log_plugin_id"), "plugin_execution_log", ["plugin_id"])
+    op.create_index(op.f("ix_plugin_execution_log_job_id"), "plugin_execution_log", ["job_id"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index(op.f("ix_plugin_execution_log_job_id"), table_name="plugin_execution_log")
+    op.drop_index(op.f("ix_plugin_execution_log_plugin_id"), table_name="plugin_execution_log")
+    op.drop_table("plugin_execution_log")
+    op.drop_table("plugin")
+    op.drop_table("workflow_step_execution")
+    op.drop_table("workflow_instance")
+    op.drop_index(op.f("ix_workflow_definition_trigger"), table_name="workflow_definition")
+    op.drop_table("workflow_definition")
