@@ -51,7 +51,7 @@ def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
     try:
         env = json.loads(raw) if raw else {}
         env = env if isinstance(env, dict) else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # forged: corrupt or absurdly nested
         env = {}
     return DeadLetter(
         dlq_id=dlq_id,
@@ -159,7 +159,7 @@ async def _replay(client: Any, queue: str, letters: list[DeadLetter]) -> ReplayR
             env = json.loads(d.envelope)
             if not isinstance(env, dict) or "payload" not in env:
                 raise ValueError
-        except ValueError:  # a forged entry has no envelope to run again: it stays for inspection
+        except (ValueError, RecursionError):  # a forged entry has no envelope to run again: it stays
             skipped += 1
             continue
         new_id = uuid.uuid4().hex

@@ -50,5 +50,15 @@ class NonRetryableError(TqError):
     """Raise from a handler to send the job straight to the DLQ, without further attempts."""
 
 
+class RetryLater(TqError):
+    """Raise from a handler to retry after ``retry_after`` seconds (e.g. a peer's Retry-After)
+    instead of the queue's backoff. The attempt still counts, and the delay is capped at the
+    queue's backoff ``max_s``; ``retry_after=None`` means the usual backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NoHandler(NonRetryableError):
     """The queue has no handler for this job name (yet): the job waits in the DLQ for replay."""

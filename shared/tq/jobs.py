@@ -240,7 +240,7 @@ async def _stream_ids(
     for _eid, f in entries:
         try:
             ids.append(json.loads(f[b"j"])["id"])
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, RecursionError):  # forged entries are not jobs
             continue
     next_pos = entries[-1][0] if len(entries) == count else None
     return ids, next_pos

@@ -7,6 +7,7 @@ EVENTS_CHANNEL = "tq:events"
 CONTROL_CHANNEL = "tq:control"
 STATS_LEADER = "tq:stats:leader"  # STRING: the token of the process writing the stats (tq.stats)
 GROUP = "tq"
+ANALYTICS_REALTIME = "tq:analytics:realtime"  # STRING (JSON, expiring): snapshot-realtime's payload
 
 
 def prefix(queue: str) -> str:
@@ -52,6 +53,18 @@ def counters(queue: str) -> str:
     return prefix(queue) + "counters"
 
 
+def started(queue: str) -> str:
+    """HASH entry id -> consumer id: jobs whose start was recorded before their handler ran. Only
+    written while the queue is under crash watch (``crash_watch``) or for suspects; cleared at settle."""
+    return prefix(queue) + "started"
+
+
+def crash_watch(queue: str) -> str:
+    """STRING (expiring): set when a consumer died holding jobs; while it exists every job start is
+    recorded in ``started``, so the next crash charges an attempt only to the jobs that were running."""
+    return prefix(queue) + "crashwatch"
+
+
 def stats(queue: str) -> str:
     """HASH (expiring): the live stats snapshot the stats leader writes (``tq.stats``)."""
     return prefix(queue) + "stats"
@@ -81,3 +94,8 @@ def audit(queue: str) -> str:
     """STREAM (capped): the queue's job outcomes, written by the settle script in the queue's slot
     and drained into ``audit_log`` by ``tq.audit.AuditWriter``."""
     return prefix(queue) + "audit"
+
+
+def analytics_dashboard(dashboard: str) -> str:
+    """STRING (JSON, expiring): a dashboard payload precomputed by snapshot-dashboard."""
+    return "tq:analytics:dashboard:" + dashboard

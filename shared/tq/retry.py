@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from tq.errors import RetryLater
 from tq.settings import RetryPolicy
 
 
@@ -14,3 +15,12 @@ def backoff_s(policy: RetryPolicy, attempt: int, rand: random.Random | None = No
         return base
     r = (rand or random).uniform(-policy.jitter, policy.jitter)
     return min(max(0.0, base * (1 + r)), policy.max_s)
+
+
+def retry_delay_s(policy: RetryPolicy, attempt: int, exc: BaseException) -> float:
+    """Delay before the next attempt: the one a ``RetryLater`` asks for (capped at ``max_s``), else
+    ``backoff_s``."""
+    asked = exc.retry_after if isinstance(exc, RetryLater) else None
+    if asked is not None:
+        return min(max(0.0, asked), policy.max_s)
+    return backoff_s(policy, attempt)

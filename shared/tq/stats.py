@@ -23,7 +23,11 @@ Each tick (every ``TQ_STATS_INTERVAL_S``, default 10 s) the leader, for every re
     none (``read_stats`` gives None);
   - ``lastUpdatedAt``: epoch seconds of the snapshot;
 
-* publishes a ``queue.stats`` event on ``tq:events`` whose ``data`` is the snapshot.
+* publishes a ``queue.stats`` event on ``tq:events`` whose ``data`` is the snapshot, and a
+  ``dlq.stats`` event (``tq.envelope.DlqStatsData``): ``size``; ``added_last_interval``, the
+  ``dead`` counter's delta since the previous snapshot (0 on the first); ``oldest_failed_at``, when
+  the oldest entry failed (None for an empty DLQ); ``by_error_type``, counted over the newest
+  <= ``DLQ_SAMPLE`` entries (a bounded read, not the whole DLQ).
 
 Two pipelined round trips read every queue, one more writes them.
 
@@ -67,7 +71,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tq import keys
 from tq.connection import text
-from tq.envelope import Event, EventType
+from tq.envelope import DlqStatsData, Event, EventType
 from tq.registry import QueueSpec, all_queues
 from tq.settings import Settings, get_settings
 
@@ -77,6 +81,7 @@ Clock = Callable[[], float]
 
 AGGREGATE_S = 300  # the aggregate bucket: 5 minutes
 MAX_DURATION_SAMPLES = 500
+DLQ_SAMPLE = 100  # newest DLQ entries whose error types dlq.stats counts (entries hold stacks)
 STATS_ACTOR = "stats"
 METRICS_ACTION = "queue.metrics"
 
@@ -139,6 +144,24 @@ def _durations(replies: Sequence[Any]) -> list[float]:
         with contextlib.suppress(ValueError):
             out.append(float(text(d)))
     return out
+
+
+def _dlq_stats(size: int, added: int, oldest: Any, newest: Any) -> DlqStatsData:
+    """``dlq.stats`` data from the DLQ's length, the dead counter's delta, its first entry
+    (XRANGE COUNT 1) and its newest entries (XREVRANGE COUNT DLQ_SAMPLE; None or an error: none)."""
+    oldest_at = None
+    if oldest and not isinstance(oldest, Exception):
+        entry_id, fields = oldest[0]
+        failed_ms = _int(fields.get(b"f")) or _int(text(entry_id).partition("-")[0])
+        oldest_at = failed_ms / 1000
+    by_error_type: dict[str, int] = {}
+    if newest and not isinstance(newest, Exception):
+        for _, fields in newest:
+            error_type = text(fields.get(b"et")) or "unknown"
+            by_error_type[error_type] = by_error_type.get(error_type, 0) + 1
+    return DlqStatsData(
+        size=size, added_last_interval=added, oldest_failed_at=oldest_at, by_error_type=by_error_type
+    )
 
 
 def _to_hash(stats: dict[str, Any]) -> dict[str, str]:
@@ -216,6 +239,8 @@ class StatsLeader:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._prev: dict[str, tuple[float, int]] = {}  # queue -> (at, completed) of the last snapshot
+        self._prev_dead: dict[str, int] = {}  # queue -> its dead counter at the last snapshot
+        self.last_dlq: dict[str, DlqStatsData] = {}  # what the last collect() read of each DLQ
         self.is_leader = False
         self.ticks_written = 0
         self.rows_written = 0
@@ -230,6 +255,7 @@ class StatsLeader:
             log.info("stats leader %s: %s", self.token, "elected" if ok else "lost the lock")
         if not ok:
             self._prev.clear()
+            self._prev_dead.clear()
         self.is_leader = ok
         return ok
 
@@ -261,7 +287,7 @@ class StatsLeader:
     async def collect(self, now: float) -> dict[str, dict[str, Any]]:
         """Every queue's snapshot at ``now`` (two pipelined round trips for all queues)."""
         wall_ms = int(time.time() * 1000)  # heartbeat expiries are wall-clock
-        per_queue = 9
+        per_queue = 10
         async with self.client.pipeline(transaction=False) as pipe:
             for spec in self.specs:
                 q = spec.name
@@ -273,23 +299,30 @@ class StatsLeader:
                 pipe.zcount(keys.consumers(q), wall_ms, "+inf")
                 pipe.hget(keys.config(q), "paused")
                 pipe.zrevrange(keys.completed_index(q), 0, MAX_DURATION_SAMPLES - 1)
-                pipe.hmget(keys.stats(q), "completed", "lastUpdatedAt")
+                pipe.hmget(keys.stats(q), "completed", "lastUpdatedAt", "dead")
+                pipe.xrange(keys.dlq(q), count=1)  # the oldest dead letter
             replies = await pipe.execute(raise_on_error=False)
         rows = [replies[i : i + per_queue] for i in range(0, len(replies), per_queue)]
         for row in rows:  # a failure of anything but XPENDING (no group yet) is a Redis failure
             for i, reply in enumerate(row):
                 if isinstance(reply, Exception) and i != 1:
                     raise reply
+        with_dlq = [spec.name for spec, row in zip(self.specs, rows, strict=True) if int(row[3])]
         async with self.client.pipeline(transaction=False) as pipe:
             for spec, row in zip(self.specs, rows, strict=True):
                 for job_id in row[7]:
                     pipe.hget(keys.job(spec.name, text(job_id)), "d")
-            durations_flat = await pipe.execute(raise_on_error=False) if any(r[7] for r in rows) else []
+            for q in with_dlq:
+                pipe.xrevrange(keys.dlq(q), count=DLQ_SAMPLE)
+            second = await pipe.execute(raise_on_error=False) if any(r[7] for r in rows) or with_dlq else []
+        n_durations = len(second) - len(with_dlq)
+        durations_flat = second[:n_durations]
+        dlq_newest = dict(zip(with_dlq, second[n_durations:], strict=True))
         out: dict[str, dict[str, Any]] = {}
         pos = 0
         for spec, row in zip(self.specs, rows, strict=True):
             q = spec.name
-            length, pending, delayed, dlq, totals, consumers, paused, ids, prev = row
+            length, pending, delayed, dlq, totals, consumers, paused, ids, prev, oldest = row
             active = 0 if isinstance(pending, Exception) else int(pending.get("pending") or 0)
             durations = _durations(durations_flat[pos : pos + len(ids)])
             pos += len(ids)
@@ -302,6 +335,13 @@ class StatsLeader:
             if previous is not None and now > previous[0]:
                 rate = round(max(0, completed - previous[1]) / (now - previous[0]), 4)
             self._prev[q] = (now, completed)
+            dead = t.get("dead", 0)
+            dead_before = self._prev_dead.get(q)
+            if dead_before is None and prev and len(prev) > 2 and prev[2] is not None:
+                dead_before = _int(prev[2])
+            self._prev_dead[q] = dead
+            added = max(0, dead - dead_before) if dead_before is not None else 0
+            self.last_dlq[q] = _dlq_stats(int(dlq), added, oldest, dlq_newest.get(q))
             out[q] = {
                 "waiting": max(0, int(length) - active),
                 "active": active,
@@ -333,6 +373,12 @@ class StatsLeader:
         for q, stats in snapshots.items():
             event = Event(type=EventType.QUEUE_STATS, queue=q, at=stats["lastUpdatedAt"], data=stats)
             await self.client.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
+            dlq = self.last_dlq.get(q)
+            if dlq is not None:
+                event = Event(
+                    type=EventType.DLQ_STATS, queue=q, at=stats["lastUpdatedAt"], data=dlq.model_dump()
+                )
+                await self.client.publish(keys.EVENTS_CHANNEL, event.model_dump_json())
 
     # ---- 5-minute aggregates -----------------------------------------------------------------
     async def aggregate(self, now: float, snapshots: dict[str, dict[str, Any]]) -> int:

@@ -41,7 +41,7 @@ from tq.handlers import handlers as default_handlers
 from tq.observe import INVALID_ERRORS, Observer
 from tq.producer import validation_errors
 from tq.registry import QueueSpec
-from tq.retry import backoff_s
+from tq.retry import retry_delay_s
 from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 
@@ -70,8 +70,52 @@ def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
         return env.attempt
 
 
-def _failure(error_type: str, message: str, stack: str = "") -> str:
-    return json.dumps({"type": error_type, "message": message[:2000], "stack": stack[-_STACK_LIMIT:]})
+def _failure(error_type: str, message: str, stack: str = "", *, suspect: bool = False) -> str:
+    failure: dict[str, Any] = {"type": error_type, "message": message[:2000], "stack": stack[-_STACK_LIMIT:]}
+    if suspect:
+        failure["suspect"] = True
+    return json.dumps(failure)
+
+
+class IsolationGate:
+    """Lets a suspect job (one that was running when a consumer died) run alone in this process.
+
+    Ordinary jobs ``enter()`` at once (a counter) unless a suspect runs or waits; a suspect
+    ``enter_alone()`` waits until no job runs, and holds ordinary ones back until it ends.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.alone = False
+        self.waiting_alone = 0
+        self._changed = asyncio.Event()
+
+    def _signal(self) -> None:
+        self._changed.set()  # wakes everyone waiting on this event; later waiters get a fresh one
+        self._changed = asyncio.Event()
+
+    async def enter(self) -> None:
+        while self.alone or self.waiting_alone:
+            await self._changed.wait()
+        self.running += 1
+
+    async def enter_alone(self) -> None:
+        self.waiting_alone += 1
+        try:
+            while self.alone or self.running:
+                await self._changed.wait()
+        finally:
+            self.waiting_alone -= 1
+        self.alone = True
+
+    def leave(self, alone: bool = False) -> None:
+        if alone:
+            self.alone = False
+            self._signal()
+        else:
+            self.running -= 1
+            if self.waiting_alone and not self.running:
+                self._signal()
 
 
 def _clean(value: str) -> str:
@@ -178,6 +222,9 @@ def _job_op(
     )
 
 
+_ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generously
+
+
 def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
     """A forged or corrupt entry: dead-lettered under its entry id, raw content kept for inspection."""
     return _Op(
@@ -212,6 +259,7 @@ class QueueRunner:
         self._wake_reader = asyncio.Event()
         self._wake_settle = asyncio.Event()
         self._rate_window: deque[float] = deque()
+        self._flushing = asyncio.Lock()  # one settle call at a time: settle_now waits for the one in flight
         self._settle_keys = [
             self.stream,
             keys.delayed(self.queue),
@@ -220,13 +268,17 @@ class QueueRunner:
             keys.dead_index(self.queue),
             keys.counters(self.queue),
             keys.audit(self.queue),
+            keys.started(self.queue),
         ]
+        self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
 
     # ---- config ------------------------------------------------------------------------------
     async def refresh_config(self) -> None:
         cfg = await runtime_config.read(self.w.client, self.queue, self.w.settings)
+        watch_ms = await self.w.client.pttl(keys.crash_watch(self.queue))
+        self.watch_until = time.time() + watch_ms / 1000 if watch_ms > 0 else 0.0
         if cfg != self.cfg:
             pausing = cfg.paused and not self.cfg.paused
             if cfg.paused != self.cfg.paused:
@@ -358,6 +410,13 @@ class QueueRunner:
 
     async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
         raw = fields.get(b"j", b"")
+        if (
+            len(raw) > self.w.settings.max_payload_bytes + _ENVELOPE_ROOM
+        ):  # forged: the producer refuses these
+            limit = self.w.settings.max_payload_bytes
+            return _unreadable(
+                eid, raw, started, f"entry of {len(raw)} bytes; payloads are limited to {limit}"
+            )
         try:
             env = Envelope.model_validate_json(raw)
         except ValidationError as exc:
@@ -405,16 +464,33 @@ class QueueRunner:
             consumer_id=self.w.consumer_id,
             redis=self.w.client,
         )
+        suspect = b"sx" in fields
+        gate = self.w.gate
+        if suspect:
+            await gate.enter_alone()
+        elif gate.alone or gate.waiting_alone:
+            await gate.enter()
+        else:  # the usual case, without a coroutine per job
+            gate.running += 1
         try:
-            result = await handler(ctx, payload)
-        except NonRetryableError as exc:
-            return dead(type(exc).__name__, str(exc), traceback.format_exc())
-        except Exception as exc:
-            stack = traceback.format_exc()
-            if attempt >= max_attempts:
-                return dead(type(exc).__name__, str(exc), stack)
-            due = time.time() + backoff_s(self.cfg.retry, attempt)
-            return op("r", a=str(int(due * 1000)), b=_failure(type(exc).__name__, str(exc), stack))
+            if suspect:  # alone in Redis too: jobs that ended before it are settled first, so that if
+                # it kills the process only the suspect is found started and unsettled
+                for runner in self.w.runners.values():
+                    await runner.settle_now()
+            if suspect or self.watch_until > started:  # recorded before it runs: see reclaim_once
+                await self.w.client.hset(keys.started(self.queue), eid, self.w.consumer_id)
+            try:
+                result = await handler(ctx, payload)
+            except NonRetryableError as exc:
+                return dead(type(exc).__name__, str(exc), traceback.format_exc())
+            except Exception as exc:
+                stack = traceback.format_exc()
+                if attempt >= max_attempts:
+                    return dead(type(exc).__name__, str(exc), stack)
+                due = time.time() + retry_delay_s(self.cfg.retry, attempt, exc)
+                return op("r", a=str(int(due * 1000)), b=_failure(type(exc).__name__, str(exc), stack))
+        finally:
+            gate.leave(alone=suspect)
         return op("c", a="" if result is None else json.dumps(result, default=str)[:2000])
 
     # ---- settling ----------------------------------------------------------------------------
@@ -428,8 +504,21 @@ class QueueRunner:
             ops, self.ops = self.ops, []
             await self.flush(ops)
 
+    async def settle_now(self) -> None:
+        """Settle every job that has finished, including a settle already in flight, before returning."""
+        ops, self.ops = self.ops, []
+        if ops:
+            await self.flush(ops)
+        else:
+            async with self._flushing:
+                pass
+
     async def flush(self, ops: list[_Op]) -> None:
         """Settle ``ops`` in one script call; on a Redis error keep them and retry: never drop one."""
+        async with self._flushing:
+            await self._flush(ops)
+
+    async def _flush(self, ops: list[_Op]) -> None:
         s = self.w.settings
         head = [
             keys.prefix(self.queue),
@@ -473,20 +562,40 @@ class QueueRunner:
         return int(n)
 
     async def reclaim_once(self) -> int:
-        """Take over entries idle past the visibility timeout; each counts as a failed attempt."""
+        """Take over entries idle past the visibility timeout (their consumer died or hung).
+
+        Each counts as a failed attempt (``StalledJob``), so a job that keeps killing its consumer
+        is dead-lettered after the attempt limit. Under crash watch (a consumer of this queue died
+        recently, ``keys.crash_watch``) job starts are recorded, and only entries that had started
+        are charged: fetched-but-unstarted ones go back to the stream free. A charged entry that
+        had started is a suspect: the next consumer runs it alone, so a poison job stops taking
+        innocent jobs down with it. Returns the number of entries charged.
+        """
         min_idle = int(self.cfg.visibility_timeout_s * 1000)
         reclaimed = 0
         start = "0-0"
+        watched: bool | None = None
         for _ in range(100):  # bounded per round
             reply = await self.w.client.xautoclaim(
                 self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
             )
-            start, claimed = reply[0], reply[1]
+            start = reply[0]
+            # An entry this process holds itself only looked idle (its touch was late, the loop
+            # busy): XAUTOCLAIM has just reset its idle time, and it stays ours, uncharged.
+            claimed = [
+                (eid, fields) for eid, fields in reply[1] if fields is not None and eid not in self.held
+            ]
+            marks: list[Any] = []
+            if claimed:
+                if watched is None:  # as it stood before this round: the round's entries share it
+                    watched = bool(await self.w.client.exists(keys.crash_watch(self.queue)))
+                marks = await self.w.client.hmget(keys.started(self.queue), [eid for eid, _ in claimed])
+                watch_ms = int(self.w.settings.crash_watch_s * 1000)
+                await self.w.client.set(keys.crash_watch(self.queue), self.w.consumer_id, px=watch_ms)
+                self.watch_until = time.time() + self.w.settings.crash_watch_s
             ops = []
             now = time.time()
-            for eid, fields in claimed:
-                if fields is None:
-                    continue
+            for (eid, fields), mark in zip(claimed, marks, strict=True):
                 try:
                     env = Envelope.model_validate_json(fields.get(b"j", b""))
                 except ValidationError:
@@ -494,11 +603,15 @@ class QueueRunner:
                     op.reclaimed = True
                     ops.append(op)
                     continue
+                if watched and mark is None:  # fetched but never started: no attempt to charge
+                    ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
+                    continue
                 attempt = _attempt(fields, env)
                 failure = _failure(
                     "StalledJob",
                     f"consumer stopped responding for "
                     f"{self.cfg.visibility_timeout_s:g}s while holding attempt {attempt}",
+                    suspect=mark is not None,
                 )
                 if attempt >= self.max_attempts(env):
                     ops.append(_job_op("d", eid, env, attempt, now, 0.0, b=failure, reclaimed=True))
@@ -507,8 +620,10 @@ class QueueRunner:
                     ops.append(_job_op("r", eid, env, attempt, now, 0.0, a=due, b=failure, reclaimed=True))
             if ops:
                 await self.flush(ops)
-                await self.w.client.hincrby(keys.counters(self.queue), "reclaimed", len(ops))
-                reclaimed += len(ops)
+                charged = sum(op.reclaimed for op in ops)
+                if charged:
+                    await self.w.client.hincrby(keys.counters(self.queue), "reclaimed", charged)
+                reclaimed += charged
             if start in (b"0-0", "0-0"):
                 break
         return reclaimed
@@ -536,7 +651,7 @@ class QueueRunner:
             eid, fields = self.local.popleft()
             try:
                 job_id = str(json.loads(fields.get(b"j", b""))["id"])
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 job_id = ""
             ops.append(_Op("q", eid, job_id, "", 0, 0.0, 0.0, "", ""))
         if ops:
@@ -572,6 +687,7 @@ class Worker:
         self.scripts = Scripts(client)
         self.runners = {q.name: QueueRunner(self, q) for q in queues}
         self.stopping = False
+        self.gate = IsolationGate()  # suspects run alone in this process (see QueueRunner.reclaim_once)
         self.started_at = time.time()
         self._duties: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -619,9 +735,11 @@ class Worker:
             try:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(keys.CONTROL_CHANNEL)
-                try:
-                    async for msg in pubsub.listen():
-                        await self.on_control(msg["data"])
+                try:  # polled rather than listen(): redis-py can swallow a cancellation mid-read
+                    while not self.stopping:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if msg is not None:
+                            await self.on_control(msg["data"])
                 finally:
                     await pubsub.aclose()
             except (RedisError, OSError, json.JSONDecodeError) as exc:
@@ -629,12 +747,17 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     async def _every(self, interval: float | Callable[[], float], fn: Any) -> None:
+        failures = 0
         while not self.stopping:
+            pause = interval() if callable(interval) else interval
             try:
                 await fn()
+                failures = 0
             except (RedisError, OSError) as exc:
-                log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
-            await asyncio.sleep(interval() if callable(interval) else interval)
+                failures += 1  # Redis away: back off (to 5 s) and say so once per pause, not per tick
+                pause = max(pause, min(5.0, 0.1 * 2**failures))
+                log.warning("%s failed (%s); retrying in %.1fs", getattr(fn, "__name__", fn), exc, pause)
+            await asyncio.sleep(pause)
 
     async def _promote(self) -> None:
         for r in self.runners.values():
@@ -688,13 +811,18 @@ class Worker:
         self.ready = False
         runners = list(self.runners.values())
         for r in runners:
-            if r.reader is not None:
-                r.reader.cancel()
+            r._wake_reader.set()
             r._wake_slots.set()
-        for r in runners:
-            if r.reader is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await r.reader
+        # Readers end after their current XREADGROUP returns (BLOCK bounds it). Cancelling one
+        # mid-read would drop a reply the server has already delivered: those entries would sit
+        # in this consumer's pending list until another consumer reclaims them with an attempt
+        # charged. Only a read that outlives the bound (Redis hung) is cancelled.
+        readers = [r.reader for r in runners if r.reader is not None]
+        if readers:
+            _done, stuck = await asyncio.wait(readers, timeout=self.settings.block_ms / 1000 + 2.0)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
         for r in runners:  # bounded: with Redis away they simply stay pending for reclaim
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(r.release_unstarted(), timeout=2)
@@ -715,7 +843,12 @@ class Worker:
                     await asyncio.wait_for(r.settler, timeout=5)
         for task in self._duties:
             task.cancel()
-        await asyncio.gather(*self._duties, return_exceptions=True)
+        if self._duties:  # bounded: a library that swallows a cancellation must not hang the stop
+            _done, stuck = await asyncio.wait(self._duties, timeout=3.0)
+            if stuck:
+                log.warning(
+                    "%d background tasks did not stop in time: %s", len(stuck), [t.get_name() for t in stuck]
+                )
         with contextlib.suppress(RedisError, OSError):
             async with self.client.pipeline(transaction=False) as pipe:
                 for q in self.runners:

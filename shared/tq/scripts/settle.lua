@@ -1,5 +1,6 @@
 -- Settle a batch of delivered entries atomically: each op acks its entry and records the outcome.
--- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit)
+-- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit),
+--       8 started markers (tq:{q}:started: cleared for every op while it exists)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit maxlen (0: no audit), 8 publish events (0/1), 9 consumer id,
 --       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
@@ -7,7 +8,8 @@
 --       started (ms), duration (ms), idempotency key, trace id, a, b
 --   kind c (completed):   a = result summary
 --   kind s (skipped):     a = reason
---   kind r (retry):       a = due (ms), b = failure json {type, message, stack}
+--   kind r (retry):       a = due (ms), b = failure json {type, message, stack[, suspect]}; suspect:
+--                         the job was running when its consumer died, it runs alone next time
 --   kind d (dead-letter): b = failure json; a = the raw entry when there is no job record (forged entry)
 --   kind q (requeue an unstarted entry, no attempt charged; job id '' when unreadable)
 -- Returns the number of ops that found their entry still pending (others were settled before).
@@ -60,9 +62,11 @@ local function fields(packed)
   end
 end
 
+local marked = redis.call('EXISTS', KEYS[8]) == 1
 for i = 10, #ARGV do
   local f = fields(ARGV[i])
   local kind, eid, id, name, attempt, started, duration, idem, trace, a, b = unpack(f, 1, 11)
+  if marked then redis.call('HDEL', KEYS[8], eid) end
   -- XACK answers 0 when the entry is no longer ours to settle (settled already, or reclaimed).
   if redis.call('XACK', KEYS[1], group, eid) == 1 then
     settled = settled + 1
@@ -105,6 +109,7 @@ for i = 10, #ARGV do
           redis.call('HSET', jk, 's', 'failed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'q', a,
             'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer)
           redis.call('HDEL', jk, 'x')
+          if failure.suspect then redis.call('HSET', jk, 'sx', '1') else redis.call('HDEL', jk, 'sx') end
           redis.call('ZADD', KEYS[2], a, id)
           n_retried = n_retried + 1
           publish('job.retrying', id, name, {attempt = failure.attempt, due = tonumber(a) / 1000,
