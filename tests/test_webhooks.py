@@ -376,3 +376,65 @@ async def test_ssrf_loopback_and_metadata_are_refused_without_the_flag(
         [row] = await _logs(db_engine, rec.id)
         assert (row.outcome, row.status_code) == ("failed", None) and row.error == letters[rec.id].error
     assert await _active(db_engine, loopback) and await _active(db_engine, metadata)
+
+
+async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
+    database_url: str,
+    redis_url: str,
+    redis_client: Any,
+    db_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 429 with Retry-After (delta-seconds, or an HTTP date) is retried after that long, not the
+    queue's backoff (10 ms here); a Retry-After beyond the queue's backoff max is capped at it."""
+    from email.utils import formatdate
+
+    arrivals: dict[str, list[float]] = {}
+    answers: dict[str, list[str | None]] = {"/secs": ["1"], "/date": ["date:2"], "/long": ["3600"]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen = arrivals.setdefault(self.path, [])
+            seen.append(time.monotonic())
+            todo = answers[self.path]
+            header = todo.pop(0) if todo else None
+            if header is not None and header.startswith("date:"):
+                header = formatdate(time.time() + int(header[5:]), usegmt=True)
+            self.send_response(429 if header is not None else 200)
+            if header is not None:
+                self.send_header("retry-after", header)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+    get_settings.cache_clear()
+    settings = fast_settings(
+        redis_url, queues={WQ: {"retry": {"attempts": 3, "initial_s": 0.01, "max_s": 4.0, "jitter": 0}}}
+    )
+    try:
+        with http_server(Handler) as base:
+            ids = {path: await _endpoint(db_engine, base + path) for path in answers}
+            p = Producer(redis_client, settings)
+            async with running(redis_client, settings, handlers, WQ):
+                job_ids = {
+                    path: await p.enqueue(
+                        WQ, "deliver-webhook", {"endpoint_id": eid, "event": "e", "data": {}}
+                    )
+                    for path, eid in ids.items()
+                }
+                records = {path: await _settled(redis_client, job_id) for path, job_id in job_ids.items()}
+    finally:
+        get_settings.cache_clear()
+        await dispose_engines()
+    for path, rec in records.items():
+        assert rec.state is JobState.COMPLETED and rec.attempts == 2, (path, rec)
+    gaps = {path: seen[1] - seen[0] for path, seen in arrivals.items()}
+    assert 0.9 <= gaps["/secs"] < 2.5, gaps  # Retry-After: 1 (the backoff alone would be 10 ms)
+    assert 0.9 <= gaps["/date"] < 3.5, gaps  # an HTTP date ~2 s ahead (whole seconds)
+    assert 3.9 <= gaps["/long"] < 6.0, gaps  # 3600 s asked, capped at the queue's max_s = 4
+    rows = await _logs(db_engine, records["/secs"].id)
+    assert [(r.outcome, r.status_code) for r in rows] == [("retrying", 429), ("delivered", 200)]

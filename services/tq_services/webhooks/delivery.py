@@ -17,6 +17,8 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import httpx
 from tq.settings import Settings
@@ -31,6 +33,24 @@ class Answer:
     status_code: int
     body: str
     response_ms: float
+    retry_after: str | None = None  # the raw Retry-After header, if any
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks to wait: delta-seconds or an HTTP date (RFC 9110 10.2.3).
+    None when absent or unreadable; a date in the past is 0."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def is_public(ip: Address) -> bool:
@@ -82,6 +102,7 @@ async def post(settings: Settings, url: str, body: bytes, headers: dict[str, str
                     if len(kept) >= limit:
                         break
             status = r.status_code
+            retry_after = r.headers.get("retry-after")
     except (TimeoutError, httpx.TimeoutException) as exc:
         elapsed = (time.perf_counter() - started) * 1000
         raise DeliveryDeferred(
@@ -90,4 +111,4 @@ async def post(settings: Settings, url: str, body: bytes, headers: dict[str, str
     except (httpx.HTTPError, OSError) as exc:
         raise DeliveryDeferred(f"webhook receiver unreachable: {type(exc).__name__}: {exc}"[:1000]) from None
     elapsed = (time.perf_counter() - started) * 1000
-    return Answer(status, bytes(kept[:limit]).decode("utf-8", "replace"), round(elapsed, 3))
+    return Answer(status, bytes(kept[:limit]).decode("utf-8", "replace"), round(elapsed, 3), retry_after)

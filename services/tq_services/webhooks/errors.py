@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tq.errors import NonRetryableError, TqError
+from tq.errors import NonRetryableError, RetryLater
 
 
 class EndpointUnavailable(NonRetryableError):
@@ -18,5 +18,6 @@ class DeliveryRejected(NonRetryableError):
     """The receiver answered a permanent failure (4xx but 408/429, a redirect): not retried."""
 
 
-class DeliveryDeferred(TqError):
-    """A temporary failure (408, 429, 5xx, timeout, connection error): retried with backoff."""
+class DeliveryDeferred(RetryLater):
+    """A temporary failure (408, 429, 5xx, timeout, connection error): retried with backoff, or
+    after the receiver's Retry-After (``retry_after`` seconds) when a 429 or 503 sends one."""

@@ -9,7 +9,8 @@ else the job id: the same on every retry), ``X-Tq-Event``, ``X-Tq-Timestamp`` an
 
 2xx is delivered. 410 deactivates the endpoint and dead-letters; any other 4xx but 408/429, and
 a redirect (never followed), dead-letter at once; 408, 429, 5xx, timeouts and connection errors
-retry with the queue's backoff. A missing or inactive endpoint and an unsafe URL (SSRF) dead-letter.
+retry with the queue's backoff, or after the Retry-After (seconds or an HTTP date) of a 429 or 503,
+capped at the queue's backoff max. A missing or inactive endpoint and an unsafe URL (SSRF) dead-letter.
 Every attempt on an existing endpoint writes a WebhookDeliveryLog row, committed before the
 handler returns or raises.
 """
@@ -29,7 +30,7 @@ from tq.payloads import DeliverWebhook
 from tq.settings import get_settings
 
 from tq_services.store import sessions
-from tq_services.webhooks.delivery import Answer, check_url, post
+from tq_services.webhooks.delivery import Answer, check_url, post, retry_after_s
 from tq_services.webhooks.errors import DeliveryDeferred, DeliveryRejected, EndpointUnavailable
 from tq_services.webhooks.signing import sign
 
@@ -47,7 +48,9 @@ def _verdict(answer: Answer) -> Exception | None:
     if answer.status_code == 410:
         return DeliveryRejected(f"{text} (Gone): endpoint deactivated")
     if answer.status_code in (408, 429) or answer.status_code >= 500:
-        return DeliveryDeferred(text)
+        # 429 and 503 may say when to come back; the engine caps it at the queue's backoff max
+        wait = retry_after_s(answer.retry_after) if answer.status_code in (429, 503) else None
+        return DeliveryDeferred(text, retry_after=wait)
     return DeliveryRejected(text)
 
 
