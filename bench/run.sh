@@ -7,7 +7,10 @@
 #
 # Env: REPS (3), N (20000 jobs per throughput / single run), LAT_N (2000), RATE (200 jobs/s),
 #      PEERS_BENCH_DIR (<repo>/../shared/peers-bench), BENCH_OUT (bench/results/<UTC stamp>),
-#      PEERBENCH_WORK (/tmp/peerbench: where BullMQ's node_modules are installed), PYTHON.
+#      PEERBENCH_WORK (/tmp/peerbench: where BullMQ's node_modules are installed), PYTHON,
+#      ANALYTICS_EVENTS (1000000 raw events for the analytics roll-up, run once; 0 skips it),
+#      SCALE (1: the scale runs of bench/scale_bench.py, once; 0 skips them), SCALE_N (100000),
+#      BACKLOG_N (1000000 waiting jobs).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +20,10 @@ REPS=${REPS:-3}
 N=${N:-20000}
 LAT_N=${LAT_N:-2000}
 RATE=${RATE:-200}
+ANALYTICS_EVENTS=${ANALYTICS_EVENTS:-1000000}
+SCALE=${SCALE:-1}
+SCALE_N=${SCALE_N:-100000}
+BACKLOG_N=${BACKLOG_N:-1000000}
 WORK=${PEERBENCH_WORK:-/tmp/peerbench}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
@@ -174,7 +181,32 @@ for REP in $(seq "$REPS"); do
   run "tq single async" "$PY" "$TQ" single --n "$N" --variant async
 done
 
+# ---- scale (bench/scale_bench.py), once: worker processes, cluster masters, latency at higher
+# rates, the memory of a family process, a 1-million-job backlog
+if [ "$SCALE" = 1 ]; then
+  SB="$HERE/scale_bench.py"
+  for procs in 1 2 4; do
+    REP=1 run "tq scale procs=$procs" "$PY" "$SB" processes --procs "$procs" --n "$SCALE_N"
+  done
+  for masters in 1 3; do
+    REP=1 run "tq scale cluster masters=$masters" "$PY" "$SB" cluster --masters "$masters" --procs 2 --n "$SCALE_N"
+  done
+  for rate in 2000 10000; do
+    REP=1 run "tq lat sync @$rate/s" "$PY" "$TQ" latency --n $((rate * 5)) --rate "$rate" --concurrency 50 --variant sync
+  done
+  REP=1 run "tq scale memory" "$PY" "$SB" memory --n "$SCALE_N"
+  REP=1 run "tq scale backlog" "$PY" "$SB" backlog --n "$BACKLOG_N"
+fi
+
+# ---- analytics roll-up of one day of raw events (bench/analytics_bench.py), once: SQLite, PostgreSQL
+if [ "$ANALYTICS_EVENTS" -gt 0 ]; then
+  for backend in sqlite postgresql; do
+    REP=1 run "tq analytics $backend" "$PY" "$HERE/analytics_bench.py" --backend "$backend" --events "$ANALYTICS_EVENTS"
+  done
+fi
+
 "$PY" "$HERE/summarize.py" "$RES" | tee "$RESULTS/summary.md"
+"$PY" "$HERE/analytics_bench.py" --summary "$RES" | tee -a "$RESULTS/summary.md"
 if [ "$BULLMQ" = 0 ]; then
   printf '\nNOTE: BullMQ was not run (%s); tq ran alone.\n' "$BULLMQ_NOTE" | tee -a "$RESULTS/summary.md"
 fi

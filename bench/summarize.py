@@ -145,6 +145,35 @@ def main(path: str) -> None:
             )
         p("")
 
+    # ---- scale runs (bench/scale_bench.py) --------------------------------------------------------
+    scale = [r for r in rows if r.get("bench") == "scale"]
+    drains = [r for r in scale if r.get("mode") in ("processes", "cluster")]
+    if drains:
+        p("### tq scale-out (jobs paused while enqueued; resume -> last completion)\n")
+        p("| run | worker processes | Redis | queues | N | process jobs/s | vs 1 process |")
+        p("|---|---|---|---|---|---|---|")
+        one = next((r["process_rate"] for r in drains if r["mode"] == "processes" and r["procs"] == 1), None)
+        for r in sorted(drains, key=lambda r: (r["mode"] != "processes", r.get("masters", 0), r["procs"])):
+            where = "one server" if r["mode"] == "processes" else f"cluster, {r['masters']} master(s)"
+            rel = f"{r['process_rate'] / one:.2f}x" if one and r["mode"] == "processes" else "-"
+            rate = f(r["process_rate"])
+            p(f"| {r['mode']} | {r['procs']} | {where} | {r['queues']} | {r['n']} | {rate} | {rel} |")
+        p("")
+    for r in scale:
+        if r.get("mode") == "memory":
+            p(
+                f"Family process (`tq serve`, metrics on) RSS: idle {r['idle_rss_mib']} MiB, "
+                f"peak while draining {r['n']:,} jobs {r['busy_peak_rss_mib']} MiB.\n"
+            )
+        elif r.get("mode") == "backlog":
+            per_job, kept = r["redis_bytes_per_waiting_job"], r["redis_bytes_per_completed_job_after_drain"]
+            p(
+                f"Backlog of {r['n']:,} waiting jobs: {per_job:,.0f} bytes of Redis memory per waiting job "
+                f"(enqueued at {f(r['enqueue_rate'])} jobs/s); drained by {r['procs']} worker processes in "
+                f"{r['drain_s']} s ({f(r['drain_rate'])} jobs/s); {kept:,.0f} bytes per job remain after "
+                "(retained records, counters, audit stream).\n"
+            )
+
     # ---- tq single enqueues --------------------------------------------------------------------------
     single: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
