@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -30,7 +32,8 @@ from tq import keys
 from tq.handlers import HandlerRegistry
 from tq.producer import Producer
 from tq_operator import main as operator_main
-from tq_operator.crd import CRD_PATH, PLURAL, REPO_ROOT
+from tq_operator import rbac
+from tq_operator.crd import CRD_PATH, PEERING_CRD_PATH, PEERING_PATH, PLURAL, REPO_ROOT
 from tq_operator.spec import GROUP, KIND, VERSION
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,7 +42,8 @@ Q = "email:send"
 NS = "tq"
 NO_HANDLER_JOB = "process-email-queue"  # a real job of the queue that these tests never give a handler
 BASE = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
-KOPF_ARGS = ["run", "--all-namespaces", "--standalone", "--verbose", "-m", operator_main.__name__]
+# No --standalone: the startup handler joins the chart's ClusterKopfPeering (leader election).
+KOPF_ARGS = ["run", "--all-namespaces", "--verbose", "-m", operator_main.__name__]
 
 
 @dataclass
@@ -60,6 +64,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
             warnings.simplefilter("ignore", DeprecationWarning)
             emulator.resources.load_bundled()
         emulator.load_crd(REPO_ROOT / CRD_PATH)
+        emulator.load_crd(REPO_ROOT / PEERING_CRD_PATH)
         async with emulator, kmock.Server(emulator) as server:
             state.update(emulator=emulator, url=str(server.url).rstrip("/"), stop=asyncio.Event())
             state["loop"] = asyncio.get_running_loop()
@@ -69,6 +74,17 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
     thread.start()
     assert ready.wait(10), "the emulated API server did not start"
+    # The chart's peering object, as `helm install` would create it.
+    peering = yaml.safe_load((REPO_ROOT / PEERING_PATH).read_text())
+    group_version = peering["apiVersion"]
+    post = urllib.request.Request(
+        f"{state['url']}/apis/{group_version}/clusterkopfpeerings",
+        data=json.dumps(peering).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(post, timeout=5) as response:
+        assert response.status < 300
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -85,6 +101,15 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     finally:
         state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(10)
+    # Least privilege, in every operator test: the operator asked only what its ClusterRole grants.
+    denied = sorted(
+        {
+            (c.verb, c.group, c.resource)
+            for c in state["emulator"].requests
+            if c.agent.startswith("kopf/") and c.resource and not rbac.allowed(c.verb, c.group, c.resource)
+        }
+    )
+    assert not denied, f"requests outside tq_operator.rbac: {denied}"
 
 
 @pytest.fixture

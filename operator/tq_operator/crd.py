@@ -1,10 +1,11 @@
-"""Generates the QueueConfig CRD and one example resource per product queue.
+"""Generates the QueueConfig CRD, kopf's ClusterKopfPeering CRD and the operator's peering object,
+and one example resource per product queue.
 
 Both derive from ``tq_operator.spec`` (the schema) and ``tq.registry`` (the queue enum, the
 examples' values), so neither is edited by hand: ``make crd`` regenerates them and the tests fail
 when the checked-in files are stale.
 
-    python -m tq_operator.crd              # write charts/tq/crds/queueconfig.yaml
+    python -m tq_operator.crd              # write the CRDs and the peering object under charts/tq/
     python -m tq_operator.crd --examples   # ... and examples/queueconfig-*.yaml
     python -m tq_operator.crd --check      # exit 1 when a checked-in file differs
 """
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 from tq.registry import PRODUCT_QUEUE_NAMES, QueueSpec, get_queue
+from tq.settings import Settings
 
 from tq_operator.spec import GROUP, KIND, VERSION, QueueConfigSpec, QueueConfigStatus, format_duration
 
@@ -32,6 +34,13 @@ EXAMPLE_NAMESPACE = "tq"
 # Paths relative to the repository root (operator/tq_operator/crd.py -> two levels up).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = Path("charts/tq/crds/queueconfig.yaml")
+PEERING_CRD_PATH = Path("charts/tq/crds/clusterkopfpeering.yaml")
+PEERING_PATH = Path("charts/tq/files/operator-peering.yaml")
+# kopf's peering resource (kopf.dev, cluster-wide: the operator watches every namespace).
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
+PEERING_PLURAL = "clusterkopfpeerings"
+DEFAULT_PEERING = str(Settings.model_fields["operator_peering"].default)
 EXAMPLES_DIR = Path("examples")
 
 _HEADER = (
@@ -168,8 +177,56 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 
 def render_crd() -> str:
-    body = yaml.safe_dump(build_crd(), sort_keys=False, default_flow_style=False, width=1000)
-    return _HEADER + "---\n" + body
+    return _render(build_crd())
+
+
+def _render(obj: dict[str, Any]) -> str:
+    return _HEADER + "---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def build_peering_crd() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering: each operator replica keeps its priority and keep-alive in status."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PEERING_PLURAL}.{PEERING_GROUP}"},
+        "spec": {
+            "group": PEERING_GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": "ClusterKopfPeering",
+                "plural": PEERING_PLURAL,
+                "singular": "clusterkopfpeering",
+            },
+            "versions": [
+                {
+                    "name": PEERING_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_peering(name: str) -> dict[str, Any]:
+    """The peering object the operator replicas elect their leader in (``TQ_OPERATOR_PEERING``)."""
+    return {
+        "apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}",
+        "kind": "ClusterKopfPeering",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/part-of": "tq", "app.kubernetes.io/component": "operator"},
+        },
+    }
 
 
 def example_name(queue: str) -> str:
@@ -218,7 +275,12 @@ def render_example(q: QueueSpec) -> str:
 
 def generated_files(examples: bool) -> dict[Path, str]:
     """Relative path -> the content it must have."""
-    files = {CRD_PATH: render_crd()}
+    files = {
+        CRD_PATH: render_crd(),
+        PEERING_CRD_PATH: _render(build_peering_crd()),
+        # The default name (not this process's environment): the chart sets TQ_OPERATOR_PEERING to it.
+        PEERING_PATH: _render(build_peering(DEFAULT_PEERING)),
+    }
     if examples:
         files.update({example_path(name): render_example(get_queue(name)) for name in PRODUCT_QUEUE_NAMES})
     return files

@@ -3,8 +3,9 @@
 One function (``_reconcile``) does the work for create/update/resume and for the refresh timer:
 validate the spec, refuse it when an older QueueConfig owns the queue, write the runtime config to
 Redis when it differs, handle the replay/purge annotations (not from the timer), then derive
-status (observedGeneration, conditions Ready/Paused/Applied[/Conflict], depth, consumers) and patch
-only the keys that changed. Deleting the owner of a queue resets the queue to registry defaults.
+status (observedGeneration, conditions Ready/Paused/Applied[/Conflict][/Scaled], depth, consumers) and
+patch only the keys that changed; with spec.replicas it also scales the family's Deployment
+(``tq_operator.scaling``). Deleting the owner of a queue resets the queue to registry defaults.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tq import dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES
 from tq.settings import get_settings
 
+from tq_operator import kube, scaling
 from tq_operator.crd import PLURAL
 from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_runtime_config
 
@@ -206,6 +208,8 @@ async def _reconcile(
     patch: kopf.Patch,
     memo: Any,
     by_queue: kopf.Index[str, Owner] | None,
+    by_family: kopf.Index[str, scaling.FamilyMember] | None,
+    settings: kopf.OperatorSettings,
     logger: Any,
     actions: bool,
 ) -> None:
@@ -268,6 +272,29 @@ async def _reconcile(
         flush()
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
 
+    if parsed.replicas is None:
+        conditions = [c for c in conditions if c.get("type") != "Scaled"]
+    else:
+        namespace = str(meta.get("namespace") or "")
+        uid = str(meta.get("uid") or "")
+        members = list(by_family.get(scaling.family_key(namespace, queue), [])) if by_family else []
+        # The index may lag this very change: count this QueueConfig as it is now.
+        members = [m for m in members if m.uid != uid]
+        members.append(scaling.FamilyMember(uid=uid, queue=queue, replicas=parsed.replicas))
+        owners = {m.queue: (o.uid if (o := _owner_of(by_queue, m.queue)) else m.uid) for m in members}
+        owners[queue] = uid  # checked above: this QueueConfig owns its queue
+        desired = scaling.desired_replicas(members, owners)
+        assert desired is not None  # this QueueConfig sets replicas
+        try:
+            result = await scaling.scale_family(
+                settings=settings, logger=logger, body=body, namespace=namespace, queue=queue, desired=desired
+            )
+        except kube.APIError as exc:
+            cond("Scaled", "False", "ScaleFailed", f"cannot scale: {exc}")
+            flush()
+            raise kopf.TemporaryError(f"scaling failed: {exc}", delay=REDIS_RETRY_S) from exc
+        cond("Scaled", result.status, result.reason, result.message)
+
     was_paused = _condition(conditions, "Paused").get("status")
     if cfg.paused:
         cond("Paused", "True", "PausedBySpec", f"consumers of {queue} take no new jobs")
@@ -311,6 +338,11 @@ def by_queue(spec: kopf.Spec, meta: kopf.Meta, namespace: str | None, name: str 
     }
 
 
+@kopf.index(*RESOURCE)
+def by_family(spec: kopf.Spec, meta: kopf.Meta, namespace: str | None, **_: Any) -> Any:
+    return scaling.index_entry(spec, meta, namespace)
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
@@ -322,7 +354,9 @@ async def reconcile(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
-    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    settings: kopf.OperatorSettings | None = None,  # kopf passes it; only timeouts are read from it
+    by_queue: kopf.Index[str, Owner] | None = None,  # the indices above; kopf passes them by name
+    by_family: kopf.Index[str, scaling.FamilyMember] | None = None,
     **_: Any,
 ) -> None:
     await _reconcile(
@@ -333,6 +367,8 @@ async def reconcile(
         patch=patch,
         memo=memo,
         by_queue=by_queue,
+        by_family=by_family,
+        settings=settings or kopf.OperatorSettings(),
         logger=logger,
         actions=True,
     )
@@ -347,10 +383,13 @@ async def refresh(
     patch: kopf.Patch,
     memo: Any,
     logger: kopf.Logger,
-    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    settings: kopf.OperatorSettings | None = None,  # kopf passes it; only timeouts are read from it
+    by_queue: kopf.Index[str, Owner] | None = None,  # the indices above; kopf passes them by name
+    by_family: kopf.Index[str, scaling.FamilyMember] | None = None,
     **_: Any,
 ) -> None:
-    """Depth, consumers and Applied; also rewrites the config if Redis lost it or a conflict ended."""
+    """Depth, consumers and Applied; rewrites the config if Redis lost it or a conflict ended, and
+    re-applies the family's replicas when another QueueConfig of the family changed them."""
     await _reconcile(
         body=body,
         spec=spec,
@@ -359,6 +398,8 @@ async def refresh(
         patch=patch,
         memo=memo,
         by_queue=by_queue,
+        by_family=by_family,
+        settings=settings or kopf.OperatorSettings(),
         logger=logger,
         actions=False,
     )

@@ -252,7 +252,7 @@ def to_runtime_config(
 class Condition(_CamelModel):
     """A condition in the Kubernetes shape (metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="Ready, Paused, Applied or Conflict")
+    type: str = Field(max_length=316, description="Ready, Paused, Applied, Conflict or Scaled")
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(
         max_length=1024,
