@@ -1,0 +1,168 @@
+"""The admin service: ``create_app(settings)`` builds the FastAPI app, ``serve`` runs it under
+uvicorn (``tq serve admin``).
+
+The lifespan opens one Redis client, one database engine (for AuditLog rows) and the realtime hub.
+Every answer carries a request id (``X-Request-ID``: the caller's when it is a plain token, else a
+new one) and security headers; CORS is closed unless ``TQ_ADMIN_CORS_ORIGINS`` lists origins. The
+OpenAPI document is at ``/openapi.json``; the interactive docs pages are off (they load scripts from
+a CDN, which the content security policy forbids). The owner's web page is at ``/`` (``page``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tq.connection import async_client
+from tq.db import make_engine
+from tq.settings import Settings, get_settings
+
+from tq_services.admin import errors, page, realtime, routes
+from tq_services.admin.auth import signing_key
+from tq_services.admin.ratelimit import SlidingWindow
+from tq_services.admin.state import AdminState, admin_state
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Strict-Transport-Security": "max-age=31536000",
+}
+
+
+class RequestContext:
+    """Pure ASGI (so streams are not buffered): a request id in ``request.state`` and the answer's
+    headers, and the security headers on every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = rid
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    signing_key(settings)  # no key, or a short one: refuse to start rather than accept nothing
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = async_client(settings)
+        engine = make_engine(settings.database_url)
+        hub = realtime.Hub(client, settings.admin_sse_buffer, settings.admin_client_queue)
+        app.state.admin = AdminState(
+            settings=settings,
+            redis=client,
+            engine=engine,
+            limiter=SlidingWindow(client, settings.admin_rate_limit, settings.admin_rate_window_s),
+            hub=hub,
+        )
+        listener = asyncio.create_task(hub.run(), name="tq-admin-events")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await engine.dispose()
+            await client.aclose()
+
+    app = FastAPI(
+        title="tq admin",
+        summary="The owner's API: queues, jobs, dead letters, live events",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(realtime.router)
+    app.include_router(page.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"alive": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        state = admin_state(request)
+        try:
+            await asyncio.wait_for(state.redis.ping(), 1.0)
+        except Exception as exc:
+            return JSONResponse({"ready": False, "reason": f"redis unreachable: {exc}"}, 503)
+        if not state.hub.subscribed.is_set():
+            return JSONResponse({"ready": False, "reason": "not subscribed to tq:events"}, 503)
+        return JSONResponse({"ready": True})
+
+    if settings.admin_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.admin_cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContext)
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without re-raising SIGTERM/SIGINT after a clean shutdown (which would end the
+    process with 143 instead of 0); a second SIGINT still forces the exit."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def serve(host: str = "0.0.0.0", port: int = 8000, settings: Settings | None = None) -> None:
+    """Run the admin service under uvicorn until SIGTERM/SIGINT."""
+    settings = settings or get_settings()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="info",
+        access_log=False,
+        loop="uvloop" if settings.uvloop else "asyncio",
+        timeout_graceful_shutdown=5,
+    )
+    _Server(config).run()

@@ -1,0 +1,117 @@
+"""Bearer tokens of the admin API: signed JWTs (HMAC, ``TQ_ADMIN_JWT_*``) with issuer, audience,
+expiry, subject and a ``role`` claim.
+
+``owner`` may call anything; ``viewer`` may call the read endpoints when ``TQ_ADMIN_VIEWER_ENABLED``.
+No token, a bad signature, an expired token, a wrong issuer or audience: 401. A valid token whose
+role may not do the call: 403. ``tq token create`` mints tokens with ``mint_token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+
+import jwt
+from tq.settings import Settings
+
+from tq_services.admin.errors import ApiError
+
+MIN_KEY_BYTES = 32  # RFC 7518 3.2: an HMAC key at least as long as the hash output
+_BEARER = {"WWW-Authenticate": 'Bearer realm="tq-admin"'}
+
+
+class Role(str, Enum):
+    OWNER = "owner"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject and role, and a stable id of the token (rate limits)."""
+
+    subject: str
+    role: Role
+    token_id: str
+
+
+def signing_key(settings: Settings) -> str:
+    if settings.admin_jwt_key is None:
+        raise ValueError("TQ_ADMIN_JWT_KEY is not set: the admin API has no key to sign or verify tokens")
+    key = settings.admin_jwt_key.get_secret_value()
+    if len(key.encode()) < MIN_KEY_BYTES:
+        raise ValueError(f"TQ_ADMIN_JWT_KEY must be at least {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def mint_token(settings: Settings, *, subject: str, role: Role | str, ttl_s: float) -> str:
+    """A signed token for ``subject`` with ``role``, valid for ``ttl_s`` seconds."""
+    if ttl_s <= 0:
+        raise ValueError("the token's lifetime must be positive")
+    now = int(time.time())
+    claims = {
+        "iss": settings.admin_jwt_issuer,
+        "aud": settings.admin_jwt_audience,
+        "sub": subject,
+        "role": Role(role).value,
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(ttl_s),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, signing_key(settings), algorithm=settings.admin_jwt_algorithm)
+
+
+def authenticate(settings: Settings, token: str | None) -> Principal:
+    """The caller a bearer token names, or ApiError 401 (a 403 is the route's decision)."""
+    if not token:
+        raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)", headers=_BEARER)
+    try:
+        claims = jwt.decode(
+            token,
+            signing_key(settings),
+            algorithms=[settings.admin_jwt_algorithm],
+            audience=settings.admin_jwt_audience,
+            issuer=settings.admin_jwt_issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "role"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "the token has expired", headers=_BEARER) from None
+    except jwt.InvalidAudienceError:
+        raise ApiError(401, "the token is for another audience", headers=_BEARER) from None
+    except jwt.InvalidIssuerError:
+        raise ApiError(401, "the token is from another issuer", headers=_BEARER) from None
+    except jwt.InvalidSignatureError:
+        raise ApiError(401, "the token's signature does not verify", headers=_BEARER) from None
+    except jwt.InvalidTokenError as exc:
+        raise ApiError(401, f"invalid token: {exc}", headers=_BEARER) from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise ApiError(401, "invalid token: no subject", headers=_BEARER)
+    try:
+        role = Role(claims.get("role"))
+    except ValueError:
+        raise ApiError(403, f"role {claims.get('role')!r} may not use the admin API") from None
+    jti = claims.get("jti")
+    token_id = jti if isinstance(jti, str) and jti else hashlib.sha256(token.encode()).hexdigest()[:32]
+    return Principal(subject=subject[:200], role=role, token_id=token_id[:64])
+
+
+def authorize(settings: Settings, principal: Principal, *, write: bool) -> None:
+    """403 unless ``principal`` may make this call: owners anything, viewers reads when enabled."""
+    if principal.role is Role.OWNER:
+        return
+    if write:
+        raise ApiError(403, "only the owner role may change anything")
+    if not settings.admin_viewer_enabled:
+        raise ApiError(403, "the viewer role is not enabled (TQ_ADMIN_VIEWER_ENABLED)")
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None

@@ -1,0 +1,29 @@
+"""What every request of the admin service shares, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+from tq.settings import Settings
+
+from tq_services.admin.ratelimit import SlidingWindow
+
+if TYPE_CHECKING:
+    from tq_services.admin.realtime import Hub
+
+
+@dataclass
+class AdminState:
+    settings: Settings
+    redis: Any
+    engine: AsyncEngine
+    limiter: SlidingWindow
+    hub: Hub
+
+
+def admin_state(conn: HTTPConnection) -> AdminState:
+    state: AdminState = conn.app.state.admin
+    return state
