@@ -27,8 +27,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
+# every wheel of /wheels (tq and its pinned dependencies), from the builder only: no index
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels tq \
+    pip install --no-index /wheels/*.whl \
  && useradd --uid 10001 --user-group --create-home --home-dir /home/tq --shell /usr/sbin/nologin tq \
  && install -d -o 10001 -g 10001 /app
 
