@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from faststream import FastStream
-from faststream.redis import RedisBroker, RedisClusterBroker
+from faststream.redis import RedisBroker, RedisClusterBroker, RedisSentinelBroker
 
 from tq import keys
 from tq.handlers import HandlerRegistry
@@ -42,12 +42,19 @@ class WorkerApp:
             load_handlers(families)
         self.handlers = handlers
         self.observer = observer  # metrics: see tq.observe
-        # TQ_REDIS_CLUSTER: the URL names a cluster node; plain RedisBroker fails there (MOVED)
-        self.broker = (
-            RedisClusterBroker(self.settings.redis_url)
-            if self.settings.redis_cluster
-            else RedisBroker(self.settings.redis_url)
-        )
+        # TQ_REDIS_CLUSTER: the URL names a cluster node; plain RedisBroker fails there (MOVED).
+        # TQ_REDIS_SENTINELS: the master is found (and followed) through the Sentinels.
+        self.broker: RedisBroker | RedisClusterBroker | RedisSentinelBroker
+        if self.settings.sentinel_nodes:
+            self.broker = RedisSentinelBroker(
+                self.settings.redis_url,
+                sentinels=self.settings.sentinel_nodes,
+                sentinel_master_name=self.settings.redis_sentinel_master,
+            )
+        elif self.settings.redis_cluster:
+            self.broker = RedisClusterBroker(self.settings.redis_url)
+        else:
+            self.broker = RedisBroker(self.settings.redis_url)
         self.app = FastStream(self.broker)
         self.worker: Worker | None = None
         self._audit_stop = asyncio.Event()

@@ -70,6 +70,22 @@ class Settings(BaseSettings):
         False,
         description="redis_url names a node of a Redis Cluster: cluster clients and RedisClusterBroker",
     )
+    redis_sentinels: str = Field(
+        "",
+        description="comma-separated host:port of Redis Sentinels: the master named redis_sentinel_master "
+        "is found through them and followed across failovers (redis_url then gives only db and credentials)",
+    )
+    redis_sentinel_master: str = "mymaster"
+
+    @property
+    def sentinel_nodes(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs; empty: no Sentinel."""
+        nodes = []
+        for item in filter(None, (part.strip() for part in self.redis_sentinels.split(","))):
+            host, _, port = item.rpartition(":")
+            nodes.append((host or item, int(port) if port.isdigit() else 26379))
+        return nodes
+
     database_url: str = "sqlite+aiosqlite:///tq.db"
 
     queues: dict[str, QueueOverride] = Field(
