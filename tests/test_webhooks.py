@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import httpx
 import pytest
 import tq_services.webhooks.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import select
@@ -32,7 +33,7 @@ from tq.producer import Producer
 from tq.settings import Settings, get_settings
 from tq_services import load_handlers
 from tq_services.store import dispose_engines
-from tq_services.webhooks.delivery import check_url, is_public
+from tq_services.webhooks.delivery import check_url, is_public, pinned, post
 from tq_services.webhooks.errors import DeliveryDeferred, UnsafeUrl
 from tq_services.webhooks.signing import sign, verify_signature
 
@@ -438,3 +439,18 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
     assert 3.9 <= gaps["/long"] < 6.0, gaps  # 3600 s asked, capped at the queue's max_s = 4
     rows = await _logs(db_engine, records["/secs"].id)
     assert [(r.outcome, r.status_code) for r in rows] == [("retrying", 429), ("delivered", 200)]
+
+
+async def test_the_post_goes_to_the_checked_address_not_a_new_lookup(receiver: Receiver) -> None:
+    """DNS rebinding: the name is not resolved again at connect time. The URL names a host that
+    does not resolve at all; pinned to the checked address the POST still arrives, Host intact."""
+    port = httpx.URL(receiver.url).port
+    assert await check_url("http://93.184.216.34/x", allow_private=False) == "93.184.216.34"
+    url = f"http://hooks.rebind.invalid:{port}/hook"
+    answer = await post(get_settings(), url, b"{}", {"content-type": "application/json"}, "127.0.0.1")
+    assert answer.status_code == 200
+    [seen] = receiver.requests
+    assert seen.path == "/hook" and seen.headers["host"] == f"hooks.rebind.invalid:{port}"
+    target, headers, extensions = pinned("https://user:pw@hooks.example.com/h?q=1", "2606:4700::1111", {})
+    assert target == "https://user:pw@[2606:4700::1111]/h?q=1"
+    assert headers["Host"] == "hooks.example.com" and extensions == {"sni_hostname": "hooks.example.com"}

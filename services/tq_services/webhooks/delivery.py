@@ -3,7 +3,9 @@
 ``check_url`` refuses anything but http(s) and, unless ``webhook_allow_private_networks`` is on,
 a host resolving to any address that is not globally routable: loopback, private (RFC 1918, ULA),
 link-local (cloud metadata at 169.254.169.254), shared (CGNAT), multicast, reserved, unspecified,
-also when mapped into IPv6. Every address a name resolves to must pass.
+also when mapped into IPv6. Every address a name resolves to must pass, and it returns the
+address checked: ``post`` connects to that very address (Host header and TLS name unchanged), so a
+name that resolves differently a moment later (DNS rebinding) cannot steer the POST elsewhere.
 
 ``post`` sends the body without following redirects, within ``webhook_timeout_s`` in all, and
 keeps at most ``webhook_max_response_bytes`` of the answer (the rest is never read).
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 from tq.settings import Settings
@@ -59,8 +62,9 @@ def is_public(ip: Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, allow_private: bool) -> None:
-    """Raise ``UnsafeUrl`` unless ``url`` may be delivered to (see the module's docstring)."""
+async def check_url(url: str, allow_private: bool) -> str | None:
+    """Raise ``UnsafeUrl`` unless ``url`` may be delivered to (see the module's docstring); return
+    the checked address to connect to, or None when private networks are allowed (no pinning)."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -68,7 +72,7 @@ async def check_url(url: str, allow_private: bool) -> None:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise UnsafeUrl(f"webhook URL must be http(s) with a host: {url!r}")
     if allow_private:
-        return
+        return None
     host = parsed.host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -77,6 +81,7 @@ async def check_url(url: str, allow_private: bool) -> None:
         raise DeliveryDeferred(f"cannot resolve {host}: {exc}") from None
     if not infos:
         raise DeliveryDeferred(f"cannot resolve {host}: no addresses")
+    checked: list[Address] = []
     for *_, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if not is_public(ip):
@@ -84,16 +89,36 @@ async def check_url(url: str, allow_private: bool) -> None:
                 f"SSRF: webhook URL host {host} resolves to the non-public address {ip} "
                 "(TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS is off)"
             )
+        checked.append(ip)
+    return str(checked[0])
 
 
-async def post(settings: Settings, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+def pinned(url: str, address: str, headers: dict[str, str]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``url`` aimed at ``address``: (URL with the address as host, headers with the original Host,
+    request extensions naming the original host for TLS SNI and certificate checks)."""
+    parsed = httpx.URL(url)
+    host_header = parsed.netloc.decode("ascii")
+    if "@" in host_header:
+        host_header = host_header.rsplit("@", 1)[1]
+    target = str(parsed.copy_with(host=address))
+    extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+    return target, {**headers, "Host": host_header}, extensions
+
+
+async def post(
+    settings: Settings, url: str, body: bytes, headers: dict[str, str], address: str | None = None
+) -> Answer:
+    """POST ``body``; with ``address`` (from ``check_url``) the connection goes to that address."""
     limit = settings.webhook_max_response_bytes
     started = time.perf_counter()
+    extensions: dict[str, Any] = {}
+    if address is not None:
+        url, headers, extensions = pinned(url, address, headers)
     try:
         async with (
             asyncio.timeout(settings.webhook_timeout_s),
             httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False) as client,
-            client.stream("POST", url, content=body, headers=headers) as r,
+            client.stream("POST", url, content=body, headers=headers, extensions=extensions) as r,
         ):
             kept = bytearray()
             if limit:

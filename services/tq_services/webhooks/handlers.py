@@ -99,8 +99,8 @@ async def deliver_webhook(ctx: JobContext, payload: DeliverWebhook) -> dict[str,
                 "X-Tq-Timestamp": timestamp,
                 "X-Tq-Signature": sign(secret, timestamp, body),
             }
-            await check_url(url, settings.webhook_allow_private_networks)
-            answer = await post(settings, url, body, headers)
+            address = await check_url(url, settings.webhook_allow_private_networks)
+            answer = await post(settings, url, body, headers, address)
             problem = _verdict(answer)
             if problem is not None:
                 raise problem
