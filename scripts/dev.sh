@@ -7,6 +7,8 @@
 #                      one already answers there. Set: use that Redis as it is.
 #   TQ_DATABASE_URL    default: SQLite file .dev/tq.db
 #   TQ_DEV_REDIS_PORT  port of the private redis-server (default 6390)
+#   TQ_DEV_ADMIN_PORT  port of the admin API and web page (default 8080; skipped when taken)
+#   TQ_ADMIN_JWT_KEY   default: a random key kept in .dev/admin-jwt.key; an owner token is printed
 #
 # Arguments are passed to `tq worker` (e.g. `scripts/dev.sh --family ai`).
 # Ctrl-C or SIGTERM stops the worker gracefully, then shuts down the redis-server this script
@@ -122,6 +124,34 @@ say "migrating the database"
 tq migrate
 tq seed
 
+# ---- Admin API and web page -----------------------------------------------------------------
+ADMIN_PORT="${TQ_DEV_ADMIN_PORT:-8080}"
+admin_pid=""
+admin_line="  Admin     not started: port $ADMIN_PORT is taken (set TQ_DEV_ADMIN_PORT)"
+stop_admin() {
+    [ -n "$admin_pid" ] || return 0
+    kill -TERM "$admin_pid" 2>/dev/null || true
+    wait "$admin_pid" 2>/dev/null || true
+    admin_pid=""
+}
+trap 'stop_admin; stop_redis' EXIT
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT") 2>/dev/null; then
+    if [ -z "${TQ_ADMIN_JWT_KEY:-}" ]; then
+        [ -s "$DEV_DIR/admin-jwt.key" ] ||
+            (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(48))' >"$DEV_DIR/admin-jwt.key")
+        TQ_ADMIN_JWT_KEY="$(cat "$DEV_DIR/admin-jwt.key")"
+        export TQ_ADMIN_JWT_KEY
+    fi
+    OWNER_TOKEN="$(tq token create --role owner --ttl 12h --subject dev)"
+    set -m
+    tq serve admin --host 127.0.0.1 --port "$ADMIN_PORT" >"$DEV_DIR/admin.log" 2>&1 &
+    admin_pid=$!
+    set +m
+    admin_line="  Admin     http://127.0.0.1:$ADMIN_PORT/  (log: .dev/admin.log)
+  Token     $OWNER_TOKEN
+            (an owner token for 12 h: paste it into the page, or tq --api http://127.0.0.1:$ADMIN_PORT --token ...)"
+fi
+
 # ---- Where to look -------------------------------------------------------------------------
 if [ -n "$REDIS_PORT" ]; then
     stop_hint="Ctrl-C here (or kill -TERM $$) stops the workers, then the redis-server on port $REDIS_PORT."
@@ -135,6 +165,7 @@ cat <<EOF
   Redis     $TQ_REDIS_URL
   Database  $TQ_DATABASE_URL
   Logs      .dev/redis.log (Redis); the workers log here
+$admin_line
 
   In another terminal, point the CLI at the same places:
     export TQ_REDIS_URL='$TQ_REDIS_URL'
@@ -170,5 +201,6 @@ if [ "$signals" -gt 0 ] && { [ "$rc" -eq 0 ] || [ "$rc" -eq 130 ] || [ "$rc" -eq
 else
     say "tq worker exited with status $rc"
 fi
+stop_admin
 stop_redis
 exit "$rc"
