@@ -10,7 +10,7 @@
 #      PEERBENCH_WORK (/tmp/peerbench: where BullMQ's node_modules are installed), PYTHON,
 #      ANALYTICS_EVENTS (1000000 raw events for the analytics roll-up, run once; 0 skips it),
 #      SCALE (1: the scale runs of bench/scale_bench.py, once; 0 skips them), SCALE_N (100000),
-#      BACKLOG_N (1000000 waiting jobs).
+#      BACKLOG_N (1000000 waiting jobs), OBSERVE_N (150000: the runs that price metrics + stats).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,6 +22,7 @@ LAT_N=${LAT_N:-2000}
 RATE=${RATE:-200}
 ANALYTICS_EVENTS=${ANALYTICS_EVENTS:-1000000}
 SCALE=${SCALE:-1}
+OBSERVE_N=${OBSERVE_N:-150000}
 SCALE_N=${SCALE_N:-100000}
 BACKLOG_N=${BACKLOG_N:-1000000}
 WORK=${PEERBENCH_WORK:-/tmp/peerbench}
@@ -168,8 +169,10 @@ for REP in $(seq "$REPS"); do
     PEERBENCH_REP=$REP "$PY" "$PEERS_BENCH_DIR/redis_baseline.py" 2>>"$LOG" | add_rep || true
   fi
   run "tq tp c=50" "$PY" "$TQ" throughput --n "$N" --concurrency 50 --chunk 1000
-  run "tq tp c=50 metrics+stats" "$PY" "$TQ" throughput --n "$N" --concurrency 50 --chunk 1000 \
-    --variant metrics+stats
+  # metrics + stats cost: a pair of longer runs (several seconds each), without and with them
+  run "tq tp c=50 long" "$PY" "$TQ" throughput --n "$OBSERVE_N" --concurrency 50 --chunk 1000 --variant long
+  run "tq tp c=50 long+metrics+stats" "$PY" "$TQ" throughput --n "$OBSERVE_N" --concurrency 50 --chunk 1000 \
+    --variant long+metrics+stats
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq tp c=50" node "$BJS" throughput --n "$N" --concurrency 50 --chunk 1000
   fi

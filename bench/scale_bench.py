@@ -201,8 +201,10 @@ def processes(args: argparse.Namespace) -> None:
 
 
 # ---- throughput over cluster masters ---------------------------------------------------------------
-def start_cluster(masters: int, workdir: str) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    procs, ports = [], []
+def start_cluster(masters: int, workdir: str, procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """A cluster of ``masters`` nodes (no replicas); its processes are appended to ``procs`` as they
+    start, so the caller stops them whatever happens here."""
+    ports = []
     for _ in range(masters):
         while True:
             port = free_port()
@@ -244,33 +246,24 @@ def start_cluster(masters: int, workdir: str) -> tuple[list[subprocess.Popen[byt
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-    subprocess.run(
-        [
-            "redis-cli",
-            "--cluster",
-            "create",
-            *(f"127.0.0.1:{p}" for p in ports),
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    if masters == 1:  # redis-cli --cluster create wants three masters: one node takes every slot itself
+        redis.Redis(port=ports[0]).execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+    else:
+        create = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        subprocess.run([*create, "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True)
     deadline = time.monotonic() + 30
     while not all(redis.Redis(port=p).cluster("info").get("cluster_state") == "ok" for p in ports):
         if time.monotonic() > deadline:
             raise RuntimeError("cluster did not become ok")
         time.sleep(0.1)
-    return procs, ports
+    return ports
 
 
 def cluster(args: argparse.Namespace) -> None:
     workdir = tempfile.mkdtemp(prefix="tq-scale-cluster-")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs, ports = start_cluster(args.masters, workdir)
+        ports = start_cluster(args.masters, workdir, procs)
         url = f"redis://127.0.0.1:{ports[0]}/0"
         names = queue_names(args.queues)
         register(names)
