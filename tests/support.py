@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tq.envelope import JobState
 from tq.handlers import HandlerRegistry
+from tq.jobs import JobRecord, get_job
 from tq.registry import get_queue
 from tq.settings import Settings
 from tq.worker import Worker
@@ -53,6 +55,16 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def settled_job(client: Any, queue: str, job_id: str, timeout: float = 20.0) -> JobRecord:
+    """Wait until the job is completed or dead-lettered; its record."""
+
+    async def done() -> bool:
+        return (await get_job(client, queue, job_id)).state in (JobState.COMPLETED, JobState.DEAD)
+
+    await wait_for(done, timeout=timeout, what=f"job {job_id} on {queue} settled")
+    return await get_job(client, queue, job_id)
 
 
 @asynccontextmanager

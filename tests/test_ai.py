@@ -21,7 +21,7 @@ import tq_services.ai.handlers  # noqa: F401  (registers the handlers)
 from llm_server import LlmServer, Step, fail, llm_server, reply, reply_json
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, tiny_retry, wait_for
+from support import fast_settings, running, settled_job, tiny_retry
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -117,12 +117,7 @@ async def _rows(engine: AsyncEngine, model: Any, *where: Any) -> list[Any]:
 
 
 async def _settled(client: Any, queue: str, job_id: str) -> jobs.JobRecord:
-    async def done() -> bool:
-        rec = await jobs.get_job(client, queue, job_id)
-        return rec.state in (JobState.COMPLETED, JobState.DEAD)
-
-    await wait_for(done, timeout=20, what=f"job {job_id} settled")
-    return await jobs.get_job(client, queue, job_id)
+    return await settled_job(client, queue, job_id)
 
 
 async def _run_job(

@@ -20,7 +20,7 @@ import pytest
 import tq_services.analytics.handlers  # noqa: F401  (registers the handlers)
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, tiny_retry, wait_for
+from support import fast_settings, running, settled_job, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -88,13 +88,7 @@ async def _run(client: Any, settings: Settings, queue: str, job: str, data: dict
     """Enqueue one job, let a worker consume it, return its settled record."""
     async with running(client, settings, handlers, queue):
         job_id = await Producer(client, settings).enqueue(queue, job, data)
-
-        async def settled() -> bool:
-            rec = await jobs.get_job(client, queue, job_id)
-            return rec.state in (JobState.COMPLETED, JobState.DEAD)
-
-        await wait_for(settled, timeout=30, what=f"{job} {job_id} settled")
-    return await jobs.get_job(client, queue, job_id)
+        return await settled_job(client, queue, job_id, timeout=30)
 
 
 async def _ok(client: Any, settings: Settings, queue: str, job: str, data: dict[str, Any]) -> Any:

@@ -27,7 +27,7 @@ from conftest import free_port
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, http_server, running, tiny_retry, wait_for
+from support import fast_settings, http_server, running, settled_job, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -148,12 +148,7 @@ async def env(
 
 
 async def _settled(client: Any, queue: str, job_id: str) -> jobs.JobRecord:
-    async def done() -> bool:
-        rec = await jobs.get_job(client, queue, job_id)
-        return rec.state in (JobState.COMPLETED, JobState.DEAD)
-
-    await wait_for(done, timeout=20, what=f"job {job_id} settled")
-    return await jobs.get_job(client, queue, job_id)
+    return await settled_job(client, queue, job_id)
 
 
 async def _rows(engine: AsyncEngine, model: Any) -> list[Any]:

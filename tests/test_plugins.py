@@ -23,7 +23,7 @@ import pytest
 import wasmtime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, http_server, running, tiny_retry, wait_for
+from support import fast_settings, http_server, running, settled_job, tiny_retry
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -105,11 +105,7 @@ async def _article(db: AsyncEngine, title: str) -> int:
 
 
 async def _settled(client: Any, job_id: str, timeout: float = 20) -> jobs.JobRecord:
-    async def done() -> bool:
-        return (await jobs.get_job(client, PQ, job_id)).state in (JobState.COMPLETED, JobState.DEAD)
-
-    await wait_for(done, timeout=timeout, what=f"job {job_id} settled")
-    return await jobs.get_job(client, PQ, job_id)
+    return await settled_job(client, PQ, job_id, timeout)
 
 
 async def _logs(db: AsyncEngine, job_id: str) -> list[PluginExecutionLog]:

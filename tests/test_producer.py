@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from support import fast_settings
 from tq import keys, producer
 from tq.errors import InvalidPayload, PayloadTooLarge, UnknownJob, UnknownQueue
@@ -119,6 +120,20 @@ async def test_enqueue_many_is_all_or_nothing_on_validation(redis_client: Any, r
     assert await redis_client.xlen(keys.stream("email:send")) == 2500
     assert await redis_client.zcard(keys.delayed("email:send")) == 1
     assert int(await redis_client.hget(keys.counters("email:send"), "enqueued")) == 2501
+
+
+async def test_enqueue_many_holds_a_bounded_number_of_connections(redis_url: str) -> None:
+    """Many chunks never take more pooled connections than CHUNKS_IN_FLIGHT (a pool of that size
+    would otherwise run out: MaxConnectionsError)."""
+    client = redis.asyncio.Redis.from_url(redis_url, max_connections=producer.CHUNKS_IN_FLIGHT)
+    try:
+        p = Producer(client, fast_settings(redis_url))
+        results = await p.enqueue_many("email:send", [("send-email", EMAIL)] * 600, chunk=10)
+        assert len(results) == 600 and await client.xlen(keys.stream("email:send")) == 600
+        entries = await client.xrange(keys.stream("email:send"))
+        assert {r.id for r in results} == {json.loads(fields[b"j"])["id"] for _, fields in entries}
+    finally:
+        await client.aclose()
 
 
 async def test_events_published_for_enqueue(redis_client: Any, redis_url: str) -> None:

@@ -23,7 +23,7 @@ import pytest
 import tq_services.webhooks.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, http_server, running, tiny_retry, wait_for
+from support import fast_settings, http_server, running, settled_job, tiny_retry
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -121,12 +121,7 @@ async def _endpoint(engine: AsyncEngine, url: str, **kw: Any) -> int:
 
 
 async def _settled(client: Any, job_id: str) -> jobs.JobRecord:
-    async def done() -> bool:
-        rec = await jobs.get_job(client, WQ, job_id)
-        return rec.state in (JobState.COMPLETED, JobState.DEAD)
-
-    await wait_for(done, timeout=20, what=f"job {job_id} settled")
-    return await jobs.get_job(client, WQ, job_id)
+    return await settled_job(client, WQ, job_id)
 
 
 async def _logs(engine: AsyncEngine, job_id: str) -> list[WebhookDeliveryLog]:

@@ -29,7 +29,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, http_server, tiny_retry, wait_for
+from support import fast_settings, http_server, settled_job, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -162,11 +162,7 @@ async def _definition(db: AsyncEngine, steps: list[dict[str, Any]], **kw: Any) -
 
 
 async def _settled(client: Any, job_id: str, queue: str = WQ, timeout: float = 20) -> jobs.JobRecord:
-    async def done() -> bool:
-        return (await jobs.get_job(client, queue, job_id)).state in (JobState.COMPLETED, JobState.DEAD)
-
-    await wait_for(done, timeout=timeout, what=f"job {job_id} settled")
-    return await jobs.get_job(client, queue, job_id)
+    return await settled_job(client, queue, job_id, timeout)
 
 
 async def _instances(db: AsyncEngine, workflow_id: int) -> list[WorkflowInstance]:

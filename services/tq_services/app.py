@@ -186,6 +186,20 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
+def uvicorn_config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """How every tq HTTP service runs under uvicorn (families and admin alike)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="info",
+        access_log=False,
+        loop="uvloop" if settings.uvloop else "asyncio",
+        timeout_graceful_shutdown=5,
+    )
+
+
 def serve(
     family: str,
     host: str = "0.0.0.0",
@@ -196,16 +210,6 @@ def serve(
     """Run one family under uvicorn until SIGTERM/SIGINT; returns after a graceful shutdown."""
     settings = settings or get_settings()
     service = FamilyService(family, settings, handlers)
-    config = uvicorn.Config(
-        service.asgi,
-        host=host,
-        port=port,
-        lifespan="on",
-        log_level="info",
-        access_log=False,
-        loop="uvloop" if settings.uvloop else "asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config, service)
+    server = _Server(uvicorn_config(service.asgi, host, port, settings), service)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,8 @@ from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 
 Delay = float | int | timedelta | None
+CHUNKS_IN_FLIGHT = 4  # bulk chunks sent ahead of their replies: overlaps encoding and round trips,
+# and holds at most this many pooled connections however large the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +231,19 @@ class Producer:
         one script call per ``chunk`` jobs, each sent while the next chunk is encoded."""
         prepared = self._enc.prepare_all(queue, jobs)
         ks = self._enc.keys(queue)
-        calls = []
-        for start in range(0, len(prepared), chunk):
-            args = self._enc.chunk_args(queue, prepared[start : start + chunk])
-            calls.append(asyncio.ensure_future(self._scripts.enqueue(keys=ks, args=args)))
-            await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
-        replies = await asyncio.gather(*calls)
+        sent: deque[asyncio.Future[Any]] = deque()  # at most CHUNKS_IN_FLIGHT, each on a pooled connection
+        replies = []
+        try:
+            for start in range(0, len(prepared), chunk):
+                if len(sent) >= CHUNKS_IN_FLIGHT:
+                    replies.append(await sent.popleft())
+                args = self._enc.chunk_args(queue, prepared[start : start + chunk])
+                sent.append(asyncio.ensure_future(self._scripts.enqueue(keys=ks, args=args)))
+                await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
+            while sent:
+                replies.append(await sent.popleft())
+        finally:  # a failed chunk: the ones already sent still finish (their replies are not lost)
+            await asyncio.gather(*sent, return_exceptions=True)
         return [r for reply in replies for r in self._enc.results(reply)]
 
 

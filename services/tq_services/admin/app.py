@@ -33,6 +33,7 @@ from tq_services.admin import errors, page, realtime, routes
 from tq_services.admin.auth import signing_key
 from tq_services.admin.ratelimit import SlidingWindow
 from tq_services.admin.state import AdminState, admin_state
+from tq_services.app import uvicorn_config
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {
@@ -155,14 +156,4 @@ class _Server(uvicorn.Server):
 def serve(host: str = "0.0.0.0", port: int = 8000, settings: Settings | None = None) -> None:
     """Run the admin service under uvicorn until SIGTERM/SIGINT."""
     settings = settings or get_settings()
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        lifespan="on",
-        log_level="info",
-        access_log=False,
-        loop="uvloop" if settings.uvloop else "asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    _Server(config).run()
+    _Server(uvicorn_config(create_app(settings), host, port, settings)).run()
