@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from tq import generated
 from tq.registry import PRODUCT_QUEUE_NAMES, QueueSpec, get_queue
 from tq.settings import Settings
 
@@ -287,31 +287,22 @@ def generated_files(examples: bool) -> dict[Path, str]:
 
 
 def stale_files(root: Path, examples: bool) -> list[Path]:
-    return [
-        path
-        for path, text in generated_files(examples).items()
-        if not (root / path).is_file() or (root / path).read_text() != text
-    ]
+    return generated.stale_files(root, generated_files(examples))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tq_operator.crd", description=__doc__.split("\n")[0])
-    parser.add_argument("--examples", action="store_true", help="also the examples/ resources")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file is stale")
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root (default: this one)")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = stale_files(args.root, args.examples)
-        for path in stale:
-            print(f"stale: {path} (run `make crd`)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in generated_files(args.examples).items():
-        target = args.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_file() or target.read_text() != text:
-            target.write_text(text)
-            print(f"wrote {path}")
-    return 0
+    def examples_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--examples", action="store_true", help="also the examples/ resources")
+
+    return generated.main(
+        "python -m tq_operator.crd",
+        __doc__.split("\n")[0],
+        REPO_ROOT,
+        "crd",
+        lambda args: generated_files(args.examples),
+        argv,
+        examples_option,
+    )
 
 
 if __name__ == "__main__":

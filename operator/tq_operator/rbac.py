@@ -10,13 +10,12 @@ the operator tests is granted here, and that the checked-in YAML is current.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tq import generated
 
 from tq_operator.crd import PEERING_GROUP, PEERING_PLURAL, PLURAL, REPO_ROOT
 from tq_operator.kube import KEDA_SCALED_OBJECTS
@@ -86,22 +85,14 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tq_operator.rbac", description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the file is stale")
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root (default: this one)")
-    args = parser.parse_args(argv)
-    target = args.root / RBAC_PATH
-    current = target.read_text() if target.is_file() else None
-    if args.check:
-        if current != render():
-            print(f"stale: {RBAC_PATH} (run `make rbac`)", file=sys.stderr)
-            return 1
-        return 0
-    if current != render():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render())
-        print(f"wrote {RBAC_PATH}")
-    return 0
+    return generated.main(
+        "python -m tq_operator.rbac",
+        __doc__.split("\n")[0],
+        REPO_ROOT,
+        "rbac",
+        lambda _: {RBAC_PATH: render()},
+        argv,
+    )
 
 
 if __name__ == "__main__":

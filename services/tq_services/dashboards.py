@@ -15,14 +15,13 @@ histograms are per process (``sum``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tq import generated
 from tq.registry import PRODUCT_QUEUE_NAMES, QueueSpec, all_queues
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -425,32 +424,18 @@ def generated_files() -> dict[Path, str]:
 
 
 def stale_files(root: Path) -> list[Path]:
-    out = []
-    for rel, content in generated_files().items():
-        path = root / rel
-        if not path.exists() or path.read_text() != content:
-            out.append(rel)
-    return out
+    return generated.stale_files(root, generated_files())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tq_services.dashboards", description=__doc__.split("\n")[0]
+    return generated.main(
+        "python -m tq_services.dashboards",
+        __doc__.split("\n")[0],
+        REPO_ROOT,
+        "dashboards",
+        lambda _: generated_files(),
+        argv,
     )
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file is stale")
-    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root (default: this one)")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = stale_files(args.root)
-        for path in stale:
-            print(f"stale: {path} (run `make dashboards`)", file=sys.stderr)
-        return 1 if stale else 0
-    for rel, content in generated_files().items():
-        path = args.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        print(f"wrote {rel}")
-    return 0
 
 
 if __name__ == "__main__":
