@@ -99,3 +99,8 @@ def audit(queue: str) -> str:
 def analytics_dashboard(dashboard: str) -> str:
     """STRING (JSON, expiring): a dashboard payload precomputed by snapshot-dashboard."""
     return "tq:analytics:dashboard:" + dashboard
+
+
+def admin_rate_limit(token_id: str) -> str:
+    """ZSET (expiring): one admin API token's requests in its sliding window (``tq_services.admin``)."""
+    return f"tq:admin:ratelimit:{token_id}"

@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import Any
 
+from tq import keys
+
 _SLIDE = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -28,10 +30,6 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
-def key(token_id: str) -> str:
-    return f"tq:admin:ratelimit:{token_id}"
-
-
 class SlidingWindow:
     """``limit`` requests per ``window_s`` per token."""
 
@@ -44,7 +42,8 @@ class SlidingWindow:
         """Count one request; 0 when allowed, else the seconds until one is allowed again."""
         now_ms = int((now if now is not None else time.time()) * 1000)
         wait_ms = await self._script(
-            keys=[key(token_id)], args=[now_ms, self.window_ms, self.limit, f"{now_ms}-{uuid.uuid4().hex}"]
+            keys=[keys.admin_rate_limit(token_id)],
+            args=[now_ms, self.window_ms, self.limit, f"{now_ms}-{uuid.uuid4().hex}"],
         )
         return int(wait_ms) / 1000
 
