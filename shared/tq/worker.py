@@ -410,10 +410,8 @@ class QueueRunner:
 
     async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
         raw = fields.get(b"j", b"")
-        if (
-            len(raw) > self.w.settings.max_payload_bytes + _ENVELOPE_ROOM
-        ):  # forged: the producer refuses these
-            limit = self.w.settings.max_payload_bytes
+        limit = self.w.settings.max_payload_bytes
+        if len(raw) > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
             return _unreadable(
                 eid, raw, started, f"entry of {len(raw)} bytes; payloads are limited to {limit}"
             )
