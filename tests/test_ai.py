@@ -21,7 +21,7 @@ import tq_services.ai.handlers  # noqa: F401  (registers the handlers)
 from llm_server import LlmServer, Step, fail, llm_server, reply, reply_json
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, settled_job, tiny_retry
+from support import fast_settings, running, settled_job, tiny_retry, wait_for
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -38,13 +38,15 @@ from tq.models import (
     Translation,
 )
 from tq.producer import Producer
-from tq.registry import families
+from tq.registry import families, get_queue
 from tq.settings import Settings, get_settings
+from tq.worker import Worker
 from tq_services import load_handlers
 from tq_services import seed as seed_families
 from tq_services.ai.answers import SeoAnswer, parse_answer
 from tq_services.ai.checks import analyze, keyword_density
 from tq_services.ai.errors import MalformedAnswer
+from tq_services.ai.handlers import INTERRUPTED
 from tq_services.store import dispose_engines
 
 CQ, SQ, RQ = "ai:content", "ai:seo", "ai:review"
@@ -631,3 +633,24 @@ async def test_a_local_server_without_key_json_mode_or_price(
     assert "response_format" not in llm.requests[1].body
     runs = await _rows(db_engine, AiRun, AiRun.article_id == article_id)
     assert [(r.model, r.cost is None) for r in runs] == [("llama3.2", True), (MODEL, False)]
+
+
+async def test_a_run_cut_short_by_shutdown_is_recorded_and_its_job_left_for_reclaim(
+    env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer
+) -> None:
+    article_id = await _article(db_engine)
+    llm.script(reply("too late", delay_s=0.5))
+    worker = Worker(redis_client, [get_queue(CQ)], handlers, env)
+    await worker.start()
+    job_id = await Producer(redis_client, env).enqueue(CQ, "generate-summary", {"article_id": article_id})
+
+    async def calling() -> bool:
+        return [r.status for r in await _rows(db_engine, AiRun, AiRun.job_id == job_id)] == ["running"]
+
+    await wait_for(calling, what="the model call to start")
+    await worker.stop(grace_s=0.05)  # the grace ends mid-call: the handler is cancelled
+    [run] = await _rows(db_engine, AiRun, AiRun.job_id == job_id)
+    assert (run.status, run.error) == ("retrying", INTERRUPTED)
+    assert run.finished_at is not None and run.duration_ms is not None
+    assert (await redis_client.xpending(keys.stream(CQ), keys.GROUP))["pending"] == 1  # for reclaim
+    assert not await _rows(db_engine, AiDraft, AiDraft.article_id == article_id)

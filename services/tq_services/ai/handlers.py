@@ -23,6 +23,7 @@ What each job stores (nothing overwrites an article's body):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -57,7 +58,7 @@ from tq.payloads import (
     SuggestKeywords,
     Translate,
 )
-from tq.settings import get_settings
+from tq.settings import Settings, get_settings
 
 from tq_services.ai.answers import (
     KeywordsAnswer,
@@ -79,6 +80,7 @@ CONTENT_QUEUE = "ai:content"
 SEO_QUEUE = "ai:seo"
 REVIEW_QUEUE = "ai:review"
 ERROR_MAX = 2000
+INTERRUPTED = "Interrupted: the worker stopped during the call; the job runs again"
 SUMMARY_SLACK = 1.25  # a summary may run this much over max_words before it counts as malformed
 APPROVE_FROM, NEEDS_CHANGES_FROM = 70.0, 40.0
 MODEL_CHECKS = frozenset({"originality", "seo", "ai_probability"})  # the rest are computed locally
@@ -194,6 +196,9 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
                 session.add(
                     AiEventLog(run_id=run_id, job_id=ctx.job_id, event="done", model=completion.model)
                 )
+        except asyncio.CancelledError:  # the worker stopped mid-call (grace over): the job runs again
+            await asyncio.shield(_interrupted(settings, run_id, time.perf_counter() - started))
+            raise
         except Exception as exc:
             final = isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
             reason = str(exc)[:ERROR_MAX]
@@ -234,6 +239,21 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             raise
     await ctx.publish(EventType.AI_TASK, stage="done", article_id=article_id, **usage)
     return {"run_id": run_id, **usage, **result}
+
+
+async def _interrupted(settings: Settings, run_id: int, elapsed_s: float) -> None:
+    """Record a run cut short by a shutdown: its job stays pending and is run again after reclaim."""
+    async with sessions(settings.database_url)() as session, session.begin():
+        await session.execute(
+            update(AiRun)
+            .where(AiRun.id == run_id, AiRun.status == "running")
+            .values(
+                status="retrying",
+                error=INTERRUPTED,
+                finished_at=utcnow(),
+                duration_ms=round(elapsed_s * 1000, 3),
+            )
+        )
 
 
 def _draft(article: Article, run_id: int, ctx: JobContext, kind: str, content: str, **kw: Any) -> AiDraft:
