@@ -25,7 +25,7 @@ import tq_services.media.handlers  # noqa: F401  (registers the handler)
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, wait_for
+from support import fast_settings, running, settled_job
 from tq import dlq, jobs
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -105,15 +105,8 @@ async def _run(client: Any, settings: Settings, *payloads: dict[str, Any]) -> li
     p = Producer(client, settings)
     ids = [await p.enqueue(MQ, "optimize-image", payload) for payload in payloads]
 
-    async def settled() -> bool:
-        for job_id in ids:
-            if (await jobs.get_job(client, MQ, job_id)).state not in (JobState.COMPLETED, JobState.DEAD):
-                return False
-        return True
-
     async with running(client, settings, handlers, MQ):
-        await wait_for(settled, timeout=60, what="optimize-image jobs settled")
-    return [await jobs.get_job(client, MQ, job_id) for job_id in ids]
+        return [await settled_job(client, MQ, job_id, timeout=60) for job_id in ids]
 
 
 async def _row(engine: AsyncEngine, file_id: int) -> tuple[File, list[FileVariant]]:

@@ -20,7 +20,7 @@ import pytest
 import tq_services.search.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, running, wait_for
+from support import fast_settings, running, settled_job
 from tq import dlq, jobs
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
@@ -55,15 +55,8 @@ async def _run(client: Any, settings: Settings, *payloads: dict[str, Any]) -> li
     p = Producer(client, settings)
     ids = [await p.enqueue(SQ, "index-article", payload) for payload in payloads]
 
-    async def settled() -> bool:
-        for job_id in ids:
-            if (await jobs.get_job(client, SQ, job_id)).state not in (JobState.COMPLETED, JobState.DEAD):
-                return False
-        return True
-
     async with running(client, settings, handlers, SQ):
-        await wait_for(settled, timeout=20, what="index-article jobs settled")
-    return [await jobs.get_job(client, SQ, job_id) for job_id in ids]
+        return [await settled_job(client, SQ, job_id, timeout=20) for job_id in ids]
 
 
 async def _docs(engine: AsyncEngine, article_id: int) -> dict[str, SearchDocument]:
