@@ -1,5 +1,5 @@
 """An S3-compatible media store (AWS S3, MinIO, Ceph RGW, R2, ...) over httpx, signed with AWS
-Signature Version 4, path-style addressing: ``{media_s3_endpoint}/{bucket}/{key}``.
+Signature Version 4 by botocore's signer, path-style addressing: ``{media_s3_endpoint}/{bucket}/{key}``.
 
 A missing object is ``SourceMissing``; another 4xx (credentials, bucket, policy) dead-letters as
 ``StoreRefused``; 5xx, timeouts and connection errors raise ``StoreUnavailable`` and are retried.
@@ -8,12 +8,14 @@ A missing object is ``SourceMissing``; another 4xx (credentials, bucket, policy)
 from __future__ import annotations
 
 import hashlib
-import hmac
 import mimetypes
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from tq.errors import NonRetryableError, TqError
 
 from tq_services.media.errors import DecompressionBomb, SourceMissing
@@ -29,10 +31,6 @@ class StoreUnavailable(TqError):
     """The object store failed or could not be reached: retried with backoff."""
 
 
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
-
-
 def sign_v4(
     method: str,
     url: httpx.URL,
@@ -45,30 +43,16 @@ def sign_v4(
     service: str = "s3",
 ) -> str:
     """The ``Authorization`` header of a request whose ``headers`` (every one is signed; they
-    must include ``x-amz-date`` and ``x-amz-content-sha256``) go to ``url``."""
-    signed = {k.lower(): " ".join(v.strip().split()) for k, v in headers.items()}
-    signed["host"] = url.netloc.decode()
-    names = sorted(signed)
-    query = "&".join(
-        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(url.params.multi_items())
+    must include ``x-amz-date`` and ``x-amz-content-sha256``) go to ``url``: botocore's S3
+    Signature Version 4 (canonical request, scope, key derivation), the transport stays httpx."""
+    request = AWSRequest(method=method, url=str(url), headers=headers)
+    request.context["timestamp"] = amz_date  # what add_auth would take from the clock
+    signer = S3SigV4Auth(Credentials(access_key, secret_key), service, region)
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    signed = signer.signed_headers(signer.headers_to_sign(request))
+    return (
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, SignedHeaders={signed}, Signature={signature}"
     )
-    canonical = "\n".join(
-        [
-            method,
-            quote(url.path, safe="/-_.~"),
-            query,
-            "".join(f"{n}:{signed[n]}\n" for n in names),
-            ";".join(names),
-            signed["x-amz-content-sha256"],
-        ]
-    )
-    day = amz_date[:8]
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), service), "aws4_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    credential = f"{access_key}/{scope}"
-    return f"AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders={';'.join(names)}, Signature={signature}"
 
 
 class S3Store:
