@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from enum import Enum
 from typing import Any, Literal
@@ -118,3 +119,13 @@ class Event(BaseModel):
     name: str | None = None
     at: float = Field(default_factory=time.time, description="epoch seconds")
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def entry_job_id(fields: dict[bytes, bytes]) -> str | None:
+    """The job id of a stream entry's envelope without validating the rest, or None when the entry
+    is forged or corrupt (not JSON, no id, absurdly nested...)."""
+    try:
+        job_id = json.loads(fields.get(b"j", b""))["id"]
+    except (KeyError, ValueError, TypeError, RecursionError):
+        return None
+    return str(job_id)

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 from tq import keys
 from tq.config import read as read_config
 from tq.connection import text
-from tq.envelope import Event, EventType, JobState
+from tq.envelope import Event, EventType, JobState, entry_job_id
 from tq.errors import NotFound, TqError
 from tq.registry import get_queue
 from tq.scripts import Scripts
@@ -236,12 +236,7 @@ async def _stream_ids(
             start = delivered
         raw = await client.xrange(stream, min=f"({start}", max="+", count=count)
         entries = [(text(e), f) for e, f in raw]
-    ids = []
-    for _eid, f in entries:
-        try:
-            ids.append(json.loads(f[b"j"])["id"])
-        except (KeyError, ValueError, TypeError, RecursionError):  # forged entries are not jobs
-            continue
+    ids = [job_id for _eid, f in entries if (job_id := entry_job_id(f)) is not None]  # forged: not jobs
     next_pos = entries[-1][0] if len(entries) == count else None
     return ids, next_pos
 

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 from tq import config as runtime_config
 from tq import keys
 from tq.config import RuntimeConfig
-from tq.envelope import Envelope
+from tq.envelope import Envelope, entry_job_id
 from tq.errors import NoHandler, NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
 from tq.handlers import handlers as default_handlers
@@ -647,11 +647,7 @@ class QueueRunner:
         ops = []
         while self.local:
             eid, fields = self.local.popleft()
-            try:
-                job_id = str(json.loads(fields.get(b"j", b""))["id"])
-            except (ValueError, KeyError, TypeError, RecursionError):
-                job_id = ""
-            ops.append(_Op("q", eid, job_id, "", 0, 0.0, 0.0, "", ""))
+            ops.append(_Op("q", eid, entry_job_id(fields) or "", "", 0, 0.0, 0.0, "", ""))
         if ops:
             await self.flush(ops)
 
