@@ -70,7 +70,7 @@ SECRET_READER = wat(  # reads article 1 without declaring why: the permission se
 @pytest.fixture
 async def env(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Settings]:
     monkeypatch.setenv("TQ_PLUGIN_FUEL", str(10**12))  # the wall clock, not fuel, stops a loop by default
-    monkeypatch.setenv("TQ_PLUGIN_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("TQ_PLUGIN_TIMEOUT_S", "1.5")
     monkeypatch.setenv("TQ_PLUGIN_MAX_MEMORY_BYTES", str(MEMORY_LIMIT))
     monkeypatch.setenv("TQ_PLUGIN_MAX_MODULE_BYTES", "20000")
     monkeypatch.setenv("TQ_PLUGIN_DOWNLOAD_TIMEOUT_S", "2")
@@ -203,7 +203,7 @@ async def test_a_granted_plugin_reads_an_article_and_returns_output(
     ("case", "status", "message"),
     [
         ("trap", "trapped", "the plugin trapped (UNREACHABLE)"),
-        ("loop", "timed_out", "ran past its 0.5s wall-clock limit"),
+        ("loop", "timed_out", "ran past its 1.5s wall-clock limit"),
         ("memory", "out_of_memory", f"memory at the {MEMORY_LIMIT}-byte limit"),
         ("ungranted", "permission_denied", "called tq.article_read without the permission 'article.read'"),
         ("not-json", "invalid_output", "the output is not JSON"),
@@ -232,7 +232,7 @@ async def test_a_misbehaving_plugin_is_stopped_logged_and_dead_lettered(
     [row] = await _logs(db_engine, record.id)  # one run, logged with the reason
     assert row.status == status and row.output is None and message in (row.error_stack or "")
     if case == "loop":
-        assert 450 <= row.duration_ms < 3000  # stopped by the wall clock, not left spinning
+        assert 1450 <= row.duration_ms < 6000  # stopped by the wall clock, not left spinning
 
 
 async def test_fuel_stops_a_loop_before_the_clock(
