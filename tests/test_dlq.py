@@ -136,6 +136,9 @@ async def test_list_newest_first_with_cursor_paging(redis_client: Any, redis_url
     # a full last page still reports no next cursor
     exact = await dlq.list_dead(redis_client, Q, limit=5, cursor=seen[19])
     assert [d.dlq_id for d in exact.items] == seen[20:] and exact.next_cursor is None
+    for first in ("0-0", "0"):  # nothing is older than the smallest id: an empty page, not an error
+        empty = await dlq.list_dead(redis_client, Q, cursor=first)
+        assert empty.items == [] and empty.next_cursor is None
     with pytest.raises(ValueError):
         await dlq.list_dead(redis_client, Q, limit=0)
 

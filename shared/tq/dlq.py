@@ -86,6 +86,11 @@ def _bounds(since: float | None, until: float | None) -> tuple[str, str]:
     return lo, hi
 
 
+def _is_first_id(entry_id: str) -> bool:
+    ms, _, seq = entry_id.partition("-")
+    return ms.isdigit() and int(ms) == 0 and (not seq or (seq.isdigit() and int(seq) == 0))
+
+
 async def list_dead(
     client: Any,
     queue: str,
@@ -104,6 +109,8 @@ async def list_dead(
         raise ValueError("limit must be between 1 and 1000")
     lo, hi = _bounds(since, until)
     if cursor:
+        if _is_first_id(cursor):  # nothing is older (and Redis refuses "(0-0" as an end)
+            return Page([], None)
         hi = f"({cursor}"
     out: list[DeadLetter] = []
     scanned = 0
