@@ -70,6 +70,11 @@ def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
         return env.attempt
 
 
+def _entry_ms(eid: bytes) -> int:
+    """The time (ms) a stream entry was added, from its id."""
+    return int(eid.split(b"-", 1)[0])
+
+
 def _failure(error_type: str, message: str, stack: str = "", *, suspect: bool = False) -> str:
     failure: dict[str, Any] = {"type": error_type, "message": message[:2000], "stack": stack[-_STACK_LIMIT:]}
     if suspect:
@@ -564,15 +569,17 @@ class QueueRunner:
 
         Each counts as a failed attempt (``StalledJob``), so a job that keeps killing its consumer
         is dead-lettered after the attempt limit. Under crash watch (a consumer of this queue died
-        recently, ``keys.crash_watch``) job starts are recorded, and only entries that had started
-        are charged: fetched-but-unstarted ones go back to the stream free. A charged entry that
+        recently, ``keys.crash_watch``, whose value is when the watch began) job starts are
+        recorded, so an entry added to the stream after the watch began that has no start mark was
+        fetched but never started: it goes back to the stream free. Older entries were delivered
+        before their consumer recorded starts and are charged. A charged entry that
         had started is a suspect: the next consumer runs it alone, so a poison job stops taking
         innocent jobs down with it. Returns the number of entries charged.
         """
         min_idle = int(self.cfg.visibility_timeout_s * 1000)
         reclaimed = 0
         start = "0-0"
-        watched: bool | None = None
+        watch_since: int | None = None  # ms; 0: no watch before this round
         for _ in range(100):  # bounded per round
             reply = await self.w.client.xautoclaim(
                 self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
@@ -585,12 +592,9 @@ class QueueRunner:
             ]
             marks: list[Any] = []
             if claimed:
-                if watched is None:  # as it stood before this round: the round's entries share it
-                    watched = bool(await self.w.client.exists(keys.crash_watch(self.queue)))
+                if watch_since is None:
+                    watch_since = await self._watch()
                 marks = await self.w.client.hmget(keys.started(self.queue), [eid for eid, _ in claimed])
-                watch_ms = int(self.w.settings.crash_watch_s * 1000)
-                await self.w.client.set(keys.crash_watch(self.queue), self.w.consumer_id, px=watch_ms)
-                self.watch_until = time.time() + self.w.settings.crash_watch_s
             ops = []
             now = time.time()
             for (eid, fields), mark in zip(claimed, marks, strict=True):
@@ -601,7 +605,7 @@ class QueueRunner:
                     op.reclaimed = True
                     ops.append(op)
                     continue
-                if watched and mark is None:  # fetched but never started: no attempt to charge
+                if watch_since and _entry_ms(eid) > watch_since and mark is None:  # fetched, never started
                     ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
                     continue
                 attempt = _attempt(fields, env)
@@ -625,6 +629,20 @@ class QueueRunner:
             if start in (b"0-0", "0-0"):
                 break
         return reclaimed
+
+    async def _watch(self) -> int:
+        """Begin or renew the crash watch; when it began (ms), 0 when this call began it. A new
+        watch is signalled so every consumer of the queue records starts from now on."""
+        key, ttl_ms = keys.crash_watch(self.queue), int(self.w.settings.crash_watch_s * 1000)
+        now_ms = int(time.time() * 1000)
+        began = await self.w.client.set(key, now_ms, px=ttl_ms, nx=True)
+        self.watch_until = time.time() + self.w.settings.crash_watch_s
+        if began:
+            await self.w.client.publish(keys.CONTROL_CHANNEL, json.dumps({"queue": self.queue}))
+            return 0
+        since = await self.w.client.get(key)
+        await self.w.client.pexpire(key, ttl_ms)
+        return int(since) if since and since.isdigit() else 0
 
     async def touch_once(self) -> None:
         """Reset the idle time of entries this process holds, so no one reclaims live work."""
