@@ -56,7 +56,7 @@ test: $(STAMP) ## Run the whole test suite (starts its own redis-server)
 	$(BIN)/pytest -q $(ARGS)
 
 chart-test: $(STAMP) ## Check the Helm chart, the image and skaffold.yaml offline (also part of `make test`)
-	$(BIN)/pytest -q tests/test_chart.py tests/test_image.py tests/test_skaffold.py $(ARGS)
+	$(BIN)/pytest -q tests/chart $(ARGS)
 
 lint: $(STAMP) ## Check code style: ruff check + ruff format --check
 	$(BIN)/ruff check $(PY_PATHS)

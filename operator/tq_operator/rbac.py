@@ -1,7 +1,7 @@
 """The operator's least-privilege RBAC: the one list of what it may do, and the ClusterRole the chart uses.
 
 A ClusterRole, because the operator watches QueueConfigs in every namespace. Each rule names the
-code that needs it; tests/test_operator_rbac.py checks that every request the operator makes in
+code that needs it; tests/operator/test_operator_rbac.py checks that every request the operator makes in
 the operator tests is granted here, and that the checked-in YAML is current.
 
     python -m tq_operator.rbac           # write charts/tq/files/operator-rbac.yaml (`make rbac`)

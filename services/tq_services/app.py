@@ -37,9 +37,11 @@ from tq import keys
 from tq.app import WorkerApp
 from tq.connection import text
 from tq.handlers import HandlerRegistry
+from tq.handlers import handlers as default_handlers
 from tq.registry import families
 from tq.settings import Settings, get_settings
 
+from tq_services import load_handlers
 from tq_services.metrics import make_registry
 
 log = logging.getLogger("tq.service")
@@ -67,6 +69,9 @@ class FamilyService:
         self.specs = known[family]
         self.ready_timeout_s = ready_timeout_s
         self.registry, self.job_metrics, self.queue_collector = make_registry(self.specs, None)
+        if handlers is None:  # the process-wide registry, with this family's handlers loaded into it
+            load_handlers([family])
+            handlers = default_handlers
         self.worker_app = WorkerApp([family], self.settings, handlers, observer=self.job_metrics)
         self.asgi = AsgiFastStream.from_app(
             self.worker_app.app,

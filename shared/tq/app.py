@@ -16,7 +16,7 @@ from tq import keys
 from tq.handlers import HandlerRegistry
 from tq.observe import Observer
 from tq.registry import all_queues, queues_of
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq.stats import StatsLeader
 from tq.worker import Worker
 
@@ -24,22 +24,19 @@ log = logging.getLogger("tq.app")
 
 
 class WorkerApp:
-    """``WorkerApp(families).app`` is the FastStream app; ``.worker`` exists once started."""
+    """``WorkerApp(families, settings, handlers).app`` is the FastStream app; ``.worker`` exists once
+    started. The caller gives the handlers (the command line loads the families' into a registry)."""
 
     def __init__(
         self,
-        families: Sequence[str] = (),
-        settings: Settings | None = None,
-        handlers: HandlerRegistry | None = None,
+        families: Sequence[str],
+        settings: Settings,
+        handlers: HandlerRegistry,
         observer: Observer | None = None,
     ) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.specs = queues_of(families) if families else all_queues()
         self.family = ",".join(families) if families else "all"
-        if handlers is None:  # the process-wide registry: load the families' handlers into it
-            from tq_services import load_handlers
-
-            load_handlers(families)
         self.handlers = handlers
         self.observer = observer  # metrics: see tq.observe
         # TQ_REDIS_CLUSTER: the URL names a cluster node; plain RedisBroker fails there (MOVED).
@@ -100,14 +97,3 @@ class WorkerApp:
             if task is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(task, timeout=10)
-
-
-def run(families: Sequence[str] = (), settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
-    app = WorkerApp(families, settings).app
-    if settings.uvloop:
-        import uvloop
-
-        uvloop.run(app.run())
-    else:
-        asyncio.run(app.run())

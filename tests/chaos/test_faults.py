@@ -6,19 +6,18 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import chaos_worker
 import pytest
 import redis
-from chaos_support import HERE, Q, counter, drained, runs, settled, spawn, stop_all, wait_until
-from conftest import free_port, start_redis_server
-from support import fast_settings
+from support import chaos_worker as chaos_worker
+from support import fast_settings, helper_command, helper_env
+from support.chaos import Q, counter, drained, runs, settled, spawn, stop_all, wait_until
+from support.redis_server import free_port, start_redis_server
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
 from tq.registry import unregister_queue
@@ -162,10 +161,10 @@ def test_redis_killed_and_restarted_mid_run(chaos_queue: None, tmp_path: Path) -
         procs = [spawn(url, "r0"), spawn(url, "r1")]
         svc_port = free_port()
         svc = subprocess.Popen(
-            [sys.executable, str(HERE.parent / "app_service.py"), url, str(svc_port)],
+            helper_command("app_service", url, str(svc_port)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**__import__("os").environ, "PYTHONPATH": str(HERE.parent)},
+            env=helper_env(),
         )
         procs.append(svc)  # type: ignore[arg-type]
         wait_until(lambda: _readyz(svc_port)[0] == 200, 30, "the service to be ready")

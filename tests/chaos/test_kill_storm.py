@@ -15,11 +15,11 @@ import signal
 import subprocess
 import threading
 
-import chaos_worker
 import pytest
 import redis
-from chaos_support import Q, counter, drained, held_by, runs, settled, spawn, stop_all, wait_until
+from support import chaos_worker as chaos_worker
 from support import fast_settings
+from support.chaos import Q, counter, drained, held_by, runs, settled, spawn, stop_all, wait_until
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
 from tq.registry import unregister_queue

@@ -1,0 +1,566 @@
+"""The Helm chart ``charts/tq``, rendered offline with the Helm SDK (helm-python-sdk: Helm's Go SDK
+through ctypes, no helm binary) for every values file.
+
+What is checked: ``helm lint --strict``; every built-in object against the Kubernetes schema of
+the targeted version (kubernetes-validate); every QueueConfig and the peering object against
+their CRDs' schemas, and ServiceMonitor, PrometheusRule, ScaledObject and TriggerAuthentication
+against the vendored CRDs of prometheus-operator and KEDA (unknown fields refused); values.schema.json
+refusing typos and wrong types; the family map agreeing with the registry; the toggles
+(ServiceMonitor, KEDA, bundled databases); security contexts, probes and drain time; the
+rendered PrometheusRule passing ``promtool check rules``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from tq.registry import families
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "tq"
+VALUES_FILES = ("values.yaml", "values-dev.yaml", "values-staging.yaml", "values-prod.yaml")
+ENVS = ("default", "dev", "staging", "prod")
+# The Kubernetes version the chart targets (Chart.yaml kubeVersion allows it and later).
+KUBE_VERSION = "1.31.0"
+RELEASE, NAMESPACE = "tq", "tq"
+BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "rbac.authorization.k8s.io/v1"}
+CUSTOM_KINDS = {"QueueConfig", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CUSTOM_KINDS |= {"TriggerAuthentication"}
+
+Doc = dict[str, Any]
+
+
+def env_values(env: str) -> dict[str, Any]:
+    if env == "default":
+        return {}
+    loaded: dict[str, Any] = yaml.safe_load((CHART / f"values-{env}.yaml").read_text()) or {}
+    return loaded
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def render(env: str = "default", **overrides: Any) -> list[Doc]:
+    """The chart's objects as `helm template` would print them, for ``env`` plus ``overrides``."""
+    values = deep_merge(env_values(env), overrides)
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs: list[Doc] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def notes(env: str) -> str:
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(env_values(env), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Doc]]:
+    return {env: render(env) for env in ENVS}
+
+
+def of_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
+    for d in docs:
+        if d["kind"] in ("Deployment", "Job"):
+            yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def component(name: str) -> str:
+    return f"{RELEASE}-{name}"
+
+
+# ---------------------------------------------------------------- lint, Kubernetes, CRD schemas
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_helm_lint_strict(values_file: str) -> None:
+    values = yaml.safe_load((CHART / values_file).read_text()) if values_file != "values.yaml" else {}
+    report = helm.lint(CHART, values=values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error
+    assert problems == []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_builtin_objects_are_valid_kubernetes(rendered: dict[str, list[Doc]], env: str) -> None:
+    docs = rendered[env]
+    builtin = [d for d in docs if d["apiVersion"] in BUILTIN_GROUPS]
+    assert {d["kind"] for d in docs if d["apiVersion"] not in BUILTIN_GROUPS} <= CUSTOM_KINDS
+    assert len(builtin) >= 2 * len(families()) + 6
+    for doc in builtin:
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message}") from None
+
+
+def test_kubernetes_validation_catches_a_broken_object(rendered: dict[str, list[Doc]]) -> None:
+    deployment = copy.deepcopy(of_kind(rendered["default"], "Deployment")[component("messaging")])
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["pathh"] = "/x"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+VENDORED_CRDS = Path(__file__).resolve().parent / "schemas"
+# The CRDs of prometheus-operator and KEDA, their openAPIV3Schema only (tests/schemas/crd-*.json,
+# each naming its source): no cluster, and no network to fetch them at test time.
+FOREIGN_KINDS = ("ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication")
+
+
+def strict(schema: Any) -> Any:
+    """A CRD schema that refuses unknown fields, as `kubectl apply --validate=strict` does (the API
+    server would otherwise prune a misspelt field silently), unless the schema keeps them."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if isinstance(out.get("pattern"), str) and "(?i)" in out["pattern"]:  # Go's inline flag, anywhere
+        out["pattern"] = "(?i)" + out["pattern"].replace("(?i)", "")
+    if (
+        isinstance(out.get("properties"), dict)
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def strict_object(schema: dict[str, Any]) -> dict[str, Any]:
+    """strict() for a whole object: the fields every object has are allowed without being listed."""
+    out: dict[str, Any] = strict(schema)
+    common = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+    out["properties"] = {**common, **out.get("properties", {})}
+    return out
+
+
+def foreign_crd(kind: str) -> tuple[str, dict[str, Any]]:
+    loaded = json.loads((VENDORED_CRDS / f"crd-{kind.lower()}.json").read_text())
+    return loaded["apiVersion"], strict_object(loaded["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_custom_objects_match_their_crds(rendered: dict[str, list[Doc]], env: str) -> None:
+    for kind in FOREIGN_KINDS:
+        api_version, schema = foreign_crd(kind)
+        for doc in (d for d in rendered[env] if d["kind"] == kind):
+            assert doc["apiVersion"] == api_version
+            try:
+                jsonschema.validate(doc, schema)
+            except jsonschema.ValidationError as exc:
+                raise AssertionError(f"{kind}/{doc['metadata']['name']}: {exc.message}") from None
+
+
+def test_every_custom_kind_is_rendered_somewhere(rendered: dict[str, list[Doc]]) -> None:
+    kinds = {d["kind"] for docs in rendered.values() for d in docs}
+    assert kinds >= CUSTOM_KINDS  # so that the CRD checks above cover each of them
+
+
+def test_crd_check_catches_a_misspelt_field(rendered: dict[str, list[Doc]]) -> None:
+    _, schema = foreign_crd("ServiceMonitor")
+    (monitor,) = copy.deepcopy(of_kind(rendered["prod"], "ServiceMonitor")).values()
+    monitor["spec"]["endpoints"][0]["honorLabel"] = monitor["spec"]["endpoints"][0].pop("honorLabels")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, schema)
+    _, schema = foreign_crd("ScaledObject")
+    (scaled, *_) = copy.deepcopy(of_kind(rendered["staging"], "ScaledObject")).values()
+    scaled["spec"]["maxReplicas"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(scaled, schema)
+
+
+def crd_schema(file: str) -> tuple[str, str, dict[str, Any]]:
+    """(apiVersion, kind, openAPIV3Schema) of the served version of a CRD in crds/."""
+    crd = next(d for d in yaml.safe_load_all((CHART / "crds" / file).read_text()) if d)
+    version = next(v for v in crd["spec"]["versions"] if v["served"] and v.get("storage"))
+    api_version = f"{crd['spec']['group']}/{version['name']}"
+    return api_version, crd["spec"]["names"]["kind"], strict_object(version["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_queueconfigs_match_the_crd_and_the_registry(rendered: dict[str, list[Doc]], env: str) -> None:
+    api_version, kind, schema = crd_schema("queueconfig.yaml")
+    configs = [d for d in rendered[env] if d["kind"] == kind]
+    for doc in configs:
+        assert doc["apiVersion"] == api_version
+        jsonschema.validate(doc, schema)
+        assert doc["metadata"]["name"] == doc["spec"]["queue"].replace(":", "-")
+    registry_queues = sorted(q.name for qs in families().values() for q in qs)
+    assert sorted(d["spec"]["queue"] for d in configs) == registry_queues
+
+
+def test_queueconfig_specs_from_values_are_checked_by_the_crd() -> None:
+    _, _, schema = crd_schema("queueconfig.yaml")
+    ok = render(queueConfigs={"specs": {"email:send": {"concurrency": 32, "paused": False}}})
+    email = of_kind(ok, "QueueConfig")["email-send"]
+    assert email["spec"] == {"queue": "email:send", "concurrency": 32, "paused": False}
+    jsonschema.validate(email, schema)
+
+    bad = render(queueConfigs={"specs": {"otp:send": {"concurrency": 0}}})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(of_kind(bad, "QueueConfig")["otp-send"], schema)
+
+
+def test_disabled_family_has_no_deployment_and_no_queueconfigs() -> None:
+    docs = render(families={"media": {"enabled": False, "queues": ["media:optimize"]}})
+    assert component("media") not in of_kind(docs, "Deployment")
+    assert "media-optimize" not in of_kind(docs, "QueueConfig")
+    assert component("messaging") in of_kind(docs, "Deployment")
+
+
+def test_peering_object_is_the_generated_file_and_matches_its_crd(rendered: dict[str, list[Doc]]) -> None:
+    api_version, kind, schema = crd_schema("clusterkopfpeering.yaml")
+    generated = [d for d in yaml.safe_load_all((CHART / "files" / "operator-peering.yaml").read_text()) if d]
+    (peering,) = [d for d in rendered["prod"] if d["kind"] == kind]
+    assert peering == generated[0]
+    assert peering["apiVersion"] == api_version
+    jsonschema.validate(peering, schema)
+    operator = of_kind(rendered["prod"], "Deployment")[component("operator")]
+    env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["TQ_OPERATOR_PEERING"]["value"] == peering["metadata"]["name"]
+
+    standalone = render(operator={"peering": False})
+    assert not [d for d in standalone if d["kind"] == kind]
+    operator = of_kind(standalone, "Deployment")[component("operator")]
+    assert env_of(operator["spec"]["template"]["spec"]["containers"][0])["TQ_OPERATOR_PEERING"]["value"] == ""
+
+
+# ---------------------------------------------------------------- values, schema, registry
+
+
+def test_family_map_and_schema_agree_with_the_registry() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    registry = {name: [q.name for q in queues] for name, queues in families().items()}
+    assert {name: f["queues"] for name, f in values["families"].items()} == registry
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    props = schema["properties"]
+    assert set(props["families"]["properties"]) == set(registry)
+    assert props["families"]["additionalProperties"] is False
+    all_queues = {q for qs in registry.values() for q in qs}
+    assert set(props["queueConfigs"]["properties"]["specs"]["properties"]) == all_queues
+
+
+BAD_VALUES = [
+    pytest.param({"familes": {}}, "familes", id="typo-top-level"),
+    pytest.param(
+        {"families": {"ai": {"enabled": True, "queues": ["ai:content"], "replica": 2}}},
+        "replica",
+        id="typo-family",
+    ),
+    pytest.param(
+        {"families": {"billing": {"enabled": True, "queues": ["x"]}}}, "billing", id="unknown-family"
+    ),
+    pytest.param({"replicas": "two"}, "replicas", id="wrong-type"),
+    pytest.param({"keda": {"enabled": "yes"}}, "enabled", id="wrong-type-bool"),
+    pytest.param({"antiAffinity": "sometimes"}, "antiAffinity", id="bad-enum"),
+    pytest.param({"env": {"REDIS_URL": "x"}}, "REDIS_URL", id="env-not-tq"),
+    pytest.param({"metrics": {"serviceMonitor": {"honorLabels": False}}}, "honorLabels", id="typo-nested"),
+    pytest.param(
+        {"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation", id="insecure"
+    ),
+    pytest.param({"queueConfigs": {"specs": {"email:sned": {}}}}, "email:sned", id="unknown-queue"),
+    pytest.param({"terminationMarginSeconds": 0}, "terminationMarginSeconds", id="no-drain-margin"),
+]
+
+
+@pytest.mark.parametrize(("values", "named"), BAD_VALUES)
+def test_values_schema_rejects_typos_and_wrong_types(values: dict[str, Any], named: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as info:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert named in str(info.value)
+
+
+def test_values_are_documented() -> None:
+    """Every leaf of values.yaml has a `# --` comment (helm-docs style) on it or on a parent."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    documented_indents: list[int] = []  # indents of the documented parents we are inside
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
+            continue
+        indent = len(line) - len(stripped)
+        documented_indents = [d for d in documented_indents if d < indent]
+        is_doc = i > 0 and lines[i - 1].strip().startswith("# --")
+        if is_doc:
+            documented_indents.append(indent)
+        elif not documented_indents and not stripped.endswith(":"):
+            undocumented.append(stripped)
+    assert undocumented == []
+
+
+# ---------------------------------------------------------------- workloads
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_a_deployment_and_service_per_family_and_the_admin(rendered: dict[str, list[Doc]], env: str) -> None:
+    docs = rendered[env]
+    deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
+    for family in families():
+        spec = deployments[component(family)]["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert container["args"] == ["serve", family, "--port", "8000"]
+        assert "command" not in container  # the image's entrypoint: tq
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        service = services[component(family)]
+        assert (
+            service["spec"]["selector"] == deployments[component(family)]["spec"]["selector"]["matchLabels"]
+        )
+    admin = deployments[component("admin")]["spec"]["template"]["spec"]["containers"][0]
+    assert admin["args"] == ["serve", "admin", "--port", "8080"]
+    assert admin["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert services[component("admin")]["spec"]["ports"][0]["port"] == 8080
+    operator = deployments[component("operator")]["spec"]["template"]["spec"]
+    assert operator["containers"][0]["args"] == ["operator"]
+    assert operator["serviceAccountName"] == component("operator")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_drain_fits_in_the_termination_grace_period(rendered: dict[str, list[Doc]], env: str) -> None:
+    checked = 0
+    for where, spec in pod_specs(rendered[env]):
+        for container in spec["containers"]:
+            grace = env_of(container).get("TQ_SHUTDOWN_GRACE_S")
+            if grace is None or where.startswith("Job/"):
+                continue  # bundled databases; the migration Job does not drain
+            assert spec["terminationGracePeriodSeconds"] > float(grace["value"]), where
+            checked += 1
+    assert checked >= len(families()) + 2
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_security_contexts(rendered: dict[str, list[Doc]], env: str) -> None:
+    for where, spec in pod_specs(rendered[env]):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] > 0, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc.get("privileged", False) is False, where
+
+
+def test_connections_and_credentials_come_from_secrets(rendered: dict[str, list[Doc]]) -> None:
+    messaging = of_kind(rendered["staging"], "Deployment")[component("messaging")]
+    env = env_of(messaging["spec"]["template"]["spec"]["containers"][0])
+    expected = {
+        "TQ_REDIS_URL": ("tq-connections", "redis-url"),
+        "TQ_DATABASE_URL": ("tq-connections", "database-url"),
+        "TQ_LLM_API_KEY": ("tq-llm", "api-key"),
+        "TQ_SMTP_PASSWORD": ("tq-smtp", "password"),
+        "TQ_SMS_PROVIDER_TOKEN": ("tq-sms", "token"),
+    }
+    for name, (secret, key) in expected.items():
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (secret, key), name
+        assert "value" not in env[name]
+    admin = of_kind(rendered["staging"], "Deployment")[component("admin")]
+    ref = env_of(admin["spec"]["template"]["spec"]["containers"][0])["TQ_ADMIN_JWT_KEY"]["valueFrom"]
+    assert ref["secretKeyRef"] == {"name": "tq-admin", "key": "jwt-key"}
+    assert "TQ_ADMIN_JWT_KEY" not in env  # the signing key only where it is used
+    for docs in rendered.values():  # no plain Secret values except the dev-only bundled one
+        assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} <= {"tq-bundled"}
+
+
+def test_prod(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["prod"]
+    deployments, pdbs = of_kind(docs, "Deployment"), of_kind(docs, "PodDisruptionBudget")
+    for family in families():
+        deployment = deployments[component(family)]
+        assert deployment["spec"]["replicas"] == 2
+        affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        term = affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert pdbs[component(family)]["spec"]["selector"] == deployment["spec"]["selector"]
+    assert {component("admin"), component("operator")} <= set(pdbs)
+    assert of_kind(docs, "ServiceMonitor")
+    assert not {component("redis"), component("postgres")} & set(deployments)
+    assert not of_kind(docs, "Secret")
+
+
+# ---------------------------------------------------------------- toggles
+
+
+def family_pod_annotations(docs: list[Doc], family: str) -> dict[str, str]:
+    meta = of_kind(docs, "Deployment")[component(family)]["spec"]["template"]["metadata"]
+    annotations: dict[str, str] = meta.get("annotations") or {}
+    return annotations
+
+
+def test_service_monitor_toggle() -> None:
+    on = render(metrics={"serviceMonitor": {"enabled": True}})
+    (monitor,) = of_kind(on, "ServiceMonitor").values()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    (selected,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert sorted(selected["values"]) == sorted(families())
+    assert "prometheus.io/scrape" not in family_pod_annotations(on, "ai")
+
+    off = render(metrics={"serviceMonitor": {"enabled": False}})
+    assert not of_kind(off, "ServiceMonitor")
+    annotations = family_pod_annotations(off, "ai")
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8000"
+
+
+def test_keda_toggle() -> None:
+    on = render(keda={"enabled": True, "redis": {"address": "redis:6379"}})
+    scaled = of_kind(on, "ScaledObject")
+    deployments = of_kind(on, "Deployment")
+    assert set(scaled) == {component(f) for f in families()}
+    for family, queues in families().items():
+        obj = scaled[component(family)]
+        assert obj["spec"]["scaleTargetRef"]["name"] == component(family)
+        assert "replicas" not in deployments[component(family)]["spec"]  # KEDA owns it
+        triggers = obj["spec"]["triggers"]
+        assert [t["metadata"]["stream"] for t in triggers] == [f"tq:{{{q.name}}}:stream" for q in queues]
+        assert {t["type"] for t in triggers} == {"redis-streams"}
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == {"tq"}
+        assert {t["metadata"]["address"] for t in triggers} == {"redis:6379"}
+        scale_down = obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert scale_down["stabilizationWindowSeconds"] >= 60
+        assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+    operator = deployments[component("operator")]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(operator)["TQ_OPERATOR_KEDA"]["value"] == "true"
+
+    off = render(keda={"enabled": False})
+    assert not of_kind(off, "ScaledObject")
+    assert of_kind(off, "Deployment")[component("ai")]["spec"]["replicas"] == 1
+    operator = of_kind(off, "Deployment")[component("operator")]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(operator)["TQ_OPERATOR_KEDA"]["value"] == "false"
+
+
+def test_keda_redis_password_from_a_secret(rendered: dict[str, list[Doc]]) -> None:
+    staging = rendered["staging"]
+    (auth,) = of_kind(staging, "TriggerAuthentication").values()
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "tq-connections", "key": "redis-password"}
+    ]
+    for obj in of_kind(staging, "ScaledObject").values():
+        assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth["metadata"]["name"]}
+
+
+def test_bundled_databases_toggle() -> None:
+    on = render(bundled={"redis": {"enabled": True}, "postgres": {"enabled": True}})
+    deployments = of_kind(on, "Deployment")
+    assert {component("redis"), component("postgres")} <= set(deployments)
+    assert {component("redis"), component("postgres")} <= set(of_kind(on, "Service"))
+    secret = of_kind(on, "Secret")["tq-bundled"]
+    assert secret["stringData"]["redis-url"] == "redis://tq-redis:6379/0"
+    assert secret["stringData"]["database-url"].startswith("postgresql+asyncpg://tq:")
+    assert secret["stringData"]["database-url"].endswith("@tq-postgres:5432/tq")
+    env = env_of(deployments[component("search")]["spec"]["template"]["spec"]["containers"][0])
+    assert env["TQ_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "tq-bundled", "key": "redis-url"}
+    assert env["TQ_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "tq-bundled",
+        "key": "database-url",
+    }
+
+    off = render(connections={"redis": {"existingSecret": "r"}, "database": {"existingSecret": "d"}})
+    assert not {component("redis"), component("postgres")} & set(of_kind(off, "Deployment"))
+    assert not of_kind(off, "Secret")
+    env = env_of(of_kind(off, "Deployment")[component("search")]["spec"]["template"]["spec"]["containers"][0])
+    assert env["TQ_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "r", "key": "redis-url"}
+    assert env["TQ_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "d", "key": "database-url"}
+
+
+def test_without_bundled_redis_an_existing_secret_is_required() -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as info:
+        chart.render({"connections": {"redis": {"existingSecret": ""}}}, name=RELEASE, namespace=NAMESPACE)
+    assert "connections.redis.existingSecret is required" in str(info.value)
+
+
+# ---------------------------------------------------------------- operator RBAC, observability
+
+
+def test_operator_rbac_is_the_generated_role(rendered: dict[str, list[Doc]]) -> None:
+    generated = [d for d in yaml.safe_load_all((CHART / "files" / "operator-rbac.yaml").read_text()) if d]
+    docs = rendered["default"]
+    (role,) = of_kind(docs, "ClusterRole").values()
+    assert role["rules"] == generated[0]["rules"]
+    (binding,) = of_kind(docs, "ClusterRoleBinding").values()
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": component("operator"), "namespace": NAMESPACE}
+    ]
+    assert component("operator") in of_kind(docs, "ServiceAccount")
+    operator = of_kind(docs, "Deployment")[component("operator")]["spec"]["template"]["spec"]["containers"][0]
+    pattern = env_of(operator)["TQ_OPERATOR_DEPLOYMENT"]["value"]
+    deployments = of_kind(docs, "Deployment")
+    for family in families():  # the operator scales the Deployments the chart made
+        assert pattern.format(family=family) in deployments
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not on PATH (Debian package prometheus)"
+)
+def test_rendered_prometheus_rule_passes_promtool(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    (rule,) = of_kind(rendered["prod"], "PrometheusRule").values()
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts" / "tq-alerts.yaml").read_text())
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rule["spec"]))
+    proc = subprocess.run(
+        ["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+    assert not of_kind(rendered["dev"], "PrometheusRule")
+
+
+def test_dashboards_configmaps(rendered: dict[str, list[Doc]]) -> None:
+    files = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    assert files
+    maps = [d for d in rendered["default"] if d["kind"] == "ConfigMap"]
+    by_key = {key: (cm, value) for cm in maps for key, value in cm["data"].items()}
+    assert sorted(by_key) == [f.name for f in files]
+    for f in files:
+        cm, value = by_key[f.name]
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(value) == json.loads(f.read_text())
+    assert not [d for d in render(metrics={"dashboards": {"enabled": False}}) if d["kind"] == "ConfigMap"]
+
+
+def test_notes_tell_what_was_installed() -> None:
+    text = notes("prod")
+    for family in families():
+        assert component(family) in text
+    assert "ServiceMonitor" in text and "kubectl get pods" in text

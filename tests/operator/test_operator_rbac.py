@@ -1,0 +1,105 @@
+"""The operator's RBAC (tq_operator.rbac): the checked-in ClusterRole is current, and every API request
+the operator makes is granted by it, and every rule is needed (least privilege)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from support.operator import (
+    BASE,
+    GROUP,
+    NS,
+    Cluster,
+    annotate,
+    condition,
+    create,
+    create_deployment,
+    get,
+    operator,
+    qc,
+    ready,
+    wait_obj,
+)
+from tq_operator import rbac
+from tq_operator.crd import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_checked_in_cluster_role_is_current(tmp_path: Path) -> None:
+    assert rbac.main(["--check"]) == 0, "charts/tq/files/operator-rbac.yaml is stale: run `make rbac`"
+    # The check does fail on a stale file, and the generator repairs it.
+    stale = tmp_path / rbac.RBAC_PATH
+    stale.parent.mkdir(parents=True)
+    stale.write_text((REPO_ROOT / rbac.RBAC_PATH).read_text().replace("- patch\n", "- '*'\n", 1))
+    assert rbac.main(["--check", "--root", str(tmp_path)]) == 1
+    assert rbac.main(["--root", str(tmp_path)]) == 0
+    assert rbac.main(["--check", "--root", str(tmp_path)]) == 0
+    docs = [d for d in yaml.safe_load_all(stale.read_text()) if d]
+    assert [d["kind"] for d in docs] == ["ClusterRole"]
+    assert docs[0]["rules"] == rbac.build_cluster_role()["rules"]
+
+
+def test_rule_matching() -> None:
+    assert rbac.allowed("patch", "apps", "deployments/scale")
+    assert not rbac.allowed("patch", "apps", "deployments")  # the scale subresource only
+    assert not rbac.allowed("update", "apps", "deployments/scale")
+    assert not rbac.allowed("get", "", "secrets")
+    assert not rbac.allowed("delete", GROUP, "queueconfigs")
+
+
+async def test_every_request_of_the_operator_is_granted_and_every_rule_is_used(
+    api: aiohttp.ClientSession, cluster: Cluster, redis_url: str
+) -> None:
+    await create_deployment(api, "tq-messaging", replicas=1)
+    with operator():
+        # Every path: create (finalizer, status, Events), scale (ScaledObject lookup, get/patch
+        # scale), a replay annotation, the refresh timer, delete (finalizer released), peering.
+        await create(api, qc("email", concurrency=2, replicas=3))
+        await wait_obj(
+            api, "email", lambda o: ready(o) and condition(o, "Scaled").get("status") == "True", "scaled"
+        )
+        await annotate(api, "email", **{f"{GROUP}/replay": "r1"})
+        await wait_obj(
+            api, "email", lambda o: (o["status"].get("lastReplay") or {}).get("token") == "r1", "r1"
+        )
+        async with api.delete(f"{BASE}/email") as r:
+            assert r.status < 300, await r.text()
+        await wait_obj(api, "email", lambda o: o is None, "the finalizer released the object")
+        assert await get(api, "email") is None
+
+    operator_calls = [c for c in cluster.emulator.requests if c.agent.startswith("kopf/")]
+    # Discovery (/api/v1, /apis/<group>/<version>) is granted to every authenticated user by the
+    # cluster's default system:discovery role; everything else must be in the ClusterRole.
+    discovery = [c for c in operator_calls if not c.resource]
+    assert discovery and all(c.verb == "get" and c.path.startswith(("/api/", "/apis/")) for c in discovery)
+    calls = [c for c in operator_calls if c.resource]
+    used = {(c.verb, c.group, c.resource) for c in calls}
+    denied = sorted(u for u in used if not rbac.allowed(*u))
+    assert not denied, f"the operator made requests its ClusterRole does not grant: {denied}"
+
+    granted = {(verb, r.api_group, res) for r in rbac.RULES for res in r.resources for verb in r.verbs}
+    unused = sorted(granted - used)
+    assert not unused, f"granted but never used by the operator (not least privilege): {unused}"
+    assert any(c.namespace == NS for c in calls if c.resource == "deployments/scale")
+
+
+def _rules(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (verb, group, res)
+        for rule in doc["rules"]
+        for group in rule["apiGroups"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
+def test_the_cluster_role_grants_no_wildcards_nor_secrets() -> None:
+    doc = rbac.build_cluster_role()
+    for verb, group, resource in _rules(doc):
+        assert "*" not in (verb, group, resource)
+        assert resource not in ("secrets", "pods", "deployments")

@@ -1,0 +1,125 @@
+"""Helpers of the admin service tests: the app under uvicorn on a free port (in a thread of its
+own, with its own event loop, so sync clients such as schemathesis can call it too), a migrated
+SQLite database, tokens, and dead letters made by a real worker."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from tq import keys
+from tq.db import migrate
+from tq.handlers import HandlerRegistry
+from tq.producer import Producer
+from tq.settings import Settings
+from tq_services.admin import create_app
+from tq_services.admin.auth import mint_token
+
+from support import fast_settings, running, tiny_retry, wait_for
+
+ADMIN_KEY = "test-admin-signing-key-0123456789abcdef"
+Q = "email:send"
+Q_ENCODED = "email%3Asend"
+NO_HANDLER_JOB = "process-email-queue"  # a real job of the queue that these tests never give a handler
+
+
+def admin_settings(redis_url: str, database_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "admin_jwt_key": ADMIN_KEY,
+        "admin_heartbeat_s": 0.3,
+        "queues": {Q: tiny_retry(attempts=1, max_s=0.02)},
+    }
+    base.update(overrides)
+    return fast_settings(redis_url, **base)
+
+
+def token(settings: Settings, role: str = "owner", subject: str = "alice", ttl_s: float = 600) -> str:
+    return mint_token(settings, subject=subject, role=role, ttl_s=ttl_s)
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+_template: dict[str, Path] = {}
+
+
+def sqlite_database(tmp_path: Path) -> str:
+    """A migrated SQLite database for one test (copied from one migrated once per session)."""
+    if "db" not in _template:
+        tmpl = tmp_path.parent / "admin-template.db"
+        migrate(f"sqlite+aiosqlite:///{tmpl}")
+        _template["db"] = tmpl
+    target = tmp_path / "admin.db"
+    shutil.copy(_template["db"], target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@dataclass
+class Served:
+    url: str
+    app: Any
+    settings: Settings
+
+    @property
+    def hub(self) -> Any:
+        return self.app.state.admin.hub
+
+
+@contextmanager
+def serving(settings: Settings, *, wait_ready: bool = True) -> Iterator[Served]:
+    """The admin app under uvicorn on 127.0.0.1:<free port> until the block ends."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        lifespan="on",
+        log_level="warning",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="admin-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the admin service did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    while wait_ready and httpx.get(f"{url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the admin service did not get ready")
+        time.sleep(0.02)
+    try:
+        yield Served(url, app, settings)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+async def dead_letters(client: Any, settings: Settings, n: int, *, tag: str = "x") -> list[str]:
+    """Dead-letter ``n`` jobs of ``Q`` through a real worker with no handler for them; their job ids."""
+    before = int(await client.xlen(keys.dlq(Q)))
+    producer = Producer(client, settings)
+    ids = [
+        await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": i + 1}, trace_id=f"{tag}-{i}") for i in range(n)
+    ]
+
+    async def full() -> bool:
+        return int(await client.xlen(keys.dlq(Q))) >= before + n
+
+    async with running(client, settings, HandlerRegistry(), queue=Q):
+        await wait_for(full, what=f"{n} DLQ entries")
+    return ids
