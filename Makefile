@@ -22,12 +22,12 @@ PY_IS_311 := import sys; raise SystemExit(sys.version_info[:2] != (3, 11))
 PYTHON ?= $(shell for p in python3.11 python3; do \
 	$$p -c '$(PY_IS_311)' >/dev/null 2>&1 && command -v $$p && break; done)
 
-.PHONY: help venv install dev test chart-test lint fmt typecheck bench migrate crd rbac dashboards clean
+.PHONY: help venv install dev test chart-test lint fmt typecheck bench migrate crd rbac dashboards settings-doc clean
 
 help: ## Show this list of targets (the default)
 	@echo "usage: make TARGET [ARGS='...']"
 	@echo
-	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:[^#]*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:[^#]*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 venv: $(STAMP) ## Create .venv (Python 3.11) with tq installed editable, plus dev tools
 	@true
@@ -83,6 +83,9 @@ rbac: $(STAMP) ## Regenerate the operator's ClusterRole (charts/tq/files/operato
 
 dashboards: $(STAMP) ## Regenerate the Grafana dashboards (charts/tq/files/dashboards) from the registry
 	$(BIN)/python -m tq_services.dashboards
+
+settings-doc: $(STAMP) ## Regenerate the README's configuration tables from the settings classes
+	$(BIN)/python -m tq_cli.settings_doc
 
 clean: ## Remove .venv, caches and build outputs (keeps .dev/ data)
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -41,9 +41,10 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tq.db import make_engine, make_sessionmaker, migrate_async
-from tq.models import AnalyticsAggregate, Base
+from tq.db import make_engine, make_sessionmaker
 from tq_services.analytics import rollups
+from tq_services.analytics.models import AnalyticsAggregate
+from tq_services.schema import load_models, migrate_async
 
 DAY = date(2026, 11, 2)
 TARGET_S = 60.0
@@ -148,7 +149,7 @@ def private_postgres() -> Iterator[str]:
 
 async def _reset(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
+        for table in reversed(load_models().sorted_tables):
             await conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
         await conn.execute(text("DROP TABLE IF EXISTS alembic_version CASCADE"))
 

@@ -148,7 +148,7 @@ for row in csv.DictReader(sys.stdin):
   # client for a single enqueue (the script's own writes included), beside PING.
   local sha env
   sha=$(redis-cli -h 127.0.0.1 -p "$PORT" script load "$(cat "$REPO/shared/tq/scripts/enqueue.lua")")
-  env='{"id":"x","queue":"bench","name":"noop","payload":{"t0":1.5},"attempt":1,"idempotency_key":null,"trace_id":null,"enqueued_at":1.5}'
+  env=$("$PY" -c 'from tq.envelope import new_job_json; print(new_job_json("x", "bench", "noop", "{\"t0\":1.5}", 1.5))')
   redis-benchmark -h 127.0.0.1 -p "$PORT" -c 1 -n 50000 -r 100000000 --csv EVALSHA "$sha" 4 \
       'tq:{bench}:stream' 'tq:{bench}:delayed' 'tq:{bench}:counters' 'tq:{bench}:config' 'tq:{bench}:' \
       "$(date +%s)000" bench 86400 1 "id__rand_int__"$'\x1f'"$env"$'\x1f'"noop"$'\x1f\x1f'"0" 2>>"$LOG" | "$PY" -c '

@@ -33,7 +33,8 @@ from typing import Any
 import redis
 from tq import config, keys
 from tq.payloads import Payload
-from tq.registry import QueueDefaults, QueueSpec, register_queue
+from tq.queue_config import QueueDefaults
+from tq.registry import QueueSpec, register_queue
 from tq.settings import Settings
 
 HERE = Path(__file__).resolve()
@@ -282,9 +283,10 @@ SERVICE = """
 import sys
 from tq.handlers import HandlerRegistry
 from tq.payloads import Payload
-from tq.registry import QueueDefaults, QueueSpec, register_queue
+from tq.queue_config import QueueDefaults
+from tq.registry import QueueSpec, register_queue
 from tq.settings import Settings
-from tq_services.app import serve
+from tq_services.family_service import serve
 
 class Noop(Payload):
     n: int
@@ -292,7 +294,7 @@ class Noop(Payload):
 register_queue(QueueSpec("scalemem", "scalemem", {"noop": Noop}, defaults=QueueDefaults(concurrency=50)))
 handlers = HandlerRegistry()
 
-@handlers.register("scalemem", "noop")
+@default_handlers.register("scalemem", "noop")
 async def noop(ctx, payload):
     return None
 

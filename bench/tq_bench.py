@@ -49,8 +49,9 @@ from typing import Any
 
 import redis
 from tq.payloads import Payload
+from tq.queue_config import QueueDefaults
 from tq.registry import QueueSpec, get_queue, register_queue
-from tq.settings import QueueDefaults, Settings
+from tq.settings import Settings
 
 REDIS_URL = os.environ.get("PEERBENCH_REDIS_URL", "redis://127.0.0.1:6391/0")
 QUEUE = "bench"

@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from support import docker_answers
 from support.redis_server import RedisServer, start_redis_server
+from support.settings import clear_settings_caches
 
 pytest_plugins = ["support.db"]
 
@@ -60,11 +61,9 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     """A clean Redis for one test; ``TQ_REDIS_URL`` points at it."""
     _clean(redis_server)
     monkeypatch.setenv("TQ_REDIS_URL", redis_server.url)
-    from tq.settings import get_settings
-
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield redis_server.url
-    get_settings.cache_clear()
+    clear_settings_caches()
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import yaml
 from pydantic import BaseModel
 from tq import generated
 from tq.registry import PRODUCT_QUEUE_NAMES, QueueSpec, get_queue
-from tq.settings import Settings
 
+from tq_operator.settings import OperatorSettings
 from tq_operator.spec import GROUP, KIND, VERSION, QueueConfigSpec, QueueConfigStatus, format_duration
 
 PLURAL = "queueconfigs"
@@ -40,7 +40,7 @@ PEERING_PATH = Path("charts/tq/files/operator-peering.yaml")
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
 PEERING_PLURAL = "clusterkopfpeerings"
-DEFAULT_PEERING = str(Settings.model_fields["operator_peering"].default)
+DEFAULT_PEERING = str(OperatorSettings.model_fields["operator_peering"].default)
 EXAMPLES_DIR = Path("examples")
 
 _HEADER = (

@@ -21,14 +21,13 @@ import kopf
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tq import config as tq_config
-from tq import dlq, jobs, keys
+from tq import config, dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES
-from tq.settings import get_settings
 
 from tq_operator import kube, scaling
 from tq_operator.crd import PLURAL
-from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_runtime_config
+from tq_operator.settings import get_operator_settings
+from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_override, to_runtime_config
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 REPLAY = f"{GROUP}/replay"
@@ -38,7 +37,7 @@ PURGE = f"{GROUP}/purge-dlq"
 
 # How often the timer refreshes depth, consumers and Applied; it waits until the resource has been
 # left alone for IDLE_S, so it does not race the change handlers.
-REFRESH_S = get_settings().operator_refresh_s  # read at import: kopf takes timer intervals there
+REFRESH_S = get_operator_settings().operator_refresh_s  # read at import: kopf takes timer intervals there
 IDLE_S = min(REFRESH_S, 2.0)
 REDIS_RETRY_S = 10.0
 
@@ -236,7 +235,8 @@ async def _reconcile(
 
     try:
         parsed = QueueConfigSpec.model_validate(dict(spec))
-        cfg = to_runtime_config(parsed, generation=generation)
+        override = to_override(parsed, generation)  # what is written: the spec's fields only
+        cfg = to_runtime_config(parsed, generation=generation)  # checked merged; Paused reads it
     except (ValidationError, SpecError) as exc:
         message = _error_text(exc)
         ready = _condition(conditions, "Ready")
@@ -259,9 +259,12 @@ async def _reconcile(
         cond("Conflict", "False", "NoConflict", f"this QueueConfig owns queue {queue}")
 
     try:
-        current = await tq_config.read(client, queue)
-        if current != cfg or not await client.exists(keys.config(queue)):
-            await tq_config.write(client, queue, cfg)
+        try:
+            current = config.to_hash(await config.read_override(client, queue))
+        except ValidationError:  # a value the model refuses (a hand edit): replace it
+            current = {}
+        if current != config.to_hash(override):
+            await config.write(client, queue, override)
             logger.info(f"wrote runtime config generation {generation} of {queue}")
         if actions:
             await _handle_annotations(client, queue, body, meta.get("annotations") or {}, status, out, logger)
@@ -424,7 +427,7 @@ async def release(
     if queue not in PRODUCT_QUEUE_NAMES:
         return  # such a spec never wrote anything
     try:
-        await tq_config.reset(memo["redis"], queue)
+        await config.reset(memo["redis"], queue)
     except _REDIS_DOWN as exc:
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
     logger.info(f"queue {queue} reset to registry defaults")

@@ -22,9 +22,10 @@ from typing import Any
 
 import kopf
 from tq.connection import async_client
-from tq.settings import Settings, get_settings
+from tq.settings import get_settings
 
 from tq_operator import handlers  # noqa: F401  (registers the handlers)
+from tq_operator.settings import OperatorSettings, get_operator_settings
 from tq_operator.spec import GROUP
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -41,18 +42,18 @@ def seniority_priority(started: float, tiebreak: int) -> int:
     return -(int(started * 1000) * _TIEBREAK + tiebreak)
 
 
-def configure_peering(settings: kopf.OperatorSettings, tq_settings: Settings, started: float) -> None:
+def configure_peering(settings: kopf.OperatorSettings, operator: OperatorSettings, started: float) -> None:
     peering = settings.peering
-    if not tq_settings.operator_peering:
+    if not operator.operator_peering:
         peering.standalone = True
         peering.mandatory = False
         return
     peering.standalone = False
     peering.mandatory = True  # start paused until the peers are known; no peering object: stay paused
     peering.clusterwide = True
-    peering.name = tq_settings.operator_peering
-    if tq_settings.operator_priority is not None:
-        peering.priority = tq_settings.operator_priority
+    peering.name = operator.operator_peering
+    if operator.operator_priority is not None:
+        peering.priority = operator.operator_priority
     else:
         peering.priority = seniority_priority(started, random.randrange(_TIEBREAK))
 
@@ -64,7 +65,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    configure_peering(settings, get_settings(), time.time())
+    configure_peering(settings, get_operator_settings(), time.time())
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -18,9 +18,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 from tq.registry import get_queue
-from tq.settings import get_settings
 
 from tq_operator import kube
+from tq_operator.settings import get_operator_settings
 from tq_operator.spec import QueueConfigSpec
 
 
@@ -43,7 +43,7 @@ class ScaleResult:
 
 
 def deployment_name(family: str) -> str:
-    return get_settings().operator_deployment.format(family=family)
+    return get_operator_settings().operator_deployment.format(family=family)
 
 
 def family_key(namespace: str, queue: str) -> str:
@@ -77,7 +77,7 @@ async def scale_family(
 ) -> ScaleResult:
     family = get_queue(queue).family
     deployment = deployment_name(family)
-    if get_settings().operator_keda:
+    if get_operator_settings().operator_keda:
         return ScaleResult(
             "False",
             "ScaledByKEDA",

@@ -1,4 +1,5 @@
-"""The QueueConfig custom resource as pydantic models: spec, status, and the spec -> RuntimeConfig merge.
+"""The QueueConfig custom resource as pydantic models: spec, status, and the spec as the override it
+writes to the queue's config hash (``to_override``).
 
 These models are the single source of the CRD's schema (``tq_operator.crd`` derives it from them),
 and they enforce the same rules as the CRD's CEL validations, so a spec that slips past the API
@@ -27,10 +28,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
-from tq import config as tq_config
-from tq.config import RateLimit, RuntimeConfig
+from tq import config
+from tq.queue_config import Attempts, Concurrency, ConfigOverride, Jitter, RuntimeConfig
 from tq.registry import PRODUCT_QUEUE_NAMES
-from tq.settings import RetryPolicy, Settings
+from tq.settings import Settings
 
 GROUP = "queues.teknav.io"
 VERSION = "v1alpha1"
@@ -138,9 +139,7 @@ class Backoff(_CamelModel):
 
     initial: PositiveDuration | None = Field(None, description="delay before the second attempt, e.g. 2s")
     max: PositiveDuration | None = Field(None, description="cap on the delay, e.g. 2m; >= initial")
-    jitter: float | None = Field(
-        None, ge=0.0, le=1.0, description="fraction of the delay drawn uniformly +/-"
-    )
+    jitter: Jitter | None = Field(None, description="fraction of the delay drawn uniformly +/-")
 
     @model_validator(mode="after")
     def _max_not_below_initial(self) -> Backoff:
@@ -153,7 +152,7 @@ class Backoff(_CamelModel):
 class Retry(_CamelModel):
     """Retry policy; fields not given keep the queue's registry defaults."""
 
-    attempts: int | None = Field(None, ge=1, le=100, description="runs in all, the first included")
+    attempts: Attempts | None = Field(None, description="runs in all, the first included")
     backoff: Backoff | None = None
 
 
@@ -182,7 +181,7 @@ class QueueConfigSpec(_CamelModel):
             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "queue is immutable"}],
         },
     )
-    concurrency: int | None = Field(None, ge=1, le=1000, description="in-flight jobs per replica")
+    concurrency: Concurrency | None = Field(None, description="in-flight jobs per replica")
     replicas: int | None = Field(None, ge=0, description="optional: scales the family's Deployment")
     paused: bool | None = Field(None, description="true: consumers take no new jobs; false when not given")
     retry: Retry | None = None
@@ -205,45 +204,46 @@ class SpecError(ValueError):
     """A spec that is valid on its own but not once merged over the queue's defaults."""
 
 
+def to_override(spec: QueueConfigSpec, generation: int) -> ConfigOverride:
+    """What the operator writes to the queue's config hash: the fields the spec gives, in the
+    engine's units, plus ``generation`` and ``paused`` (false when not given) always."""
+    fields: dict[str, Any] = {"generation": generation, "paused": bool(spec.paused)}
+    if spec.concurrency is not None:
+        fields["concurrency"] = spec.concurrency
+    if spec.retry is not None:
+        backoff = spec.retry.backoff or Backoff()
+        retry = {
+            "attempts": spec.retry.attempts,
+            "initial_s": None if backoff.initial is None else parse_duration(backoff.initial),
+            "max_s": None if backoff.max is None else parse_duration(backoff.max),
+            "jitter": backoff.jitter,
+        }
+        if given := {k: v for k, v in retry.items() if v is not None}:
+            fields["retry"] = given
+    if spec.rate_limit is not None:
+        fields["rate_limit"] = {"jobs": spec.rate_limit.jobs, "per_s": parse_duration(spec.rate_limit.per)}
+    if spec.retention is not None:
+        fields["retention_completed"] = spec.retention.completed
+        fields["retention_failed"] = spec.retention.failed
+    if spec.idempotency_ttl is not None:
+        # The engine keeps whole seconds; round up so a TTL is never shorter than asked.
+        fields["idempotency_ttl_s"] = math.ceil(parse_duration(spec.idempotency_ttl))
+    return ConfigOverride.model_validate(fields)
+
+
 def to_runtime_config(
     spec: QueueConfigSpec, generation: int, settings: Settings | None = None
 ) -> RuntimeConfig:
-    """The runtime config consumers apply: the spec merged over the queue's registry defaults."""
-    base = tq_config.defaults(spec.queue, settings)
-    retry: dict[str, Any] = base.retry.model_dump()
-    if spec.retry is not None:
-        if spec.retry.attempts is not None:
-            retry["attempts"] = spec.retry.attempts
-        backoff = spec.retry.backoff
-        if backoff is not None:
-            if backoff.initial is not None:
-                retry["initial_s"] = parse_duration(backoff.initial)
-            if backoff.max is not None:
-                retry["max_s"] = parse_duration(backoff.max)
-            if backoff.jitter is not None:
-                retry["jitter"] = backoff.jitter
+    """The config consumers will run: the spec's override over the queue's defaults (as this
+    process's settings see them), the way ``tq.config.resolve`` merges it."""
+    cfg = config.resolve(spec.queue, to_override(spec, generation), settings)
     # Only one of initial/max given can still cross the other's default (initial 5m, default max 2m).
-    if retry["max_s"] < retry["initial_s"]:
+    if cfg.retry.max_s < cfg.retry.initial_s:
         raise SpecError(
-            f"retry.backoff: max ({format_duration(retry['max_s'])}) is below initial "
-            f"({format_duration(retry['initial_s'])}) once merged with the queue's defaults"
+            f"retry.backoff: max ({format_duration(cfg.retry.max_s)}) is below initial "
+            f"({format_duration(cfg.retry.initial_s)}) once merged with the queue's defaults"
         )
-    merged: dict[str, Any] = {**base.model_dump(), "generation": generation, "retry": RetryPolicy(**retry)}
-    if spec.concurrency is not None:
-        merged["concurrency"] = spec.concurrency
-    if spec.paused is not None:
-        merged["paused"] = spec.paused
-    if spec.rate_limit is not None:
-        merged["rate_limit"] = RateLimit(jobs=spec.rate_limit.jobs, per_s=parse_duration(spec.rate_limit.per))
-    if spec.retention is not None:
-        if spec.retention.completed is not None:
-            merged["retention_completed"] = spec.retention.completed
-        if spec.retention.failed is not None:
-            merged["retention_failed"] = spec.retention.failed
-    if spec.idempotency_ttl is not None:
-        # The engine keeps whole seconds; round up so a TTL is never shorter than asked.
-        merged["idempotency_ttl_s"] = math.ceil(parse_duration(spec.idempotency_ttl))
-    return RuntimeConfig.model_validate(merged)
+    return cfg
 
 
 # --- status --------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ import typer
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
-from tq import config as runtime_config
-from tq import dlq as dlq_ops
-from tq import jobs as job_ops
+from tq import config, dlq, jobs
 from tq.connection import async_client
 from tq.envelope import JobState
 from tq.errors import ConfirmationRequired, TqError
@@ -113,7 +111,7 @@ def queues(as_json: JsonOpt = False) -> None:
     async def go(client: Any) -> list[dict[str, Any]]:
         rows = []
         for spec in all_queues():
-            c = await job_ops.counts(client, spec.name)
+            c = await jobs.counts(client, spec.name)
             rows.append({"family": spec.family, "jobs": list(spec.jobs), **c})
         return rows
 
@@ -181,7 +179,7 @@ def list_jobs(
 ) -> None:
     """Jobs of a queue in one state, a page at a time."""
     page = _run(
-        lambda c: job_ops.list_jobs(c, queue, state, cursor=cursor, limit=limit, search=search),
+        lambda c: jobs.list_jobs(c, queue, state, cursor=cursor, limit=limit, search=search),
         remote=lambda api: api.list_jobs(queue, state, cursor=cursor, limit=limit, search=search),
     )
     if as_json:
@@ -206,7 +204,7 @@ def list_jobs(
 @app.command("job")
 def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
     """One job: payload, attempts, errors with stack, timeline."""
-    rec = _run(lambda c: job_ops.get_job(c, queue, job_id), remote=lambda api: api.get_job(queue, job_id))
+    rec = _run(lambda c: jobs.get_job(c, queue, job_id), remote=lambda api: api.get_job(queue, job_id))
     if as_json:
         _emit_json({**rec.to_dict(), "timeline": rec.timeline()})
         return
@@ -225,23 +223,21 @@ def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
 @app.command()
 def pause(queue: str) -> None:
     """Stop consumers fetching from QUEUE (in-flight jobs finish)."""
-    _run(lambda c: runtime_config.set_paused(c, queue, True), remote=lambda api: api.set_paused(queue, True))
+    _run(lambda c: config.set_paused(c, queue, True), remote=lambda api: api.set_paused(queue, True))
     typer.echo(f"{queue} paused")
 
 
 @app.command()
 def resume(queue: str) -> None:
     """Let consumers fetch from QUEUE again."""
-    _run(
-        lambda c: runtime_config.set_paused(c, queue, False), remote=lambda api: api.set_paused(queue, False)
-    )
+    _run(lambda c: config.set_paused(c, queue, False), remote=lambda api: api.set_paused(queue, False))
     typer.echo(f"{queue} resumed")
 
 
 @app.command()
 def concurrency(queue: str, value: int) -> None:
     """Set QUEUE's in-flight limit per replica, live."""
-    _run(lambda c: runtime_config.set_concurrency(c, queue, value))
+    _run(lambda c: config.set_concurrency(c, queue, value))
     typer.echo(f"{queue} concurrency {value}")
 
 
@@ -258,7 +254,7 @@ def dlq_list(
 ) -> None:
     """Dead-lettered jobs, newest first."""
     page = _run(
-        lambda c: dlq_ops.list_dead(
+        lambda c: dlq.list_dead(
             c, queue, since=since, until=until, error_type=error_type, text=search, cursor=cursor, limit=limit
         ),
         remote=lambda api: api.list_dead(
@@ -281,7 +277,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(queue: str, dlq_id: str, as_json: JsonOpt = False) -> None:
     """One DLQ entry with its payload and stack."""
-    d = _run(lambda c: dlq_ops.get_dead(c, queue, dlq_id), remote=lambda api: api.get_dead(queue, dlq_id))
+    d = _run(lambda c: dlq.get_dead(c, queue, dlq_id), remote=lambda api: api.get_dead(queue, dlq_id))
     if as_json:
         _emit_json(d.to_dict())
         return
@@ -304,7 +300,7 @@ def dlq_replay(
     if dlq_id:
         typer.echo(
             _run(
-                lambda c: dlq_ops.replay_one(c, queue, dlq_id),
+                lambda c: dlq.replay_one(c, queue, dlq_id),
                 remote=lambda api: api.replay_one(queue, dlq_id),
             )
         )
@@ -312,7 +308,7 @@ def dlq_replay(
     if limit is None and not replay_all:
         raise _fail("give a DLQ id, --limit N or --all")
     r = _run(
-        lambda c: dlq_ops.replay(c, queue, limit=limit, error_type=error_type, text=search),
+        lambda c: dlq.replay(c, queue, limit=limit, error_type=error_type, text=search),
         remote=lambda api: api.replay(queue, limit=limit, error_type=error_type, text=search),
     )
     typer.echo(json.dumps({"replayed": r.replayed, "skipped": r.skipped, "job_ids": r.job_ids}))
@@ -321,7 +317,7 @@ def dlq_replay(
 @dlq_app.command("delete")
 def dlq_delete(queue: str, dlq_id: str) -> None:
     """Delete one DLQ entry."""
-    _run(lambda c: dlq_ops.delete(c, queue, dlq_id), remote=lambda api: api.delete(queue, dlq_id))
+    _run(lambda c: dlq.delete(c, queue, dlq_id), remote=lambda api: api.delete(queue, dlq_id))
     typer.echo(f"deleted {dlq_id}")
 
 
@@ -329,7 +325,7 @@ def dlq_delete(queue: str, dlq_id: str) -> None:
 def dlq_purge(queue: str, confirm: Annotated[str, typer.Option(help="the queue name again")] = "") -> None:
     """Delete every DLQ entry of QUEUE; needs --confirm QUEUE."""
     try:
-        n = _run(lambda c: dlq_ops.purge(c, queue, confirm), remote=lambda api: api.purge(queue, confirm))
+        n = _run(lambda c: dlq.purge(c, queue, confirm), remote=lambda api: api.purge(queue, confirm))
     except ConfirmationRequired as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"purged {n} entries from {queue}")
@@ -342,8 +338,8 @@ def worker(
     """Run consumers in this process until SIGTERM/SIGINT (then drain gracefully)."""
     import logging
 
-    from tq.app import WorkerApp
-    from tq.handlers import handlers
+    from tq.handlers import default_handlers
+    from tq.worker_app import WorkerApp
     from tq_services import load_handlers
 
     known = families()
@@ -353,7 +349,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     load_handlers(family or [])  # each family's handlers register on the process-wide registry
-    worker_app = WorkerApp(family or [], settings, handlers)
+    worker_app = WorkerApp(family or [], settings, default_handlers)
     if settings.uvloop:
         import uvloop
 
@@ -374,17 +370,18 @@ def serve(
 
     if family == "admin":  # not a family of the registry: a service of its own
         from tq_services.admin import serve as run_admin
+        from tq_services.admin.settings import get_admin_settings
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            run_admin(host=host, port=port)
+            run_admin(host=host, port=port, settings=get_settings(), admin=get_admin_settings())
         except ValueError as exc:
             raise _fail(str(exc)) from None
         return
     known = families()
     if family not in known:
         raise _fail(f"unknown family {family!r}; known: {', '.join(known)}")
-    from tq_services.app import serve as run_service
+    from tq_services.family_service import serve as run_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_service(family, host=host, port=port)
@@ -402,8 +399,8 @@ def operator() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Create or upgrade the database at TQ_DATABASE_URL."""
-    from tq.db import migrate as run_migrations
+    """Create or upgrade the database at TQ_DATABASE_URL (the engine's tables and every family's)."""
+    from tq_services.schema import migrate as run_migrations
 
     run_migrations(get_settings().database_url)
     typer.echo(f"database at {get_settings().database_url} is up to date")
@@ -478,9 +475,10 @@ def token_create(
 ) -> None:
     """Mint a bearer token for the admin API, signed with TQ_ADMIN_JWT_KEY; prints it."""
     from tq_services.admin.auth import Role, mint_token
+    from tq_services.admin.settings import get_admin_settings
 
     try:
-        token = mint_token(get_settings(), subject=subject, role=Role(role), ttl_s=_ttl_seconds(ttl))
+        token = mint_token(get_admin_settings(), subject=subject, role=Role(role), ttl_s=_ttl_seconds(ttl))
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(token)

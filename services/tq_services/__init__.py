@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 def load_handlers(families: Iterable[str] = ()) -> list[str]:
     """Import ``tq_services.<family>.handlers`` for each family that has one (default: every
-    family of the registry), which registers its handlers on ``tq.handlers.handlers``.
+    family of the registry), which registers its handlers on ``tq.handlers.default_handlers``.
     Returns the modules imported."""
     from tq.registry import all_queues
 

@@ -1,108 +1,77 @@
-"""The live runtime config of a queue: ``tq:{q}:config`` (a hash of the fields that differ from the
-registry defaults), written by the operator or the CLI and applied by consumers without restart."""
+"""The live runtime config of a queue in Redis: ``tq:{q}:config``, a hash of what overrides the queue's
+defaults (a ``ConfigOverride``, encoded by ``tq.queue_config``), written by the operator, the CLI
+and the admin API and applied by consumers without restart.
+
+``resolve`` is the one merge: registry defaults, then the settings' overrides (``TQ_QUEUES``),
+then the hash. The models themselves live in ``tq.queue_config``.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import ValidationError
 
 from tq import keys
 from tq.envelope import Event, EventType
+from tq.queue_config import ConfigOverride, RateLimit, RuntimeConfig, apply, parse_hash, to_hash
 from tq.registry import get_queue
-from tq.settings import RetryPolicy, Settings
+from tq.settings import Settings
 
-
-class RateLimit(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    jobs: PositiveInt
-    per_s: PositiveFloat = 1.0
-
-
-class RuntimeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    generation: int = Field(0, ge=0, description="the QueueConfig generation this came from; 0: defaults")
-    concurrency: int = Field(ge=1, le=1000)
-    paused: bool = False
-    retry: RetryPolicy
-    retention_completed: int = Field(ge=0)
-    retention_failed: int = Field(ge=0)
-    idempotency_ttl_s: PositiveInt
-    visibility_timeout_s: PositiveFloat
-    rate_limit: RateLimit | None = None
-
-
-# hash field -> (RuntimeConfig path, parser)
-_RETRY_FIELDS = {"attempts": int, "backoff_initial_s": float, "backoff_max_s": float, "jitter": float}
-_RETRY_NAMES = {
-    "attempts": "attempts",
-    "backoff_initial_s": "initial_s",
-    "backoff_max_s": "max_s",
-    "jitter": "jitter",
-}
-_TOP_FIELDS: dict[str, Any] = {
-    "generation": int,
-    "concurrency": int,
-    "paused": lambda v: v in ("1", "true"),
-    "retention_completed": int,
-    "retention_failed": int,
-    "idempotency_ttl_s": int,
-    "visibility_timeout_s": float,
-}
+__all__ = [
+    "ConfigOverride",
+    "RateLimit",
+    "RuntimeConfig",
+    "defaults",
+    "from_hash",
+    "read",
+    "read_override",
+    "reset",
+    "resolve",
+    "set_concurrency",
+    "set_paused",
+    "to_hash",
+    "write",
+]
 
 
 def defaults(queue: str, settings: Settings | None = None) -> RuntimeConfig:
-    d = get_queue(queue).effective_defaults(settings)
-    return RuntimeConfig(
-        concurrency=d.concurrency,
-        retry=d.retry,
-        retention_completed=d.retention_completed,
-        retention_failed=d.retention_failed,
-        idempotency_ttl_s=d.idempotency_ttl_s,
-        visibility_timeout_s=d.visibility_timeout_s,
-    )
+    """What the queue runs with under no live config: registry defaults, then ``TQ_QUEUES``."""
+    return RuntimeConfig(**dict(get_queue(queue).effective_defaults(settings)))
+
+
+def resolve(queue: str, override: ConfigOverride | None, settings: Settings | None = None) -> RuntimeConfig:
+    """The queue's defaults (``defaults``) with a live override applied."""
+    return apply(defaults(queue, settings), override)
 
 
 def from_hash(
-    queue: str, raw: dict[bytes, bytes] | dict[str, str], settings: Settings | None = None
+    queue: str, raw: Mapping[bytes, bytes] | Mapping[str, str], settings: Settings | None = None
 ) -> RuntimeConfig:
-    """Registry defaults overridden by whatever the hash holds."""
-    fields = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in raw.items()
-    }
-    base = defaults(queue, settings)
-    top = {name: parse(fields[name]) for name, parse in _TOP_FIELDS.items() if name in fields}
-    retry = {
-        _RETRY_NAMES[name]: parse(fields[name]) for name, parse in _RETRY_FIELDS.items() if name in fields
-    }
-    if retry:
-        top["retry"] = base.retry.model_copy(update=retry)
-    if "rate_jobs" in fields:
-        top["rate_limit"] = RateLimit(jobs=int(fields["rate_jobs"]), per_s=float(fields.get("rate_per_s", 1)))
-    return RuntimeConfig.model_validate({**base.model_dump(), **top})
+    """The queue's defaults overridden by whatever the hash holds."""
+    return resolve(queue, parse_hash(raw), settings)
 
 
-def to_hash(cfg: RuntimeConfig) -> dict[str, str]:
-    out = {
-        name: str(int(v) if isinstance(v, bool) else v)
-        for name in _TOP_FIELDS
-        if (v := getattr(cfg, name)) is not None
-    }
-    for name, attr in _RETRY_NAMES.items():
-        out[name] = str(getattr(cfg.retry, attr))
-    if cfg.rate_limit is not None:
-        out["rate_jobs"] = str(cfg.rate_limit.jobs)
-        out["rate_per_s"] = str(cfg.rate_limit.per_s)
-    return out
+def override(**fields: Any) -> ConfigOverride:
+    """A ``ConfigOverride`` of these fields; a value out of bounds is a ``ValueError`` naming it."""
+    try:
+        return ConfigOverride.model_validate(fields)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(reasons) from None
 
 
 async def read(client: Any, queue: str, settings: Settings | None = None) -> RuntimeConfig:
+    """The config the queue's consumers run with."""
     return from_hash(queue, await client.hgetall(keys.config(queue)), settings)
+
+
+async def read_override(client: Any, queue: str) -> ConfigOverride:
+    """What the hash overrides (``ValidationError``: it holds a value the model refuses)."""
+    return parse_hash(await client.hgetall(keys.config(queue)))
 
 
 def _event(kind: EventType, queue: str, **data: Any) -> str:
@@ -118,14 +87,17 @@ async def _signal(client: Any, queue: str, *events: str) -> None:
         await client.publish(keys.EVENTS_CHANNEL, event)
 
 
-async def write(client: Any, queue: str, cfg: RuntimeConfig) -> None:
-    """Replace the runtime config and tell consumers (they also poll: a lost signal only delays it)."""
-    key = keys.config(queue)
+async def write(client: Any, queue: str, cfg: ConfigOverride | RuntimeConfig) -> None:
+    """Replace the hash with ``cfg`` (an override: only its fields; a whole config: all of them) and
+    tell consumers (they also poll: a lost signal only delays it)."""
+    key, fields = keys.config(queue), to_hash(cfg)
     async with client.pipeline(transaction=True) as pipe:  # one key: one slot on a cluster
         pipe.delete(key)
-        pipe.hset(key, mapping=to_hash(cfg))
+        if fields:
+            pipe.hset(key, mapping=fields)
         await pipe.execute()
-    await _signal(client, queue, _event(EventType.CONFIG_APPLIED, queue, generation=cfg.generation))
+    generation = int(fields.get("generation", 0))
+    await _signal(client, queue, _event(EventType.CONFIG_APPLIED, queue, generation=generation))
 
 
 async def reset(client: Any, queue: str) -> None:
@@ -134,15 +106,17 @@ async def reset(client: Any, queue: str) -> None:
     await _signal(client, queue)
 
 
-async def set_paused(client: Any, queue: str, paused: bool) -> None:
+async def _set(client: Any, queue: str, change: ConfigOverride) -> None:
+    """Override some fields, keeping the hash's others."""
     get_queue(queue)
-    await client.hset(keys.config(queue), "paused", "1" if paused else "0")
+    await client.hset(keys.config(queue), mapping=to_hash(change))
+
+
+async def set_paused(client: Any, queue: str, paused: bool) -> None:
+    await _set(client, queue, override(paused=paused))
     await _signal(client, queue, _event(EventType.QUEUE_PAUSED if paused else EventType.QUEUE_RESUMED, queue))
 
 
 async def set_concurrency(client: Any, queue: str, concurrency: int) -> None:
-    if not 1 <= concurrency <= 1000:
-        raise ValueError("concurrency must be between 1 and 1000")
-    get_queue(queue)
-    await client.hset(keys.config(queue), "concurrency", str(concurrency))
+    await _set(client, queue, override(concurrency=concurrency))
     await _signal(client, queue)

@@ -4,14 +4,18 @@ Two back ends are supported: SQLite through aiosqlite (``sqlite+aiosqlite:///pat
 default) and PostgreSQL through asyncpg (``postgresql+asyncpg://user:pw@host/db``). Driverless URLs
 (``sqlite:///...``, ``postgresql://...``, ``postgres://...``) are given the async driver.
 
-The schema is owned by the Alembic migrations shipped inside the package (``tq/migrations``); run
-``migrate()`` (or ``migrate_async()`` from async code) before using a database.
+The engine's tables are owned by the Alembic migrations shipped inside the package
+(``tq/migrations``); run ``migrate()`` (or ``migrate_async()`` from async code) before using a
+database. Code above the engine that has tables of its own passes its revision folders as further
+``version_locations`` (Alembic then runs one history across all of them) and, if its models leave
+objects out on purpose, an ``include_object`` hook for the autogenerate comparison.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +29,10 @@ from tq.settings import get_settings
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"  # the engine's own revisions
+
+# Alembic's include_object hook: (object, name, type_, reflected, compare_to) -> keep it?
+IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -94,8 +102,17 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(url: str | URL | None = None) -> Any:
+def alembic_config(
+    url: str | URL | None = None,
+    *,
+    version_locations: Sequence[str | Path] = (),
+    include_object: IncludeObject | None = None,
+) -> Any:
     """An ``alembic.config.Config`` for the packaged migrations, bound to ``url``.
+
+    ``version_locations``: folders of further revisions (the caller's tables) that continue the
+    engine's history; the engine's own ``versions`` folder is always first. ``include_object``:
+    handed to ``env.py`` (``config.attributes``) for Alembic's autogenerate comparison.
 
     The URL travels in ``config.attributes["url"]`` (read by ``env.py``), so passwords holding ``%``
     need no configparser escaping; no alembic.ini is read.
@@ -105,30 +122,50 @@ def alembic_config(url: str | URL | None = None) -> Any:
     u = normalize_url(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    locations = [str(VERSIONS_DIR), *(str(Path(loc)) for loc in version_locations)]
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join(locations).replace("%", "%%"))
     cfg.attributes["url"] = u
+    if include_object is not None:
+        cfg.attributes["include_object"] = include_object
     return cfg
 
 
-def _upgrade(url: str | URL | None, revision: str) -> None:
+def _upgrade(url: str | URL | None, revision: str, kw: dict[str, Any]) -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, **kw), revision)
 
 
-def migrate(url: str | URL | None = None, revision: str = "head") -> None:
+def migrate(
+    url: str | URL | None = None,
+    revision: str = "head",
+    *,
+    version_locations: Sequence[str | Path] = (),
+    include_object: IncludeObject | None = None,
+) -> None:
     """Upgrade the database at ``url`` (default: ``settings.database_url``) to ``revision``.
 
     Synchronous, for CLIs and deploy jobs. The migrations run on an async engine inside their own
     event loop, in a worker thread, so this never touches the caller's loop; called from async code
     it blocks that loop while it runs (use ``migrate_async`` there). A no-op when already at
-    ``revision``.
+    ``revision``. ``version_locations`` and ``include_object``: see ``alembic_config``; without
+    them only the engine's tables are migrated.
     """
-    _in_thread(lambda: _upgrade(url, revision))
+    kw = {"version_locations": version_locations, "include_object": include_object}
+    _in_thread(lambda: _upgrade(url, revision, kw))
 
 
-async def migrate_async(url: str | URL | None = None, revision: str = "head") -> None:
+async def migrate_async(
+    url: str | URL | None = None,
+    revision: str = "head",
+    *,
+    version_locations: Sequence[str | Path] = (),
+    include_object: IncludeObject | None = None,
+) -> None:
     """``migrate`` without blocking the running event loop."""
-    await asyncio.to_thread(_upgrade, url, revision)
+    kw = {"version_locations": version_locations, "include_object": include_object}
+    await asyncio.to_thread(_upgrade, url, revision, kw)
 
 
 def current_revision(url: str | URL | None = None) -> str | None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from tq import keys
 from tq.connection import text
-from tq.envelope import Event, EventType
+from tq.envelope import Event, EventType, replayed_json
 from tq.errors import ConfirmationRequired, NotFound
-from tq.jobs import Page
+from tq.paging import Page
 from tq.registry import get_queue
 from tq.scripts import Scripts
 from tq.settings import get_settings
@@ -170,8 +170,7 @@ async def _replay(client: Any, queue: str, letters: list[DeadLetter]) -> ReplayR
             skipped += 1
             continue
         new_id = uuid.uuid4().hex
-        env.update(id=new_id, attempt=1, enqueued_at=now, not_before=None, replay_of=d.job_id)
-        args += [d.dlq_id, d.job_id, new_id, json.dumps(env, separators=(",", ":")), d.name]
+        args += [d.dlq_id, d.job_id, new_id, replayed_json(env, new_id, now, d.job_id), d.name]
     if len(args) == 4:
         return ReplayResult(0, skipped, [])
     reply = await scripts.replay(keys=[keys.dlq(queue), keys.stream(queue), keys.counters(queue)], args=args)

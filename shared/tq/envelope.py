@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from enum import Enum
@@ -37,6 +38,66 @@ class Envelope(BaseModel):
     enqueued_at: float
     not_before: float | None = None
     replay_of: str | None = None
+
+
+# ---- the wire encoding ------------------------------------------------------------------------
+# A new job's envelope is written by ``new_job_json`` (the producer's hot path: no model built, the
+# payload already validated and encoded) and read back by consumers with
+# ``Envelope.model_validate_json``; a replay rewrites a dead-lettered one with ``replayed_json``.
+# tests/engine/test_envelope.py checks that what these write parses back into ``Envelope`` with the
+# same values, and that every field they leave out has a default.
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_opt(value: str | None) -> str:
+    """A string (or None) as JSON; queue and job names repeat, so their encoding is cached."""
+    return "null" if value is None else _json_str(value)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _json_time(value: float) -> str:
+    """A time as JSON: every job of a bulk chunk shares one, and a float's repr costs more than
+    the rest of the envelope."""
+    return repr(value)
+
+
+def new_job_json(
+    job_id: str,
+    queue: str,
+    name: str,
+    payload_json: str,
+    enqueued_at: float,
+    idempotency_key: str | None = None,
+    trace_id: str | None = None,
+    not_before: float | None = None,
+) -> str:
+    """The JSON of a new job's ``Envelope`` (attempt 1; ``max_attempts`` and ``replay_of`` left to
+    their defaults), assembled around ``payload_json``, the payload already validated and encoded.
+    ``job_id`` must need no JSON escaping (the producer's ids are hex)."""
+    return (
+        f'{{"id":"{job_id}","queue":{_json_opt(queue)},"name":{_json_opt(name)},"payload":{payload_json},'
+        f'"attempt":1,"idempotency_key":{_json_opt(idempotency_key)},"trace_id":{_json_opt(trace_id)},'
+        f'"enqueued_at":{_json_time(enqueued_at)}'
+        + ("}" if not_before is None else f',"not_before":{_json_time(not_before)}}}')
+    )
+
+
+def replayed_json(envelope: dict[str, Any], job_id: str, enqueued_at: float, replay_of: str) -> str:
+    """A dead-lettered job's envelope (parsed JSON) as a new job replaying it: a new id, attempt 1,
+    due now, linked to the job it replays; payload, name, keys and trace id kept."""
+    envelope = {
+        **envelope,
+        "id": job_id,
+        "attempt": 1,
+        "enqueued_at": enqueued_at,
+        "not_before": None,
+        "replay_of": replay_of,
+    }
+    return json.dumps(envelope, separators=(",", ":"))
 
 
 class EventType(str, Enum):

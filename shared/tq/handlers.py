@@ -76,5 +76,5 @@ class HandlerRegistry:
         return item in self._handlers
 
 
-handlers = HandlerRegistry()
+default_handlers = HandlerRegistry()
 """The process-wide registry that the family services register into."""

@@ -10,11 +10,12 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from tq import keys
-from tq.config import read as read_config
+from tq import config, keys
 from tq.connection import text
+from tq.dlq import replay_one
 from tq.envelope import Event, EventType, JobState, entry_job_id
 from tq.errors import NotFound, TqError
+from tq.paging import Page
 from tq.registry import get_queue
 from tq.scripts import Scripts
 
@@ -134,12 +135,6 @@ async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
     eid = text(h.get(b"x"))
     pending = eid in await _pending_ids(client, queue, [eid]) if eid else False
     return _record(queue, job_id, h, pending)
-
-
-@dataclass
-class Page:
-    items: list[Any]
-    next_cursor: str | None
 
 
 def _matches(rec: JobRecord, needle: str | None) -> bool:
@@ -269,8 +264,6 @@ async def retry_job(client: Any, queue: str, job_id: str) -> str:
     if rec.state is JobState.DEAD:
         if not rec.dlq_id:
             raise TqError(f"job {job_id} has no DLQ entry to replay")
-        from tq.dlq import replay_one
-
         return await replay_one(client, queue, rec.dlq_id)
     if rec.state in (JobState.DELAYED, JobState.FAILED):
         await client.zadd(keys.delayed(queue), {job_id: int(time.time() * 1000)}, xx=True)
@@ -322,7 +315,7 @@ async def counts(client: Any, queue: str) -> dict[str, Any]:
             active = int((await client.xpending(stream, keys.GROUP))["pending"])
         except ResponseError:  # no group yet: nothing delivered
             active = 0
-    cfg = await read_config(client, queue)
+    cfg = await config.read(client, queue)
     t = {text(k): int(v) for k, v in totals.items()}
     return {
         "queue": queue,

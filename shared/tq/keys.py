@@ -1,13 +1,13 @@
-"""Every Redis key and channel tq uses. Each queue's keys share the hash tag ``{queue}``, so
-every script touches one slot and the layout works on Redis Cluster."""
+"""Every Redis key and channel of the engine. Each queue's keys share the hash tag ``{queue}``, so
+every script touches one slot and the layout works on Redis Cluster. A family's or the admin
+service's own keys are built in its package (e.g. ``tq_services.analytics.snapshots``)."""
 
 from __future__ import annotations
 
 EVENTS_CHANNEL = "tq:events"
 CONTROL_CHANNEL = "tq:control"
-STATS_LEADER = "tq:stats:leader"  # STRING: the token of the process writing the stats (tq.stats)
-GROUP = "tq"
-ANALYTICS_REALTIME = "tq:analytics:realtime"  # STRING (JSON, expiring): snapshot-realtime's payload
+STATS_LEADER = "tq:stats:leader"  # STRING (expiring): the token of the stats leader (tq.stats)
+GROUP = "tq"  # the consumer group of every queue's stream
 
 
 def prefix(queue: str) -> str:
@@ -16,6 +16,8 @@ def prefix(queue: str) -> str:
 
 
 def stream(queue: str) -> str:
+    """STREAM: the waiting and active jobs; entry fields ``j`` (the envelope JSON) and, on a retry,
+    ``a`` (its attempt) and ``sx`` (a suspect: run it alone)."""
     return prefix(queue) + "stream"
 
 
@@ -25,6 +27,7 @@ def delayed(queue: str) -> str:
 
 
 def dlq(queue: str) -> str:
+    """STREAM: the dead-lettered jobs, one entry each (``tq.dlq``)."""
     return prefix(queue) + "dlq"
 
 
@@ -39,17 +42,20 @@ def idempotency(queue: str, key: str) -> str:
 
 
 def completed_index(queue: str) -> str:
-    """ZSET job id -> finished time (ms); trimmed to retention.completed."""
+    """ZSET job id -> finished time (ms); the oldest beyond retention_completed are dropped with their
+    records."""
     return prefix(queue) + "completed"
 
 
 def dead_index(queue: str) -> str:
-    """ZSET job id -> dead-lettered time (ms); trimmed to retention.failed."""
+    """ZSET job id -> dead-lettered time (ms); the oldest beyond retention_failed are dropped with
+    their records."""
     return prefix(queue) + "dead"
 
 
 def counters(queue: str) -> str:
-    """HASH of monotonic totals: enqueued, completed, retried, dead, skipped, reclaimed, requeued."""
+    """HASH of monotonic totals: enqueued, completed, skipped, retried, dead, requeued, reclaimed,
+    replayed."""
     return prefix(queue) + "counters"
 
 
@@ -60,8 +66,9 @@ def started(queue: str) -> str:
 
 
 def crash_watch(queue: str) -> str:
-    """STRING (expiring): set when a consumer died holding jobs; while it exists every job start is
-    recorded in ``started``, so the next crash charges an attempt only to the jobs that were running."""
+    """STRING (expiring): when the watch began (ms), set when a consumer died holding jobs; while it
+    exists every job start is recorded in ``started``, so the next crash charges an attempt only to
+    the jobs that were running."""
     return prefix(queue) + "crashwatch"
 
 
@@ -76,7 +83,8 @@ def stats_mark(queue: str) -> str:
 
 
 def config(queue: str) -> str:
-    """STRING: the runtime config JSON written by the operator or the CLI."""
+    """HASH: what overrides the queue's defaults (``tq.config``), written by the operator, the CLI
+    and the admin API."""
     return prefix(queue) + "config"
 
 
@@ -94,13 +102,3 @@ def audit(queue: str) -> str:
     """STREAM (capped): the queue's job outcomes, written by the settle script in the queue's slot
     and drained into ``audit_log`` by ``tq.audit.AuditWriter``."""
     return prefix(queue) + "audit"
-
-
-def analytics_dashboard(dashboard: str) -> str:
-    """STRING (JSON, expiring): a dashboard payload precomputed by snapshot-dashboard."""
-    return "tq:analytics:dashboard:" + dashboard
-
-
-def admin_rate_limit(token_id: str) -> str:
-    """ZSET (expiring): one admin API token's requests in its sliding window (``tq_services.admin``)."""
-    return f"tq:admin:ratelimit:{token_id}"

@@ -8,8 +8,6 @@ producer built from settings.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import os
 import threading
 import time
@@ -26,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys
 from tq.connection import async_client, is_cluster, sync_client
+from tq.envelope import new_job_json
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
 from tq.scripts import Scripts
@@ -92,24 +91,19 @@ def _delay_s(delay: Delay) -> float:
     return seconds
 
 
-@functools.lru_cache(maxsize=4096)
-def _js_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _js(value: str | None) -> str:
-    """A string (or None) as JSON; queue and job names repeat, so their encoding is cached."""
-    return "null" if value is None else _js_str(value)
-
-
 class _Encoder:
     """Turns requests into the enqueue script's arguments; shared by both producers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._keys: dict[str, list[str]] = {}  # per queue: built once (never mutated by callers)
 
     def keys(self, queue: str) -> list[str]:
-        return [keys.stream(queue), keys.delayed(queue), keys.counters(queue), keys.config(queue)]
+        ks = self._keys.get(queue)
+        if ks is None:
+            ks = [keys.stream(queue), keys.delayed(queue), keys.counters(queue), keys.config(queue)]
+            self._keys[queue] = ks
+        return ks
 
     def head(self, spec: QueueSpec, now_ms: int) -> list[Any]:
         d = spec.effective_defaults(self.settings)
@@ -130,14 +124,11 @@ class _Encoder:
         by the unit separator (one argument per job keeps the client's command packing cheap)."""
         req = job.req
         job_id = os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
-        # The envelope is assembled around the already-encoded payload; consumers parse it back
-        # into ``tq.envelope.Envelope``, which checks this shape.
-        body = (
-            f'{{"id":"{job_id}","queue":{_js(spec.name)},"name":{_js(req.name)},"payload":{job.payload},'
-            f'"attempt":1,"idempotency_key":{_js(req.idempotency_key)},"trace_id":{_js(req.trace_id)},'
-            f'"enqueued_at":{now!r}' + (f',"not_before":{now + job.delay!r}}}' if job.delay else "}")
+        not_before = now + job.delay if job.delay else None
+        body = new_job_json(
+            job_id, spec.name, req.name, job.payload, now, req.idempotency_key, req.trace_id, not_before
         )
-        due = int((now + job.delay) * 1000) if job.delay else 0
+        due = int(not_before * 1000) if not_before else 0
         out.append(f"{job_id}\x1f{body}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{due}")
 
     def one(self, queue: str, req: JobRequest) -> list[Any]:

@@ -13,9 +13,10 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from tq import payloads as p
+from tq import payloads
 from tq.errors import UnknownJob, UnknownQueue
-from tq.settings import QueueDefaults, Settings, get_settings
+from tq.queue_config import QueueDefaults
+from tq.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,12 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
         "ai:content",
         "ai",
         {
-            "generate-draft": p.GenerateDraft,
-            "generate-summary": p.GenerateSummary,
-            "translate": p.Translate,
-            "enhance-content": p.EnhanceContent,
+            "generate-draft": payloads.GenerateDraft,
+            "generate-summary": payloads.GenerateSummary,
+            "translate": payloads.Translate,
+            "enhance-content": payloads.EnhanceContent,
         },
-        legacy={"rewrite-section": p.RewriteSection},
+        legacy={"rewrite-section": payloads.RewriteSection},
         description="LLM drafting, summaries, translation and rewriting",
         concurrency=8,
         visibility_timeout_s=300,
@@ -77,8 +78,8 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "ai:seo",
         "ai",
-        {"generate-seo": p.GenerateSeo},
-        legacy={"generate-meta": p.GenerateMeta, "suggest-keywords": p.SuggestKeywords},
+        {"generate-seo": payloads.GenerateSeo},
+        legacy={"generate-meta": payloads.GenerateMeta, "suggest-keywords": payloads.SuggestKeywords},
         description="LLM SEO fields: title, description, keywords",
         concurrency=8,
         visibility_timeout_s=300,
@@ -86,7 +87,7 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "ai:review",
         "ai",
-        {"review-article": p.ReviewArticle},
+        {"review-article": payloads.ReviewArticle},
         description="article quality and originality review",
         concurrency=4,
         visibility_timeout_s=300,
@@ -94,8 +95,8 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "workflows:run",
         "workflows",
-        {"run-workflow": p.RunWorkflow},
-        legacy={"trigger-workflow": p.TriggerWorkflow},
+        {"run-workflow": payloads.RunWorkflow},
+        legacy={"trigger-workflow": payloads.TriggerWorkflow},
         description="multi-step workflow instances",
         concurrency=16,
         visibility_timeout_s=120,
@@ -103,19 +104,19 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "plugins:execute",
         "plugins",
-        {"execute-plugin": p.ExecutePlugin},
-        legacy={"install-plugin": p.InstallPlugin, "update-plugin": p.UpdatePlugin},
+        {"execute-plugin": payloads.ExecutePlugin},
+        legacy={"install-plugin": payloads.InstallPlugin, "update-plugin": payloads.UpdatePlugin},
         description="sandboxed WASM plugin runs",
         concurrency=8,
     ),
     _spec(
         "analytics:process",
         "analytics",
-        {"process-events": p.ProcessEvents},
+        {"process-events": payloads.ProcessEvents},
         legacy={
-            "rollup-daily": p.RollupDaily,
-            "compute-funnels": p.ComputeFunnels,
-            "compute-retention": p.ComputeRetention,
+            "rollup-daily": payloads.RollupDaily,
+            "compute-funnels": payloads.ComputeFunnels,
+            "compute-retention": payloads.ComputeRetention,
         },
         description="event aggregation, rollups, funnels, retention",
         concurrency=2,
@@ -124,23 +125,23 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "analytics:snapshot",
         "analytics",
-        {"snapshot-dashboard": p.SnapshotDashboard},
-        legacy={"snapshot-realtime": p.SnapshotRealtime},
+        {"snapshot-dashboard": payloads.SnapshotDashboard},
+        legacy={"snapshot-realtime": payloads.SnapshotRealtime},
         description="precomputed dashboard payloads",
         concurrency=4,
     ),
     _spec(
         "email:send",
         "messaging",
-        {"send-email": p.SendEmail},
-        legacy={"process-email-queue": p.ProcessEmailQueue},
+        {"send-email": payloads.SendEmail},
+        legacy={"process-email-queue": payloads.ProcessEmailQueue},
         description="templated email over SMTP",
         concurrency=16,
     ),
     _spec(
         "otp:send",
         "messaging",
-        {"send-otp": p.SendOtp},
+        {"send-otp": payloads.SendOtp},
         description="one-time codes by email or SMS",
         concurrency=16,
         retry={"attempts": 3, "initial_s": 1.0, "max_s": 10.0},
@@ -149,7 +150,7 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "webhooks:deliver",
         "webhooks",
-        {"deliver-webhook": p.DeliverWebhook},
+        {"deliver-webhook": payloads.DeliverWebhook},
         description="signed webhook deliveries",
         concurrency=32,
         retry={"attempts": 8, "initial_s": 2.0, "max_s": 120.0},
@@ -157,7 +158,7 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "media:optimize",
         "media",
-        {"optimize-image": p.OptimizeImage},
+        {"optimize-image": payloads.OptimizeImage},
         description="image resizing and format conversion",
         concurrency=2,
         visibility_timeout_s=180,
@@ -165,7 +166,7 @@ _PRODUCT_QUEUES: tuple[QueueSpec, ...] = (
     _spec(
         "search:index",
         "search",
-        {"index-article": p.IndexArticle},
+        {"index-article": payloads.IndexArticle},
         description="search index updates",
         concurrency=16,
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from tq.errors import RetryLater
-from tq.settings import RetryPolicy
+from tq.queue_config import RetryPolicy
 
 
 def backoff_s(policy: RetryPolicy, attempt: int, rand: random.Random | None = None) -> float:

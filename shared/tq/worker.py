@@ -7,10 +7,10 @@ ack + delayed, ack + DLQ, atomically). A promoter moves due delayed jobs back, a
 over entries of dead consumers, and live entries are touched so they are never reclaimed while
 this process runs them.
 
-The intake is our own XREADGROUP loop rather than a FastStream subscriber: measured on this
-design, FastStream's per-message dispatch tops out near 1-1.5k jobs/s and its batch mode couples
-the next fetch to the slowest job of a batch (DESIGN.md section 4). FastStream hosts the worker
-(``tq.app``): broker connection, lifecycle, signals and the control channel.
+The intake is our own XREADGROUP loop rather than a FastStream subscriber: measured here,
+FastStream's per-message dispatch tops out near 1-1.5k jobs/s and its batch mode couples the next
+fetch to the slowest job of a batch (docs/engine.md, Decisions). FastStream hosts the worker
+(``tq.worker_app``): broker connection, lifecycle, signals and the control channel.
 """
 
 from __future__ import annotations
@@ -31,15 +31,13 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from tq import config as runtime_config
-from tq import keys
-from tq.config import RuntimeConfig
+from tq import config, keys
 from tq.envelope import Envelope, entry_job_id
 from tq.errors import NoHandler, NonRetryableError
-from tq.handlers import HandlerRegistry, JobContext
-from tq.handlers import handlers as default_handlers
+from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.observe import INVALID_ERRORS, Observer
 from tq.producer import validation_errors
+from tq.queue_config import RuntimeConfig
 from tq.registry import QueueSpec
 from tq.retry import retry_delay_s
 from tq.scripts import Scripts
@@ -254,7 +252,7 @@ class QueueRunner:
         self.spec = spec
         self.queue = spec.name
         self.stream = keys.stream(spec.name)
-        self.cfg: RuntimeConfig = runtime_config.defaults(spec.name, worker.settings)
+        self.cfg: RuntimeConfig = config.defaults(spec.name, worker.settings)
         self.local: deque[tuple[bytes, dict[bytes, bytes]]] = deque()  # fetched, not started
         self.held: set[bytes] = set()  # fetched and not yet settled
         self.running = 0
@@ -281,7 +279,7 @@ class QueueRunner:
 
     # ---- config ------------------------------------------------------------------------------
     async def refresh_config(self) -> None:
-        cfg = await runtime_config.read(self.w.client, self.queue, self.w.settings)
+        cfg = await config.read(self.w.client, self.queue, self.w.settings)
         watch_ms = await self.w.client.pttl(keys.crash_watch(self.queue))
         self.watch_until = time.time() + watch_ms / 1000 if watch_ms > 0 else 0.0
         if cfg != self.cfg:

@@ -59,7 +59,7 @@ async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def owner(served: Served) -> dict[str, str]:
-    return auth(token(served.settings, "owner", subject="alice"))
+    return auth(token(served, "owner", subject="alice"))
 
 
 async def audit_rows(database_url: str, action: str | None = None) -> list[AuditLog]:
@@ -197,13 +197,13 @@ async def test_roles_owner_viewer_and_unknown(redis_url: str, tmp_path: Path, re
     db = sqlite_database(tmp_path)
     with serving(admin_settings(redis_url, db)) as served:
         async with httpx.AsyncClient(base_url=served.url) as http:
-            viewer = auth(token(served.settings, "viewer", subject="val"))
+            viewer = auth(token(served, "viewer", subject="val"))
             err = assert_error(await http.get(BASE, headers=viewer), 403, "forbidden")
             assert "viewer role is not enabled" in err["message"]
             assert_error(await http.get(BASE, headers=auth(_forge({"role": "root"}))), 403, "forbidden")
     with serving(admin_settings(redis_url, db, admin_viewer_enabled=True)) as served:
         async with httpx.AsyncClient(base_url=served.url) as http:
-            viewer = auth(token(served.settings, "viewer", subject="val"))
+            viewer = auth(token(served, "viewer", subject="val"))
             assert (await http.get(BASE, headers=viewer)).status_code == 200
             assert (await http.get(f"{BASE}/{Q}/dlq", headers=viewer)).status_code == 200
             err = assert_error(await http.post(f"{BASE}/{Q}/pause", headers=viewer), 403, "forbidden")
@@ -484,7 +484,7 @@ async def test_audit_rows_record_who_what_outcome_request_and_client(
 ) -> None:
     with serving(admin_settings(redis_url, database_url)) as served:
         async with httpx.AsyncClient(base_url=served.url) as http:
-            owner = auth(token(served.settings, subject="ops@example.com"))
+            owner = auth(token(served, subject="ops@example.com"))
             ok = await http.post(f"{BASE}/{Q}/pause", headers={**owner, "X-Request-ID": "req-1"})
             bad = await http.post(f"{BASE}/{Q}/dlq/purge", json={"confirm": "nope"}, headers=owner)
             gone = await http.delete(f"{BASE}/{Q}/jobs/missing", headers=owner)
@@ -559,9 +559,9 @@ def test_the_cli_acts_through_the_api_with_api_and_token(redis_url: str, tmp_pat
     s = admin_settings(redis_url, sqlite_database(tmp_path))
 
     async def fill() -> list[str]:
-        client = async_client(s)
+        client = async_client(s.settings)
         try:
-            return await dead_letters(client, s, 3)
+            return await dead_letters(client, s.settings, 3)
         finally:
             await client.aclose()
 
@@ -610,7 +610,7 @@ def test_the_cli_acts_through_the_api_with_api_and_token(redis_url: str, tmp_pat
         assert no_token.exit_code == 2 and "--token" in no_token.output
         down = runner.invoke(cli, ["--api", f"http://127.0.0.1:{free_port()}", "--token", tok, "queues"])
         assert down.exit_code == 1 and "failed" in down.output
-    rows_ = asyncio.run(audit_rows(s.database_url))
+    rows_ = asyncio.run(audit_rows(s.settings.database_url))
     changes = [(r.actor, r.action, r.outcome) for r in rows_ if r.details["kind"] == "change"]
     assert changes == [
         ("cli-user", "admin.queue.pause", "ok"),

@@ -42,7 +42,7 @@ async def test_sign_in_live_queue_list_and_dlq_replay(
     browser: Any, artifacts: Path, redis_url: str, tmp_path: Path, redis_client: Any
 ) -> None:
     s = admin_settings(redis_url, sqlite_database(tmp_path))
-    await dead_letters(redis_client, s, 2)
+    await dead_letters(redis_client, s.settings, 2)
     with serving(s) as served:
         page = await browser.new_page()
         problems: list[str] = []
@@ -59,7 +59,7 @@ async def test_sign_in_live_queue_list_and_dlq_replay(
         await expect(row.locator('[data-field="waiting"]')).to_have_text("0")
         await page.screenshot(path=str(artifacts / "1-queues.png"), full_page=True)
 
-        producer = Producer(redis_client, s)
+        producer = Producer(redis_client, s.settings)
         for i in range(3):  # the list follows the SSE stream: no reload, no click
             await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": i + 1})
         await expect(row.locator('[data-field="waiting"]')).to_have_text("3")

@@ -31,9 +31,9 @@ def test_fuzzing_the_published_openapi_finds_no_server_error(redis_url: str, tmp
     s = admin_settings(redis_url, sqlite_database(tmp_path), admin_rate_limit=1_000_000)
 
     async def fill() -> None:
-        client = async_client(s)
+        client = async_client(s.settings)
         try:
-            await dead_letters(client, s, 5)
+            await dead_letters(client, s.settings, 5)
         finally:
             await client.aclose()
 

@@ -95,7 +95,7 @@ async def test_sse_sends_state_then_live_engine_events_and_heartbeats(
 ) -> None:
     producer = Producer(redis_client, served.settings)
     await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": 1})
-    owner = auth(token(served.settings))
+    owner = auth(token(served))
     async with (
         httpx.AsyncClient(base_url=served.url, timeout=10) as http,
         http.stream("GET", SSE, headers=owner) as r,
@@ -235,7 +235,7 @@ async def test_a_client_that_does_not_read_is_dropped(
 async def test_websocket_with_token_subprotocol_gets_state_then_events(
     served: Served, redis_client: Any
 ) -> None:
-    tok = token(served.settings)
+    tok = token(served)
     ws_url = served.url.replace("http://", "ws://") + "/owner/realtime"
     async with websockets.connect(ws_url, subprotocols=["tq.events.v1", f"bearer.{tok}"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "tq.events.v1"
@@ -262,9 +262,9 @@ async def test_websocket_refuses_without_an_owner_token(
     ws_url = served.url.replace("http://", "ws://") + "/owner/realtime"
     protocols = ["tq.events.v1"]
     if role == "viewer":
-        protocols.append(f"bearer.{token(served.settings, 'viewer')}")
+        protocols.append(f"bearer.{token(served, 'viewer')}")
     elif role == "bad-signature":
-        protocols.append(f"bearer.{token(served.settings)[:-4]}AAAA")
+        protocols.append(f"bearer.{token(served)[:-4]}AAAA")
     with pytest.raises(websockets.InvalidStatus) as refused:
         async with websockets.connect(ws_url, subprotocols=protocols):  # type: ignore[arg-type]
             pass
@@ -299,7 +299,7 @@ async def test_a_lost_subscription_is_restored_and_clients_told_to_resync(
 ) -> None:
     async with (
         httpx.AsyncClient(base_url=served.url, timeout=10) as http,
-        http.stream("GET", SSE, headers=auth(token(served.settings))) as r,
+        http.stream("GET", SSE, headers=auth(token(served))) as r,
     ):
         it = frames(r).__aiter__()
         await next_frame(it, "state")

@@ -98,7 +98,10 @@ async def outage_for(
     lock: list[sqlite3.Connection] = []
 
     def take() -> None:
-        conn = sqlite3.connect(make_url(str(url)).database or "", timeout=10, isolation_level=None)
+        # taken and released on worker threads that may differ: the connection crosses threads
+        conn = sqlite3.connect(
+            make_url(str(url)).database or "", timeout=10, isolation_level=None, check_same_thread=False
+        )
         conn.execute("BEGIN EXCLUSIVE")  # every other writer now waits out its busy timeout, then fails
         lock.append(conn)
 

@@ -17,8 +17,7 @@ import threading
 
 import pytest
 import redis
-from support import chaos_worker as chaos_worker
-from support import fast_settings
+from support import chaos_worker, fast_settings
 from support.chaos import Q, counter, drained, held_by, runs, settled, spawn, stop_all, wait_until
 from tq import keys
 from tq.producer import JobRequest, SyncProducer

@@ -7,12 +7,14 @@ replayed into a fresh virtualenv, give a `tq` that runs ``tq --help`` with its p
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -197,7 +199,7 @@ def test_the_dockerfile_build_steps_make_an_install_that_runs_tq_help(tmp_path: 
     for command in ("serve", "worker", "operator", "migrate"):
         assert command in help_run.stdout
     check = (
-        "import importlib.resources as r, tq, tq_services.app, tq_operator.main;"
+        "import importlib.resources as r, tq, tq_services.family_service, tq_operator.main;"
         "print(tq.__file__);"
         "assert r.files('tq').joinpath('migrations/env.py').is_file();"
         "assert any(p.name.endswith('.lua') for p in r.files('tq').joinpath('scripts').iterdir());"
@@ -208,3 +210,21 @@ def test_the_dockerfile_build_steps_make_an_install_that_runs_tq_help(tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(venv))
+
+    # the installed `tq migrate` finds every family's revisions (package data), not only the engine's
+    database = tmp_path / "image.db"
+    migrate_run = subprocess.run(
+        [str(venv / "bin" / "tq"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "TQ_DATABASE_URL": f"sqlite+aiosqlite:///{database}"},
+    )
+    assert migrate_run.returncode == 0, migrate_run.stderr
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert version == [("0009",)]
+    assert {"audit_log", "email_queue", "article", "plugin", "workflow_definition", "file"} <= tables
+    assert {"search_document", "search_document_fts", "analytics_event", "ai_run"} <= tables

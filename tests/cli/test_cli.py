@@ -281,13 +281,13 @@ def test_worker_refuses_an_unknown_family() -> None:
 
 def test_unreachable_redis_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from support.redis_server import free_port
-    from tq.settings import get_settings
+    from support.settings import clear_settings_caches
 
     monkeypatch.setenv("TQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    get_settings.cache_clear()
+    clear_settings_caches()
     try:
         result = runner.invoke(app, ["queues"])
     finally:
-        get_settings.cache_clear()
+        clear_settings_caches()
     assert result.exit_code == 1
     assert "Redis at redis://127.0.0.1:" in result.output and "Traceback" not in result.output

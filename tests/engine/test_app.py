@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import app_worker as app_worker
-from support import fast_settings, helper_command, helper_env
+from support import app_worker, fast_settings, helper_command, helper_env
 from tq import jobs, keys
 from tq.producer import SyncProducer
 from tq.registry import unregister_queue

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 from sqlalchemy import select
-from support import app_worker as app_worker
-from support import fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
+from support import app_worker, fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
 from support.redis_server import start_redis_server
 from tq import config, dlq, jobs, keys
 from tq.audit import AuditWriter

@@ -8,8 +8,7 @@ import time
 from typing import Any
 
 import redis
-from support import crash_worker as crash_worker
-from support import fast_settings, helper_command, helper_env
+from support import crash_worker, fast_settings, helper_command, helper_env
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
 from tq.registry import unregister_queue

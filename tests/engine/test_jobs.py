@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from support import fast_settings, running, wait_for
-from tq import config as runtime_config
-from tq import keys
+from tq import config, keys
 from tq.envelope import JobState
 from tq.errors import NotFound, TqError, UnknownQueue
 from tq.handlers import HandlerRegistry, JobContext
@@ -401,7 +400,7 @@ async def test_counts_by_state(redis_client: Any, redis_url: str) -> None:
 
     waiting = [await p.enqueue(Q, "send-email", email(20 + i)) for i in range(2)]
     await p.enqueue(Q, "send-email", email(30), delay=60)
-    await runtime_config.set_paused(redis_client, Q, True)
+    await config.set_paused(redis_client, Q, True)
     c = await counts(redis_client, Q)
     assert {k: c[k] for k in ("waiting", "active", "delayed", "completed", "dead", "paused")} == {
         "waiting": 2,
@@ -414,5 +413,5 @@ async def test_counts_by_state(redis_client: Any, redis_url: str) -> None:
     assert c["enqueued"] == 3 + 2 + 1 + 2 + 1 and c["consumers"] == 0
     assert sorted(j.id for j in (await list_jobs(redis_client, Q, JobState.WAITING)).items) == sorted(waiting)
 
-    await runtime_config.set_paused(redis_client, Q, False)
+    await config.set_paused(redis_client, Q, False)
     assert (await counts(redis_client, Q))["paused"] is False

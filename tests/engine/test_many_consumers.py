@@ -12,8 +12,7 @@ import subprocess
 import time
 
 import redis
-from support import helper_command, helper_env
-from support import multi_worker as multi_worker
+from support import helper_command, helper_env, multi_worker
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
 from tq.registry import unregister_queue

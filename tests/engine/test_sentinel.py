@@ -22,7 +22,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from support import fast_settings, wait_for
 from support.redis_server import free_port, start_redis_server
 from tq import keys
-from tq.app import WorkerApp
 from tq.connection import async_client
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
@@ -30,6 +29,7 @@ from tq.producer import JobRequest, Producer
 from tq.registry import get_queue
 from tq.settings import Settings
 from tq.worker import Worker
+from tq.worker_app import WorkerApp
 
 Q = "email:send"
 MASTER = "tqmaster"

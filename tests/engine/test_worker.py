@@ -18,9 +18,9 @@ from tq.errors import NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import Producer
+from tq.queue_config import RetryPolicy
 from tq.registry import get_queue
 from tq.retry import backoff_s
-from tq.settings import RetryPolicy
 from tq.worker import Worker
 
 Q = "email:send"

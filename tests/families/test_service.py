@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import app_service as app_service
-from support import fast_settings, helper_command, tiny_retry, wait_for
+from support import app_service, fast_settings, helper_command, tiny_retry, wait_for
 from support.redis_server import free_port, start_redis_server
 from support.services import (
     http_get,

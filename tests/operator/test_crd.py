@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import yaml
 from pydantic import ValidationError
-from tq import config as tq_config
+from tq import config
 from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 from tq_operator import crd
 from tq_operator.spec import (
@@ -330,7 +330,7 @@ def test_queue_is_immutable_on_update() -> None:
 def test_absent_fields_keep_the_registry_defaults() -> None:
     for queue in PRODUCT_QUEUE_NAMES:
         cfg = to_runtime_config(QueueConfigSpec(queue=queue), generation=7)
-        assert cfg == tq_config.defaults(queue).model_copy(update={"generation": 7})
+        assert cfg == config.defaults(queue).model_copy(update={"generation": 7})
 
 
 def test_given_fields_override_and_durations_become_seconds() -> None:
@@ -346,17 +346,17 @@ def test_given_fields_override_and_durations_become_seconds() -> None:
         }
     )
     cfg = to_runtime_config(spec, generation=3)
-    base = tq_config.defaults("ai:content")
+    base = config.defaults("ai:content")
     assert cfg.generation == 3
     assert (cfg.concurrency, cfg.paused) == (3, True)
     assert (cfg.retry.initial_s, cfg.retry.max_s) == (0.5, 120.0)
     assert (cfg.retry.attempts, cfg.retry.jitter) == (base.retry.attempts, base.retry.jitter)
-    assert cfg.rate_limit == tq_config.RateLimit(jobs=100, per_s=60.0)
+    assert cfg.rate_limit == config.RateLimit(jobs=100, per_s=60.0)
     assert (cfg.retention_completed, cfg.retention_failed) == (base.retention_completed, 10)
     assert cfg.idempotency_ttl_s == 5400
     assert cfg.visibility_timeout_s == base.visibility_timeout_s  # not part of the resource
     # What the operator writes is what consumers read back.
-    assert tq_config.from_hash("ai:content", tq_config.to_hash(cfg)) == cfg
+    assert config.from_hash("ai:content", config.to_hash(cfg)) == cfg
 
 
 def test_rate_limit_window_defaults_to_one_second_and_ttl_rounds_up() -> None:
@@ -364,7 +364,7 @@ def test_rate_limit_window_defaults_to_one_second_and_ttl_rounds_up() -> None:
         {"queue": "email:send", "rateLimit": {"jobs": 5}, "idempotencyTTL": "1.5s"}
     )
     cfg = to_runtime_config(spec, generation=1)
-    assert cfg.rate_limit == tq_config.RateLimit(jobs=5, per_s=1.0)
+    assert cfg.rate_limit == config.RateLimit(jobs=5, per_s=1.0)
     assert cfg.idempotency_ttl_s == 2
 
 

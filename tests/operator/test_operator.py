@@ -51,6 +51,7 @@ async def test_create_apply_patch_and_delete(
         obj = await wait_obj(api, "email", ready, "Ready=True for generation 1")
         cfg = await config_hash(redis_client)
         assert (cfg["concurrency"], cfg["generation"], cfg["paused"]) == ("3", "1", "0")
+        assert set(cfg) == {"concurrency", "generation", "paused"}  # only what the spec overrides
         assert condition(obj, "Paused")["status"] == "False"
         assert condition(obj, "Applied")["reason"] == "NoConsumers"
         ready_since = condition(obj, "Ready")["lastTransitionTime"]
@@ -213,10 +214,10 @@ async def test_redis_unreachable_is_a_temporary_error_with_ready_false(
     api: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from support.redis_server import free_port
-    from tq.settings import get_settings
+    from support.settings import clear_settings_caches
 
     monkeypatch.setenv("TQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    get_settings.cache_clear()
+    clear_settings_caches()
     try:
         with operator():
             await create(api, qc("email", concurrency=3))
@@ -229,4 +230,4 @@ async def test_redis_unreachable_is_a_temporary_error_with_ready_false(
             assert condition(obj, "Ready")["status"] == "False"
             assert obj["status"]["observedGeneration"] == 1
     finally:
-        get_settings.cache_clear()
+        clear_settings_caches()

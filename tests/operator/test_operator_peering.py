@@ -21,9 +21,9 @@ import pytest
 from support import wait_for
 from support.operator import KOPF_ARGS, Q, create, merge_patch, operator, qc, ready, wait_obj
 from tq import keys
-from tq.settings import Settings
 from tq_operator.crd import DEFAULT_PEERING, PEERING_GROUP, PEERING_PLURAL, PEERING_VERSION
 from tq_operator.main import configure_peering, seniority_priority
+from tq_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -158,11 +158,11 @@ def test_seniority_orders_replicas_by_start_time() -> None:
 
 def test_peering_settings() -> None:
     settings = kopf.OperatorSettings()
-    configure_peering(settings, Settings(operator_peering=""), 0.0)
+    configure_peering(settings, OperatorSettings(operator_peering=""), 0.0)
     assert settings.peering.standalone and not settings.peering.mandatory
 
     settings = kopf.OperatorSettings()
-    configure_peering(settings, Settings(operator_priority=7), 0.0)
+    configure_peering(settings, OperatorSettings(operator_priority=7), 0.0)
     peering = settings.peering
     assert (peering.standalone, peering.mandatory, peering.clusterwide) == (False, True, True)
     assert (peering.name, peering.priority) == (DEFAULT_PEERING, 7)

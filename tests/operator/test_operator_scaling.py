@@ -26,7 +26,7 @@ from support.operator import (
     wait_event,
     wait_obj,
 )
-from tq.settings import get_settings
+from support.settings import clear_settings_caches
 from tq_operator.crd import PLURAL
 from tq_operator.kube import KEDA_SCALED_OBJECTS
 from tq_operator.spec import GROUP, KIND, VERSION
@@ -140,7 +140,7 @@ async def test_the_keda_setting_leaves_scaling_to_keda(
     api: aiohttp.ClientSession, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TQ_OPERATOR_KEDA", "true")
-    get_settings.cache_clear()
+    clear_settings_caches()
     await create_deployment(api, "tq-media", replicas=2)
     try:
         with operator():
@@ -148,6 +148,6 @@ async def test_the_keda_setting_leaves_scaling_to_keda(
             obj = await wait_obj(api, "media", scaled("False", "ScaledByKEDA"), "Scaled=False ScaledByKEDA")
             assert "TQ_OPERATOR_KEDA" in condition(obj, "Scaled")["message"]
     finally:
-        get_settings.cache_clear()
+        clear_settings_caches()
     assert await replicas_of(api, "tq-media") == 2
     assert await get(api, "media") is not None

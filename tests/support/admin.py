@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import uvicorn
 from tq import keys
-from tq.db import migrate
 from tq.handlers import HandlerRegistry
 from tq.producer import Producer
 from tq.settings import Settings
 from tq_services.admin import create_app
 from tq_services.admin.auth import mint_token
+from tq_services.admin.settings import AdminSettings
+from tq_services.schema import migrate
 
 from support import fast_settings, running, tiny_retry, wait_for
 
@@ -31,7 +32,16 @@ Q_ENCODED = "email%3Asend"
 NO_HANDLER_JOB = "process-email-queue"  # a real job of the queue that these tests never give a handler
 
 
-def admin_settings(redis_url: str, database_url: str, **overrides: Any) -> Settings:
+@dataclass(frozen=True)
+class AdminConfig:
+    """What the admin app runs with: the engine's settings and the admin service's own."""
+
+    settings: Settings
+    admin: AdminSettings
+
+
+def admin_settings(redis_url: str, database_url: str, **overrides: Any) -> AdminConfig:
+    """Fast engine settings and the admin service's; ``overrides`` go to the class that has the field."""
     base: dict[str, Any] = {
         "database_url": database_url,
         "admin_jwt_key": ADMIN_KEY,
@@ -39,11 +49,14 @@ def admin_settings(redis_url: str, database_url: str, **overrides: Any) -> Setti
         "queues": {Q: tiny_retry(attempts=1, max_s=0.02)},
     }
     base.update(overrides)
-    return fast_settings(redis_url, **base)
+    admin = {name: base.pop(name) for name in list(base) if name in AdminSettings.model_fields}
+    return AdminConfig(fast_settings(redis_url, **base), AdminSettings(**admin))
 
 
-def token(settings: Settings, role: str = "owner", subject: str = "alice", ttl_s: float = 600) -> str:
-    return mint_token(settings, subject=subject, role=role, ttl_s=ttl_s)
+def token(
+    config: AdminConfig | Served, role: str = "owner", subject: str = "alice", ttl_s: float = 600
+) -> str:
+    return mint_token(config.admin, subject=subject, role=role, ttl_s=ttl_s)
 
 
 def auth(tok: str) -> dict[str, str]:
@@ -69,6 +82,7 @@ class Served:
     url: str
     app: Any
     settings: Settings
+    admin: AdminSettings
 
     @property
     def hub(self) -> Any:
@@ -76,9 +90,9 @@ class Served:
 
 
 @contextmanager
-def serving(settings: Settings, *, wait_ready: bool = True) -> Iterator[Served]:
+def serving(configured: AdminConfig, *, wait_ready: bool = True) -> Iterator[Served]:
     """The admin app under uvicorn on 127.0.0.1:<free port> until the block ends."""
-    app = create_app(settings)
+    app = create_app(configured.settings, configured.admin)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -103,7 +117,7 @@ def serving(settings: Settings, *, wait_ready: bool = True) -> Iterator[Served]:
             raise RuntimeError("the admin service did not get ready")
         time.sleep(0.02)
     try:
-        yield Served(url, app, settings)
+        yield Served(url, app, configured.settings, configured.admin)
     finally:
         server.should_exit = True
         thread.join(15)

@@ -9,7 +9,7 @@ from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import Payload
 from tq.registry import QueueSpec, register_queue
 from tq.settings import Settings
-from tq_services.app import serve
+from tq_services.family_service import serve
 
 QUEUE = "svctest"
 FAMILY = "svctest"

@@ -1,15 +1,15 @@
-"""A ``tq.app.WorkerApp`` process (FastStream-hosted) for the shutdown tests."""
+"""A ``tq.worker_app.WorkerApp`` process (FastStream-hosted) for the shutdown tests."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from tq.app import WorkerApp
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import Payload
 from tq.registry import QueueSpec, register_queue
 from tq.settings import Settings
+from tq.worker_app import WorkerApp
 
 QUEUE = "apptest"
 

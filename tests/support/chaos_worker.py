@@ -19,8 +19,9 @@ import signal
 import redis.asyncio as aioredis
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import Payload
+from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue, unregister_queue
-from tq.settings import QueueDefaults, RetryPolicy, Settings
+from tq.settings import Settings
 from tq.worker import Worker
 
 QUEUE = "chaos"

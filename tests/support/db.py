@@ -27,10 +27,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
-from tq.db import make_engine, migrate_async, normalize_url
-from tq.models import Base
+from tq.db import make_engine, normalize_url
+from tq_services.schema import load_models, migrate_async
 
 from support import docker_answers
+from support.settings import clear_settings_caches
 
 T = TypeVar("T")
 
@@ -126,11 +127,12 @@ def database_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def reset_postgres(url: str) -> None:
-    """Drop tq's tables (and Alembic's version table) so the next migration starts from nothing."""
+    """Drop tq's tables, every family's too (and Alembic's version table), so the next migration
+    starts from nothing."""
     engine = make_engine(url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
+            for table in reversed(load_models().sorted_tables):
                 await conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
             await conn.execute(text("DROP TABLE IF EXISTS alembic_version CASCADE"))
     finally:
@@ -139,17 +141,16 @@ async def reset_postgres(url: str) -> None:
 
 @pytest.fixture
 async def database_url(database_backend: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    """A freshly migrated database (SQLite, then PostgreSQL); ``TQ_DATABASE_URL`` points at it."""
+    """A freshly migrated database, the whole schema (engine and every family; SQLite, then
+    PostgreSQL); ``TQ_DATABASE_URL`` points at it."""
     url = database_backend
     if normalize_url(url).get_backend_name() == "postgresql":
         await reset_postgres(url)
     await migrate_async(url)
     monkeypatch.setenv("TQ_DATABASE_URL", url)
-    from tq.settings import get_settings
-
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield url
-    get_settings.cache_clear()
+    clear_settings_caches()
 
 
 @pytest.fixture

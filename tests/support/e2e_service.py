@@ -8,9 +8,10 @@ import sys
 from tq.errors import NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import Payload
+from tq.queue_config import QueueDefaults
 from tq.registry import QueueSpec, register_queue
-from tq.settings import QueueDefaults, Settings
-from tq_services.app import serve
+from tq.settings import Settings
+from tq_services.family_service import serve
 
 FAMILIES = {"e2e-alpha": "e2e:alpha", "e2e-beta": "e2e:beta"}
 JOB = "work"

@@ -1,4 +1,4 @@
-"""kmock's Kubernetes emulator with the few API-server behaviours kopf relies on (see KMOCK.md).
+"""kmock's Kubernetes emulator with the few API-server behaviours kopf relies on.
 
 Stock ``kmock.KubernetesEmulator`` stores objects and streams changes; this subclass adds:
 ``uid``/``creationTimestamp``/``generation`` on create, ``generateName``, a ``resourceVersion`` bumped

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tq.db import migrate
+from tq_services.schema import migrate
 
 from support import helper_env
 from support.redis_server import free_port

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from tq.audit import record
 
 from tq_services.admin.auth import Principal
-from tq_services.admin.errors import _CODES, ApiError, request_id, validation_fields
+from tq_services.admin.errors import ApiError, error_code, request_id, validation_fields
 from tq_services.admin.state import admin_state
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ async def _write(
     result = getattr(request.state, "audit_result", None)
     if result and status < 400:
         details["result"] = result
-    outcome = "ok" if status < 400 else _CODES.get(status, "error")
+    outcome = "ok" if status < 400 else error_code(status)
     try:
         await record(
             admin_state(request).engine,

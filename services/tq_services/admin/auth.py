@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 import jwt
-from tq.settings import Settings
 
 from tq_services.admin.errors import ApiError
+from tq_services.admin.settings import AdminSettings
 
 MIN_KEY_BYTES = 32  # RFC 7518 3.2: an HMAC key at least as long as the hash output
 _BEARER = {"WWW-Authenticate": 'Bearer realm="tq-admin"'}
@@ -37,7 +37,7 @@ class Principal:
     token_id: str
 
 
-def signing_key(settings: Settings) -> str:
+def signing_key(settings: AdminSettings) -> str:
     if settings.admin_jwt_key is None:
         raise ValueError("TQ_ADMIN_JWT_KEY is not set: the admin API has no key to sign or verify tokens")
     key = settings.admin_jwt_key.get_secret_value()
@@ -46,7 +46,7 @@ def signing_key(settings: Settings) -> str:
     return key
 
 
-def mint_token(settings: Settings, *, subject: str, role: Role | str, ttl_s: float) -> str:
+def mint_token(settings: AdminSettings, *, subject: str, role: Role | str, ttl_s: float) -> str:
     """A signed token for ``subject`` with ``role``, valid for ``ttl_s`` seconds."""
     if ttl_s <= 0:
         raise ValueError("the token's lifetime must be positive")
@@ -64,7 +64,7 @@ def mint_token(settings: Settings, *, subject: str, role: Role | str, ttl_s: flo
     return jwt.encode(claims, signing_key(settings), algorithm=settings.admin_jwt_algorithm)
 
 
-def authenticate(settings: Settings, token: str | None) -> Principal:
+def authenticate(settings: AdminSettings, token: str | None) -> Principal:
     """The caller a bearer token names, or ApiError 401 (a 403 is the route's decision)."""
     if not token:
         raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)", headers=_BEARER)
@@ -99,7 +99,7 @@ def authenticate(settings: Settings, token: str | None) -> Principal:
     return Principal(subject=subject[:200], role=role, token_id=token_id[:64])
 
 
-def authorize(settings: Settings, principal: Principal, *, write: bool) -> None:
+def authorize(settings: AdminSettings, principal: Principal, *, write: bool) -> None:
     """403 unless ``principal`` may make this call: owners anything, viewers reads when enabled."""
     if principal.role is Role.OWNER:
         return

@@ -12,7 +12,8 @@ import httpx
 from tq.dlq import DeadLetter, ReplayResult
 from tq.envelope import JobState
 from tq.errors import NotFound, TqError
-from tq.jobs import JobRecord, Page
+from tq.jobs import JobRecord
+from tq.paging import Page
 
 _JOB_FIELDS = {f.name for f in fields(JobRecord)}
 _DEAD_FIELDS = {f.name for f in fields(DeadLetter)}

@@ -31,8 +31,14 @@ _CODES = {
 }
 
 
+def error_code(status: int) -> str:
+    """The ``code`` of an error answer (and the ``outcome`` of its audit row) for an HTTP status."""
+    return _CODES.get(status, "error")
+
+
 class ApiError(Exception):
-    """An answer other than success, raised anywhere in a request and rendered by ``_api_error``."""
+    """An answer other than success, raised anywhere in a request and rendered by the handlers
+    ``install`` registers."""
 
     def __init__(
         self,
@@ -50,7 +56,7 @@ class ApiError(Exception):
 
     @property
     def code(self) -> str:
-        return _CODES.get(self.status, "error")
+        return error_code(self.status)
 
 
 def from_tq_error(exc: TqError | ValueError) -> ApiError:

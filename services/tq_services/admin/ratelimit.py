@@ -1,9 +1,10 @@
 """Per-token rate limit of the admin API: a sliding window log in Redis.
 
-``tq:admin:ratelimit:<token id>`` is a sorted set of the token's requests (member: a unique id,
-score: the time in ms). One script drops the members older than the window, counts the rest and
-adds this request only when under the limit; so every replica of the admin service shares the
-budget, and a refused request does not use any of it. The key expires with its window.
+``key(token_id)``, ``tq:admin:ratelimit:<token id>``, is a sorted set of the token's requests
+(member: a unique id, score: the time in ms). One script drops the members older than the window,
+counts the rest and adds this request only when under the limit; so every replica of the admin
+service shares the budget, and a refused request does not use any of it. The key expires with its
+window.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import math
 import time
 import uuid
 from typing import Any
-
-from tq import keys
 
 _SLIDE = """
 local now = tonumber(ARGV[1])
@@ -30,6 +29,11 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
+def key(token_id: str) -> str:
+    """ZSET (expiring): one admin API token's requests in its sliding window."""
+    return f"tq:admin:ratelimit:{token_id}"
+
+
 class SlidingWindow:
     """``limit`` requests per ``window_s`` per token."""
 
@@ -42,7 +46,7 @@ class SlidingWindow:
         """Count one request; 0 when allowed, else the seconds until one is allowed again."""
         now_ms = int((now if now is not None else time.time()) * 1000)
         wait_ms = await self._script(
-            keys=[keys.admin_rate_limit(token_id)],
+            keys=[key(token_id)],
             args=[now_ms, self.window_ms, self.limit, f"{now_ms}-{uuid.uuid4().hex}"],
         )
         return int(wait_ms) / 1000

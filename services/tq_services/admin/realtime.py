@@ -1,6 +1,6 @@
 """Live events: ``GET /api/realtime/queue-events`` (server-sent events) and ``WS /owner/realtime``.
 
-One ``Hub`` per process subscribes to ``tq:events`` and fans each event out to every connected
+One ``hub.Hub`` per process subscribes to ``tq:events`` and fans each event out to every connected
 client. A client gets, on connect, the current state of every queue (event ``state``), then every
 event (its ``type`` as the event name: ``job.completed``, ``queue.stats``, ``dlq.stats``,
 ``workflow.step``, ``ai.task``, ...), and a ``heartbeat`` every ``TQ_ADMIN_HEARTBEAT_S``.
@@ -24,140 +24,26 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
-from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
-from tq import keys
 
 from tq_services.admin.auth import Principal, authenticate, authorize, bearer
+from tq_services.admin.deps import Owner
 from tq_services.admin.errors import ApiError
+from tq_services.admin.hub import Item, Subscriber
 from tq_services.admin.ratelimit import SlidingWindow
-from tq_services.admin.routes import Owner, all_queue_summaries
 from tq_services.admin.state import admin_state
+from tq_services.admin.summaries import all_queue_summaries
 
 log = logging.getLogger(__name__)
 
 WS_PROTOCOL = "tq.events.v1"
-RESYNC = "resync"  # the hub lost tq:events for a while: what a client holds may be stale
 WS_TOKEN_PREFIX = "bearer."
-
-
-@dataclass(frozen=True)
-class Item:
-    """One event as clients get it: its id, its name and its JSON."""
-
-    id: str
-    event: str
-    data: str
-
-
-class Subscriber:
-    def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
-        self.gone = asyncio.Event()  # set when the hub dropped this client
-
-
-@dataclass
-class Hub:
-    """The process's one subscription to ``tq:events`` and its clients."""
-
-    client: Any
-    buffer_size: int
-    client_queue: int
-    boot: str = field(default_factory=lambda: format(int(time.time() * 1000), "x"))
-    seq: int = 0
-    subscribers: set[Subscriber] = field(default_factory=set)
-    dropped: int = 0
-    received: int = 0
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.buffer: deque[tuple[int, Item]] = deque(maxlen=self.buffer_size)
-
-    def last_id(self) -> str:
-        return f"{self.boot}-{self.seq}"
-
-    async def run(self) -> None:
-        """Listen until cancelled; a lost Redis connection is retried with backoff (1 s doubling to 30 s)."""
-        backoff = 1.0
-        lost = False
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.EVENTS_CHANNEL)
-                self.subscribed.set()
-                backoff = 1.0
-                if lost:  # events published meanwhile were not seen: tell clients to fetch the state
-                    self.dispatch(json.dumps({"type": RESYNC, "queue": "", "at": time.time()}))
-                    lost = False
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        self.dispatch(message["data"])
-            except (RedisError, OSError) as exc:
-                self.subscribed.clear()
-                lost = True
-                log.warning("realtime: tq:events subscription lost (%s); again in %.0f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-
-    def dispatch(self, raw: bytes | str) -> None:
-        try:
-            event = json.loads(raw)
-            name = str(event["type"])
-        except (ValueError, KeyError, TypeError) as exc:  # not tq's Event schema: nothing to forward
-            log.warning("realtime: ignoring a malformed message on tq:events: %s", exc)
-            return
-        self.received += 1
-        self.seq += 1
-        item = Item(f"{self.boot}-{self.seq}", name, json.dumps(event, separators=(",", ":")))
-        self.buffer.append((self.seq, item))
-        for sub in list(self.subscribers):
-            try:
-                sub.queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.drop(sub)
-
-    def drop(self, sub: Subscriber) -> None:
-        """Free a slow client's queue and tell its sender to close the connection."""
-        self.subscribers.discard(sub)
-        while not sub.queue.empty():
-            sub.queue.get_nowait()
-        sub.gone.set()
-        self.dropped += 1
-        log.info("realtime: dropped a client that fell %d events behind", self.client_queue)
-
-    def subscribe(self, last_event_id: str | None) -> tuple[Subscriber, list[Item] | None, str]:
-        """Register a client. Returns it, the events it missed since ``last_event_id`` (None: it
-        cannot resume and needs the state), and the id the state stands at."""
-        sub = Subscriber(self.client_queue)
-        self.subscribers.add(sub)
-        return sub, self._missed(last_event_id), self.last_id()
-
-    def _missed(self, last_event_id: str | None) -> list[Item] | None:
-        if not last_event_id:
-            return None
-        boot, _, seq_text = last_event_id.partition("-")
-        if boot != self.boot or not seq_text.isdigit() or int(seq_text) > self.seq:
-            return None
-        seq = int(seq_text)
-        oldest = self.buffer[0][0] if self.buffer else self.seq + 1
-        if seq + 1 < oldest:  # some of what it missed has left the buffer
-            return None
-        return [item for s, item in self.buffer if s > seq]
-
-    def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
 
 
 async def _feed(
@@ -170,7 +56,7 @@ async def _feed(
     """What one client gets: the state (or what it missed), then events and heartbeats."""
     state = admin_state(request_or_ws)
     if missed is None:
-        queues = await all_queue_summaries(state.redis)
+        queues = [q.model_dump(mode="json") for q in await all_queue_summaries(state.redis)]
         yield Item(at, "state", json.dumps({"queues": queues, "at": time.time()}, separators=(",", ":")))
     else:
         for item in missed:
@@ -273,7 +159,7 @@ async def queue_events(request: Request, _: Owner) -> Response:
     state = admin_state(request)
     hub = state.hub
     sub, missed, at = hub.subscribe(request.headers.get("last-event-id"))
-    heartbeat = state.settings.admin_heartbeat_s
+    heartbeat = state.admin_settings.admin_heartbeat_s
     return EventStream(
         _feed(request, sub, missed, at, heartbeat),
         sub,
@@ -297,13 +183,13 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
     state = admin_state(websocket)
     token, _ = _ws_token(websocket)
     try:
-        principal = authenticate(state.settings, token)
+        principal = authenticate(state.admin_settings, token)
         wait_s = await state.limiter.hit(principal.token_id)
         if wait_s:
             raise ApiError(
                 429, "rate limit exceeded", headers={"Retry-After": SlidingWindow.retry_after(wait_s)}
             )
-        authorize(state.settings, principal, write=True)  # live events are the owner's
+        authorize(state.admin_settings, principal, write=True)  # live events are the owner's
     except ApiError as exc:
         body = {"error": {"code": exc.code, "message": exc.message}}
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
@@ -323,7 +209,7 @@ async def owner_realtime(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=WS_PROTOCOL if wants_protocol else None)
     hub = state.hub
     sub, _missed, at = hub.subscribe(None)
-    frames = _feed(websocket, sub, None, at, state.settings.admin_heartbeat_s)
+    frames = _feed(websocket, sub, None, at, state.admin_settings.admin_heartbeat_s)
 
     async def client_closed() -> None:
         with contextlib.suppress(WebSocketDisconnect):

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 from tq.settings import Settings
 
+from tq_services.admin.hub import Hub
 from tq_services.admin.ratelimit import SlidingWindow
-
-if TYPE_CHECKING:
-    from tq_services.admin.realtime import Hub
+from tq_services.admin.settings import AdminSettings
 
 
 @dataclass
 class AdminState:
     settings: Settings
+    admin_settings: AdminSettings
     redis: Any
     engine: AsyncEngine
     limiter: SlidingWindow

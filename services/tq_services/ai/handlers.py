@@ -1,4 +1,4 @@
-"""Handlers of the ai family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handlers of the ai family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 Every job runs the same way (``_run``): check a provider is configured, load the article (a
 missing one dead-letters with its id), write an ``AiRun`` and publish ``ai.task`` started; call
@@ -35,18 +35,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tq.envelope import EventType
 from tq.errors import NonRetryableError
-from tq.handlers import JobContext, handlers
-from tq.models import (
-    AiDraft,
-    AiEventLog,
-    AiMessage,
-    AIReport,
-    AiRun,
-    Article,
-    ArticleQualityReport,
-    ArticleVersion,
-    utcnow,
-)
+from tq.handlers import JobContext, default_handlers
+from tq.models import utcnow
 from tq.payloads import (
     EnhanceContent,
     GenerateDraft,
@@ -72,6 +62,9 @@ from tq_services.ai.answers import (
 from tq_services.ai.checks import analyze, words
 from tq_services.ai.errors import ArticleNotFound, InvalidRequest, LlmNotConfigured, MalformedAnswer
 from tq_services.ai.llm import NOT_CONFIGURED, Completion, Message, complete, model_for
+from tq_services.ai.models import AiDraft, AiEventLog, AiMessage, AIReport, AiRun, ArticleQualityReport
+from tq_services.ai.settings import get_ai_settings
+from tq_services.content.models import Article, ArticleVersion
 from tq_services.store import sessions
 
 log = logging.getLogger("tq.ai")
@@ -129,9 +122,10 @@ def _need_body(article: Article, what: str) -> None:
 
 async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, model: str | None = None) -> Any:
     settings = get_settings()
-    if not settings.llm_base_url:
+    ai = get_ai_settings()
+    if not ai.llm_base_url:
         raise LlmNotConfigured(NOT_CONFIGURED)
-    model = model_for(settings, ctx.envelope.name, model)
+    model = model_for(ai, ctx.envelope.name, model)
     async with sessions(settings.database_url)() as session:
         async with session.begin():
             article = await session.get(Article, article_id)
@@ -157,7 +151,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
         started = time.perf_counter()
         completion: Completion | None = None
         try:
-            completion = await complete(settings, ask.messages, model, want_json=ask.want_json)
+            completion = await complete(ai, ask.messages, model, want_json=ask.want_json)
             usage = {
                 "model": completion.model,
                 "tokens_in": completion.tokens_in,
@@ -270,7 +264,7 @@ def _draft(article: Article, run_id: int, ctx: JobContext, kind: str, content: s
 
 
 # ---- ai:content ---------------------------------------------------------------------------------
-@handlers.register(CONTENT_QUEUE, "generate-draft")
+@default_handlers.register(CONTENT_QUEUE, "generate-draft")
 async def generate_draft(ctx: JobContext, payload: GenerateDraft) -> Any:
     def build(article: Article) -> Ask:
         return Ask(
@@ -297,7 +291,7 @@ async def generate_draft(ctx: JobContext, payload: GenerateDraft) -> Any:
     return await _run(ctx, payload.article_id, build, apply, payload.model)
 
 
-@handlers.register(CONTENT_QUEUE, "generate-summary")
+@default_handlers.register(CONTENT_QUEUE, "generate-summary")
 async def generate_summary(ctx: JobContext, payload: GenerateSummary) -> Any:
     def build(article: Article) -> Ask:
         _need_body(article, "summarize")
@@ -325,7 +319,7 @@ async def generate_summary(ctx: JobContext, payload: GenerateSummary) -> Any:
     return await _run(ctx, payload.article_id, build, apply)
 
 
-@handlers.register(CONTENT_QUEUE, "translate")
+@default_handlers.register(CONTENT_QUEUE, "translate")
 async def translate(ctx: JobContext, payload: Translate) -> Any:
     def build(article: Article) -> Ask:
         _need_body(article, "translate")
@@ -356,7 +350,7 @@ async def translate(ctx: JobContext, payload: Translate) -> Any:
     return await _run(ctx, payload.article_id, build, apply)
 
 
-@handlers.register(CONTENT_QUEUE, "enhance-content")
+@default_handlers.register(CONTENT_QUEUE, "enhance-content")
 async def enhance_content(ctx: JobContext, payload: EnhanceContent) -> Any:
     def build(article: Article) -> Ask:
         _need_body(article, "enhance")
@@ -391,7 +385,7 @@ async def enhance_content(ctx: JobContext, payload: EnhanceContent) -> Any:
     return await _run(ctx, payload.article_id, build, apply)
 
 
-@handlers.register(CONTENT_QUEUE, "rewrite-section")
+@default_handlers.register(CONTENT_QUEUE, "rewrite-section")
 async def rewrite_section(ctx: JobContext, payload: RewriteSection) -> Any:
     def build(article: Article) -> Ask:
         if payload.section not in article.body:
@@ -432,7 +426,7 @@ def _unique(phrases: list[str], limit: int) -> list[str]:
     return out[:limit]
 
 
-@handlers.register(SEO_QUEUE, "generate-seo")
+@default_handlers.register(SEO_QUEUE, "generate-seo")
 async def generate_seo(ctx: JobContext, payload: GenerateSeo) -> Any:
     def build(article: Article) -> Ask:
         return Ask(
@@ -462,7 +456,7 @@ async def generate_seo(ctx: JobContext, payload: GenerateSeo) -> Any:
     return await _run(ctx, payload.article_id, build, apply)
 
 
-@handlers.register(SEO_QUEUE, "generate-meta")
+@default_handlers.register(SEO_QUEUE, "generate-meta")
 async def generate_meta(ctx: JobContext, payload: GenerateMeta) -> Any:
     def build(article: Article) -> Ask:
         return Ask(
@@ -496,7 +490,7 @@ async def generate_meta(ctx: JobContext, payload: GenerateMeta) -> Any:
     return await _run(ctx, payload.article_id, build, apply)
 
 
-@handlers.register(SEO_QUEUE, "suggest-keywords")
+@default_handlers.register(SEO_QUEUE, "suggest-keywords")
 async def suggest_keywords(ctx: JobContext, payload: SuggestKeywords) -> Any:
     def build(article: Article) -> Ask:
         return Ask(
@@ -620,7 +614,7 @@ async def _review_locally(ctx: JobContext, article_id: int, checks: set[str]) ->
     return result
 
 
-@handlers.register(REVIEW_QUEUE, "review-article")
+@default_handlers.register(REVIEW_QUEUE, "review-article")
 async def review_article(ctx: JobContext, payload: ReviewArticle) -> Any:
     checks: set[str] = set(payload.checks)
     if not checks & MODEL_CHECKS:

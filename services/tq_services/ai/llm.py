@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
-from tq.settings import Settings
 
 from tq_services.ai.errors import LlmNotConfigured, LlmRejected, LlmUnavailable
+from tq_services.ai.settings import AiSettings
 
 NOT_CONFIGURED = (
     "no LLM provider configured: set TQ_LLM_BASE_URL (and TQ_LLM_API_KEY, TQ_LLM_MODEL) "
@@ -75,11 +75,11 @@ class _ChatResponse(BaseModel):
     usage: _Usage | None = None
 
 
-def model_for(settings: Settings, job_name: str, requested: str | None = None) -> str:
+def model_for(settings: AiSettings, job_name: str, requested: str | None = None) -> str:
     return requested or settings.llm_models.get(job_name) or settings.llm_model
 
 
-def cost_of(settings: Settings, model: str, tokens_in: int, tokens_out: int) -> float | None:
+def cost_of(settings: AiSettings, model: str, tokens_in: int, tokens_out: int) -> float | None:
     price = settings.llm_prices.get(model)
     if price is None:
         return None
@@ -119,7 +119,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 async def complete(
-    settings: Settings, messages: list[Message], model: str, *, want_json: bool = False
+    settings: AiSettings, messages: list[Message], model: str, *, want_json: bool = False
 ) -> Completion:
     if not settings.llm_base_url:
         raise LlmNotConfigured(NOT_CONFIGURED)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import Article
+
+from tq_services.content.models import Article
 
 ARTICLES: tuple[dict[str, object], ...] = (
     {

@@ -1,4 +1,4 @@
-"""Handlers of the analytics family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handlers of the analytics family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 Importing this module registers them (``tq_services.load_handlers(["analytics"])``).
 
@@ -21,8 +21,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from tq import keys
-from tq.handlers import JobContext, handlers
+from tq.handlers import JobContext, default_handlers
 from tq.payloads import (
     ComputeFunnels,
     ComputeRetention,
@@ -35,6 +34,7 @@ from tq.settings import get_settings
 
 from tq_services.analytics import rollups, snapshots
 from tq_services.analytics.errors import InvalidAnalyticsRequest
+from tq_services.analytics.settings import get_analytics_settings
 from tq_services.store import sessions
 
 log = logging.getLogger("tq.analytics")
@@ -69,7 +69,7 @@ def _backfill_days(payload: ProcessEvents, now: datetime) -> list[date]:
     return _days(since.date(), last, "process-events")
 
 
-@handlers.register(PROCESS_QUEUE, "process-events")
+@default_handlers.register(PROCESS_QUEUE, "process-events")
 async def process_events(ctx: JobContext, payload: ProcessEvents) -> dict[str, Any]:
     now = datetime.now(UTC)
     backfill = payload.since is not None or payload.until is not None
@@ -95,7 +95,7 @@ async def process_events(ctx: JobContext, payload: ProcessEvents) -> dict[str, A
     return result
 
 
-@handlers.register(PROCESS_QUEUE, "rollup-daily")
+@default_handlers.register(PROCESS_QUEUE, "rollup-daily")
 async def rollup_daily(ctx: JobContext, payload: RollupDaily) -> dict[str, Any]:
     async with sessions(get_settings().database_url)() as session, session.begin():
         done = await rollups.rollup_day(session, payload.day, datetime.now(UTC))
@@ -103,7 +103,7 @@ async def rollup_daily(ctx: JobContext, payload: RollupDaily) -> dict[str, Any]:
     return done.as_dict()
 
 
-@handlers.register(PROCESS_QUEUE, "compute-funnels")
+@default_handlers.register(PROCESS_QUEUE, "compute-funnels")
 async def compute_funnels(ctx: JobContext, payload: ComputeFunnels) -> dict[str, Any]:
     _days(payload.start, payload.end, f"funnel {payload.name!r}")
     async with sessions(get_settings().database_url)() as session, session.begin():
@@ -113,7 +113,7 @@ async def compute_funnels(ctx: JobContext, payload: ComputeFunnels) -> dict[str,
     return {"name": payload.name, "steps": list(payload.steps), **counts}
 
 
-@handlers.register(PROCESS_QUEUE, "compute-retention")
+@default_handlers.register(PROCESS_QUEUE, "compute-retention")
 async def compute_retention(ctx: JobContext, payload: ComputeRetention) -> dict[str, Any]:
     if payload.cohort_end < payload.cohort_start:
         raise InvalidAnalyticsRequest(
@@ -132,7 +132,7 @@ async def compute_retention(ctx: JobContext, payload: ComputeRetention) -> dict[
     return {"period": payload.period, "cohorts": table}
 
 
-@handlers.register(SNAPSHOT_QUEUE, "snapshot-dashboard")
+@default_handlers.register(SNAPSHOT_QUEUE, "snapshot-dashboard")
 async def snapshot_dashboard(ctx: JobContext, payload: SnapshotDashboard) -> dict[str, Any]:
     try:
         dashboard = snapshots.Dashboard(payload.dashboard)
@@ -140,26 +140,28 @@ async def snapshot_dashboard(ctx: JobContext, payload: SnapshotDashboard) -> dic
         known = ", ".join(d.value for d in snapshots.Dashboard)
         raise InvalidAnalyticsRequest(f"unknown dashboard {payload.dashboard!r} (known: {known})") from None
     settings = get_settings()
+    analytics = get_analytics_settings()
     async with sessions(settings.database_url)() as session:
         data = await snapshots.build_dashboard(
             session,
             dashboard,
             snapshots.utc_today(),
-            settings.analytics_dashboard_days,
-            settings.analytics_top_n,
+            analytics.analytics_dashboard_days,
+            analytics.analytics_top_n,
         )
-    key = keys.analytics_dashboard(dashboard.value)
+    key = snapshots.dashboard_key(dashboard.value)
     generated_at = await snapshots.store(ctx.redis, key, f"dashboard:{dashboard.value}", data, payload.ttl_s)
     return {"key": key, "generated_at": generated_at, "ttl_s": payload.ttl_s}
 
 
-@handlers.register(SNAPSHOT_QUEUE, "snapshot-realtime")
+@default_handlers.register(SNAPSHOT_QUEUE, "snapshot-realtime")
 async def snapshot_realtime(ctx: JobContext, payload: SnapshotRealtime) -> dict[str, Any]:
     settings = get_settings()
+    analytics = get_analytics_settings()
     async with sessions(settings.database_url)() as session:
         data = await snapshots.build_realtime(
-            session, datetime.now(UTC), payload.window_s, settings.analytics_top_n
+            session, datetime.now(UTC), payload.window_s, analytics.analytics_top_n
         )
-    key = keys.ANALYTICS_REALTIME
+    key = snapshots.REALTIME_KEY
     generated_at = await snapshots.store(ctx.redis, key, "realtime", data, payload.ttl_s)
     return {"key": key, "generated_at": generated_at, "ttl_s": payload.ttl_s, "events": data["total_events"]}

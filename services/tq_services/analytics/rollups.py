@@ -36,7 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import (
+from tq.models import UTCDateTime
+
+from tq_services.analytics.models import (
     AggregateBucket,
     AnalyticsAggregate,
     AnalyticsEvent,
@@ -45,7 +47,6 @@ from tq.models import (
     ArticleStatsDaily,
     SearchQueryStatsDaily,
     UserEngagementDaily,
-    UTCDateTime,
 )
 
 E = AnalyticsEvent

@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import AnalyticsEvent
+
+from tq_services.analytics.models import AnalyticsEvent
 
 DAYS = 4
 SESSIONS_PER_DAY = 60

@@ -3,9 +3,10 @@
 snapshot-dashboard builds a named dashboard from the daily roll-ups (so it is as fresh as the
 last process-events / rollup-daily run); snapshot-realtime counts the raw events of the last
 ``window_s`` seconds. A snapshot is stored as JSON ``{"kind", "generated_at", "ttl_s", "data"}``
-under a key of ``tq.keys`` and is fresh for ``ttl_s`` seconds. Redis keeps it ``STALE_KEEP``
-times as long, so a reader past the TTL still gets the last payload, marked stale, instead of
-nothing while the next snapshot is computed; after that the key is gone (missing).
+under a key built here (``REALTIME_KEY``, ``dashboard_key``) and is fresh for ``ttl_s`` seconds.
+Redis keeps it ``STALE_KEEP`` times as long, so a reader past the TTL still gets the last payload,
+marked stale, instead of nothing while the next snapshot is computed; after that the key is gone
+(missing).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import desc, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq import keys
-from tq.models import (
+
+from tq_services.analytics.models import (
     AggregateBucket,
     AnalyticsAggregate,
     AnalyticsEvent,
@@ -29,10 +30,17 @@ from tq.models import (
     SearchQueryStatsDaily,
     UserEngagementDaily,
 )
-
 from tq_services.analytics.rollups import as_date
 
 STALE_KEEP = 2
+
+# The family's Redis keys (no queue's hash tag: a snapshot belongs to no queue).
+REALTIME_KEY = "tq:analytics:realtime"  # STRING (JSON, expiring): snapshot-realtime's payload
+
+
+def dashboard_key(dashboard: str) -> str:
+    """STRING (JSON, expiring): a dashboard payload precomputed by snapshot-dashboard."""
+    return "tq:analytics:dashboard:" + dashboard
 
 
 class Dashboard(StrEnum):
@@ -204,11 +212,11 @@ async def read(redis: Any, key: str, now: float | None = None) -> SnapshotRead:
 
 
 async def read_dashboard(redis: Any, dashboard: str, now: float | None = None) -> SnapshotRead:
-    return await read(redis, keys.analytics_dashboard(dashboard), now)
+    return await read(redis, dashboard_key(dashboard), now)
 
 
 async def read_realtime(redis: Any, now: float | None = None) -> SnapshotRead:
-    return await read(redis, keys.ANALYTICS_REALTIME, now)
+    return await read(redis, REALTIME_KEY, now)
 
 
 def utc_today() -> date:

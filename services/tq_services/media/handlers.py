@@ -1,4 +1,4 @@
-"""Handler of the media family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handler of the media family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 optimize-image loads the original (``payload.source``, a key in the media store) of File
 ``media_id``, applies its EXIF orientation, strips its metadata and writes one variant per width
@@ -21,13 +21,15 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from tq.errors import NonRetryableError
-from tq.handlers import JobContext, handlers
-from tq.models import File, FileStatus, FileVariant, utcnow
+from tq.handlers import JobContext, default_handlers
+from tq.models import utcnow
 from tq.payloads import OptimizeImage
 from tq.settings import get_settings
 
 from tq_services.media.errors import MediaNotFound
 from tq_services.media.images import EXTENSIONS, optimize
+from tq_services.media.models import File, FileStatus, FileVariant
+from tq_services.media.settings import get_media_settings
 from tq_services.media.store import store_for
 from tq_services.store import sessions
 
@@ -37,24 +39,25 @@ MEDIA_QUEUE = "media:optimize"
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 
 
-@handlers.register(MEDIA_QUEUE, "optimize-image")
+@default_handlers.register(MEDIA_QUEUE, "optimize-image")
 async def optimize_image(ctx: JobContext, payload: OptimizeImage) -> dict[str, Any]:
     settings = get_settings()
+    media = get_media_settings()
     started = time.perf_counter()
-    store = store_for(settings)
+    store = store_for(media)
     make_session = sessions(settings.database_url)
     async with make_session() as session, session.begin():
         if await session.get(File, payload.media_id) is None:
             raise MediaNotFound(f"file {payload.media_id} does not exist")
     try:
-        original = await store.read(payload.source, settings.media_max_source_bytes)
+        original = await store.read(payload.source, media.media_max_source_bytes)
         result = await asyncio.to_thread(
             optimize,
             original,
             list(payload.widths),
             list(payload.formats),
-            quality=settings.media_quality,
-            max_pixels=settings.media_max_pixels,
+            quality=media.media_quality,
+            max_pixels=media.media_max_pixels,
         )
     except NonRetryableError as exc:
         async with make_session() as session, session.begin():

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Protocol
 
 from tq.errors import NonRetryableError
-from tq.settings import Settings
 
 from tq_services.media.errors import DecompressionBomb, SourceMissing
+from tq_services.media.settings import MediaSettings
 
 
 class MediaStore(Protocol):
@@ -72,7 +72,7 @@ class LocalStore:
         await asyncio.to_thread(path.unlink, True)
 
 
-def store_for(settings: Settings) -> MediaStore:
+def store_for(settings: MediaSettings) -> MediaStore:
     if settings.media_storage == "local":
         return LocalStore(settings.media_root)
     from tq_services.media.s3 import S3Store

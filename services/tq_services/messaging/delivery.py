@@ -14,16 +14,16 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 import httpx
-from tq.settings import Settings
 
 from tq_services.messaging.errors import DeliveryDeferred, DeliveryRejected
 from tq_services.messaging.render import Rendered
+from tq_services.messaging.settings import MessagingSettings
 
 EXCERPT = 300
 EXCEPTION_MAX = 1000
 
 
-def build_message(settings: Settings, to: str, rendered: Rendered) -> EmailMessage:
+def build_message(settings: MessagingSettings, to: str, rendered: Rendered) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = settings.smtp_from
     msg["To"] = to
@@ -43,7 +43,7 @@ def _smtp_failure(code: int, message: str, what: str) -> Exception:
     return DeliveryRejected(text)
 
 
-async def send_smtp(settings: Settings, to: str, rendered: Rendered) -> str:
+async def send_smtp(settings: MessagingSettings, to: str, rendered: Rendered) -> str:
     """Send one message; returns the text of the server's final 250 answer."""
     msg = build_message(settings, to, rendered)
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
@@ -73,7 +73,7 @@ async def send_smtp(settings: Settings, to: str, rendered: Rendered) -> str:
     return response
 
 
-async def send_sms(settings: Settings, to: str, message: str, *, secret: str = "") -> str:
+async def send_sms(settings: MessagingSettings, to: str, message: str, *, secret: str = "") -> str:
     """POST one text message to the provider; returns ``<status> <body excerpt>``.
 
     ``secret`` (the code) is blanked out of every excerpt that goes into logs or errors.

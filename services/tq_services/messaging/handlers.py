@@ -1,4 +1,4 @@
-"""Handlers of the messaging family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handlers of the messaging family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 Importing this module registers them (``tq_services.load_handlers(["messaging"])`` does it for
 ``tq worker`` / ``tq serve messaging``). Every handler commits its rows before it returns or
@@ -17,16 +17,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tq import keys
 from tq.errors import NonRetryableError
-from tq.handlers import JobContext, handlers
-from tq.models import EmailLog, EmailQueue, OtpLog, utcnow
+from tq.handlers import JobContext, default_handlers
+from tq.models import utcnow
 from tq.payloads import ProcessEmailQueue, SendEmail, SendOtp
 from tq.producer import JobRequest, Producer
 from tq.settings import get_settings
 
 from tq_services.messaging.delivery import send_sms, send_smtp
 from tq_services.messaging.errors import CoolDown, DeliveryRejected
+from tq_services.messaging.models import EmailLog, EmailQueue, OtpLog
 from tq_services.messaging.otp import hash_code, new_code
 from tq_services.messaging.render import Rendered, render_email, render_sms
+from tq_services.messaging.settings import get_messaging_settings
 from tq_services.store import sessions
 
 log = logging.getLogger("tq.messaging")
@@ -95,9 +97,10 @@ async def _settle_email(
             )
 
 
-@handlers.register(EMAIL_QUEUE, "send-email")
+@default_handlers.register(EMAIL_QUEUE, "send-email")
 async def send_email(ctx: JobContext, payload: SendEmail) -> dict[str, Any]:
     settings = get_settings()
+    messaging = get_messaging_settings()
     async with sessions(settings.database_url)() as session:
         if payload.email_queue_id is not None:
             async with session.begin():
@@ -113,7 +116,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> dict[str, Any]:
         rendered: Rendered | None = None
         try:
             rendered = render_email(payload.template, payload.locale, payload.variables)
-            response = await send_smtp(settings, payload.to, rendered)
+            response = await send_smtp(messaging, payload.to, rendered)
         except Exception as exc:
             # NonRetryableError (TemplateProblem, DeliveryRejected) or the last attempt: failed for good
             final = isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
@@ -148,7 +151,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> dict[str, Any]:
     return {"to": payload.to, "template": payload.template, "locale": rendered.locale, "smtp": response}
 
 
-@handlers.register(EMAIL_QUEUE, "process-email-queue")
+@default_handlers.register(EMAIL_QUEUE, "process-email-queue")
 async def process_email_queue(ctx: JobContext, payload: ProcessEmailQueue) -> dict[str, Any]:
     """Turn up to ``limit`` pending EmailQueue rows into send-email jobs (idempotency key
     ``email-queue:<id>``, so a row is enqueued once even if this runs twice) and mark them queued.
@@ -222,23 +225,24 @@ async def _claim_cooldown(ctx: JobContext, payload: SendOtp, cooldown_s: int) ->
     raise CoolDown(f"cool-down: could not claim the cool-down of user {payload.user_id}")
 
 
-@handlers.register(OTP_QUEUE, "send-otp")
+@default_handlers.register(OTP_QUEUE, "send-otp")
 async def send_otp(ctx: JobContext, payload: SendOtp) -> dict[str, Any]:
     """A fresh code per attempt; only its hash is stored, earlier open codes are superseded. The
     code never reaches a log, an error, the job's result or the EmailLog."""
     settings = get_settings()
-    if payload.channel == "sms" and not settings.sms_provider_url:
+    messaging = get_messaging_settings()
+    if payload.channel == "sms" and not messaging.sms_provider_url:
         raise DeliveryRejected("no SMS provider configured (TQ_SMS_PROVIDER_URL)")
     if payload.channel == "email":
         try:
             SendEmail(to=payload.destination, template="otp")
         except ValidationError:
             raise DeliveryRejected(f"not an email address: {payload.destination!r}") from None
-    await _claim_cooldown(ctx, payload, settings.otp_cooldown_s)
+    await _claim_cooldown(ctx, payload, messaging.otp_cooldown_s)
 
-    code = new_code(settings.otp_length)
-    expires_at = utcnow() + timedelta(seconds=settings.otp_ttl_s)
-    variables = {"code": code, "purpose": payload.purpose, "ttl_minutes": math.ceil(settings.otp_ttl_s / 60)}
+    code = new_code(messaging.otp_length)
+    expires_at = utcnow() + timedelta(seconds=messaging.otp_ttl_s)
+    variables = {"code": code, "purpose": payload.purpose, "ttl_minutes": math.ceil(messaging.otp_ttl_s / 60)}
     async with sessions(settings.database_url)() as session:
         async with session.begin():
             await session.execute(
@@ -258,7 +262,7 @@ async def send_otp(ctx: JobContext, payload: SendOtp) -> dict[str, Any]:
                 code_hash=hash_code(code),
                 expires_at=expires_at,
                 attempts=0,
-                max_attempts=settings.otp_max_attempts,
+                max_attempts=messaging.otp_max_attempts,
                 status="pending",
             )
             session.add(row)
@@ -267,10 +271,10 @@ async def send_otp(ctx: JobContext, payload: SendOtp) -> dict[str, Any]:
         try:
             if payload.channel == "email":
                 rendered = render_email("otp", payload.locale, variables)
-                response = await send_smtp(settings, payload.destination, rendered)
+                response = await send_smtp(messaging, payload.destination, rendered)
             else:
                 message = render_sms("otp", payload.locale, variables)
-                response = await send_sms(settings, payload.destination, message, secret=code)
+                response = await send_sms(messaging, payload.destination, message, secret=code)
         except Exception as exc:
             async with session.begin():
                 row.status = "failed"

@@ -9,7 +9,9 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import OtpLog, utcnow
+from tq.models import utcnow
+
+from tq_services.messaging.models import OtpLog
 
 
 def new_code(length: int) -> str:

@@ -1,4 +1,4 @@
-"""Handlers of the plugins family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handlers of the plugins family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 execute-plugin runs the plugin's module in the sandbox (``sandbox``) and writes a
 PluginExecutionLog row for every run, whatever its end. A run that is stopped (trap, fuel, time,
@@ -18,14 +18,16 @@ from typing import Any
 
 from sqlalchemy import select
 from tq.envelope import EventType
-from tq.handlers import JobContext, handlers
-from tq.models import Article, Plugin, PluginExecutionLog
+from tq.handlers import JobContext, default_handlers
 from tq.payloads import ExecutePlugin, InstallPlugin, UpdatePlugin
 from tq.settings import get_settings
 
+from tq_services.content.models import Article
 from tq_services.plugins.errors import InvalidPlugin, PluginStopped, PluginUnavailable
+from tq_services.plugins.models import Plugin, PluginExecutionLog
 from tq_services.plugins.modules import check_permissions, load_module
 from tq_services.plugins.sandbox import Limits, Outcome, run_module
+from tq_services.plugins.settings import get_plugin_settings
 from tq_services.store import sessions
 
 log = logging.getLogger("tq.plugins")
@@ -34,9 +36,10 @@ PLUGIN_QUEUE = "plugins:execute"
 STACK_MAX = 8000
 
 
-@handlers.register(PLUGIN_QUEUE, "execute-plugin")
+@default_handlers.register(PLUGIN_QUEUE, "execute-plugin")
 async def execute_plugin(ctx: JobContext, payload: ExecutePlugin) -> dict[str, Any]:
     settings = get_settings()
+    plugins = get_plugin_settings()
     maker = sessions(settings.database_url)
     async with maker() as session, session.begin():
         plugin = await session.get(Plugin, payload.plugin_id)
@@ -60,10 +63,10 @@ async def execute_plugin(ctx: JobContext, payload: ExecutePlugin) -> dict[str, A
             }
 
     limits = Limits(
-        fuel=settings.plugin_fuel,
-        memory_bytes=settings.plugin_max_memory_bytes,
-        timeout_s=settings.plugin_timeout_s,
-        max_output_bytes=settings.plugin_max_output_bytes,
+        fuel=plugins.plugin_fuel,
+        memory_bytes=plugins.plugin_max_memory_bytes,
+        timeout_s=plugins.plugin_timeout_s,
+        max_output_bytes=plugins.plugin_max_output_bytes,
     )
     started = time.perf_counter()
     outcome: Outcome | None = None
@@ -112,11 +115,11 @@ async def execute_plugin(ctx: JobContext, payload: ExecutePlugin) -> dict[str, A
     }
 
 
-@handlers.register(PLUGIN_QUEUE, "install-plugin")
+@default_handlers.register(PLUGIN_QUEUE, "install-plugin")
 async def install_plugin(ctx: JobContext, payload: InstallPlugin) -> dict[str, Any]:
     settings = get_settings()
     permissions = check_permissions(payload.permissions)
-    module, entrypoints = await load_module(payload.module_url, payload.sha256, settings)
+    module, entrypoints = await load_module(payload.module_url, payload.sha256, get_plugin_settings())
     async with sessions(settings.database_url)() as session, session.begin():
         existing = (
             await session.execute(select(Plugin).where(Plugin.name == payload.name))
@@ -145,10 +148,10 @@ async def install_plugin(ctx: JobContext, payload: InstallPlugin) -> dict[str, A
     return {"plugin_id": plugin_id, "installed": True, "version": payload.version, "entrypoints": entrypoints}
 
 
-@handlers.register(PLUGIN_QUEUE, "update-plugin")
+@default_handlers.register(PLUGIN_QUEUE, "update-plugin")
 async def update_plugin(ctx: JobContext, payload: UpdatePlugin) -> dict[str, Any]:
     settings = get_settings()
-    module, entrypoints = await load_module(payload.module_url, payload.sha256, settings)
+    module, entrypoints = await load_module(payload.module_url, payload.sha256, get_plugin_settings())
     async with sessions(settings.database_url)() as session, session.begin():
         plugin = await session.get(Plugin, payload.plugin_id)
         if plugin is None:

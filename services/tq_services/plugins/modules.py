@@ -14,10 +14,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
-from tq.settings import Settings
 
 from tq_services.plugins.errors import InvalidPlugin, ModuleFetchFailed
 from tq_services.plugins.sandbox import CAPABILITIES, inspect_module
+from tq_services.plugins.settings import PluginSettings
 
 
 def _too_large(limit: int) -> InvalidPlugin:
@@ -35,7 +35,7 @@ def _read_file(path: Path, limit: int) -> bytes:
     return data
 
 
-async def fetch(url: str, settings: Settings) -> bytes:
+async def fetch(url: str, settings: PluginSettings) -> bytes:
     limit = settings.plugin_max_module_bytes
     parts = urlsplit(url)
     if parts.scheme == "file":
@@ -79,7 +79,7 @@ def check_permissions(permissions: list[str]) -> list[str]:
     return sorted(set(permissions))
 
 
-async def load_module(url: str, sha256: str, settings: Settings) -> tuple[bytes, list[str]]:
+async def load_module(url: str, sha256: str, settings: PluginSettings) -> tuple[bytes, list[str]]:
     """The module's bytes and entrypoints, checked; ``InvalidPlugin`` says why not."""
     data = await fetch(url, settings)
     digest = hashlib.sha256(data).hexdigest()

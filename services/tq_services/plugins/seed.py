@@ -12,8 +12,8 @@ import hashlib
 import wasmtime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import Plugin
 
+from tq_services.plugins.models import Plugin
 from tq_services.plugins.sandbox import inspect_module
 
 DEMO_NAME = "demo-article-reader"

@@ -1,4 +1,4 @@
-"""Handler of the search family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handler of the search family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 index-article with ``action="upsert"`` builds or refreshes the article's search documents (see
 ``tq_services.search.index``); a missing article dead-letters with the reason. ``action="delete"``
@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 from tq.errors import NonRetryableError
-from tq.handlers import JobContext, handlers
+from tq.handlers import JobContext, default_handlers
 from tq.payloads import IndexArticle
 from tq.settings import get_settings
 
-from tq_services.search.index import ArticleMissing, index_article, remove_article
+from tq_services.search import index
 from tq_services.store import sessions
 
 log = logging.getLogger("tq.search")
@@ -29,17 +29,17 @@ class ArticleNotFound(NonRetryableError):
     """index-article (upsert) names an article that does not exist."""
 
 
-@handlers.register(SEARCH_QUEUE, "index-article")
-async def index_article_job(ctx: JobContext, payload: IndexArticle) -> dict[str, Any]:
+@default_handlers.register(SEARCH_QUEUE, "index-article")
+async def index_article(ctx: JobContext, payload: IndexArticle) -> dict[str, Any]:
     started = time.perf_counter()
     async with sessions(get_settings().database_url)() as session, session.begin():
         if payload.action == "delete":
-            removed = await remove_article(session, payload.article_id)
+            removed = await index.remove_article(session, payload.article_id)
             indexed: list[str] = []
         else:
             try:
-                result = await index_article(session, payload.article_id, ctx.job_id)
-            except ArticleMissing as exc:
+                result = await index.index_article(session, payload.article_id, ctx.job_id)
+            except index.ArticleMissing as exc:
                 raise ArticleNotFound(str(exc)) from None
             indexed, removed = result.indexed, result.removed
     elapsed_ms = (time.perf_counter() - started) * 1000

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import Article, SearchDocument, SearchSource, Translation, utcnow
+from tq.models import utcnow
 
+from tq_services.content.models import Article, Translation
+from tq_services.search.models import SearchDocument, SearchSource
 from tq_services.search.text import plain_text
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.settings import Settings, get_settings
+
+from tq_services.search.settings import SearchSettings, get_search_settings
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -63,7 +64,7 @@ async def search(
     *,
     locale: str | None = None,
     limit: int = 10,
-    settings: Settings | None = None,
+    settings: SearchSettings | None = None,
 ) -> list[SearchHit]:
     """The best ``limit`` documents matching every word of ``query`` (in ``locale``, if given)."""
     if limit < 1:
@@ -71,7 +72,7 @@ async def search(
     terms = words(query)
     if not terms:
         raise ValueError(f"the query {query!r} has no words to search for")
-    s = settings or get_settings()
+    s = settings or get_search_settings()
     where = "AND d.locale = :locale" if locale else ""
     params: dict[str, Any] = {"limit": limit, **({"locale": locale} if locale else {})}
     dialect = session.get_bind().dialect.name

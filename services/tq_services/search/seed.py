@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import Article, SearchDocument
 
+from tq_services.content.models import Article
 from tq_services.search.index import index_article
+from tq_services.search.models import SearchDocument
 
 
 async def seed(session: AsyncSession) -> None:

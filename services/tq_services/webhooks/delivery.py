@@ -24,9 +24,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from tq.settings import Settings
 
 from tq_services.webhooks.errors import DeliveryDeferred, UnsafeUrl
+from tq_services.webhooks.settings import WebhookSettings
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -106,7 +106,7 @@ def pinned(url: str, address: str, headers: dict[str, str]) -> tuple[str, dict[s
 
 
 async def post(
-    settings: Settings, url: str, body: bytes, headers: dict[str, str], address: str | None = None
+    settings: WebhookSettings, url: str, body: bytes, headers: dict[str, str], address: str | None = None
 ) -> Answer:
     """POST ``body``; with ``address`` (from ``check_url``) the connection goes to that address."""
     limit = settings.webhook_max_response_bytes

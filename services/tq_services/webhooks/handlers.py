@@ -1,4 +1,4 @@
-"""Handler of the webhooks family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handler of the webhooks family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 Importing this module registers it (``tq_services.load_handlers(["webhooks"])`` does it for
 ``tq worker`` / ``tq serve webhooks``). deliver-webhook POSTs
@@ -24,14 +24,15 @@ from typing import Any
 
 from sqlalchemy import update
 from tq.errors import NonRetryableError
-from tq.handlers import JobContext, handlers
-from tq.models import WebhookDeliveryLog, WebhookEndpoint
+from tq.handlers import JobContext, default_handlers
 from tq.payloads import DeliverWebhook
 from tq.settings import get_settings
 
 from tq_services.store import sessions
 from tq_services.webhooks.delivery import Answer, check_url, post, retry_after_s
 from tq_services.webhooks.errors import DeliveryDeferred, DeliveryRejected, EndpointUnavailable
+from tq_services.webhooks.models import WebhookDeliveryLog, WebhookEndpoint
+from tq_services.webhooks.settings import get_webhook_settings
 from tq_services.webhooks.signing import sign
 
 log = logging.getLogger("tq.webhooks")
@@ -54,9 +55,10 @@ def _verdict(answer: Answer) -> Exception | None:
     return DeliveryRejected(text)
 
 
-@handlers.register(WEBHOOK_QUEUE, "deliver-webhook")
+@default_handlers.register(WEBHOOK_QUEUE, "deliver-webhook")
 async def deliver_webhook(ctx: JobContext, payload: DeliverWebhook) -> dict[str, Any]:
     settings = get_settings()
+    webhooks = get_webhook_settings()
     delivery_id = payload.delivery_id or ctx.job_id
     async with sessions(settings.database_url)() as session:
         async with session.begin():
@@ -93,14 +95,14 @@ async def deliver_webhook(ctx: JobContext, payload: DeliverWebhook) -> dict[str,
             ).encode()
             headers = {
                 "Content-Type": "application/json",
-                "User-Agent": settings.webhook_user_agent,
+                "User-Agent": webhooks.webhook_user_agent,
                 "X-Tq-Delivery": delivery_id,
                 "X-Tq-Event": payload.event,
                 "X-Tq-Timestamp": timestamp,
                 "X-Tq-Signature": sign(secret, timestamp, body),
             }
-            address = await check_url(url, settings.webhook_allow_private_networks)
-            answer = await post(settings, url, body, headers, address)
+            address = await check_url(url, webhooks.webhook_allow_private_networks)
+            answer = await post(webhooks, url, body, headers, address)
             problem = _verdict(answer)
             if problem is not None:
                 raise problem

@@ -1,4 +1,4 @@
-"""Handlers of the workflows family, registered on the process-wide ``tq.handlers.handlers``.
+"""Handlers of the workflows family, registered on the process-wide ``tq.handlers.default_handlers``.
 
 run-workflow runs (or resumes) an instance of a definition (``runner``). trigger-workflow starts
 every enabled definition subscribed to the trigger name: it creates a pending instance per
@@ -12,25 +12,26 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
-from tq.handlers import JobContext, handlers
-from tq.models import WorkflowDefinition, WorkflowInstance
+from tq.handlers import JobContext, default_handlers
 from tq.payloads import RunWorkflow, TriggerWorkflow
 from tq.producer import Producer
 from tq.settings import get_settings
 
 from tq_services.store import sessions
-from tq_services.workflows.runner import WORKFLOW_QUEUE, run_workflow
+from tq_services.workflows import runner
+from tq_services.workflows.models import WorkflowDefinition, WorkflowInstance
+from tq_services.workflows.runner import WORKFLOW_QUEUE
 
 log = logging.getLogger("tq.workflows")
 
 
-@handlers.register(WORKFLOW_QUEUE, "run-workflow")
-async def handle_run_workflow(ctx: JobContext, payload: RunWorkflow) -> dict[str, Any]:
-    return await run_workflow(ctx, payload)
+@default_handlers.register(WORKFLOW_QUEUE, "run-workflow")
+async def run_workflow(ctx: JobContext, payload: RunWorkflow) -> dict[str, Any]:
+    return await runner.run_workflow(ctx, payload)
 
 
-@handlers.register(WORKFLOW_QUEUE, "trigger-workflow")
-async def handle_trigger_workflow(ctx: JobContext, payload: TriggerWorkflow) -> dict[str, Any]:
+@default_handlers.register(WORKFLOW_QUEUE, "trigger-workflow")
+async def trigger_workflow(ctx: JobContext, payload: TriggerWorkflow) -> dict[str, Any]:
     settings = get_settings()
     started: list[tuple[int, int]] = []
     async with sessions(settings.database_url)() as session, session.begin():

@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tq import keys
 from tq.envelope import EventType
 from tq.handlers import JobContext
-from tq.models import WorkflowDefinition, WorkflowInstance, WorkflowStepExecution
 from tq.payloads import RunWorkflow
 from tq.producer import Producer
 from tq.settings import Settings, get_settings
@@ -45,6 +44,8 @@ from tq_services.workflows.errors import (
     WorkflowFailed,
     WorkflowUnavailable,
 )
+from tq_services.workflows.models import WorkflowDefinition, WorkflowInstance, WorkflowStepExecution
+from tq_services.workflows.settings import WorkflowSettings, get_workflow_settings
 
 log = logging.getLogger("tq.workflows")
 
@@ -139,6 +140,7 @@ class Run:
         self,
         ctx: JobContext,
         settings: Settings,
+        workflows: WorkflowSettings,
         session: AsyncSession,
         definition: WorkflowDefinition,
         steps: list[st.Step],
@@ -146,11 +148,12 @@ class Run:
     ) -> None:
         self.ctx = ctx
         self.settings = settings
+        self.workflows = workflows
         self.session = session
         self.definition = definition
         self.steps = steps
         self.instance = instance
-        self.inline_until = time.monotonic() + settings.workflow_inline_wait_s
+        self.inline_until = time.monotonic() + workflows.workflow_inline_wait_s
 
     # ---- events and rows ------------------------------------------------------------------------
     async def publish(self, row: WorkflowStepExecution, status: str, error: str | None = None) -> None:
@@ -311,13 +314,15 @@ class Run:
         if isinstance(step, st.EnqueueStep):
             payload = st.resolve(step.payload, self.instance.input, outputs)
             outcome = await st.run_enqueue(
-                step, payload, row, self.ctx.redis, self.settings, self.instance.id
+                step, payload, row, self.ctx.redis, self.settings, self.workflows, self.instance.id
             )
             if isinstance(outcome, st.Waiting) and time.monotonic() + INLINE_POLL_S <= self.inline_until:
                 return st.Waiting(time.time() + INLINE_POLL_S)
             return outcome
         if isinstance(step, st.HttpStep):
-            return await st.run_http(step, st.resolve(step.body, self.instance.input, outputs), self.settings)
+            return await st.run_http(
+                step, st.resolve(step.body, self.instance.input, outputs), self.workflows
+            )
         previous = self.instance.outputs[index - 1] if index > 0 else self.instance.input
         return st.run_condition(step, previous)
 
@@ -366,6 +371,7 @@ class Run:
 
 async def run_workflow(ctx: JobContext, payload: RunWorkflow) -> dict[str, Any]:
     settings = get_settings()
+    workflows = get_workflow_settings()
     async with sessions(settings.database_url)() as session:
         async with session.begin():
             definition = await session.get(WorkflowDefinition, payload.workflow_id)
@@ -375,7 +381,7 @@ async def run_workflow(ctx: JobContext, payload: RunWorkflow) -> dict[str, Any]:
             instance = await open_instance(session, ctx, payload)
             if instance.status == "pending" and not definition.enabled:
                 raise WorkflowUnavailable(f"workflow {definition.name!r} (id {definition.id}) is disabled")
-        async with lease(ctx.redis, instance.id, settings.workflow_lease_s):
+        async with lease(ctx.redis, instance.id, workflows.workflow_lease_s):
             async with tx(session):
                 await session.refresh(instance)  # another run may have moved it on meanwhile
                 if instance.status == "completed":
@@ -388,4 +394,4 @@ async def run_workflow(ctx: JobContext, payload: RunWorkflow) -> dict[str, Any]:
                     instance.failed_step, instance.step_attempts, instance.resume_at = None, 0, None
                 if instance.status == "pending":
                     instance.status, instance.started_at = "running", _now()
-            return await Run(ctx, settings, session, definition, steps, instance).go()
+            return await Run(ctx, settings, workflows, session, definition, steps, instance).go()

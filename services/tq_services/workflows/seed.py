@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from tq.models import WorkflowDefinition
+
+from tq_services.workflows.models import WorkflowDefinition
 
 DEMO_NAME = "demo-article-published"
 DEMO_STEPS = [

@@ -36,12 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from tq import jobs
 from tq.envelope import JobState
 from tq.errors import InvalidPayload, NotFound, TqError
-from tq.models import WorkflowStepExecution
 from tq.producer import Producer
 from tq.registry import get_queue
 from tq.settings import Settings
 
 from tq_services.workflows.errors import InvalidWorkflow, StepError, StepFailedForGood
+from tq_services.workflows.models import WorkflowStepExecution
+from tq_services.workflows.settings import WorkflowSettings
 
 
 class StepRetry(BaseModel):
@@ -222,6 +223,7 @@ async def run_enqueue(
     row: WorkflowStepExecution,
     redis: Any,
     settings: Settings,
+    workflows: WorkflowSettings,
     instance_id: int,
 ) -> Outcome:
     """Enqueue the child once per attempt (the idempotency key is the attempt's row, so a resumed
@@ -249,12 +251,12 @@ async def run_enqueue(
         )
     if step.timeout_s is not None and time.time() - row.started_at.timestamp() > step.timeout_s:
         raise StepError(f"child job {row.child_job_id} did not finish within {step.timeout_s:g}s")
-    return Waiting(time.time() + settings.workflow_poll_interval_s)
+    return Waiting(time.time() + workflows.workflow_poll_interval_s)
 
 
-async def run_http(step: HttpStep, body: Any, settings: Settings) -> Outcome:
-    timeout = step.timeout_s or settings.workflow_http_timeout_s
-    limit = settings.workflow_max_output_bytes
+async def run_http(step: HttpStep, body: Any, workflows: WorkflowSettings) -> Outcome:
+    timeout = step.timeout_s or workflows.workflow_http_timeout_s
+    limit = workflows.workflow_max_output_bytes
     kwargs: dict[str, Any] = {"headers": step.headers}
     if body is not None:
         kwargs["json"] = body

@@ -3,6 +3,13 @@
 The URL comes from ``config.attributes["url"]`` (set by ``tq.db.alembic_config``), else the
 ``sqlalchemy.url`` option of an alembic.ini, else ``Settings.database_url``. A caller may also hand
 a live sync connection in ``config.attributes["connection"]``.
+
+This environment knows only the engine: its revisions (``versions/``) and its tables. The code
+above it adds its own revisions as further version locations (one linear history across all of
+them) and, in ``config.attributes``, an ``include_object`` hook for objects its models leave out on
+purpose (e.g. a per-dialect index made by raw DDL) and the ``target_metadata`` to compare against
+(default: ``Base.metadata``, which holds every table whose models were imported). See
+``tq.db.alembic_config``.
 """
 
 from __future__ import annotations
@@ -15,10 +22,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 from tq.db import make_engine, normalize_url
 from tq.models import Base
-from tq.models.search import include_object
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = config.attributes.get("target_metadata", Base.metadata)
+include_object = config.attributes.get("include_object")
 
 
 def _url() -> Any:
@@ -33,7 +40,7 @@ def _configure(**kwargs: Any) -> None:
         target_metadata=target_metadata,
         render_as_batch=dialect == "sqlite",
         compare_type=True,
-        include_object=include_object,  # the per-dialect full-text index of migration 0009
+        include_object=include_object,  # from the caller: what its models leave out on purpose
         **({"url": url} if url is not None else {}),
         **kwargs,
     )

@@ -22,24 +22,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, running, settled_job, tiny_retry, wait_for
 from support.llm_server import LlmServer, Step, fail, llm_server, reply, reply_json
+from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import (
-    AiDraft,
-    AiEventLog,
-    AiMessage,
-    AIReport,
-    AiRun,
-    Article,
-    ArticleQualityReport,
-    ArticleVersion,
-    Translation,
-)
+from tq.handlers import default_handlers
 from tq.producer import Producer
 from tq.registry import families, get_queue
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq.worker import Worker
 from tq_services import load_handlers
 from tq_services import seed as seed_families
@@ -47,6 +37,8 @@ from tq_services.ai.answers import SeoAnswer, parse_answer
 from tq_services.ai.checks import analyze, keyword_density
 from tq_services.ai.errors import MalformedAnswer
 from tq_services.ai.handlers import INTERRUPTED
+from tq_services.ai.models import AiDraft, AiEventLog, AiMessage, AIReport, AiRun, ArticleQualityReport
+from tq_services.content.models import Article, ArticleVersion, Translation
 from tq_services.store import dispose_engines
 
 CQ, SQ, RQ = "ai:content", "ai:seo", "ai:review"
@@ -92,9 +84,9 @@ async def env(
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, queues={q: tiny_retry(attempts=3) for q in (CQ, SQ, RQ)})
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -125,7 +117,7 @@ async def _settled(client: Any, queue: str, job_id: str) -> jobs.JobRecord:
 async def _run_job(
     client: Any, settings: Settings, queue: str, job: str, payload: dict[str, Any]
 ) -> jobs.JobRecord:
-    async with running(client, settings, handlers, queue):
+    async with running(client, settings, default_handlers, queue):
         job_id = await Producer(client, settings).enqueue(queue, job, payload, trace_id="trace-ai")
         return await _settled(client, queue, job_id)
 
@@ -166,7 +158,7 @@ def test_load_handlers_registers_every_ai_job() -> None:
     assert {s.name for s in specs} == {CQ, SQ, RQ}
     for spec in specs:
         for job in spec.jobs:
-            assert (spec.name, job) in handlers, (spec.name, job)
+            assert (spec.name, job) in default_handlers, (spec.name, job)
 
 
 def test_local_checks_in_english_and_persian() -> None:
@@ -277,7 +269,7 @@ async def test_summary_translate_rewrite_and_enhance(
         reply("## Queues\n\nBetter body two."),
     )
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, CQ):
+    async with running(redis_client, env, default_handlers, CQ):
         recs = []
         for job, payload in (
             ("generate-summary", {"article_id": article_id, "max_words": 20}),
@@ -326,7 +318,7 @@ async def test_bad_requests_dead_letter_without_calling_the_model(
     article_id = await _article(db_engine)
     empty_id = await _article(db_engine, title="Empty", body="")
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, CQ):
+    async with running(redis_client, env, default_handlers, CQ):
         missing = await p.enqueue(CQ, "generate-draft", {"article_id": 987654, "prompt": "x"})
         not_there = await p.enqueue(
             CQ, "rewrite-section", {"article_id": article_id, "section": "not in it", "instructions": "x"}
@@ -350,7 +342,7 @@ async def test_no_provider_configured_dead_letters_with_that_reason(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TQ_LLM_BASE_URL")
-    get_settings.cache_clear()
+    clear_settings_caches()
     article_id = await _article(db_engine)
     rec = await _run_job(redis_client, env, SQ, "generate-seo", {"article_id": article_id})
     assert rec.state is JobState.DEAD and rec.attempts == 1, rec
@@ -401,7 +393,7 @@ async def test_400_and_401_dead_letter_with_the_providers_reason(
 ) -> None:
     article_id = await _article(db_engine)
     p = Producer(redis_client, env)
-    async with ai_events(redis_client) as events, running(redis_client, env, handlers, SQ):
+    async with ai_events(redis_client) as events, running(redis_client, env, default_handlers, SQ):
         llm.script(fail(400, "model 'test/model-small' does not support json"))
         bad = await _settled(
             redis_client, SQ, await p.enqueue(SQ, "generate-seo", {"article_id": article_id})
@@ -503,7 +495,7 @@ async def test_generate_meta_and_suggest_keywords_update_the_article(
         reply_json({"main_keyword": "queue", "keywords": ["queue", "stream", "worker", "retry"]}),
     )
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, SQ):
+    async with running(redis_client, env, default_handlers, SQ):
         m = await _settled(
             redis_client,
             SQ,
@@ -532,7 +524,7 @@ async def test_review_article_writes_reports_and_review_status(
     poor_id = await _article(db_engine, title="Wall", body=wall, main_keyword="queue")
     llm.script(reply_json(REVIEW), reply_json(REVIEW | {"originality_score": 10, "ai_probability": 0.9}))
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, RQ):
+    async with running(redis_client, env, default_handlers, RQ):
         good = await _settled(
             redis_client, RQ, await p.enqueue(RQ, "review-article", {"article_id": good_id})
         )
@@ -590,7 +582,7 @@ async def test_review_of_local_checks_needs_no_model(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TQ_LLM_BASE_URL")  # no provider at all
-    get_settings.cache_clear()
+    clear_settings_caches()
     article_id = await _article(db_engine)
     async with ai_events(redis_client) as events:
         rec = await _run_job(
@@ -616,11 +608,11 @@ async def test_a_local_server_without_key_json_mode_or_price(
 ) -> None:
     monkeypatch.delenv("TQ_LLM_API_KEY")  # Ollama, llama.cpp: no key
     monkeypatch.setenv("TQ_LLM_JSON_MODE", "false")
-    get_settings.cache_clear()
+    clear_settings_caches()
     article_id = await _article(db_engine)
     llm.script(reply("Draft."), reply_json({"title": "T", "body": "B"}))
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, CQ):
+    async with running(redis_client, env, default_handlers, CQ):
         recs = []  # one after the other: the script's answers go in order
         for job, payload in (
             ("generate-draft", {"article_id": article_id, "prompt": "p", "model": "llama3.2"}),
@@ -640,7 +632,7 @@ async def test_a_run_cut_short_by_shutdown_is_recorded_and_its_job_left_for_recl
 ) -> None:
     article_id = await _article(db_engine)
     llm.script(reply("too late", delay_s=0.5))
-    worker = Worker(redis_client, [get_queue(CQ)], handlers, env)
+    worker = Worker(redis_client, [get_queue(CQ)], default_handlers, env)
     await worker.start()
     job_id = await Producer(redis_client, env).enqueue(CQ, "generate-summary", {"article_id": article_id})
 

@@ -21,11 +21,16 @@ import tq_services.analytics.handlers  # noqa: F401  (registers the handlers)
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, running, settled_job, tiny_retry, wait_for
-from tq import dlq, jobs, keys
+from support.settings import clear_settings_caches
+from tq import dlq, jobs
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import (
+from tq.handlers import default_handlers
+from tq.producer import Producer
+from tq.settings import Settings
+from tq_services import load_handlers
+from tq_services.analytics import seed as analytics_seed
+from tq_services.analytics.models import (
     AggregateBucket,
     AnalyticsAggregate,
     AnalyticsEvent,
@@ -34,12 +39,8 @@ from tq.models import (
     SearchQueryStatsDaily,
     UserEngagementDaily,
 )
-from tq.producer import Producer
-from tq.settings import Settings, get_settings
-from tq_services import load_handlers
-from tq_services.analytics import seed as analytics_seed
 from tq_services.analytics.rollups import WATERMARK, period_index, period_start
-from tq_services.analytics.snapshots import SnapshotState, read_dashboard, read_realtime
+from tq_services.analytics.snapshots import SnapshotState, dashboard_key, read_dashboard, read_realtime
 from tq_services.store import dispose_engines
 
 PQ = "analytics:process"
@@ -63,9 +64,9 @@ def at(day: date, hour: int, minute: int = 0, second: int = 0, micro: int = 0) -
 
 @pytest.fixture
 async def env(database_url: str, redis_url: str) -> AsyncIterator[Settings]:
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, queues={PQ: tiny_retry(attempts=2), SQ: tiny_retry(attempts=2)})
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -86,7 +87,7 @@ async def _add(engine: AsyncEngine, events: Iterable[Ev]) -> None:
 
 async def _run(client: Any, settings: Settings, queue: str, job: str, data: dict[str, Any]) -> jobs.JobRecord:
     """Enqueue one job, let a worker consume it, return its settled record."""
-    async with running(client, settings, handlers, queue):
+    async with running(client, settings, default_handlers, queue):
         job_id = await Producer(client, settings).enqueue(queue, job, data)
         return await settled_job(client, queue, job_id, timeout=30)
 
@@ -267,9 +268,9 @@ async def assert_day(engine: AsyncEngine, events: list[Ev], day: date) -> None:
 def test_load_handlers_finds_every_analytics_job() -> None:
     assert load_handlers(["analytics"]) == ["tq_services.analytics.handlers"]
     for job in ("process-events", "rollup-daily", "compute-funnels", "compute-retention"):
-        assert (PQ, job) in handlers
+        assert (PQ, job) in default_handlers
     for job in ("snapshot-dashboard", "snapshot-realtime"):
-        assert (SQ, job) in handlers
+        assert (SQ, job) in default_handlers
 
 
 def test_period_index_and_start_agree_with_the_calendar() -> None:
@@ -571,7 +572,7 @@ async def test_snapshot_dashboard_fresh_then_stale_then_missing(
         assert days[day.isoformat()]["active_users"] == len(expected_users(events, day))
     assert days[(today - timedelta(days=1)).isoformat()]["total"] == 0
     assert got.data["total_events"] == 130
-    assert 0 < await redis_client.ttl(keys.analytics_dashboard("overview")) <= 4
+    assert 0 < await redis_client.ttl(dashboard_key("overview")) <= 4
 
     await _ok(redis_client, env, SQ, "snapshot-dashboard", {"dashboard": "content", "ttl_s": 60})
     content = await read_dashboard(redis_client, "content")

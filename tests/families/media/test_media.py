@@ -26,17 +26,19 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, running, settled_job
+from support.settings import clear_settings_caches
 from tq import dlq, jobs
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import File, FileVariant
+from tq.handlers import default_handlers
 from tq.producer import Producer
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq_services import load_handlers
 from tq_services.media.errors import DecompressionBomb, SourceMissing
 from tq_services.media.images import target_widths
+from tq_services.media.models import File, FileVariant
 from tq_services.media.s3 import EMPTY_SHA256, S3Store, sign_v4
+from tq_services.media.settings import get_media_settings
 from tq_services.media.store import LocalStore, store_for
 from tq_services.store import dispose_engines
 
@@ -51,14 +53,14 @@ async def env(
 ) -> AsyncIterator[Settings]:
     monkeypatch.setenv("TQ_MEDIA_ROOT", str(tmp_path / "media"))
     monkeypatch.setenv("TQ_MEDIA_MAX_PIXELS", "20000000")
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, database_url=database_url)
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
 def _root(settings: Settings) -> Path:
-    return Path(get_settings().media_root)
+    return Path(get_media_settings().media_root)
 
 
 def _photo() -> bytes:
@@ -105,7 +107,7 @@ async def _run(client: Any, settings: Settings, *payloads: dict[str, Any]) -> li
     p = Producer(client, settings)
     ids = [await p.enqueue(MQ, "optimize-image", payload) for payload in payloads]
 
-    async with running(client, settings, handlers, MQ):
+    async with running(client, settings, default_handlers, MQ):
         return [await settled_job(client, MQ, job_id, timeout=60) for job_id in ids]
 
 
@@ -143,7 +145,7 @@ async def test_local_store_refuses_keys_outside_its_root(tmp_path: Path) -> None
 
 def test_load_handlers_finds_the_media_family() -> None:
     assert "tq_services.media.handlers" in load_handlers(["media"])
-    assert (MQ, "optimize-image") in handlers
+    assert (MQ, "optimize-image") in default_handlers
 
 
 # ---- through the engine -------------------------------------------------------------------------
@@ -330,9 +332,9 @@ async def test_optimize_image_on_s3_compatible_storage(
         "TQ_MEDIA_S3_SECRET_ACCESS_KEY": "test-secret",
     }.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_settings_caches()
     settings = fast_settings(redis_url, database_url=database_url)
-    store = store_for(get_settings())
+    store = store_for(get_media_settings())
     assert isinstance(store, S3Store)
     try:
         bucket = httpx.URL(f"{s3_endpoint}/tq-media")
@@ -370,5 +372,5 @@ async def test_optimize_image_on_s3_compatible_storage(
         [letter] = (await dlq.list_dead(redis_client, MQ)).items
         assert letter.error_type == "SourceMissing" and "not in the object store" in letter.error
     finally:
-        get_settings.cache_clear()
+        clear_settings_caches()
         await dispose_engines()

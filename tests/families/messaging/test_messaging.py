@@ -28,14 +28,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, http_server, running, settled_job, tiny_retry, wait_for
 from support.redis_server import free_port
+from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import EmailLog, EmailQueue, OtpLog
+from tq.handlers import default_handlers
 from tq.producer import Producer
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq_services import load_handlers
+from tq_services.messaging.models import EmailLog, EmailQueue, OtpLog
 from tq_services.messaging.otp import check_code, hash_code, verify_otp
 from tq_services.messaging.render import render_email
 from tq_services.store import dispose_engines
@@ -118,7 +119,7 @@ def sms() -> Iterator[SmsProvider]:
         yield provider
 
 
-# ---- settings: the handlers read get_settings(), the worker gets fast ones -----------------------
+# ---- settings: the handlers read their owners' (environment), the worker gets fast ones ---------
 @pytest.fixture
 async def env(
     database_url: str,
@@ -141,9 +142,9 @@ async def env(
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, queues={EQ: tiny_retry(attempts=4), OQ: tiny_retry(attempts=3)})
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -204,8 +205,8 @@ def test_templates_autoescape_html_only_and_fall_back_by_locale() -> None:
 def test_load_handlers_imports_existing_families_only() -> None:
     assert load_handlers(["messaging", "nosuchfamily"]) == ["tq_services.messaging.handlers"]
     assert "tq_services.messaging.handlers" in load_handlers()
-    assert (EQ, "send-email") in handlers and (EQ, "process-email-queue") in handlers
-    assert (OQ, "send-otp") in handlers
+    assert (EQ, "send-email") in default_handlers and (EQ, "process-email-queue") in default_handlers
+    assert (OQ, "send-otp") in default_handlers
 
 
 # ---- send-email ---------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ async def test_send_email_renders_delivers_and_logs(
     mail, _ = smtp
     p = Producer(redis_client, env)
     evil = "<script>alert(1)</script>"
-    async with running(redis_client, env, handlers, EQ):
+    async with running(redis_client, env, default_handlers, EQ):
         job_id = await p.enqueue(
             EQ,
             "send-email",
@@ -258,7 +259,7 @@ async def test_unknown_template_and_missing_variable_dead_letter_at_once(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, smtp: tuple[MailHandler, int]
 ) -> None:
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, EQ):
+    async with running(redis_client, env, default_handlers, EQ):
         unknown = await p.enqueue(EQ, "send-email", {"to": "a@example.com", "template": "no-such-template"})
         missing = await p.enqueue(EQ, "send-email", {"to": "b@example.com", "template": "welcome"})
         for job_id in (unknown, missing):
@@ -289,7 +290,7 @@ async def test_smtp_550_dead_letters_at_once_and_451_is_retried(
         )
         session.add(queued)
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, EQ):
+    async with running(redis_client, env, default_handlers, EQ):
         gone = await p.enqueue(
             EQ,
             "send-email",
@@ -338,7 +339,7 @@ async def test_process_email_queue_enqueues_each_pending_row_once(
             EmailQueue(to="done@example.com", template="welcome", variables={"name": "D"}, status="sent")
         )
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, EQ):
+    async with running(redis_client, env, default_handlers, EQ):
         first = await _settled(redis_client, EQ, await p.enqueue(EQ, "process-email-queue", {"limit": 10}))
         await wait_for(lambda: _statuses(db_engine, [1, 2, 3]), what="rows 1-3 sent")
         second = await _settled(redis_client, EQ, await p.enqueue(EQ, "process-email-queue", {}))
@@ -376,7 +377,7 @@ async def test_otp_by_email_verifies_against_the_hash_and_never_logs_the_code(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, OQ):
+    async with running(redis_client, env, default_handlers, OQ):
         job_id = await p.enqueue(
             OQ, "send-otp", {"user_id": 7, "channel": "email", "destination": "u7@example.com"}
         )
@@ -423,7 +424,7 @@ async def test_otp_cool_down_refuses_a_second_request(
 ) -> None:
     p = Producer(redis_client, env)
     otp = {"user_id": 8, "channel": "email", "destination": "u8@example.com"}
-    async with running(redis_client, env, handlers, OQ):
+    async with running(redis_client, env, default_handlers, OQ):
         first = await _settled(redis_client, OQ, await p.enqueue(OQ, "send-otp", otp))
         second = await _settled(redis_client, OQ, await p.enqueue(OQ, "send-otp", otp))
         other = await _settled(redis_client, OQ, await p.enqueue(OQ, "send-otp", {**otp, "purpose": "reset"}))
@@ -449,7 +450,7 @@ async def test_otp_by_sms_200_400_503(
     def otp(user_id: int) -> dict[str, Any]:
         return {"user_id": user_id, "channel": "sms", "destination": f"+1555010{user_id}"}
 
-    async with running(redis_client, env, handlers, OQ):
+    async with running(redis_client, env, default_handlers, OQ):
         sms.plan = [200]
         ok = await _settled(redis_client, OQ, await p.enqueue(OQ, "send-otp", otp(1)))
         sms.plan = [400]

@@ -24,15 +24,17 @@ import wasmtime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, http_server, running, settled_job, tiny_retry
+from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import Article, Plugin, PluginExecutionLog
+from tq.handlers import default_handlers
 from tq.producer import Producer
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq_services import load_handlers
+from tq_services.content.models import Article
 from tq_services.plugins.errors import InvalidPlugin
+from tq_services.plugins.models import Plugin, PluginExecutionLog
 from tq_services.plugins.sandbox import inspect_module
 from tq_services.plugins.seed import DEMO_WAT, WAT_PRELUDE, demo_module, seed
 from tq_services.store import dispose_engines
@@ -74,10 +76,10 @@ async def env(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TQ_PLUGIN_MAX_MEMORY_BYTES", str(MEMORY_LIMIT))
     monkeypatch.setenv("TQ_PLUGIN_MAX_MODULE_BYTES", "20000")
     monkeypatch.setenv("TQ_PLUGIN_DOWNLOAD_TIMEOUT_S", "2")
-    get_settings.cache_clear()
+    clear_settings_caches()
     load_handlers(["plugins"])
     yield fast_settings(redis_url, queues={PQ: tiny_retry(attempts=3)})
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -121,7 +123,7 @@ async def _logs(db: AsyncEngine, job_id: str) -> list[PluginExecutionLog]:
 async def _run(
     env: Settings, client: Any, plugin_id: int, data: dict[str, Any] | None = None
 ) -> jobs.JobRecord:
-    async with running(client, env, handlers, PQ):
+    async with running(client, env, default_handlers, PQ):
         job_id = await Producer(client, env).enqueue(
             PQ, "execute-plugin", {"plugin_id": plugin_id, "input": data or {}}
         )
@@ -152,7 +154,7 @@ def test_inspect_module_checks_the_abi() -> None:
 def test_load_handlers_finds_the_plugins_family() -> None:
     assert load_handlers(["plugins"]) == ["tq_services.plugins.handlers"]
     for job in ("execute-plugin", "install-plugin", "update-plugin"):
-        assert (PQ, job) in handlers
+        assert (PQ, job) in default_handlers
 
 
 async def test_seed_is_idempotent(db_engine: AsyncEngine) -> None:
@@ -240,7 +242,7 @@ async def test_fuel_stops_a_loop_before_the_clock(
 ) -> None:
     monkeypatch.setenv("TQ_PLUGIN_FUEL", "100000")
     monkeypatch.setenv("TQ_PLUGIN_TIMEOUT_S", "30")
-    get_settings.cache_clear()
+    clear_settings_caches()
     plugin_id = await _plugin(db_engine, LOOPS, [])
     record = await _run(env, redis_client, plugin_id)
     assert record.state is JobState.DEAD and "stopped (out_of_fuel)" in (record.error or "")
@@ -318,7 +320,7 @@ async def test_install_from_a_file_then_update_over_http_then_execute(
     article_id = await _article(db_engine, "Installed")
     v2 = bytes(wasmtime.wat2wasm(DEMO_WAT.replace('"null"', '"[]  "')))  # v2 answers [] for a missing article
     files["/reader-2.wasm"] = v2
-    async with running(redis_client, env, handlers, PQ):
+    async with running(redis_client, env, default_handlers, PQ):
         producer = Producer(redis_client, env)
         install = {
             "name": "reader",
@@ -390,7 +392,7 @@ async def test_install_refuses_bad_modules_and_retries_a_down_server(
         (install("/good.wasm", permissions=["fs.write"]), "unknown permission(s) fs.write"),
         (install("/missing.wasm"), "answered 404"),
     ]
-    async with running(redis_client, env, handlers, PQ):
+    async with running(redis_client, env, default_handlers, PQ):
         producer = Producer(redis_client, env)
         for payload, reason in cases:
             record = await _settled(redis_client, await producer.enqueue(PQ, "install-plugin", payload))

@@ -21,14 +21,16 @@ import tq_services.search.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, running, settled_job
+from support.settings import clear_settings_caches
 from tq import dlq, jobs
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import Article, SearchDocument, Translation
+from tq.handlers import default_handlers
 from tq.producer import Producer
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq_services import load_handlers
+from tq_services.content.models import Article, Translation
+from tq_services.search.models import SearchDocument
 from tq_services.search.query import SearchHit, search, words
 from tq_services.search.text import plain_text
 from tq_services.store import dispose_engines
@@ -38,9 +40,9 @@ SQ = "search:index"
 
 @pytest.fixture
 async def env(database_url: str, redis_url: str) -> AsyncIterator[Settings]:
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, database_url=database_url)
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -55,7 +57,7 @@ async def _run(client: Any, settings: Settings, *payloads: dict[str, Any]) -> li
     p = Producer(client, settings)
     ids = [await p.enqueue(SQ, "index-article", payload) for payload in payloads]
 
-    async with running(client, settings, handlers, SQ):
+    async with running(client, settings, default_handlers, SQ):
         return [await settled_job(client, SQ, job_id, timeout=20) for job_id in ids]
 
 
@@ -85,7 +87,7 @@ def test_plain_text_strips_markup_scripts_entities_and_markdown() -> None:
 
 def test_load_handlers_finds_the_search_family() -> None:
     assert "tq_services.search.handlers" in load_handlers(["search"])
-    assert (SQ, "index-article") in handlers
+    assert (SQ, "index-article") in default_handlers
 
 
 # ---- through the engine -------------------------------------------------------------------------

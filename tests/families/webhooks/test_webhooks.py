@@ -24,17 +24,19 @@ import tq_services.webhooks.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, http_server, running, settled_job, tiny_retry
+from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
-from tq.handlers import handlers
-from tq.models import WebhookDeliveryLog, WebhookEndpoint
+from tq.handlers import default_handlers
 from tq.producer import Producer
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq_services import load_handlers
 from tq_services.store import dispose_engines
 from tq_services.webhooks.delivery import check_url, is_public, pinned, post
 from tq_services.webhooks.errors import DeliveryDeferred, UnsafeUrl
+from tq_services.webhooks.models import WebhookDeliveryLog, WebhookEndpoint
+from tq_services.webhooks.settings import get_webhook_settings
 from tq_services.webhooks.signing import sign, verify_signature
 
 WQ = "webhooks:deliver"
@@ -107,9 +109,9 @@ async def env(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(redis_url, queues={WQ: tiny_retry(attempts=3)})
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -183,7 +185,7 @@ async def test_check_url_refuses_non_public_addresses() -> None:
 
 def test_load_handlers_finds_the_webhooks_family() -> None:
     assert load_handlers(["webhooks"]) == ["tq_services.webhooks.handlers"]
-    assert (WQ, "deliver-webhook") in handlers
+    assert (WQ, "deliver-webhook") in default_handlers
 
 
 # ---- deliver-webhook ----------------------------------------------------------------------------
@@ -192,7 +194,7 @@ async def test_delivery_is_signed_and_logged(
 ) -> None:
     endpoint_id = await _endpoint(db_engine, receiver.url, events=["article.published"])
     data = {"article_id": 7, "title": "Hello, «world»"}
-    async with running(redis_client, env, handlers, WQ):
+    async with running(redis_client, env, default_handlers, WQ):
         job_id = await Producer(redis_client, env).enqueue(
             WQ,
             "deliver-webhook",
@@ -237,7 +239,7 @@ async def test_503_then_200_retries_with_the_same_delivery_id(
 ) -> None:
     endpoint_id = await _endpoint(db_engine, receiver.url)
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, WQ):
+    async with running(redis_client, env, default_handlers, WQ):
         receiver.plan = [503, 200]
         given = await _settled(
             redis_client,
@@ -280,7 +282,7 @@ async def test_timeouts_retry_until_the_last_attempt(
 ) -> None:
     endpoint_id = await _endpoint(db_engine, receiver.url)
     receiver.plan = [("sleep", 1.5, 200)]
-    async with running(redis_client, env, handlers, WQ):
+    async with running(redis_client, env, default_handlers, WQ):
         job_id = await Producer(redis_client, env).enqueue(
             WQ, "deliver-webhook", {"endpoint_id": endpoint_id, "event": "slow", "data": {}}
         )
@@ -307,7 +309,7 @@ async def test_400_and_redirects_dead_letter_at_once_and_410_deactivates(
     def hook(event: str) -> dict[str, Any]:
         return {"endpoint_id": endpoint_id, "event": event, "data": {"n": 1}}
 
-    async with running(redis_client, env, handlers, WQ):
+    async with running(redis_client, env, default_handlers, WQ):
         receiver.plan = [400]
         bad = await _settled(redis_client, await p.enqueue(WQ, "deliver-webhook", hook("bad")))
         receiver.plan = [302]
@@ -350,12 +352,12 @@ async def test_ssrf_loopback_and_metadata_are_refused_without_the_flag(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")
-    get_settings.cache_clear()
-    assert get_settings().webhook_allow_private_networks is False
+    clear_settings_caches()
+    assert get_webhook_settings().webhook_allow_private_networks is False
     loopback = await _endpoint(db_engine, receiver.url)
     metadata = await _endpoint(db_engine, "http://169.254.169.254/latest/meta-data/")
     p = Producer(redis_client, env)
-    async with running(redis_client, env, handlers, WQ):
+    async with running(redis_client, env, default_handlers, WQ):
         recs = [
             await _settled(
                 redis_client,
@@ -407,7 +409,7 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
             pass
 
     monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
-    get_settings.cache_clear()
+    clear_settings_caches()
     settings = fast_settings(
         redis_url, queues={WQ: {"retry": {"attempts": 3, "initial_s": 0.01, "max_s": 4.0, "jitter": 0}}}
     )
@@ -415,7 +417,7 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
         with http_server(Handler) as base:
             ids = {path: await _endpoint(db_engine, base + path) for path in answers}
             p = Producer(redis_client, settings)
-            async with running(redis_client, settings, handlers, WQ):
+            async with running(redis_client, settings, default_handlers, WQ):
                 job_ids = {
                     path: await p.enqueue(
                         WQ, "deliver-webhook", {"endpoint_id": eid, "event": "e", "data": {}}
@@ -424,7 +426,7 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
                 }
                 records = {path: await _settled(redis_client, job_id) for path, job_id in job_ids.items()}
     finally:
-        get_settings.cache_clear()
+        clear_settings_caches()
         await dispose_engines()
     for path, rec in records.items():
         assert rec.state is JobState.COMPLETED and rec.attempts == 2, (path, rec)
@@ -442,7 +444,7 @@ async def test_the_post_goes_to_the_checked_address_not_a_new_lookup(receiver: R
     port = httpx.URL(receiver.url).port
     assert await check_url("http://93.184.216.34/x", allow_private=False) == "93.184.216.34"
     url = f"http://hooks.rebind.invalid:{port}/hook"
-    answer = await post(get_settings(), url, b"{}", {"content-type": "application/json"}, "127.0.0.1")
+    answer = await post(get_webhook_settings(), url, b"{}", {"content-type": "application/json"}, "127.0.0.1")
     assert answer.status_code == 200
     [seen] = receiver.requests
     assert seen.path == "/hook" and seen.headers["host"] == f"hooks.rebind.invalid:{port}"

@@ -30,21 +30,23 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, http_server, settled_job, tiny_retry, wait_for
+from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
 from tq.errors import NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext
-from tq.models import Base, WorkflowDefinition, WorkflowInstance, WorkflowStepExecution
+from tq.models import Base
 from tq.payloads import IndexArticle
 from tq.producer import Producer
 from tq.registry import get_queue
-from tq.settings import Settings, get_settings
+from tq.settings import Settings
 from tq.worker import Worker
 from tq_services import load_handlers
 from tq_services.store import dispose_engines
 from tq_services.workflows.errors import InvalidWorkflow
-from tq_services.workflows.handlers import handle_run_workflow, handle_trigger_workflow
+from tq_services.workflows.handlers import run_workflow, trigger_workflow
+from tq_services.workflows.models import WorkflowDefinition, WorkflowInstance, WorkflowStepExecution
 from tq_services.workflows.seed import seed
 from tq_services.workflows.steps import ConditionStep, holds, parse_steps
 
@@ -117,12 +119,12 @@ async def env(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TQ_WORKFLOW_POLL_INTERVAL_S", "0.3")
     monkeypatch.setenv("TQ_WORKFLOW_HTTP_TIMEOUT_S", "5")
     monkeypatch.setenv("TQ_WORKFLOW_LEASE_S", "1")
-    get_settings.cache_clear()
+    clear_settings_caches()
     yield fast_settings(
         redis_url,
         queues={WQ: {**tiny_retry(attempts=5), "visibility_timeout_s": 1.0}, CHILD_Q: tiny_retry(attempts=1)},
     )
-    get_settings.cache_clear()
+    clear_settings_caches()
     await dispose_engines()
 
 
@@ -130,8 +132,8 @@ def registry() -> HandlerRegistry:
     """run-workflow and trigger-workflow, and a child handler on ``search:index`` that answers
     ``{"indexed": article_id}`` and dead-letters article 999."""
     reg = HandlerRegistry()
-    reg.add(WQ, "run-workflow", handle_run_workflow)
-    reg.add(WQ, "trigger-workflow", handle_trigger_workflow)
+    reg.add(WQ, "run-workflow", run_workflow)
+    reg.add(WQ, "trigger-workflow", trigger_workflow)
 
     async def index_article(ctx: JobContext, payload: IndexArticle) -> dict[str, Any]:
         if payload.article_id == 999:
@@ -250,10 +252,10 @@ def test_condition_operators() -> None:
 
 
 def test_load_handlers_finds_the_workflows_family() -> None:
-    from tq.handlers import handlers
+    from tq.handlers import default_handlers
 
     assert load_handlers(["workflows"]) == ["tq_services.workflows.handlers"]
-    assert (WQ, "run-workflow") in handlers and (WQ, "trigger-workflow") in handlers
+    assert (WQ, "run-workflow") in default_handlers and (WQ, "trigger-workflow") in default_handlers
 
 
 async def test_models_match_the_migration(db_engine: AsyncEngine) -> None:
@@ -449,7 +451,7 @@ async def test_a_long_delay_becomes_a_continuation_job(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, peer: Peer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TQ_WORKFLOW_INLINE_WAIT_S", "0.2")
-    get_settings.cache_clear()
+    clear_settings_caches()
     workflow_id = await _definition(
         db_engine, [{"type": "delay", "seconds": 1.5}, {"type": "http", "url": peer.url + "/after"}]
     )
@@ -602,13 +604,13 @@ from tq.handlers import HandlerRegistry
 from tq.registry import get_queue
 from tq.settings import Settings
 from tq.worker import Worker
-from tq_services.workflows.handlers import handle_run_workflow
+from tq_services.workflows.handlers import run_workflow
 
 async def main(url: str) -> None:
     client = aioredis.Redis.from_url(url)
     settings = Settings(redis_url=url, audit_enabled=False, block_ms=50, uvloop=False)
     reg = HandlerRegistry()
-    reg.add("workflows:run", "run-workflow", handle_run_workflow)
+    reg.add("workflows:run", "run-workflow", run_workflow)
     worker = Worker(client, [get_queue("workflows:run")], reg, settings, consumer_id="doomed")
     await worker.start()
     print("READY", flush=True)

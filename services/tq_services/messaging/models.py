@@ -16,7 +16,6 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
-
 from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, one_of, utcnow
 
 EMAIL_QUEUE_STATUSES = ("pending", "queued", "sending", "sent", "failed")

@@ -16,7 +16,6 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-
 from tq.models.base import Base, BigIntPK, UTCDateTime, one_of, utcnow
 
 

@@ -20,7 +20,7 @@ from tq.settings import Settings
 from tq.stats import StatsLeader
 from tq.worker import Worker
 
-log = logging.getLogger("tq.app")
+log = logging.getLogger("tq.worker_app")
 
 
 class WorkerApp:

@@ -25,8 +25,9 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
-
 from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, one_of, utcnow
+
+import tq_services.content.models  # noqa: F401  (the article tables its foreign keys name)
 
 AI_RUN_STATUSES = ("running", "succeeded", "retrying", "failed")
 AI_MESSAGE_ROLES = ("system", "user", "assistant")

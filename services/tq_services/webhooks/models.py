@@ -17,7 +17,6 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
-
 from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, one_of, utcnow
 
 WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed")

@@ -1,7 +1,7 @@
 """One family as an ASGI service: ``tq serve FAMILY`` (the same code path for every family: a
 family is data from the registry).
 
-``FamilyService(family)`` builds a ``tq.app.WorkerApp`` for the family's queues (its broker, worker,
+``FamilyService(family)`` builds a ``tq.worker_app.WorkerApp`` for the family's queues (its broker, worker,
 control channel and audit writer) with the service's ``JobMetrics`` as the worker's observer, and
 wraps it in FastStream's ``AsgiFastStream`` with three routes:
 
@@ -34,12 +34,11 @@ from faststream.asgi.types import Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from tq import keys
-from tq.app import WorkerApp
 from tq.connection import text
-from tq.handlers import HandlerRegistry
-from tq.handlers import handlers as default_handlers
+from tq.handlers import HandlerRegistry, default_handlers
 from tq.registry import families
 from tq.settings import Settings, get_settings
+from tq.worker_app import WorkerApp
 
 from tq_services import load_handlers
 from tq_services.metrics import make_registry

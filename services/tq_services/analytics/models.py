@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Date, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
-
 from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
 RefId = BigInteger().with_variant(Integer(), "sqlite")

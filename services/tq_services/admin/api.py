@@ -1,7 +1,8 @@
-"""The admin service: ``create_app(settings)`` builds the FastAPI app, ``serve`` runs it under
+"""The admin service: ``create_app(settings, admin)`` builds the FastAPI app, ``serve`` runs it under
 uvicorn (``tq serve admin``).
 
-The lifespan opens one Redis client, one database engine (for AuditLog rows) and the realtime hub.
+The lifespan opens one Redis client, one database engine (for AuditLog rows) and the live events'
+hub (``hub.Hub``), kept for every request in ``state.AdminState``.
 Every answer carries a request id (``X-Request-ID``: the caller's when it is a plain token, else a
 new one) and security headers; CORS is closed unless ``TQ_ADMIN_CORS_ORIGINS`` lists origins. The
 OpenAPI document is at ``/openapi.json``; the interactive docs pages are off (they load scripts from
@@ -17,13 +18,11 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import MutableHeaders
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tq.connection import async_client
 from tq.db import make_engine
@@ -31,9 +30,12 @@ from tq.settings import Settings, get_settings
 
 from tq_services.admin import errors, page, realtime, routes
 from tq_services.admin.auth import signing_key
+from tq_services.admin.hub import Hub
 from tq_services.admin.ratelimit import SlidingWindow
+from tq_services.admin.schemas import Health, Readiness
+from tq_services.admin.settings import AdminSettings, get_admin_settings
 from tq_services.admin.state import AdminState, admin_state
-from tq_services.app import uvicorn_config
+from tq_services.family_service import uvicorn_config
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {
@@ -76,20 +78,24 @@ class RequestContext:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, admin: AdminSettings | None = None) -> FastAPI:
+    """The app over the engine's ``settings`` (Redis, database, uvloop) and the admin service's own
+    (tokens, rate limit, CORS, live events); each defaults to what the environment says."""
     settings = settings or get_settings()
-    signing_key(settings)  # no key, or a short one: refuse to start rather than accept nothing
+    admin = admin or get_admin_settings()
+    signing_key(admin)  # no key, or a short one: refuse to start rather than accept nothing
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_client(settings)
         engine = make_engine(settings.database_url)
-        hub = realtime.Hub(client, settings.admin_sse_buffer, settings.admin_client_queue)
+        hub = Hub(client, admin.admin_sse_buffer, admin.admin_client_queue)
         app.state.admin = AdminState(
             settings=settings,
+            admin_settings=admin,
             redis=client,
             engine=engine,
-            limiter=SlidingWindow(client, settings.admin_rate_limit, settings.admin_rate_window_s),
+            limiter=SlidingWindow(client, admin.admin_rate_limit, admin.admin_rate_window_s),
             hub=hub,
         )
         listener = asyncio.create_task(hub.run(), name="tq-admin-events")
@@ -116,24 +122,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, Any]:
-        return {"alive": True}
+    async def healthz() -> Health:
+        return Health(alive=True)
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
+    @app.get("/readyz", include_in_schema=False, response_model_exclude_none=True)
+    async def readyz(request: Request, response: Response) -> Readiness:
         state = admin_state(request)
+        reason = None
         try:
             await asyncio.wait_for(state.redis.ping(), 1.0)
         except Exception as exc:
-            return JSONResponse({"ready": False, "reason": f"redis unreachable: {exc}"}, 503)
-        if not state.hub.subscribed.is_set():
-            return JSONResponse({"ready": False, "reason": "not subscribed to tq:events"}, 503)
-        return JSONResponse({"ready": True})
+            reason = f"redis unreachable: {exc}"
+        else:
+            if not state.hub.subscribed.is_set():
+                reason = "not subscribed to tq:events"
+        if reason is not None:
+            response.status_code = 503
+        return Readiness(ready=reason is None, reason=reason)
 
-    if settings.admin_cors_origins:
+    if admin.admin_cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.admin_cors_origins,
+            allow_origins=admin.admin_cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
@@ -153,7 +163,12 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(host: str = "0.0.0.0", port: int = 8000, settings: Settings | None = None) -> None:
+def serve(
+    host: str = "0.0.0.0",
+    port: int = 8000,
+    settings: Settings | None = None,
+    admin: AdminSettings | None = None,
+) -> None:
     """Run the admin service under uvicorn until SIGTERM/SIGINT."""
     settings = settings or get_settings()
-    _Server(uvicorn_config(create_app(settings), host, port, settings)).run()
+    _Server(uvicorn_config(create_app(settings, admin), host, port, settings)).run()

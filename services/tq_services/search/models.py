@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
-
 from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, one_of, utcnow
+
+import tq_services.content.models  # noqa: F401  (the article tables its foreign keys name)
 
 # the dialect-specific full-text objects of migration 0009
 FTS_TABLE = "search_document_fts"  # SQLite FTS5; its shadow tables are search_document_fts_*

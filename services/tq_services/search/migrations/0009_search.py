@@ -1,14 +1,18 @@
-"""media_search: file, file_variant, search_document and its full-text index (issue 6)
+"""search: search_document and its full-text index (issue 6)
 
 The full-text index is per dialect: on PostgreSQL a stored generated ``tsvector`` column
 (title weight A, tags B, body C; the ``simple`` configuration, like SQLite's tokenizer: no
 stemming) with a GIN index; on SQLite an FTS5 table (rowid = search_document.id) that triggers
-keep in step with search_document. ``tq.models.search.include_object`` keeps both out of the
+keep in step with search_document. ``tq_services.search.models.include_object`` keeps both out of the
 autogenerate comparison. A later SQLite batch migration that recreates search_document must
 recreate the triggers too.
 
+The release's revision 0009 created the media family's tables too; they are now revision 0008a
+(tq_services/media/migrations), which runs just before this one, so a database stamped 0009 by
+that release counts both as applied. See tq_services/schema.py.
+
 Revision ID: 0009
-Revises: 0008
+Revises: 0008a
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -21,7 +25,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0008a"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -50,41 +54,6 @@ SQLITE_FTS = [
 
 
 def upgrade() -> None:
-    op.create_table(
-        "file",
-        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
-        sa.Column("path", sa.String(length=1000), nullable=False),
-        sa.Column("content_type", sa.String(length=200), nullable=True),
-        sa.Column("bytes", sa.BigInteger(), nullable=True),
-        sa.Column("width", sa.Integer(), nullable=True),
-        sa.Column("height", sa.Integer(), nullable=True),
-        sa.Column("format", sa.String(length=20), nullable=True),
-        sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("job_id", sa.String(length=100), nullable=True),
-        sa.Column("optimized_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.CheckConstraint("status IN ('uploaded', 'optimized', 'failed')", name=op.f("ck_file_status")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_file")),
-    )
-    op.create_table(
-        "file_variant",
-        sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
-        sa.Column("file_id", BIGINT_PK, nullable=False),
-        sa.Column("path", sa.String(length=1000), nullable=False),
-        sa.Column("width", sa.Integer(), nullable=False),
-        sa.Column("height", sa.Integer(), nullable=False),
-        sa.Column("bytes", sa.BigInteger(), nullable=False),
-        sa.Column("format", sa.String(length=20), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["file_id"], ["file.id"], name=op.f("fk_file_variant_file_id_file"), ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_file_variant")),
-        sa.UniqueConstraint("file_id", "width", "format", name=op.f("uq_file_variant_file_id_width_format")),
-    )
-    op.create_index(op.f("ix_file_variant_file_id"), "file_variant", ["file_id"])
     op.create_table(
         "search_document",
         sa.Column("id", BIGINT_PK, autoincrement=True, nullable=False),
@@ -141,6 +110,3 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_search_document_translation_id"), table_name="search_document")
     op.drop_index(op.f("ix_search_document_locale"), table_name="search_document")
     op.drop_table("search_document")
-    op.drop_index(op.f("ix_file_variant_file_id"), table_name="file_variant")
-    op.drop_table("file_variant")
-    op.drop_table("file")
