@@ -123,6 +123,7 @@ export TQ_DATABASE_URL="${TQ_DATABASE_URL:-sqlite+aiosqlite:///$DEV_DIR/tq.db}"
 say "migrating the database"
 tq migrate
 tq seed
+tq schedule install-defaults  # the families' periodic jobs (the worker's elected scheduler fires them)
 
 # ---- Admin API and web page -----------------------------------------------------------------
 ADMIN_PORT="${TQ_DEV_ADMIN_PORT:-8080}"
@@ -174,8 +175,9 @@ $admin_line
   then try:
     tq queues
     tq schema email:send send-email
-    tq enqueue email:send send-email --data '{"to": "dev@example.com", "template": "welcome"}'
+    tq enqueue email:send send-email --data '{"to": "dev@example.com", "template": "welcome", "variables": {"name": "Dev"}}'
     tq jobs email:send
+    tq schedule list
     tq dlq list email:send
 
   $stop_hint

@@ -5,7 +5,8 @@ Both derive from ``tq_operator.spec`` (the schema) and ``tq.registry`` (the queu
 examples' values), so neither is edited by hand: ``make crd`` regenerates them and the tests fail
 when the checked-in files are stale.
 
-    python -m tq_operator.crd              # write the CRDs and the peering object under charts/tq/
+    python -m tq_operator.crd              # write the CRDs, the peering object and the values
+                                           # schema's queueConfigs.specs under charts/tq/
     python -m tq_operator.crd --examples   # ... and examples/queueconfig-*.yaml
     python -m tq_operator.crd --check      # exit 1 when a checked-in file differs
 """
@@ -36,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = Path("charts/tq/crds/queueconfig.yaml")
 PEERING_CRD_PATH = Path("charts/tq/crds/clusterkopfpeering.yaml")
 PEERING_PATH = Path("charts/tq/files/operator-peering.yaml")
+# The chart's values schema: its `queueConfigs.specs` part is generated from the CRD's spec schema.
+VALUES_SCHEMA_PATH = Path("charts/tq/values.schema.json")
 # kopf's peering resource (kopf.dev, cluster-wide: the operator watches every namespace).
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
@@ -146,9 +149,12 @@ def build_crd() -> dict[str, Any]:
                             "description": "Runtime config of one tq queue, applied live by its consumers.",
                             "type": "object",
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {
+                                    "description": f"the API version: {GROUP}/{VERSION}",
+                                    "type": "string",
+                                },
+                                "kind": {"description": f"the kind: {KIND}", "type": "string"},
+                                "metadata": {"description": "the object's metadata", "type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -162,8 +168,11 @@ def build_crd() -> dict[str, Any]:
 
 
 def _printer_columns() -> list[dict[str, Any]]:
-    def column(name: str, type_: str, path: str, description: str) -> dict[str, Any]:
-        return {"name": name, "type": type_, "jsonPath": path, "description": description}
+    def column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path, "description": description}
+        if priority:
+            out["priority"] = priority  # shown by `kubectl get -o wide`
+        return out
 
     return [
         column("Queue", "string", ".spec.queue", "the queue this configures"),
@@ -172,6 +181,18 @@ def _printer_columns() -> list[dict[str, Any]]:
         column("Waiting", "integer", ".status.depth.waiting", "jobs waiting to run"),
         column("DLQ", "integer", ".status.depth.dlq", "jobs in the dead-letter queue"),
         column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
+        # -o wide only (priority 1): has every live consumer taken the generation the operator wrote?
+        column(
+            "Applied",
+            "string",
+            '.status.conditions[?(@.type=="Applied")].status',
+            "Applied condition: every live consumer runs this generation",
+            priority=1,
+        ),
+        column("Generation", "integer", ".metadata.generation", "the spec's generation", priority=1),
+        column(
+            "Observed", "integer", ".status.observedGeneration", "the generation last reconciled", priority=1
+        ),
         column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),
     ]
 
@@ -273,10 +294,52 @@ def render_example(q: QueueSpec) -> str:
     )
 
 
+# CEL and the list-map markers are Kubernetes' own: JSON Schema (Helm) has no use for them.
+_NOT_JSON_SCHEMA = ("x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys")
+
+
+def values_spec_schema() -> dict[str, Any]:
+    """The CRD's spec schema as the JSON Schema of one ``queueConfigs.specs`` entry of the chart's
+    values: the same fields, types and bounds, unknown fields refused, without ``queue`` (the chart
+    sets it). ``helm install`` then refuses ``concurency: 3`` or ``concurrency: "lots"``."""
+
+    def convert(node: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in node.items() if k not in _NOT_JSON_SCHEMA}
+        if "properties" in out:
+            out["properties"] = {name: convert(sub) for name, sub in out["properties"].items()}
+            out["additionalProperties"] = False
+        if "items" in out:
+            out["items"] = convert(out["items"])
+        return out
+
+    schema = convert(structural_schema(QueueConfigSpec))
+    del schema["properties"]["queue"]
+    schema["required"] = [r for r in schema.get("required", []) if r != "queue"]
+    if not schema["required"]:
+        del schema["required"]
+    schema["description"] = (
+        "QueueConfig spec fields of this queue, checked as the CRD checks them (generated from it by "
+        "`make crd`); the chart sets queue"
+    )
+    return schema
+
+
+def render_values_schema() -> str:
+    """The chart's values.schema.json with ``queueConfigs.specs`` generated; the rest as it is."""
+    schema = json.loads((REPO_ROOT / VALUES_SCHEMA_PATH).read_text())
+    schema["$defs"]["queueConfigSpec"] = values_spec_schema()
+    specs = schema["properties"]["queueConfigs"]["properties"]["specs"]
+    specs["description"] = "spec fields per queue (the registry's product queues)"
+    specs["additionalProperties"] = False
+    specs["properties"] = {queue: {"$ref": "#/$defs/queueConfigSpec"} for queue in PRODUCT_QUEUE_NAMES}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 def generated_files(examples: bool) -> dict[Path, str]:
     """Relative path -> the content it must have."""
     files = {
         CRD_PATH: render_crd(),
+        VALUES_SCHEMA_PATH: render_values_schema(),
         PEERING_CRD_PATH: _render(build_peering_crd()),
         # The default name (not this process's environment): the chart sets TQ_OPERATOR_PEERING to it.
         PEERING_PATH: _render(build_peering(DEFAULT_PEERING)),

@@ -1,11 +1,15 @@
 """kopf handlers for QueueConfig: desired runtime config -> Redis, observed state -> status.
 
 One function (``_reconcile``) does the work for create/update/resume and for the refresh timer:
-validate the spec, refuse it when an older QueueConfig owns the queue, write the runtime config to
-Redis when it differs, handle the replay/purge annotations (not from the timer), then derive
-status (observedGeneration, conditions Ready/Paused/Applied[/Conflict][/Scaled], depth, consumers) and
-patch only the keys that changed; with spec.replicas it also scales the family's Deployment
+validate the spec, refuse it when an older QueueConfig of the same namespace owns the queue (each
+namespace is its own environment, with its own Redis: ownership is decided per namespace), write
+the runtime config to Redis when it differs, handle the replay/purge annotations (not from the
+timer; one-shot: removed once handled, the result in status, replay tokens also remembered in
+Redis so a re-created object does not replay again), then derive status (observedGeneration,
+conditions Ready/Paused/Applied[/Conflict][/Scaled], depth, consumers) and patch only the keys
+that changed; with spec.replicas it also scales the family's Deployment
 (``tq_operator.scaling``). Deleting the owner of a queue resets the queue to registry defaults.
+Each handler run is measured (``tq_operator.metrics``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tq import config, dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES
 
-from tq_operator import kube, scaling
+from tq_operator import kube, metrics, scaling
 from tq_operator.crd import PLURAL
 from tq_operator.settings import get_operator_settings
 from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_override, to_runtime_config
@@ -46,7 +50,7 @@ _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 @dataclass(frozen=True, order=True)
 class Owner:
-    """Index entry: QueueConfigs are ordered by age, the oldest one owns its queue."""
+    """Index entry under (namespace, queue): the oldest QueueConfig of a namespace owns its queue."""
 
     created: str
     uid: str
@@ -133,8 +137,9 @@ async def applied(client: Any, queue: str, generation: int) -> tuple[int, int]:
     return live, done
 
 
-def _owner_of(index: kopf.Index[str, Owner] | None, queue: str) -> Owner | None:
-    entries = list(index.get(queue, [])) if index is not None else []
+def _owner_of(index: kopf.Index[tuple[str, str], Owner] | None, namespace: str, queue: str) -> Owner | None:
+    """The owner of ``queue`` among the QueueConfigs of ``namespace`` (never another namespace's)."""
+    entries = list(index.get((namespace, queue), [])) if index is not None else []
     return min(entries) if entries else None
 
 
@@ -152,6 +157,28 @@ def _parse_replay(annotations: Mapping[str, str]) -> tuple[int | None, str | Non
     return limit, None, flt  # text: matches id, name, error type and message
 
 
+def handled_tokens_key(queue: str) -> str:
+    """ZSET replay token -> when it was handled (ms): the replays done for ``queue`` in this
+    environment (its Redis). Outlives the QueueConfig, so a re-created or restored object that still
+    carries a handled token does not replay again. The operator's own key (tq.keys is the engine's)."""
+    return f"tq:operator:{{{queue}}}:replays"
+
+
+HANDLED_TOKENS_KEPT = 256  # the newest tokens remembered per queue
+
+
+async def _token_handled(client: Any, queue: str, token: str, status: Mapping[str, Any]) -> bool:
+    if (status.get("lastReplay") or {}).get("token") == token:
+        return True
+    return await client.zscore(handled_tokens_key(queue), token) is not None
+
+
+async def _remember_token(client: Any, queue: str, token: str) -> None:
+    key = handled_tokens_key(queue)
+    await client.zadd(key, {token: int(time.time() * 1000)})
+    await client.zremrangebyrank(key, 0, -HANDLED_TOKENS_KEPT - 1)
+
+
 async def _handle_annotations(
     client: Any,
     queue: str,
@@ -161,41 +188,68 @@ async def _handle_annotations(
     out: dict[str, Any],
     logger: Any,
 ) -> None:
+    """The one-shot requests: each is acted on at most once, then its annotation is removed and its
+    result recorded in status (``lastReplay``, ``lastPurge``), as Strimzi does with its annotations."""
     token = annotations.get(REPLAY)
-    last = (status.get("lastReplay") or {}).get("token")
-    if token and token != last:
-        try:
-            limit, error_type, text = _parse_replay(annotations)
-        except ValueError as exc:
-            kopf.event(body, type="Warning", reason="ReplayRefused", message=str(exc))
-            out["lastReplay"] = {"token": token, "replayed": 0, "skipped": 0, "at": _now()}
+    if token:
+        out["_remove"] = [*out.get("_remove", []), REPLAY]
+        if await _token_handled(client, queue, token, status):
+            logger.info(f"replay token {token} of {queue} was handled before: nothing replayed")
         else:
-            result = await dlq.replay(client, queue, limit=limit, error_type=error_type, text=text)
-            out["lastReplay"] = {
-                "token": token,
-                "replayed": result.replayed,
-                "skipped": result.skipped,
-                "at": _now(),
-            }
-            msg = (
-                f"replayed {result.replayed} DLQ entries of {queue} (skipped {result.skipped}), token {token}"
-            )
-            logger.info(msg)
-            kopf.event(body, type="Normal", reason="Replayed", message=msg)
+            try:
+                limit, error_type, text = _parse_replay(annotations)
+            except ValueError as exc:
+                kopf.event(body, type="Warning", reason="ReplayRefused", message=str(exc))
+                out["lastReplay"] = {
+                    "token": token,
+                    "result": "Refused",
+                    "message": str(exc),
+                    "replayed": 0,
+                    "skipped": 0,
+                    "at": _now(),
+                }
+            else:
+                result = await dlq.replay(client, queue, limit=limit, error_type=error_type, text=text)
+                msg = (
+                    f"replayed {result.replayed} DLQ entries of {queue} (skipped {result.skipped}), "
+                    f"token {token}"
+                )
+                out["lastReplay"] = {
+                    "token": token,
+                    "result": "Replayed",
+                    "message": msg,
+                    "replayed": result.replayed,
+                    "skipped": result.skipped,
+                    "at": _now(),
+                }
+                logger.info(msg)
+                kopf.event(body, type="Normal", reason="Replayed", message=msg)
+            await _remember_token(client, queue, token)
     confirm = annotations.get(PURGE)
     if confirm:
         if confirm == queue:
             n = await dlq.purge(client, queue, confirm)
-            kopf.event(body, type="Normal", reason="Purged", message=f"purged {n} DLQ entries of {queue}")
+            msg = f"purged {n} DLQ entries of {queue}"
+            out["lastPurge"] = {
+                "request": confirm,
+                "result": "Purged",
+                "message": msg,
+                "purged": n,
+                "at": _now(),
+            }
+            kopf.event(body, type="Normal", reason="Purged", message=msg)
         else:
-            kopf.event(
-                body,
-                type="Warning",
-                reason="PurgeRefused",
-                message=f"{PURGE}={confirm!r} does not name the queue {queue!r}: nothing purged",
-            )
+            msg = f"{PURGE}={confirm!r} does not name the queue {queue!r}: nothing purged"
+            out["lastPurge"] = {
+                "request": confirm,
+                "result": "Refused",
+                "message": msg,
+                "purged": 0,
+                "at": _now(),
+            }
+            kopf.event(body, type="Warning", reason="PurgeRefused", message=msg)
         # The request is one-shot: drop it, so a resync or restart does not purge again.
-        out["_remove_purge"] = True
+        out["_remove"] = [*out.get("_remove", []), PURGE]
 
 
 async def _reconcile(
@@ -206,12 +260,13 @@ async def _reconcile(
     status: Mapping[str, Any],
     patch: kopf.Patch,
     memo: Any,
-    by_queue: kopf.Index[str, Owner] | None,
+    by_queue: kopf.Index[tuple[str, str], Owner] | None,
     by_family: kopf.Index[str, scaling.FamilyMember] | None,
     settings: kopf.OperatorSettings,
     logger: Any,
     actions: bool,
-) -> None:
+) -> str:
+    """The outcome (``ok``, ``invalid``, ``conflict``; tq_operator.metrics counts it)."""
     client = memo["redis"]
     generation = int(meta.get("generation") or 0)
     conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
@@ -230,8 +285,8 @@ async def _reconcile(
         for k, v in out.items():
             if not k.startswith("_") and status.get(k) != v:
                 patch.status[k] = v
-        if out.get("_remove_purge"):
-            patch.metadata.setdefault("annotations", {})[PURGE] = None
+        for annotation in out.get("_remove", []):
+            patch.metadata.setdefault("annotations", {})[annotation] = None
 
     try:
         parsed = QueueConfigSpec.model_validate(dict(spec))
@@ -245,16 +300,17 @@ async def _reconcile(
             kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
         cond("Ready", "False", "InvalidSpec", message)
         flush()
-        return
+        return "invalid"
 
     queue = parsed.queue
-    owner = _owner_of(by_queue, queue)
+    namespace = str(meta.get("namespace") or "")
+    owner = _owner_of(by_queue, namespace, queue)
     if owner is not None and owner.uid != meta.get("uid"):
         message = f"queue {queue} is configured by the older QueueConfig {owner.namespace}/{owner.name}"
         cond("Conflict", "True", "DuplicateQueue", message)
         cond("Ready", "False", "Conflict", message)
         flush()
-        return
+        return "conflict"
     if _condition(conditions, "Conflict"):
         cond("Conflict", "False", "NoConflict", f"this QueueConfig owns queue {queue}")
 
@@ -278,13 +334,14 @@ async def _reconcile(
     if parsed.replicas is None:
         conditions = [c for c in conditions if c.get("type") != "Scaled"]
     else:
-        namespace = str(meta.get("namespace") or "")
         uid = str(meta.get("uid") or "")
         members = list(by_family.get(scaling.family_key(namespace, queue), [])) if by_family else []
         # The index may lag this very change: count this QueueConfig as it is now.
         members = [m for m in members if m.uid != uid]
         members.append(scaling.FamilyMember(uid=uid, queue=queue, replicas=parsed.replicas))
-        owners = {m.queue: (o.uid if (o := _owner_of(by_queue, m.queue)) else m.uid) for m in members}
+        owners = {
+            m.queue: (o.uid if (o := _owner_of(by_queue, namespace, m.queue)) else m.uid) for m in members
+        }
         owners[queue] = uid  # checked above: this QueueConfig owns its queue
         desired = scaling.desired_replicas(members, owners)
         assert desired is not None  # this QueueConfig sets replicas
@@ -324,6 +381,7 @@ async def _reconcile(
     }
     out["consumers"] = live
     flush()
+    return "ok"
 
 
 @kopf.index(*RESOURCE)
@@ -332,7 +390,7 @@ def by_queue(spec: kopf.Spec, meta: kopf.Meta, namespace: str | None, name: str 
     if not isinstance(queue, str):
         return None
     return {
-        queue: Owner(
+        (namespace or "", queue): Owner(
             created=str(meta.get("creationTimestamp") or ""),
             uid=str(meta.get("uid") or ""),
             namespace=namespace or "",
@@ -358,22 +416,25 @@ async def reconcile(
     memo: Any,
     logger: kopf.Logger,
     settings: kopf.OperatorSettings | None = None,  # kopf passes it; only timeouts are read from it
-    by_queue: kopf.Index[str, Owner] | None = None,  # the indices above; kopf passes them by name
+    by_queue: kopf.Index[tuple[str, str], Owner] | None = None,  # the indices above; kopf passes them by name
     by_family: kopf.Index[str, scaling.FamilyMember] | None = None,
     **_: Any,
 ) -> None:
-    await _reconcile(
-        body=body,
-        spec=spec,
-        meta=meta,
-        status=status,
-        patch=patch,
-        memo=memo,
-        by_queue=by_queue,
-        by_family=by_family,
-        settings=settings or kopf.OperatorSettings(),
-        logger=logger,
-        actions=True,
+    await metrics.measured(
+        "reconcile",
+        _reconcile(
+            body=body,
+            spec=spec,
+            meta=meta,
+            status=status,
+            patch=patch,
+            memo=memo,
+            by_queue=by_queue,
+            by_family=by_family,
+            settings=settings or kopf.OperatorSettings(),
+            logger=logger,
+            actions=True,
+        ),
     )
 
 
@@ -387,24 +448,27 @@ async def refresh(
     memo: Any,
     logger: kopf.Logger,
     settings: kopf.OperatorSettings | None = None,  # kopf passes it; only timeouts are read from it
-    by_queue: kopf.Index[str, Owner] | None = None,  # the indices above; kopf passes them by name
+    by_queue: kopf.Index[tuple[str, str], Owner] | None = None,  # the indices above; kopf passes them by name
     by_family: kopf.Index[str, scaling.FamilyMember] | None = None,
     **_: Any,
 ) -> None:
     """Depth, consumers and Applied; rewrites the config if Redis lost it or a conflict ended, and
     re-applies the family's replicas when another QueueConfig of the family changed them."""
-    await _reconcile(
-        body=body,
-        spec=spec,
-        meta=meta,
-        status=status,
-        patch=patch,
-        memo=memo,
-        by_queue=by_queue,
-        by_family=by_family,
-        settings=settings or kopf.OperatorSettings(),
-        logger=logger,
-        actions=False,
+    await metrics.measured(
+        "refresh",
+        _reconcile(
+            body=body,
+            spec=spec,
+            meta=meta,
+            status=status,
+            patch=patch,
+            memo=memo,
+            by_queue=by_queue,
+            by_family=by_family,
+            settings=settings or kopf.OperatorSettings(),
+            logger=logger,
+            actions=False,
+        ),
     )
 
 
@@ -414,20 +478,31 @@ async def release(
     meta: kopf.Meta,
     memo: Any,
     logger: kopf.Logger,
-    by_queue: kopf.Index[str, Owner] | None = None,  # the index above; kopf passes it by name
+    by_queue: kopf.Index[tuple[str, str], Owner] | None = None,  # the index above; kopf passes it by name
     **_: Any,
 ) -> None:
     """The owner of a queue going away returns the queue to registry defaults (unpaused); jobs stay."""
+    await metrics.measured("release", _release(spec, meta, memo, logger, by_queue))
+
+
+async def _release(
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    memo: Any,
+    logger: kopf.Logger,
+    by_queue: kopf.Index[tuple[str, str], Owner] | None,
+) -> str:
     queue = spec.get("queue")
     if not isinstance(queue, str):
-        return
-    owner = _owner_of(by_queue, queue)
+        return "invalid"
+    owner = _owner_of(by_queue, str(meta.get("namespace") or ""), queue)
     if owner is not None and owner.uid != meta.get("uid"):
-        return  # a newer duplicate never wrote anything
+        return "conflict"  # a newer duplicate never wrote anything
     if queue not in PRODUCT_QUEUE_NAMES:
-        return  # such a spec never wrote anything
+        return "invalid"  # such a spec never wrote anything
     try:
         await config.reset(memo["redis"], queue)
     except _REDIS_DOWN as exc:
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
     logger.info(f"queue {queue} reset to registry defaults")
+    return "ok"

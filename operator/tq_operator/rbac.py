@@ -16,9 +16,11 @@ from typing import Any
 
 import yaml
 from tq import generated
+from tq.registry import families
 
 from tq_operator.crd import PEERING_GROUP, PEERING_PLURAL, PLURAL, REPO_ROOT
 from tq_operator.kube import KEDA_SCALED_OBJECTS
+from tq_operator.settings import OperatorSettings
 from tq_operator.spec import GROUP
 
 RBAC_PATH = Path("charts/tq/files/operator-rbac.yaml")
@@ -31,17 +33,34 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    resource_names: tuple[str, ...] = ()  # empty: any object
 
-    def grants(self, verb: str, api_group: str, resource: str) -> bool:
-        """``resource`` is ``plural`` or ``plural/subresource``, as RBAC spells them."""
+    def grants(self, verb: str, api_group: str, resource: str, name: str | None = None) -> bool:
+        """``resource`` is ``plural`` or ``plural/subresource``, as RBAC spells them; ``name`` the
+        object's (None: not checked)."""
+        if self.resource_names and name is not None and name not in self.resource_names:
+            return False
         return api_group == self.api_group and resource in self.resources and verb in self.verbs
+
+
+# The family Deployments the operator may scale: the chart's names for its family map (the
+# registry's families; tests/chart checks the map agrees), with the default release name `tq`.
+# The chart rewrites them with its own fullname (templates/operator.yaml).
+DEFAULT_DEPLOYMENT = str(OperatorSettings.model_fields["operator_deployment"].default)
+FAMILY_DEPLOYMENTS = tuple(sorted(DEFAULT_DEPLOYMENT.format(family=f) for f in families()))
 
 
 RULES: tuple[Rule, ...] = (
     Rule(GROUP, (PLURAL,), ("list", "watch", "patch"), "kopf watches QueueConfigs; finalizer, annotations"),
     Rule(GROUP, (f"{PLURAL}/status",), ("patch",), "status: conditions, depth, consumers, lastReplay"),
     Rule("", ("events",), ("create",), "Events: Paused, Replayed, Purged, Scaled, InvalidSpec, ..."),
-    Rule("apps", ("deployments/scale",), ("get", "patch"), "spec.replicas scales the family's Deployment"),
+    Rule(
+        "apps",
+        ("deployments/scale",),
+        ("get", "patch"),
+        "spec.replicas scales the family's Deployment (those of the chart only: resourceNames)",
+        FAMILY_DEPLOYMENTS,
+    ),
     Rule(
         KEDA_SCALED_OBJECTS[0], (KEDA_SCALED_OBJECTS[2],), ("list",), "a ScaledObject leaves scaling to KEDA"
     ),
@@ -52,8 +71,16 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def allowed(verb: str, api_group: str, resource: str) -> bool:
-    return any(rule.grants(verb, api_group, resource) for rule in RULES)
+def allowed(verb: str, api_group: str, resource: str, name: str | None = None) -> bool:
+    return any(rule.grants(verb, api_group, resource, name) for rule in RULES)
+
+
+def _rule(r: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiGroups": [r.api_group], "resources": list(r.resources)}
+    if r.resource_names:
+        out["resourceNames"] = list(r.resource_names)
+    out["verbs"] = list(r.verbs)
+    return out
 
 
 def build_cluster_role() -> dict[str, Any]:
@@ -64,10 +91,7 @@ def build_cluster_role() -> dict[str, Any]:
             "name": ROLE_NAME,
             "labels": {"app.kubernetes.io/part-of": "tq", "app.kubernetes.io/component": "operator"},
         },
-        "rules": [
-            {"apiGroups": [r.api_group], "resources": list(r.resources), "verbs": list(r.verbs)}
-            for r in RULES
-        ],
+        "rules": [_rule(r) for r in RULES],
     }
 
 

@@ -7,7 +7,9 @@ Rules (README, Operator):
   family's QueueConfigs in the namespace (only those that own their queue and are valid);
 - with ``TQ_OPERATOR_KEDA`` or a KEDA ScaledObject targeting the Deployment, the operator never
   scales: KEDA does, and the ``Scaled`` condition says so;
-- no QueueConfig of the family setting replicas: the Deployment is left as it is.
+- no QueueConfig of the family setting replicas: the Deployment is left as it is;
+- above ``TQ_OPERATOR_MAX_REPLICAS`` (the CRD caps ``spec.replicas`` at 100): not scaled, the
+  ``Scaled`` condition says ``AboveMaximum``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ async def scale_family(
 ) -> ScaleResult:
     family = get_queue(queue).family
     deployment = deployment_name(family)
+    most = get_operator_settings().operator_max_replicas
+    if desired > most:
+        return ScaleResult(
+            "False",
+            "AboveMaximum",
+            f"spec.replicas {desired} for deployment {deployment} is above the operator's maximum {most} "
+            "(TQ_OPERATOR_MAX_REPLICAS): not scaled",
+        )
     if get_operator_settings().operator_keda:
         return ScaleResult(
             "False",

@@ -36,6 +36,7 @@ from tq.settings import Settings
 GROUP = "queues.teknav.io"
 VERSION = "v1alpha1"
 KIND = "QueueConfig"
+MAX_REPLICAS = 100  # the CRD's bound on spec.replicas; the operator's own (TQ_OPERATOR_MAX_REPLICAS) is lower
 
 # Go/CEL-style durations ("500ms", "2s", "2m", "24h", "1h30m"); no days: CEL's duration() has none.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -92,6 +93,12 @@ def _at_least_one_second(text: str) -> str:
     return text
 
 
+def _time_limit(text: str) -> str:
+    if not 0 < parse_duration(text) <= 86400:
+        raise ValueError("must be a positive duration of at most 24h")
+    return text
+
+
 _DurationString = StringConstraints(pattern=DURATION_PATTERN, max_length=DURATION_MAX_LENGTH)
 PositiveDuration = Annotated[
     str,
@@ -104,6 +111,16 @@ TtlDuration = Annotated[
     _DurationString,
     AfterValidator(_at_least_one_second),
     CelRule("duration(self) >= duration('1s')", "must be at least 1s"),
+]
+
+TimeLimitDuration = Annotated[
+    str,
+    _DurationString,
+    AfterValidator(_time_limit),
+    CelRule(
+        "duration(self) > duration('0s') && duration(self) <= duration('24h')",
+        "must be a positive duration of at most 24h",
+    ),
 ]
 
 
@@ -182,13 +199,25 @@ class QueueConfigSpec(_CamelModel):
         },
     )
     concurrency: Concurrency | None = Field(None, description="in-flight jobs per replica")
-    replicas: int | None = Field(None, ge=0, description="optional: scales the family's Deployment")
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_REPLICAS,
+        description="optional: scales the family's Deployment (at most the operator's "
+        "TQ_OPERATOR_MAX_REPLICAS, the chart's operator.maxReplicas)",
+    )
     paused: bool | None = Field(None, description="true: consumers take no new jobs; false when not given")
     retry: Retry | None = None
     rate_limit: RateLimitSpec | None = Field(None, description="optional; no rate limit when not given")
     retention: Retention | None = None
     idempotency_ttl: TtlDuration | None = Field(
         None, alias="idempotencyTTL", description="how long a job id dedupes re-submissions, e.g. 24h"
+    )
+    timeout: TimeLimitDuration | None = Field(
+        None,
+        description="a job's time limit per attempt, e.g. 10m, for every job of the queue: past it the "
+        "job is cancelled and the attempt fails (JobTimeout, retried per the policy); not given: "
+        "the registry's limits",
     )
 
     @field_validator("queue")
@@ -228,6 +257,8 @@ def to_override(spec: QueueConfigSpec, generation: int) -> ConfigOverride:
     if spec.idempotency_ttl is not None:
         # The engine keeps whole seconds; round up so a TTL is never shorter than asked.
         fields["idempotency_ttl_s"] = math.ceil(parse_duration(spec.idempotency_ttl))
+    if spec.timeout is not None:
+        fields["timeout_s"] = parse_duration(spec.timeout)
     return ConfigOverride.model_validate(fields)
 
 
@@ -253,7 +284,7 @@ class Condition(_CamelModel):
     """A condition in the Kubernetes shape (metav1.Condition)."""
 
     type: str = Field(max_length=316, description="Ready, Paused, Applied, Conflict or Scaled")
-    status: Literal["True", "False", "Unknown"]
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown")
     reason: str = Field(
         max_length=1024,
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
@@ -261,25 +292,42 @@ class Condition(_CamelModel):
     )
     message: str = Field(max_length=32768, description="human-readable detail")
     last_transition_time: datetime = Field(description="changes only when status changes")
-    observed_generation: int | None = Field(None, ge=0)
+    observed_generation: int | None = Field(None, ge=0, description="the generation it was set for")
 
 
 class Depth(_CamelModel):
     """Jobs in the queue by state, refreshed by the operator's timer."""
 
-    waiting: int = Field(0, ge=0)
-    active: int = Field(0, ge=0)
-    delayed: int = Field(0, ge=0)
-    dlq: int = Field(0, ge=0)
+    waiting: int = Field(0, ge=0, description="jobs waiting for a consumer")
+    active: int = Field(0, ge=0, description="jobs running now")
+    delayed: int = Field(0, ge=0, description="jobs due later (delayed, or a retry in backoff)")
+    dlq: int = Field(0, ge=0, description="jobs in the dead-letter queue")
 
 
 class LastReplay(_CamelModel):
-    """The last handled value of the replay annotation; a token is replayed at most once."""
+    """The last handled value of the replay annotation; a token is replayed at most once (the
+    operator removes the annotation once it acted, and remembers the token)."""
 
     token: str = Field(max_length=256, description="the annotation value that was handled")
+    result: Literal["Replayed", "Refused"] | None = Field(
+        None, description="Replayed, or Refused (a bad replay-limit: nothing replayed)"
+    )
+    message: str | None = Field(None, max_length=1024, description="what was done, in words")
     replayed: int = Field(ge=0, description="DLQ entries moved back to the queue")
     skipped: int = Field(ge=0, description="DLQ entries left in place (filter, limit)")
-    at: datetime
+    at: datetime = Field(description="when the operator handled it")
+
+
+class LastPurge(_CamelModel):
+    """The last handled purge-dlq annotation (removed once handled)."""
+
+    request: str = Field(max_length=256, description="the annotation value: the queue's name to purge")
+    result: Literal["Purged", "Refused"] = Field(
+        description="Purged, or Refused (the value did not name the queue: nothing purged)"
+    )
+    message: str | None = Field(None, max_length=1024, description="what was done, in words")
+    purged: int = Field(ge=0, description="DLQ entries deleted")
+    at: datetime = Field(description="when the operator handled it")
 
 
 class QueueConfigStatus(_CamelModel):
@@ -288,8 +336,10 @@ class QueueConfigStatus(_CamelModel):
     observed_generation: int | None = Field(None, ge=0, description="the generation last reconciled")
     conditions: list[Condition] = Field(
         default_factory=list,
+        description="Ready, Paused, Applied, Conflict and Scaled (with spec.replicas)",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     depth: Depth | None = None
     consumers: int | None = Field(None, ge=0, description="live consumers of the queue")
     last_replay: LastReplay | None = None
+    last_purge: LastPurge | None = None

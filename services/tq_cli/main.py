@@ -28,6 +28,11 @@ dlq_app = typer.Typer(help="Dead-letter queue: list, show, replay, delete, purge
 app.add_typer(dlq_app, name="dlq")
 token_app = typer.Typer(help="Bearer tokens for the admin API.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+schedule_app = typer.Typer(
+    help="Recurring schedules: list, add, remove, suspend, resume, run-now, install-defaults.",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
 console = Console()
 err = Console(stderr=True)
 
@@ -389,7 +394,7 @@ def serve(
 
 @app.command()
 def operator() -> None:
-    """Run the QueueConfig operator (kopf, every namespace) until SIGTERM/SIGINT."""
+    """Run the QueueConfig operator (kopf; TQ_OPERATOR_NAMESPACES, else every namespace) until SIGTERM."""
     try:
         from tq_operator.main import run as run_operator
     except ImportError as exc:
@@ -482,6 +487,195 @@ def token_create(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[
+        str,
+        typer.Argument(
+            help="the token's id (its jti: `details.token_id` of its audit rows), or the token itself"
+        ),
+    ],
+) -> None:
+    """Revoke an admin token: refused from now on, its open live streams closed within seconds."""
+    import time
+
+    import jwt
+    from tq_services.admin.auth import token_id, verified_claims
+    from tq_services.admin.revocation import revoke
+    from tq_services.admin.settings import get_admin_settings
+
+    settings = get_admin_settings()
+    longest = time.time() + settings.admin_token_max_ttl_s
+    if token.count(".") == 2:  # a whole token: revoked until it expires
+        try:
+            claims = verified_claims(settings, token)
+            tid, until = token_id(token, claims), min(float(str(claims.get("exp"))), longest)
+        except (jwt.InvalidTokenError, ValueError) as exc:
+            raise _fail(f"not a token of this admin service: {exc}") from None
+    elif token.isascii() and 0 < len(token) <= 64 and all(c.isalnum() or c in "-_" for c in token):
+        tid, until = token, longest  # only the id: kept as long as any token may live
+    else:
+        raise _fail(f"{token!r} is neither a token id (jti) nor a token")
+    _run(lambda client: revoke(client, tid, until))
+    typer.echo(f"revoked {tid} until {_when(until)}")
+
+
+# ---- recurring schedules (tq.schedules) -----------------------------------------------------------
+def _schedule_row(spec: Any, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **spec.model_dump(by_alias=True),
+        "lastScheduleTime": state["last"],
+        "nextScheduleTime": state["next"],
+        "lastJobId": state["job"],
+        "lastOutcome": state["outcome"],
+        "lastError": state["error"],
+        "fired": state["fired"],
+        "skipped": state["skipped"],
+        "missed": state["missed"],
+    }
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: JsonOpt = False) -> None:
+    """Every schedule with its last and next tick, last job and outcome, and its tick counts."""
+    from tq import schedules
+
+    rows = [_schedule_row(spec, state) for spec, state in _run(schedules.list_with_state)]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("name", "job", "when", "last", "next", "outcome", "fired/skipped/missed")
+    for r in rows:
+        when = f"cron {r['cron']} {r['timeZone']}" if r["cron"] else f"every {r['intervalSeconds']}s"
+        if r["concurrencyPolicy"] != "Allow":
+            when += f", {r['concurrencyPolicy']}"
+        table.add_row(
+            r["name"],
+            f"{r['queue']} {r['job']}",
+            when,
+            _when(r["lastScheduleTime"]),
+            "suspended" if r["suspend"] else _when(r["nextScheduleTime"]),
+            r["lastOutcome"] or "-",
+            f"{r['fired']}/{r['skipped']}/{r['missed']}",
+        )
+    console.print(table)
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: str,
+    queue: str,
+    job: str,
+    cron: Annotated[str | None, typer.Option(help="five-field cron expression, e.g. '0 2 * * *'")] = None,
+    every: Annotated[
+        int | None, typer.Option(help="a tick every this many seconds (instead of --cron)")
+    ] = None,
+    tz: Annotated[str, typer.Option(help="IANA time zone of --cron and of $today/$yesterday")] = "UTC",
+    data: Annotated[
+        str, typer.Option(help='the payload as a JSON object; "$yesterday", "$today", "$tick" are filled in')
+    ] = "{}",
+    policy: Annotated[
+        str, typer.Option(help="Allow, or Forbid: skip a tick while the last job is unfinished")
+    ] = "Allow",
+    deadline: Annotated[
+        int | None,
+        typer.Option(help="seconds a tick may be late and still run (default: the latest always runs)"),
+    ] = None,
+    suspend: Annotated[bool, typer.Option(help="add it suspended")] = False,
+) -> None:
+    """Add (or replace) a schedule; its payload is validated against the job's model first."""
+    from pydantic import ValidationError
+    from tq import schedules
+
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise _fail(f"--data is not valid JSON: {exc}") from None
+    try:
+        spec = schedules.ScheduleSpec(
+            name=name,
+            queue=queue,
+            job=job,
+            payload=payload,
+            cron=cron,
+            interval_seconds=every,
+            time_zone=tz,
+            suspend=suspend,
+            concurrency_policy=schedules.ConcurrencyPolicy(policy),
+            starting_deadline_seconds=deadline,
+        )
+    except ValidationError as exc:
+        reasons = [f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}" for e in exc.errors()]
+        raise _fail("; ".join(reasons)) from None
+    except ValueError as exc:  # the policy
+        raise _fail(f"{exc} (Allow or Forbid)") from None
+    _run(lambda c: schedules.add(c, spec))
+    typer.echo(f"schedule {name}: {schedules.describe(spec)} -> {queue} {job}")
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: str) -> None:
+    """Delete a schedule (its jobs already enqueued stay)."""
+    from tq import schedules
+
+    if not _run(lambda c: schedules.remove(c, name)):
+        raise _fail(f"unknown schedule {name!r}")
+    typer.echo(f"removed schedule {name}")
+
+
+@schedule_app.command("suspend")
+def schedule_suspend(name: str) -> None:
+    """Stop firing a schedule; its ticks pass silently until resumed."""
+    from tq import schedules
+
+    _run(lambda c: schedules.set_suspended(c, name, True))
+    typer.echo(f"suspended schedule {name}")
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: str) -> None:
+    """Fire a suspended schedule again from its next tick (the suspended ticks are not run)."""
+    from tq import schedules
+
+    _run(lambda c: schedules.set_suspended(c, name, False))
+    typer.echo(f"resumed schedule {name}")
+
+
+@schedule_app.command("run-now")
+def schedule_run_now(name: str) -> None:
+    """Enqueue the schedule's job at once, outside its ticks; prints the job id."""
+    from tq import schedules
+
+    typer.echo(_run(lambda c: schedules.run_now(c, name)))
+
+
+@schedule_app.command("install-defaults")
+def schedule_install_defaults(
+    family: Annotated[
+        list[str] | None, typer.Option(help="a family whose schedules to install; repeat; default all")
+    ] = None,
+) -> None:
+    """Store the schedules the families declare for their periodic jobs (`make dev` runs this).
+    Idempotent: an existing one is updated and keeps its state and its suspension."""
+    from tq import schedules
+    from tq_services import default_schedules
+
+    specs = default_schedules(family or [])
+
+    async def go(client: Any) -> None:
+        for spec in specs:
+            try:
+                current = await schedules.get(client, spec.name)
+            except schedules.UnknownSchedule:
+                current = None
+            await schedules.add(
+                client, spec.model_copy(update={"suspend": current.suspend}) if current else spec
+            )
+
+    _run(go)
+    typer.echo(f"installed {len(specs)} schedules: {', '.join(s.name for s in specs)}")
 
 
 def main() -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tq.schedules import ScheduleSpec
 
 
 def load_handlers(families: Iterable[str] = ()) -> list[str]:
@@ -25,6 +29,23 @@ def load_handlers(families: Iterable[str] = ()) -> list[str]:
         importlib.import_module(module)
         loaded.append(module)
     return loaded
+
+
+def default_schedules(families: Iterable[str] = ()) -> list[ScheduleSpec]:
+    """The periodic jobs the families declare: ``tq_services.<family>.schedules.SCHEDULES`` for
+    each family that has one (default: every family). ``tq schedule install-defaults`` stores them."""
+    from tq.registry import all_queues
+
+    names = list(families) or sorted({spec.family for spec in all_queues()})
+    out: list[ScheduleSpec] = []
+    for family in names:
+        module = f"{__name__}.{family}.schedules"
+        if not family.isidentifier() or importlib.util.find_spec(f"{__name__}.{family}") is None:
+            continue
+        if importlib.util.find_spec(module) is None:
+            continue
+        out.extend(importlib.import_module(module).SCHEDULES)
+    return out
 
 
 async def seed(database_url: str, families: Iterable[str] = ()) -> list[str]:

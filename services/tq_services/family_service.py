@@ -11,6 +11,12 @@ wraps it in FastStream's ``AsgiFastStream`` with three routes:
 * ``GET /readyz``: 200 only when the worker is started and not draining, Redis answers and the
   consumer group of every queue exists; else 503 with ``{"ready": false, "reason": ...}``.
 
+The schema gate (``check_schema``, on for ``tq serve``): at start-up the service compares the
+database's alembic revision with the head of ``tq_services.schema``; while it is behind (or the
+database cannot be read), the worker is not started, so no job is taken, and ``/readyz`` answers
+503 with the revision it needs. It checks again every ``SCHEMA_POLL_S`` and starts the worker once
+``tq migrate`` has run.
+
 Shutdown (``serve``): the first SIGTERM/SIGINT starts the worker's drain at once (``/readyz`` turns
 503, intake stops, in-flight jobs finish within ``TQ_SHUTDOWN_GRACE_S``, unstarted entries go back)
 while HTTP keeps answering, so ``/metrics`` stays scrapable during the drain; then uvicorn shuts
@@ -25,6 +31,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -42,12 +49,53 @@ from tq.worker_app import WorkerApp
 
 from tq_services import load_handlers
 from tq_services.metrics import make_registry
+from tq_services.schema import schema_state
 
 log = logging.getLogger("tq.service")
+SCHEMA_POLL_S = 5.0  # how often a service whose schema is behind checks again
+SCHEMA_TIMEOUT_S = 10.0  # one check's bound (an unreachable database must not hold up start-up)
 
 
 def _json(status: int, data: dict[str, Any]) -> AsgiResponse:
     return AsgiResponse(json.dumps(data).encode(), status, {"content-type": "application/json"})
+
+
+class _GatedWorkerApp(WorkerApp):
+    """A WorkerApp whose worker starts only once ``gate`` returns True (the schema is current). When
+    it is False at start-up, FastStream's start-up goes on without the worker (HTTP answers) and a
+    task retries every ``poll_s``, then starts the worker and calls ``started``."""
+
+    gate: Callable[[], Awaitable[bool]] | None = None
+    started: Callable[[], Awaitable[None]] | None = None
+    poll_s: float = SCHEMA_POLL_S
+    start_error: str | None = None
+    _gate_task: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        if self.gate is None or await self.gate():
+            await super()._start()
+            return
+        self._gate_task = asyncio.create_task(self._start_when_open(), name="tq-schema-gate")
+
+    async def _start_when_open(self) -> None:
+        assert self.gate is not None
+        while not await self.gate():  # noqa: ASYNC110  (a poll of the database, not of a flag)
+            await asyncio.sleep(self.poll_s)
+        try:
+            await super()._start()
+        except Exception as exc:
+            log.exception("the worker did not start")
+            self.start_error = f"worker failed to start: {type(exc).__name__}: {exc}"[:500]
+            return
+        if self.started is not None:
+            await self.started()
+
+    async def _stop(self) -> None:
+        if self._gate_task is not None and not self._gate_task.done():
+            self._gate_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gate_task
+        await super()._stop()
 
 
 class FamilyService:
@@ -59,6 +107,8 @@ class FamilyService:
         settings: Settings | None = None,
         handlers: HandlerRegistry | None = None,
         ready_timeout_s: float = 1.0,
+        check_schema: bool = True,
+        schema_poll_s: float = SCHEMA_POLL_S,
     ) -> None:
         known = families()
         if family not in known:
@@ -71,7 +121,13 @@ class FamilyService:
         if handlers is None:  # the process-wide registry, with this family's handlers loaded into it
             load_handlers([family])
             handlers = default_handlers
-        self.worker_app = WorkerApp([family], self.settings, handlers, observer=self.job_metrics)
+        # None: the schema is current (or not checked); else why the worker waits (readiness says it)
+        self.schema_problem: str | None = "database schema not checked yet" if check_schema else None
+        self.worker_app = _GatedWorkerApp([family], self.settings, handlers, observer=self.job_metrics)
+        if check_schema:
+            self.worker_app.gate = self._schema_current
+            self.worker_app.started = self._started
+            self.worker_app.poll_s = schema_poll_s
         self.asgi = AsgiFastStream.from_app(
             self.worker_app.app,
             asgi_routes=[("/metrics", self._metrics), ("/healthz", self._healthz), ("/readyz", self._readyz)],
@@ -83,6 +139,21 @@ class FamilyService:
             self.queue_collector.client = self.worker_app.worker.client
             self.queue_collector.worker = self.worker_app.worker
 
+    async def _schema_current(self) -> bool:
+        """True when the database is at (or past) the schema's head; else records why not."""
+        url = self.settings.database_url
+        problem: str | None
+        try:
+            state = await asyncio.wait_for(asyncio.to_thread(schema_state, url), SCHEMA_TIMEOUT_S)
+        except Exception as exc:  # unreachable, bad credentials, a timeout: not known to be current
+            problem = f"database unreachable: {type(exc).__name__}: {exc}"[:500]
+        else:
+            problem = state.describe() if state.behind else None
+        if problem != self.schema_problem:
+            (log.warning if problem else log.info)(problem or "database schema current: starting the worker")
+        self.schema_problem = problem
+        return problem is None
+
     @property
     def client(self) -> Any:
         worker = self.worker_app.worker
@@ -90,8 +161,12 @@ class FamilyService:
 
     # ---- probes ------------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): the worker runs and is not draining, Redis answers, groups exist."""
+        """(ready, reason): the database schema is current (the schema gate), the worker runs and is
+        not draining, Redis answers, groups exist, and every queue's intake runs
+        (``Worker.intake_problem``: a reader or settler failing, a read hung)."""
         worker = self.worker_app.worker
+        if self.schema_problem is not None or self.worker_app.start_error is not None:
+            return False, self.schema_problem or self.worker_app.start_error or ""
         if worker is None:
             return False, "worker not started"
         if worker.stopping:
@@ -105,6 +180,9 @@ class FamilyService:
         missing = [s.name for s in self.specs if not groups.get(s.name)]
         if missing:
             return False, "consumer group missing for " + ", ".join(missing)
+        problem = worker.intake_problem()  # Redis answers us, but a queue's intake fails or hangs
+        if problem is not None:
+            return False, problem[:500]
         return True, "ok"
 
     async def _groups(self) -> dict[str, bool]:
@@ -210,10 +288,11 @@ def serve(
     port: int = 8000,
     settings: Settings | None = None,
     handlers: HandlerRegistry | None = None,
+    check_schema: bool = True,
 ) -> None:
     """Run one family under uvicorn until SIGTERM/SIGINT; returns after a graceful shutdown."""
     settings = settings or get_settings()
-    service = FamilyService(family, settings, handlers)
+    service = FamilyService(family, settings, handlers, check_schema=check_schema)
     server = _Server(uvicorn_config(service.asgi, host, port, settings), service)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -15,7 +15,11 @@
   applied: its runners' config, no Redis call).
 
 Labels are bounded by the registry: ``queue``, ``job`` (a registry job name, or ``_unknown`` for a
-forged entry naming another), ``outcome`` and ``family``. Every series exists at zero from start-up.
+forged entry naming another), ``outcome`` and ``family``; ``task`` and ``reason`` of
+``tq_worker_task_restarts_total`` (``JobMetrics.task_restarted``, the supervisor's hook) by
+``tq.supervise.TASKS`` and ``REASONS``; ``schedule``, ``queue`` and ``outcome`` of
+``tq_schedule_ticks_total`` (``JobMetrics.schedule_ticks``, the scheduler's hook) by the stored
+schedules. Every series exists at zero from start-up (for schedules: the families' declared ones).
 """
 
 from __future__ import annotations
@@ -38,8 +42,13 @@ from prometheus_client.utils import floatToGoString
 from redis.exceptions import RedisError
 from tq import keys
 from tq.connection import text
+from tq.loopwatch import NO_JOB
 from tq.observe import COMPLETED, DEAD, RETRIED, Settled
 from tq.registry import QueueSpec
+from tq.schedules import TICK_OUTCOMES
+from tq.supervise import REASONS, TASKS
+
+from tq_services import default_schedules
 
 if TYPE_CHECKING:
     from tq.worker import Worker
@@ -147,6 +156,33 @@ class JobMetrics:
             ["queue", "job"],
             WAIT_BUCKETS,
         )
+        self.task_restarts = Counter(
+            "tq_worker_task_restarts",
+            "Failures of a worker's long-lived task (each then retried with backoff), by task and reason",
+            ["task", "reason"],
+            registry=registry,
+        )
+        self._restarts = {(t, r): self.task_restarts.labels(t, r) for t in TASKS for r in REASONS}
+        self.loop_blocks = Counter(
+            "tq_worker_loop_blocked",
+            "Times a job (or other code) blocked the event loop past the watchdog's threshold",
+            ["queue", "job"],
+            registry=registry,
+        )
+        self._blocks = {(NO_JOB, NO_JOB): self.loop_blocks.labels(NO_JOB, NO_JOB)}
+        for spec in specs:
+            for job in (*spec.jobs, UNKNOWN_JOB):
+                self._blocks[(spec.name, job)] = self.loop_blocks.labels(spec.name, job)
+        self.schedule_tick_counts = Counter(
+            "tq_schedule_ticks",
+            "Ticks of recurring schedules by outcome: fired, skipped (Forbid, or not enqueueable), "
+            "missed (past the starting deadline, or passed in an outage); counted by the elected scheduler",
+            ["schedule", "queue", "outcome"],
+            registry=registry,
+        )
+        for sched in default_schedules():  # the families' declared schedules exist at zero
+            for outcome in TICK_OUTCOMES:
+                self.schedule_tick_counts.labels(sched.name, sched.queue, outcome)
         registry.register(self.duration)
         registry.register(self.wait)
         self._series: dict[str, dict[str, _JobSeries]] = {}
@@ -162,6 +198,23 @@ class JobMetrics:
                 )
             self._series[spec.name] = per_job
             self._reclaimed[spec.name] = self.reclaimed.labels(spec.name)
+
+    def task_restarted(self, task: str, reason: str) -> None:
+        """The supervisor's hook (``tq.observe.TaskObserver``): labels are bounded by tq.supervise."""
+        child = self._restarts.get((task, reason))
+        if child is not None:
+            child.inc()
+
+    def schedule_ticks(self, schedule: str, queue: str, outcome: str, count: int) -> None:
+        """The scheduler's hook (``tq.schedules.ScheduleObserver``): labels bounded by the stored
+        schedules."""
+        self.schedule_tick_counts.labels(schedule, queue, outcome).inc(count)
+
+    def loop_blocked(self, queue: str, job: str) -> None:
+        """The loop watchdog's hook (``tq.observe.LoopObserver``; its thread: ``inc`` is locked)."""
+        child = self._blocks.get((queue, job)) or self._blocks.get((queue, UNKNOWN_JOB))
+        if child is not None:
+            child.inc()
 
     def observe(self, queue: str, ops: Sequence[Settled]) -> None:
         per_job = self._series.get(queue)

@@ -28,6 +28,7 @@ from the current head (``down_revision`` = the head) in that family's folder.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,44 @@ async def migrate_async(url: str | URL | None = None, revision: str = "head") ->
     await db.migrate_async(url, revision, version_locations=VERSION_LOCATIONS, include_object=include_object)
 
 
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database stands against this code's migrations."""
+
+    current: str | None  # the database's alembic revision; None: never migrated
+    head: str  # the revision this code needs
+    behind: bool  # current is None or an ancestor of head: `tq migrate` would upgrade it
+
+    def describe(self) -> str:
+        if not self.behind:
+            return f"database schema at {self.current}"
+        at = self.current or "none (never migrated)"
+        return f"database schema at revision {at}, needs {self.head}: run `tq migrate`"
+
+
+def schema_state(url: str | URL | None = None) -> SchemaState:
+    """The database's revision (default: ``settings.database_url``) against the head of the whole
+    history. A revision this code does not know (a newer release migrated the database) is not
+    behind: old pods of a rolling upgrade keep working. Blocking; safe with an event loop running."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
+    assert head is not None, "the migration history has no head"
+    current = db.current_revision(url)
+    ancestors = {rev.revision for rev in script.iterate_revisions(head, "base")}
+    behind = current is None or (current != head and current in ancestors)
+    return SchemaState(current=current, head=head, behind=behind)
+
+
 __all__ = [
     "OWNERS",
     "VERSION_LOCATIONS",
+    "SchemaState",
     "alembic_config",
     "include_object",
     "load_models",
     "migrate",
     "migrate_async",
+    "schema_state",
 ]

@@ -34,6 +34,7 @@ from tq.db import make_engine
 from tq.models import AuditLog
 from tq.registry import all_queues
 from tq.settings import Settings, get_settings
+from tq.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -333,29 +334,35 @@ class AuditWriter:
         await asyncio.sleep(block_ms / 1000)
         return await self._pass()
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Drain until ``stop`` is set. Errors are logged and retried with backoff (1s doubling to 30s);
-        unwritten entries stay pending and are written on a later attempt. An engine the writer
-        built from a URL is disposed on the way out."""
-        backoff = self.backoff_initial_s
+    async def run_forever(self, stop: asyncio.Event, supervisor: Supervisor | None = None) -> None:
+        """Drain until ``stop`` is set. Supervised (``tq.supervise``; the worker's supervisor when
+        given): a failure is logged once per outage, counted, and retried with backoff (1s doubling
+        to 30s); unwritten entries stay pending and are written on a later attempt. An engine the
+        writer built from a URL is disposed on the way out."""
+        sup = supervisor or Supervisor()
+
+        async def wait(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+        async def drain() -> None:
+            while not stop.is_set():
+                n = await self.drain_once()
+                sup.recovered("audit")
+                if not n:  # all drained: wait for the next flush
+                    await wait(self.settings.audit_flush_s)
+
         log.info("audit writer %s draining %d audit streams", self.consumer, len(self.streams))
         try:
-            while not stop.is_set():
-                try:
-                    if not await self.drain_once():  # all drained: wait for the next flush
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), timeout=self.settings.audit_flush_s)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception(
-                        "audit writer: batch failed, retrying in %.1fs (entries stay pending)", backoff
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=backoff)
-                    backoff = min(backoff * 2, self.backoff_max_s)
-                else:
-                    backoff = self.backoff_initial_s
+            await sup.run(
+                "audit",
+                "audit",
+                drain,
+                stop.is_set,
+                sleep=wait,
+                backoff_initial_s=self.backoff_initial_s,
+                backoff_max_s=self.backoff_max_s,
+            )
         finally:
             await self.aclose()
             log.info("audit writer %s stopped (%d rows written)", self.consumer, self.rows_written)

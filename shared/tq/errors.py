@@ -60,5 +60,10 @@ class RetryLater(TqError):
         self.retry_after = retry_after
 
 
+class JobTimeout(TqError):
+    """The attempt ran past the job's time limit (``timeout_s``): the job was cancelled, and the
+    attempt fails like any other (retried per the queue's policy, dead-lettered after the last)."""
+
+
 class NoHandler(NonRetryableError):
     """The queue has no handler for this job name (yet): the job waits in the DLQ for replay."""

@@ -59,7 +59,8 @@ class JobRecord:
     def timeline(self) -> list[dict[str, Any]]:
         """What happened to the job, in order: enqueued, each failed attempt, the last outcome."""
         out: list[dict[str, Any]] = [{"at": self.enqueued_at, "event": "enqueued"}]
-        out += [{"at": f.get("at", 0) / 1000, "event": "attempt failed", **f} for f in self.failures]
+        # a failure's own "at" is epoch milliseconds (as stored); every step's "at" is seconds
+        out += [{**f, "at": f.get("at", 0) / 1000, "event": "attempt failed"} for f in self.failures]
         if self.state in (JobState.COMPLETED, JobState.DEAD) and self.finished_at:
             out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
         return out

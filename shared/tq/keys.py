@@ -102,3 +102,15 @@ def audit(queue: str) -> str:
     """STREAM (capped): the queue's job outcomes, written by the settle script in the queue's slot
     and drained into ``audit_log`` by ``tq.audit.AuditWriter``."""
     return prefix(queue) + "audit"
+
+
+# ---- recurring schedules (tq.schedules) ----------------------------------------------------------
+SCHEDULES = "tq:schedules"  # HASH schedule name -> its spec (JSON, ``tq.schedules.ScheduleSpec``)
+SCHEDULER_LEADER = "tq:scheduler:leader"  # STRING (expiring): the token of the elected scheduler
+
+
+def schedule_state(name: str) -> str:
+    """HASH: a schedule's observed state (``tq.schedules.STATE_FIELDS``): created, last and next
+    tick, last job id, queue and outcome, the fired/skipped/missed totals. Written by the scheduler
+    (the last tick only moves forward), ``tq schedule add`` and ``run-now``."""
+    return f"tq:schedule:{{{name}}}:state"

@@ -1,6 +1,11 @@
 """The worker's observation hook: what a metrics exporter (``tq_services.metrics``) sees of each
 settled batch, without the engine depending on any metrics library.
 
+An observer may also have ``task_restarted(task, reason)`` (``TaskObserver``): the worker's
+supervisor (``tq.supervise``) calls it on each failure of a long-lived task, ``task`` one of
+``tq.supervise.TASKS`` and ``reason`` one of ``tq.supervise.REASONS``; and
+``loop_blocked(queue, job)`` (``LoopObserver``), from the loop-lag watchdog's thread.
+
 A ``Worker(observer=...)`` calls ``observer.observe(queue, ops)`` once per settle call, after the
 batch's outcome is committed to Redis, in the event loop (no thread hop). ``ops`` are the batch's
 settle operations; an observer must be cheap (it runs on the hot path: aggregate per batch, never
@@ -71,3 +76,17 @@ class Settled(Protocol):
 
 class Observer(Protocol):
     def observe(self, queue: str, ops: Sequence[Settled]) -> None: ...
+
+
+class TaskObserver(Protocol):
+    """Optional on an observer: one failure of a supervised task (then retried with backoff)."""
+
+    def task_restarted(self, task: str, reason: str) -> None: ...
+
+
+class LoopObserver(Protocol):
+    """Optional on an observer: the event loop was blocked past the watchdog's threshold
+    (``tq.loopwatch``) by a job of ``queue`` named ``job`` (``_none``: outside any job). Called
+    from the watchdog's thread."""
+
+    def loop_blocked(self, queue: str, job: str) -> None: ...

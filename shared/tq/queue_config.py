@@ -33,6 +33,7 @@ Attempts = Annotated[int, Field(ge=1, le=100)]
 Jitter = Annotated[float, Field(ge=0.0, le=1.0)]
 Retention = Annotated[int, Field(ge=0)]
 Generation = Annotated[int, Field(ge=0)]
+TimeLimit = Annotated[float, Field(ge=0.0, le=86400.0)]  # seconds; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ class QueueDefaults(BaseModel):
     idempotency_ttl_s: PositiveInt = 24 * 3600
     visibility_timeout_s: PositiveFloat = Field(
         60.0, description="a pending entry idle this long belongs to a dead consumer and is reclaimed"
+    )
+    timeout_s: TimeLimit = Field(
+        0.0,
+        description="a job's time limit per attempt (s): past it the job is cancelled and the attempt "
+        "fails with JobTimeout, retried per the policy; 0: no limit",
     )
 
 

@@ -28,6 +28,16 @@ class QueueSpec:
     description: str = ""
     # Job names kept from the older queue layout: same handlers and models, listed apart for docs.
     legacy_jobs: frozenset[str] = frozenset()
+    # Per job name: its time limit (s; 0: none) where it differs from the queue's ``timeout_s``.
+    # A per-queue ``timeout_s`` from ``TQ_QUEUES`` or a QueueConfig overrides these too.
+    job_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for job, limit in self.job_timeouts.items():
+            if job not in self.jobs or not 0 <= limit <= 86400:
+                raise ValueError(
+                    f"{self.name}: job_timeouts[{job!r}]={limit!r}: a job of the queue, 0..86400 s"
+                )
 
     def payload_model(self, job: str) -> type[BaseModel]:
         try:

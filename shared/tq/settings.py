@@ -109,6 +109,19 @@ class Settings(TqSettings):
         "`queue.stats` and `dlq.stats` (its lock and the snapshots live three intervals)",
     )
 
+    # recurring schedules (tq.schedules)
+    scheduler_enabled: bool = Field(
+        True, description="run the schedules duty in this worker process (one elected process fires)"
+    )
+    scheduler_interval_s: PositiveFloat = Field(
+        1.0, description="how often the elected scheduler evaluates every schedule"
+    )
+    scheduler_lock_ttl_s: PositiveFloat = Field(
+        5.0,
+        description="the scheduler lock's lifetime: another process takes over within it when the "
+        "leader dies",
+    )
+
     def queue_defaults_for(self, queue: str, registry_defaults: QueueDefaults) -> QueueDefaults:
         """Registry defaults, overridden by ``queues[queue]`` where set."""
         return apply(registry_defaults, self.queues.get(queue))

@@ -57,9 +57,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -71,9 +68,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tq import keys
 from tq.connection import text
+from tq.election import LeaderLock, run_periodic
 from tq.envelope import DlqStatsData, Event, EventType
 from tq.registry import QueueSpec, all_queues
 from tq.settings import Settings, get_settings
+from tq.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +100,6 @@ INT_FIELDS = (
 FLOAT_FIELDS = ("rate", "avgDurationMs", "p95DurationMs", "lastUpdatedAt")
 FIELDS = (*INT_FIELDS, "paused", *FLOAT_FIELDS)
 COUNTERS = ("enqueued", "completed", "retried", "dead")
-
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -225,8 +211,13 @@ class StatsLeader:
         self.specs = list(queues) if queues is not None else all_queues()
         self.clock = clock
         self.interval_s = interval_s if interval_s is not None else self.settings.stats_interval_s
-        self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else 3 * self.interval_s
-        self.token = token or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        self.lock = LeaderLock(
+            client,
+            keys.STATS_LEADER,
+            lock_ttl_s if lock_ttl_s is not None else 3 * self.interval_s,
+            "stats leader",
+            token,
+        )
         self.engine: AsyncEngine | None
         self._own_engine = False
         if database is None or isinstance(database, AsyncEngine):
@@ -236,34 +227,27 @@ class StatsLeader:
 
             self.engine = make_engine(database)
             self._own_engine = True
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
         self._prev: dict[str, tuple[float, int]] = {}  # queue -> (at, completed) of the last snapshot
         self._prev_dead: dict[str, int] = {}  # queue -> its dead counter at the last snapshot
         self.last_dlq: dict[str, DlqStatsData] = {}  # what the last collect() read of each DLQ
-        self.is_leader = False
         self.ticks_written = 0
         self.rows_written = 0
 
-    # ---- the lock ----------------------------------------------------------------------------
+    # ---- the lock (tq.election) ------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.lock.is_leader
+
     async def acquire(self) -> bool:
-        """Take the lock, or renew it when this process holds it."""
-        ok = bool(
-            await self._acquire(keys=[keys.STATS_LEADER], args=[self.token, int(self.lock_ttl_s * 1000)])
-        )
-        if ok != self.is_leader:
-            log.info("stats leader %s: %s", self.token, "elected" if ok else "lost the lock")
+        """Take the lock, or renew it; a process that is not the leader forgets its last snapshot."""
+        ok = await self.lock.acquire()
         if not ok:
             self._prev.clear()
             self._prev_dead.clear()
-        self.is_leader = ok
         return ok
 
     async def release(self) -> None:
-        """Give the lock up (only if this process holds it), so another takes over at once."""
-        with contextlib.suppress(RedisError, OSError):
-            await self._release(keys=[keys.STATS_LEADER], args=[self.token])
-        self.is_leader = False
+        await self.lock.release()
 
     # ---- one tick ----------------------------------------------------------------------------
     async def tick(self) -> bool:
@@ -482,23 +466,12 @@ class StatsLeader:
         return True
 
     # ---- running -----------------------------------------------------------------------------
-    async def run_forever(self, stop: asyncio.Event) -> None:
+    async def run_forever(self, stop: asyncio.Event, supervisor: Supervisor | None = None) -> None:
         """Tick every interval until ``stop`` is set; then release the lock (and dispose an engine
-        built from a URL). Redis errors are logged and the next tick tries again."""
+        built from a URL). Supervised like every elected duty (``tq.election.run_periodic``)."""
         try:
-            while not stop.is_set():
-                try:
-                    await self.tick()
-                except asyncio.CancelledError:
-                    raise
-                except (RedisError, OSError) as exc:
-                    log.warning("stats tick failed: %s", exc)
-                except Exception:
-                    log.exception("stats tick failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+            await run_periodic("stats", self.tick, self.interval_s, stop, self.release, supervisor)
         finally:
-            await self.release()
             await self.aclose()
 
     async def aclose(self) -> None:

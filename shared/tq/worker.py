@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -33,19 +34,38 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys
 from tq.envelope import Envelope, entry_job_id
-from tq.errors import NoHandler, NonRetryableError
+from tq.errors import JobTimeout, NoHandler, NonRetryableError
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
+from tq.loopwatch import LoopWatchdog
 from tq.observe import INVALID_ERRORS, Observer
 from tq.producer import validation_errors
-from tq.queue_config import RuntimeConfig
+from tq.queue_config import RuntimeConfig, parse_hash
 from tq.registry import QueueSpec
 from tq.retry import retry_delay_s
 from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
+from tq.supervise import Supervisor
 
 log = logging.getLogger("tq.worker")
 
 _STACK_LIMIT = 8000
+# /readyz: a read that has not returned this long past its BLOCK time means intake is stalled
+# (Redis busy: a long script, DEBUG SLEEP, a hung connection without a socket timeout).
+INTAKE_STALL_S = 3.0
+LOOP_BLOCK_S = 1.0  # the loop-lag watchdog reports a loop blocked this long (tq.loopwatch)
+
+
+def _own_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc``, raised out of a handler, is the process's own stop rather than the job's
+    failure: an interpreter exit, or a cancellation of the running task itself (shutdown past
+    its grace). A ``CancelledError`` the handler raised or let escape from something it awaited,
+    or any other ``BaseException``, is the job's failure."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
 
 
 def new_consumer_id() -> str:
@@ -253,6 +273,8 @@ class QueueRunner:
         self.queue = spec.name
         self.stream = keys.stream(spec.name)
         self.cfg: RuntimeConfig = config.defaults(spec.name, worker.settings)
+        self.job_timeouts: dict[str, float] = {}  # job name -> time limit (s), see _set_timeouts
+        self._set_timeouts(queue_override=False)
         self.local: deque[tuple[bytes, dict[bytes, bytes]]] = deque()  # fetched, not started
         self.held: set[bytes] = set()  # fetched and not yet settled
         self.running = 0
@@ -276,12 +298,29 @@ class QueueRunner:
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
+        self.read_unit = f"reader:{self.queue}"  # supervised units (tq.supervise)
+        self.settle_unit = f"settler:{self.queue}"
+        self.reading_since = 0.0  # monotonic start of the read in flight (0: none): stall check
+        self.settling_since = 0.0  # monotonic start of the settle in flight (0: none): stall check
 
     # ---- config ------------------------------------------------------------------------------
+    def _set_timeouts(self, queue_override: bool) -> None:
+        """Each job name's time limit: a per-queue ``timeout_s`` given by ``TQ_QUEUES`` or the live
+        config applies to every job; else the registry's per-job value, else its queue value."""
+        tq_queues = self.w.settings.queues.get(self.queue)
+        if queue_override or getattr(tq_queues, "timeout_s", None) is not None:
+            self.job_timeouts = dict.fromkeys(self.spec.jobs, self.cfg.timeout_s)
+        else:
+            self.job_timeouts = {
+                job: self.spec.job_timeouts.get(job, self.cfg.timeout_s) for job in self.spec.jobs
+            }
+
     async def refresh_config(self) -> None:
-        cfg = await config.read(self.w.client, self.queue, self.w.settings)
+        override = parse_hash(await self.w.client.hgetall(keys.config(self.queue)))
+        cfg = config.resolve(self.queue, override, self.w.settings)
         watch_ms = await self.w.client.pttl(keys.crash_watch(self.queue))
         self.watch_until = time.time() + watch_ms / 1000 if watch_ms > 0 else 0.0
+        queue_timeout = getattr(override, "timeout_s", None) is not None  # even when equal to the default
         if cfg != self.cfg:
             pausing = cfg.paused and not self.cfg.paused
             if cfg.paused != self.cfg.paused:
@@ -293,6 +332,7 @@ class QueueRunner:
             self._wake_reader.set()
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
+        self._set_timeouts(queue_override=queue_timeout)
 
     def read_count(self) -> int:
         """Entries per read: one pool's worth (measured: smaller reads pipeline better than 100+)."""
@@ -308,7 +348,9 @@ class QueueRunner:
 
     # ---- intake ------------------------------------------------------------------------------
     async def read_loop(self) -> None:
-        backoff = 0.1
+        """The intake. Supervised (``Worker.supervisor``): an error reply or connection fault
+        propagates, is logged and counted there, and the loop runs again after a backoff."""
+        sup, unit = self.w.supervisor, self.read_unit
         while not self.w.stopping:
             if self.cfg.paused:
                 await self._wait(self._wake_reader, self.w.settings.config_poll_s)
@@ -317,6 +359,7 @@ class QueueRunner:
             if room <= 0:
                 await self._wait(self._wake_reader, 1.0)
                 continue
+            self.reading_since = time.monotonic()
             try:
                 reply = await self.w.client.xreadgroup(
                     keys.GROUP,
@@ -325,17 +368,14 @@ class QueueRunner:
                     count=min(self.read_count(), room),
                     block=self.w.settings.block_ms,
                 )
-                backoff = 0.1
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # stream or group deleted under us: recreate
-                    await ensure_group(self.w.client, self.queue)
-                    continue
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("%s: read failed (%s); retrying in %.1fs", self.queue, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                if "NOGROUP" not in str(exc):
+                    raise
+                await ensure_group(self.w.client, self.queue)  # stream or group deleted under us
                 continue
+            finally:
+                self.reading_since = 0.0
+            sup.recovered(unit)
             if not reply:
                 continue
             for _stream, entries in reply:
@@ -354,7 +394,13 @@ class QueueRunner:
         for index in range(self.cfg.concurrency):
             task = self.slots.get(index)
             if task is None or task.done():
-                self.slots[index] = asyncio.create_task(self.slot_loop(index), name=f"tq-slot-{self.queue}")
+                body = functools.partial(self.slot_loop, index)
+                self.slots[index] = asyncio.create_task(
+                    self.w.supervisor.run(
+                        f"slot:{self.queue}", "slot", body, self.w.is_stopping, mark_down=False
+                    ),
+                    name=f"tq-slot-{self.queue}",
+                )
 
     async def slot_loop(self, index: int) -> None:
         while index < self.cfg.concurrency:
@@ -406,6 +452,9 @@ class QueueRunner:
             log.exception("%s: entry %s could not be processed; left for reclaim", self.queue, eid)
             self.held.discard(eid)
             return
+        except BaseException:  # the process stops (see _own_cancellation): no longer ours to touch
+            self.held.discard(eid)
+            raise
         finally:
             self.running -= 1
         self.ops.append(op)
@@ -480,16 +529,30 @@ class QueueRunner:
                     await runner.settle_now()
             if suspect or self.watch_until > started:  # recorded before it runs: see reclaim_once
                 await self.w.client.hset(keys.started(self.queue), eid, self.w.consumer_id)
+            time_limit = self.job_timeouts.get(env.name, 0.0)
+            deadline: asyncio.Timeout | None = None
             try:
-                result = await handler(ctx, payload)
-            except NonRetryableError as exc:
-                return dead(type(exc).__name__, str(exc), traceback.format_exc())
-            except Exception as exc:
+                if time_limit:
+                    async with asyncio.timeout(time_limit) as deadline:
+                        result = await handler(ctx, payload)
+                else:
+                    result = await handler(ctx, payload)
+            except BaseException as exc:  # costs nothing on success; any failure is the job's
+                if not isinstance(exc, Exception) and _own_cancellation(exc):
+                    raise
                 stack = traceback.format_exc()
-                if attempt >= max_attempts:
-                    return dead(type(exc).__name__, str(exc), stack)
+                if deadline is not None and deadline.expired():  # cancelled at its time limit
+                    exc = JobTimeout(
+                        f"{env.name} ran past its time limit of {time_limit:g}s and was cancelled"
+                    )
+                error_type = type(exc).__name__
+                message = str(exc) or (
+                    "" if isinstance(exc, Exception) else f"{error_type} raised out of the handler"
+                )
+                if isinstance(exc, NonRetryableError) or attempt >= max_attempts:
+                    return dead(error_type, message, stack)
                 due = time.time() + retry_delay_s(self.cfg.retry, attempt, exc)
-                return op("r", a=str(int(due * 1000)), b=_failure(type(exc).__name__, str(exc), stack))
+                return op("r", a=str(int(due * 1000)), b=_failure(error_type, message, stack))
         finally:
             gate.leave(alone=suspect)
         return op("c", a="" if result is None else json.dumps(result, default=str)[:2000])
@@ -534,15 +597,17 @@ class QueueRunner:
         ]
         args: list[Any] = head
         args += [op.packed for op in ops]
-        backoff = 0.1
-        while True:
-            try:
-                await self.w.scripts.settle(keys=self._settle_keys, args=args)
-                break
-            except (RedisError, OSError) as exc:
-                log.warning("%s: settle of %d jobs failed (%s); retrying", self.queue, len(ops), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        self.settling_since = time.monotonic()
+        try:
+            while True:  # outcomes stay in memory until Redis takes them (supervised: logged, counted)
+                try:
+                    await self.w.scripts.settle(keys=self._settle_keys, args=args)
+                    break
+                except (RedisError, OSError) as exc:
+                    await asyncio.sleep(self.w.supervisor.failed(self.settle_unit, "settler", exc))
+        finally:
+            self.settling_since = 0.0
+        self.w.supervisor.recovered(self.settle_unit)  # per batch: ends an outage of the settler
         for op in ops:
             self.held.discard(op.eid)
         if self.w.observer is not None:
@@ -668,8 +733,14 @@ class QueueRunner:
             await self.flush(ops)
 
     def start(self) -> None:
-        self.reader = asyncio.create_task(self.read_loop(), name=f"tq-read-{self.queue}")
-        self.settler = asyncio.create_task(self.settle_loop(), name=f"tq-settle-{self.queue}")
+        sup = self.w.supervisor
+        self.reader = asyncio.create_task(
+            sup.run(self.read_unit, "reader", self.read_loop, self.w.is_stopping),
+            name=f"tq-read-{self.queue}",
+        )
+        self.settler = asyncio.create_task(
+            sup.run(self.settle_unit, "settler", self.settle_loop), name=f"tq-settle-{self.queue}"
+        )
         self.resize_pool()
 
 
@@ -690,6 +761,9 @@ class Worker:
         self.client = client
         self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
         self.observer = observer  # once per settled batch, after the commit: metrics (tq.observe)
+        # every long-lived task runs under it: failures logged, retried with backoff, counted
+        self.supervisor = Supervisor(on_restart=getattr(observer, "task_restarted", None))
+        self.watchdog: LoopWatchdog | None = None  # started with the worker
         self.settings = settings or get_settings()
         self.handlers = handlers if handlers is not None else default_handlers
         self.consumer_id = consumer_id or new_consumer_id()
@@ -711,20 +785,27 @@ class Worker:
         for r in self.runners.values():
             r.start()
         self._duties = [
-            asyncio.create_task(
-                self._every(self.settings.promote_interval_s, self._promote), name="tq-promote"
-            ),
-            asyncio.create_task(
-                self._every(self.settings.reclaim_interval_s, self._reclaim), name="tq-reclaim"
-            ),
-            asyncio.create_task(self._every(self.settings.config_poll_s, self._refresh), name="tq-config"),
-            asyncio.create_task(
-                self._every(self.settings.heartbeat_ttl_s / 3, self.heartbeat_once), name="tq-heartbeat"
-            ),
-            asyncio.create_task(self._every(self._touch_interval, self._touch), name="tq-touch"),
+            self._duty("promoter", self.settings.promote_interval_s, self._promote),
+            self._duty("reclaimer", self.settings.reclaim_interval_s, self._reclaim),
+            self._duty("config", self.settings.config_poll_s, self._refresh),
+            # retried within its interval: a Redis back after an outage sees this consumer at once
+            self._duty("heartbeat", self.settings.heartbeat_ttl_s / 3, self.heartbeat_once, cap=True),
+            self._duty("touch", self._touch_interval, self._touch),
         ]
         if listen_control:
-            self._duties.append(asyncio.create_task(self._listen_control(), name="tq-control"))
+            self._duties.append(
+                asyncio.create_task(
+                    self.supervisor.run("control", "control", self._listen_control, self.is_stopping),
+                    name="tq-control",
+                )
+            )
+        self.watchdog = LoopWatchdog(
+            asyncio.get_running_loop(),
+            QueueRunner._execute.__code__,
+            LOOP_BLOCK_S,
+            on_blocked=getattr(self.observer, "loop_blocked", None),
+        )
+        self.watchdog.start()
         self.ready = True
         log.info("worker %s consuming %s", self.consumer_id, ", ".join(self.runners))
 
@@ -741,33 +822,54 @@ class Worker:
             await runner.refresh_config()
 
     async def _listen_control(self) -> None:
-        while not self.stopping:
-            try:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(keys.CONTROL_CHANNEL)
-                try:  # polled rather than listen(): redis-py can swallow a cancellation mid-read
-                    while not self.stopping:
-                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                        if msg is not None:
-                            await self.on_control(msg["data"])
-                finally:
-                    await pubsub.aclose()
-            except (RedisError, OSError, json.JSONDecodeError) as exc:
-                log.warning("control channel: %s; resubscribing", exc)
-                await asyncio.sleep(1.0)
+        """Supervised: a failure (or a bad message) resubscribes after the backoff."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.CONTROL_CHANNEL)
+            while not self.stopping:  # polled rather than listen(): redis-py can swallow a cancellation
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                self.supervisor.recovered("control")
+                if msg is not None:
+                    await self.on_control(msg["data"])
+        finally:
+            await pubsub.aclose()
 
-    async def _every(self, interval: float | Callable[[], float], fn: Any) -> None:
-        failures = 0
-        while not self.stopping:
-            pause = interval() if callable(interval) else interval
-            try:
-                await fn()
-                failures = 0
-            except (RedisError, OSError) as exc:
-                failures += 1  # Redis away: back off (to 5 s) and say so once per pause, not per tick
-                pause = max(pause, min(5.0, 0.1 * 2**failures))
-                log.warning("%s failed (%s); retrying in %.1fs", getattr(fn, "__name__", fn), exc, pause)
-            await asyncio.sleep(pause)
+    def is_stopping(self) -> bool:
+        return self.stopping
+
+    def _duty(
+        self, task: str, interval: float | Callable[[], float], fn: Any, cap: bool = False
+    ) -> asyncio.Task[None]:
+        """A periodic background duty, supervised (``tq.supervise.Supervisor.every``); ``cap``:
+        its retries never wait longer than its interval."""
+        backoff_max = interval if cap and not callable(interval) else None
+        return asyncio.create_task(
+            self.supervisor.every(task, task, interval, fn, self.is_stopping, backoff_max), name=f"tq-{task}"
+        )
+
+    def intake_problem(self) -> str | None:
+        """Why this process's intake is down right now (None: it runs): a queue's reader or
+        settler failing (the supervisor's reason), a reader that stopped, or a read that has not
+        returned long past its BLOCK time. ``/readyz`` reports it."""
+        blocked = self.watchdog.blocked() if self.watchdog is not None else None
+        if blocked is not None:
+            return blocked
+        down = self.supervisor.down
+        now = time.monotonic()
+        stall = self.settings.block_ms / 1000 + INTAKE_STALL_S
+        for r in self.runners.values():
+            for unit in (r.read_unit, r.settle_unit):
+                if unit in down:
+                    return f"intake of {r.queue} down: {down[unit]}"
+            if r.reader is not None and r.reader.done() and not self.stopping:
+                return f"intake of {r.queue} down: its reader stopped"
+            if r.reading_since and now - r.reading_since > stall:
+                waited = now - r.reading_since
+                return f"intake of {r.queue} stalled: a read has not returned for {waited:.0f}s"
+            if r.settling_since and now - r.settling_since > INTAKE_STALL_S:
+                waited = now - r.settling_since
+                return f"intake of {r.queue} stalled: a settle has not returned for {waited:.0f}s"
+        return None
 
     async def _promote(self) -> None:
         for r in self.runners.values():
@@ -865,5 +967,7 @@ class Worker:
                     pipe.zrem(keys.consumers(q), self.consumer_id)
                     pipe.delete(keys.consumer_info(q, self.consumer_id))
                 await pipe.execute()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self._stopped.set()
         log.info("worker %s stopped", self.consumer_id)

@@ -16,6 +16,7 @@ from tq import keys
 from tq.handlers import HandlerRegistry
 from tq.observe import Observer
 from tq.registry import all_queues, queues_of
+from tq.schedules import Scheduler
 from tq.settings import Settings
 from tq.stats import StatsLeader
 from tq.worker import Worker
@@ -57,6 +58,7 @@ class WorkerApp:
         self._audit_stop = asyncio.Event()
         self._audit_task: asyncio.Task[None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._schedules_task: asyncio.Task[None] | None = None  # the schedules duty (tq.schedules)
         self.stats_leader: StatsLeader | None = None  # the stats duty (tq.stats), once started
         self.broker.subscriber(channel=keys.CONTROL_CHANNEL)(self._on_control)
         self.app.after_startup(self._start)
@@ -76,7 +78,9 @@ class WorkerApp:
             from tq.audit import AuditWriter
 
             writer = AuditWriter(client, self.settings.database_url, self.settings)
-            self._audit_task = asyncio.create_task(writer.run_forever(self._audit_stop), name="tq-audit")
+            self._audit_task = asyncio.create_task(
+                writer.run_forever(self._audit_stop, self.worker.supervisor), name="tq-audit"
+            )
         # every process runs the stats duty; the Redis lock elects the one that writes. It covers
         # every registry queue, and the 5-minute aggregates only when durable history is on.
         self.stats_leader = StatsLeader(
@@ -86,14 +90,19 @@ class WorkerApp:
             self.settings.database_url if self.settings.audit_enabled else None,
         )
         self._stats_task = asyncio.create_task(
-            self.stats_leader.run_forever(self._audit_stop), name="tq-stats"
+            self.stats_leader.run_forever(self._audit_stop, self.worker.supervisor), name="tq-stats"
         )
+        if self.settings.scheduler_enabled:  # likewise: the lock elects the one that fires
+            scheduler = Scheduler(client, self.settings, observer=self.observer)
+            self._schedules_task = asyncio.create_task(
+                scheduler.run_forever(self._audit_stop, self.worker.supervisor), name="tq-schedules"
+            )
 
     async def _stop(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
         self._audit_stop.set()  # also stops the stats duty, which releases its lock
-        for task in (self._stats_task, self._audit_task):
+        for task in (self._stats_task, self._audit_task, self._schedules_task):
             if task is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(task, timeout=10)

@@ -27,6 +27,7 @@ EXPECTED = {
     "TqQueuePausedTooLong",
     "TqNoConsumers",
     "TqConfigNotApplied",
+    "TqScheduleMissed",
 }
 
 needs_promtool = pytest.mark.skipif(

@@ -291,3 +291,19 @@ def test_unreachable_redis_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         clear_settings_caches()
     assert result.exit_code == 1
     assert "Redis at redis://127.0.0.1:" in result.output and "Traceback" not in result.output
+
+
+def test_job_with_a_failed_attempt_shows_its_timeline_in_seconds(redis_url: str) -> None:
+    """A failed attempt's time is stored in ms: the table must render it (it used to crash with
+    ``year 58889 is out of range``) and ``--json`` must give seconds like every other step."""
+    [job_id] = dead_letter(redis_url, 1)
+    job = ok_json("job", Q, job_id)
+    steps = job["timeline"]
+    assert [s["event"] for s in steps] == ["enqueued", "attempt failed", "dead"]
+    assert steps[1]["type"] == "NoHandler"
+    now = time.time()
+    for step in steps:  # seconds, all within the last minute
+        assert now - 60 < step["at"] <= now + 1, step
+    assert steps[0]["at"] <= steps[1]["at"] <= steps[2]["at"]
+    table = ok("job", Q, job_id)
+    assert "attempt failed" in table and "NoHandler" in table

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from sqlalchemy import select
 from support import app_worker, fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
 from support.redis_server import start_redis_server
@@ -376,3 +378,141 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+# ---- CLUSTER FAILOVER while jobs flow --------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[list[int]]:
+    """3 masters + 3 replicas (one per master), for one test: its own nodes, torn down after."""
+    reason = _cluster_manager()
+    if reason:
+        pytest.skip(reason)
+    nodes = []
+    try:
+        for _ in range(6):
+            nodes.append(_start_node())
+        ports = [port for _, port, _ in nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        _wait(lambda: all(_cluster_ok(p) for p in ports), 30, "cluster_state:ok")
+        _wait(lambda: all(_replicated_shards(p) for p in ports), 30, "every shard with its replica in sync")
+        yield ports
+    finally:
+        for proc, _, _ in nodes:
+            proc.terminate()
+        for proc, _, workdir in nodes:
+            proc.wait(10)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cluster_ok(port: int) -> bool:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True, timeout=5
+    ).stdout
+    return "cluster_state:ok" in out
+
+
+def _replicated_shards(port: int) -> bool:
+    """Every shard this node knows has a replica, and its replicas report the link up."""
+    with redis.Redis(port=port) as r:
+        shards = r.execute_command("CLUSTER", "SLOTS")
+        role = r.info("replication")
+    return (
+        len(shards) == 3
+        and all(len(s) >= 4 for s in shards)
+        and (role["role"] == "master" or role.get("master_link_status") == "up")
+    )
+
+
+def _slot_owner(ports: list[int], slot: int) -> tuple[int, int]:
+    """(master port, its replica's port) of the shard serving ``slot``."""
+    r = redis.Redis(port=ports[0])
+    try:
+        for start, end, master, *replicas in r.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(master[1]), int(replicas[0][1])
+    finally:
+        r.close()
+    raise AssertionError(f"no shard serves slot {slot}")
+
+
+async def test_cluster_failover_while_jobs_flow_completes_every_job(cluster_with_replicas: list[int]) -> None:
+    """CLUSTER FAILOVER of the shard holding the queue while the worker runs: the old master turns
+    replica (MOVED / READONLY to its clients), the worker's supervised tasks retry and the cluster
+    client follows the new topology; every job is completed and the intake runs again."""
+    ports = cluster_with_replicas
+    url = f"redis://127.0.0.1:{ports[0]}/0"
+    s = settings(url, queues={Q: {"concurrency": 20, "visibility_timeout_s": 2.0}})
+    c = async_client(s)
+    h = HandlerRegistry()
+    done: set[str] = set()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        await asyncio.sleep(0.003)
+        done.add(ctx.job_id)
+
+    slot = key_slot(keys.stream(Q).encode())
+    master, replica = _slot_owner(ports, slot)
+    batch = [JobRequest("send-email", {"to": f"u{i}@example.com", "template": "t"}) for i in range(3000)]
+    worker = Worker(async_client(s), [get_queue(Q)], h, s)
+    await worker.start()
+    try:
+        ids = {r.id for r in await Producer(c, s).enqueue_many(Q, batch)}
+        await wait_for(lambda: len(done) >= 600, timeout=30, what="progress before the failover")
+        with redis.Redis(port=replica) as r:  # a manual failover: the replica catches up, then takes over
+            assert r.execute_command("CLUSTER", "FAILOVER")
+        await wait_for(
+            lambda: _slot_owner(ports, slot)[0] == replica, timeout=20, what="the replica promoted"
+        )
+        await wait_for(lambda: ids <= done, timeout=60, what="every job completed after the failover")
+        await wait_for(lambda: _xlen_is(c, keys.stream(Q), 0), timeout=30, what="the stream drained")
+        await wait_for(lambda: worker.intake_problem() is None, timeout=10, what="the intake running")
+        more = {r.id for r in await Producer(c, s).enqueue_many(Q, batch[:100])}
+        await wait_for(lambda: more <= done, timeout=20, what="new jobs run on the new master")
+        assert master != replica
+    finally:
+        await worker.stop()
+        await c.aclose()
+
+
+async def test_schedules_fire_once_per_tick_on_the_cluster(client: Any, cluster_url: str) -> None:
+    """The scheduler's keys (spec hash, per-schedule state, lock) and the queue's sit in different
+    slots; every step touches one of them only."""
+    from tq import schedules
+
+    t0 = 1_800_000_000.0
+    now = [t0]
+    spec = schedules.ScheduleSpec(
+        name="mails", queue="email:send", job="process-email-queue", payload={"limit": 5}, interval_seconds=60
+    )
+    await schedules.add(client, spec, now=t0)
+    a = schedules.Scheduler(client, settings(cluster_url), clock=lambda: now[0], token="a")
+    b = schedules.Scheduler(client, settings(cluster_url), clock=lambda: now[0], token="b")
+    now[0] = t0 + 61
+    # a leader enqueued the tick and died before recording it: the next one fires it again
+    first = await Producer(client, settings(cluster_url)).enqueue(
+        "email:send",
+        "process-email-queue",
+        {"limit": 5},
+        idempotency_key=schedules.idempotency_key("mails", t0 + 60),
+    )
+    assert await a.tick() and not await b.tick()
+    assert await client.xlen(keys.stream("email:send")) == 1  # the same job
+    [(_, state)] = await schedules.list_with_state(client)
+    assert (state["fired"], state["last"], state["job"]) == (1, t0 + 60, first)
+    await schedules.remove(client, "mails")

@@ -415,3 +415,29 @@ async def test_counts_by_state(redis_client: Any, redis_url: str) -> None:
 
     await config.set_paused(redis_client, Q, False)
     assert (await counts(redis_client, Q))["paused"] is False
+
+
+def test_timeline_gives_every_step_in_seconds() -> None:
+    """A stored failure's ``at`` is epoch ms; the timeline (the CLI's and the admin API's) says
+    seconds for every step, the failure's other fields kept."""
+    from tq.jobs import JobRecord
+
+    rec = JobRecord(
+        id="j",
+        queue="email:send",
+        name="send-email",
+        state=JobState.DEAD,
+        attempts=2,
+        payload={},
+        enqueued_at=1_700_000_000.0,
+        finished_at=1_700_000_003.0,
+        failures=[
+            {"at": 1_700_000_001_500, "attempt": 1, "type": "ValueError", "message": "bad"},
+            {"at": 1_700_000_003_000, "attempt": 2, "type": "ValueError", "message": "bad"},
+        ],
+    )
+    steps = rec.timeline()
+    assert [s["at"] for s in steps] == [1_700_000_000.0, 1_700_000_001.5, 1_700_000_003.0, 1_700_000_003.0]
+    assert [s["event"] for s in steps] == ["enqueued", "attempt failed", "attempt failed", "dead"]
+    assert steps[1]["type"] == "ValueError" and steps[1]["attempt"] == 1
+    assert rec.failures[0]["at"] == 1_700_000_001_500  # the record itself is left as stored

@@ -34,6 +34,7 @@ EVERY_FIELD = RuntimeConfig(
     retention_failed=12,
     idempotency_ttl_s=600,
     visibility_timeout_s=42.5,
+    timeout_s=30.5,
     rate_limit=RateLimit(jobs=100, per_s=0.5),
 )
 
@@ -50,6 +51,7 @@ WIRE_NAMES = {
     "retention_failed": "12",
     "idempotency_ttl_s": "600",
     "visibility_timeout_s": "42.5",
+    "timeout_s": "30.5",
     "rate_jobs": "100",
     "rate_per_s": "0.5",
 }

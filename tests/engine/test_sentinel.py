@@ -185,3 +185,53 @@ async def test_worker_app_uses_a_sentinel_broker(sentinel: SentinelSetup) -> Non
         await client.aclose()
     finally:
         await app.app.stop()
+
+
+async def test_a_sentinel_failover_while_jobs_flow_completes_every_job(sentinel: SentinelSetup) -> None:
+    """SENTINEL FAILOVER while the worker runs: the old master turns replica under it (READONLY,
+    blocked reads cut off), the supervised tasks retry and follow the Sentinel to the new master;
+    every job is completed and the intake runs again."""
+    settings = fast_settings(
+        "redis://unused:6379/0",
+        redis_sentinels=f"127.0.0.1:{sentinel.sentinel_port}",
+        redis_sentinel_master=MASTER,
+        queues={Q: {"concurrency": 20, "visibility_timeout_s": 2.0}},
+    )
+    client = async_client(settings)
+    h = HandlerRegistry()
+    done: set[str] = set()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        await asyncio.sleep(0.003)
+        done.add(ctx.job_id)
+
+    batch = [JobRequest("send-email", {"to": f"u{i}@example.com", "template": "t"}) for i in range(3000)]
+    worker = Worker(async_client(settings), [get_queue(Q)], h, settings)
+    await worker.start()
+    try:
+        ids = {r.id for r in await Producer(client, settings).enqueue_many(Q, batch)}
+        await wait_for(lambda: len(done) >= 600, timeout=30, what="progress before the failover")
+        await wait_for(lambda: _replicated(sentinel.master_port, sentinel.replica_port), what="replication")
+        redis.Redis(port=sentinel.sentinel_port).execute_command("SENTINEL", "FAILOVER", MASTER)
+        await wait_for(
+            lambda: redis.Redis(port=sentinel.replica_port).info("replication")["role"] == "master",
+            timeout=20,
+            what="the replica promoted",
+        )
+        await wait_for(lambda: ids <= done, timeout=60, what="every job completed after the failover")
+
+        async def drained() -> bool:
+            try:
+                pending = (await client.xpending(keys.stream(Q), keys.GROUP))["pending"]
+                return pending == 0 and await client.xlen(keys.stream(Q)) == 0
+            except (RedisConnectionError, ReadOnlyError, RedisTimeoutError):
+                return False
+
+        await wait_for(drained, timeout=30, what="nothing left pending on the new master")
+        await wait_for(lambda: worker.intake_problem() is None, timeout=10, what="the intake running")
+        more = {r.id for r in await Producer(client, settings).enqueue_many(Q, batch[:100])}
+        await wait_for(lambda: more <= done, timeout=20, what="new jobs run on the new master")
+    finally:
+        await worker.stop()
+        await client.aclose()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from alembic.script import ScriptDirectory
 from support import app_service, fast_settings, helper_command, tiny_retry, wait_for
 from support.redis_server import free_port, start_redis_server
 from support.services import (
@@ -35,7 +36,9 @@ from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import Producer, SyncProducer
 from tq.registry import families, get_queue, unregister_queue
+from tq.supervise import REASONS, TASKS
 from tq.worker import Worker
+from tq_services import schema
 from tq_services.metrics import OUTCOMES, UNKNOWN_JOB, make_registry
 
 Q = "email:send"
@@ -68,6 +71,12 @@ def test_serve_messaging_probes_and_metrics(redis_url: str, tmp_path: Path) -> N
             for gauge in ("tq_queue_config_generation", "tq_consumer_config_generation"):
                 assert sample(before, gauge, queue=spec.name, family="messaging") == 0
         assert sample(before, "tq_redis_up") == 1
+        for task in TASKS:  # supervised task failures: every (task, reason) at zero from start-up
+            for reason in REASONS:
+                assert sample(before, "tq_worker_task_restarts_total", task=task, reason=reason) == 0
+        for spec in families()["messaging"]:
+            for job in spec.jobs:
+                assert sample(before, "tq_worker_loop_blocked_total", queue=spec.name, job=job) == 0
         assert any(name == "process_cpu_seconds_total" for name, _ in before)
 
         # The messaging handlers refuse these for good (a welcome email without its ``name``
@@ -140,10 +149,10 @@ def test_unknown_family_exits_2() -> None:
     assert proc.returncode == 2 and "unknown family" in proc.stderr
 
 
-def test_readyz_503_when_redis_is_unreachable(redis_url: str) -> None:
+def test_readyz_503_when_redis_is_unreachable(redis_url: str, tmp_path: Path) -> None:
     server, port_r, workdir = start_redis_server()  # a private Redis: never kill the suite's
     try:
-        proc, port = serve_family(f"redis://127.0.0.1:{port_r}/0")
+        proc, port = serve_family(f"redis://127.0.0.1:{port_r}/0", TQ_DATABASE_URL=messaging_db(tmp_path))
         try:
             server.kill()
             server.wait(10)
@@ -165,6 +174,58 @@ def test_readyz_503_when_redis_is_unreachable(redis_url: str) -> None:
             server.kill()
             server.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_readyz_503_and_no_job_taken_until_the_schema_is_migrated(redis_url: str, tmp_path: Path) -> None:
+    """A real SQLite database: fresh (never migrated) -> 503 naming the revision needed, the job
+    waits untouched; `tq migrate` -> the service turns ready and takes the job."""
+    head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    client = redis.Redis.from_url(redis_url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tq_cli", "serve", "messaging", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=service_env(redis_url, TQ_DATABASE_URL=url),
+    )
+    try:
+        seen: dict[str, Any] = {}
+
+        def not_ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"service exited: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                seen["status"], body = http_get(port, "/readyz")
+            except OSError:
+                return False
+            seen["body"] = json.loads(body)
+            return bool(seen["status"] == 503 and "needs" in seen["body"]["reason"])
+
+        wait_until(not_ready, 30, "/readyz 503 naming the revision")
+        reason = seen["body"]["reason"]
+        assert f"needs {head}" in reason and "never migrated" in reason and "tq migrate" in reason
+        assert http_status(port, "/healthz") == 200
+
+        SyncProducer(client, fast_settings(redis_url)).enqueue(Q, "send-email", EMAIL)
+        time.sleep(1.0)  # the worker would have taken it by now
+        assert client.xlen(keys.stream(Q)) == 1
+        assert client.xlen(keys.dlq(Q)) == 0
+        assert client.zcard(keys.consumers(Q)) == 0  # no consumer at all
+        status, body = http_get(port, "/readyz")
+        assert status == 503 and json.loads(body)["reason"] == reason
+
+        schema.migrate(url)
+        wait_ready(proc, port)  # the next check (every SCHEMA_POLL_S) starts the worker
+        done = keys.counters(Q)
+        wait_until(
+            lambda: client.xlen(keys.dlq(Q)) + int(client.hget(done, "completed") or 0) == 1, 15, "job taken"
+        )
+    finally:
+        rc = stop_process(proc)
+        client.close()
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
 
 
 @pytest.fixture

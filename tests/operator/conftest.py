@@ -73,9 +73,11 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     # Least privilege, in every operator test: the operator asked only what its ClusterRole grants.
     denied = sorted(
         {
-            (c.verb, c.group, c.resource)
+            (c.verb, c.group, c.resource, c.name or "")
             for c in state["emulator"].requests
-            if c.agent.startswith("kopf/") and c.resource and not rbac.allowed(c.verb, c.group, c.resource)
+            if c.agent.startswith("kopf/")
+            and c.resource
+            and not rbac.allowed(c.verb, c.group, c.resource, c.name)
         }
     )
     assert not denied, f"requests outside tq_operator.rbac: {denied}"

@@ -161,11 +161,35 @@ def test_crd_identity_scope_and_subresources() -> None:
 def test_printer_columns() -> None:
     [version] = checked_in_crd()["spec"]["versions"]
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Queue", "Concurrency", "Paused", "Waiting", "DLQ", "Ready", "Age"]
+    assert list(columns) == [
+        "Queue",
+        "Concurrency",
+        "Paused",
+        "Waiting",
+        "DLQ",
+        "Ready",
+        "Applied",
+        "Generation",
+        "Observed",
+        "Age",
+    ]
+    wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0}
+    assert wide == {"Applied", "Generation", "Observed"}  # `kubectl get qc -o wide` only
+    assert columns["Applied"] == ("string", '.status.conditions[?(@.type=="Applied")].status')
+    assert columns["Generation"] == ("integer", ".metadata.generation")
+    assert columns["Observed"] == ("integer", ".status.observedGeneration")
     assert columns["Waiting"] == ("integer", ".status.depth.waiting")
     assert columns["DLQ"] == ("integer", ".status.depth.dlq")
     assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
     assert columns["Age"] == ("date", ".metadata.creationTimestamp")
+
+
+def test_every_schema_node_has_a_description() -> None:
+    """So that `kubectl explain queueconfig.spec.retry.backoff` (and every other path) reads well."""
+    undescribed = [path for path, node in schema_nodes(openapi_schema()) if not node.get("description")]
+    assert undescribed == []
+    for column in checked_in_crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
+        assert column["description"], column["name"]
 
 
 def test_queue_enum_is_the_registrys_product_queues() -> None:
@@ -272,6 +296,8 @@ INVALID: dict[str, tuple[Mutation, str]] = {
     "zero backoff": (_set("retry.backoff.initial", "0s"), "initial"),
     "zero rate window": (_set("rateLimit", {"jobs": 5, "per": "0ms"}), "per"),
     "sub-second idempotency TTL": (_set("idempotencyTTL", "500ms"), "idempotencyTTL"),
+    "zero timeout": (_set("timeout", "0s"), "timeout"),
+    "timeout above 24h": (_set("timeout", "25h"), "timeout"),
 }
 
 
@@ -307,6 +333,7 @@ VALID: dict[str, dict[str, Any]] = {
         "idempotencyTTL": "1.5s",
     },
     "equal backoff bounds": {"queue": "otp:send", "retry": {"backoff": {"initial": "2s", "max": "2s"}}},
+    "time limits": {"queue": "ai:review", "timeout": "24h"},
 }
 
 
@@ -343,6 +370,7 @@ def test_given_fields_override_and_durations_become_seconds() -> None:
             "rateLimit": {"jobs": 100, "per": "1m"},
             "retention": {"failed": 10},
             "idempotencyTTL": "1h30m",
+            "timeout": "4m30s",
         }
     )
     cfg = to_runtime_config(spec, generation=3)
@@ -354,6 +382,7 @@ def test_given_fields_override_and_durations_become_seconds() -> None:
     assert cfg.rate_limit == config.RateLimit(jobs=100, per_s=60.0)
     assert (cfg.retention_completed, cfg.retention_failed) == (base.retention_completed, 10)
     assert cfg.idempotency_ttl_s == 5400
+    assert cfg.timeout_s == 270.0
     assert cfg.visibility_timeout_s == base.visibility_timeout_s  # not part of the resource
     # What the operator writes is what consumers read back.
     assert config.from_hash("ai:content", config.to_hash(cfg)) == cfg

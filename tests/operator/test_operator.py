@@ -173,6 +173,61 @@ async def _zero(client: Any) -> bool:
     return await dlq_len(client) == 0
 
 
+def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
+
+
+async def test_one_shot_annotations_are_removed_and_a_recreated_token_replays_nothing(
+    api: aiohttp.ClientSession, redis_client: Any, redis_url: str
+) -> None:
+    """After acting the operator removes the annotation and records the result in status; a
+    QueueConfig re-created (a restore, a GitOps re-sync) still carrying a handled token does nothing."""
+    replay, purge = f"{GROUP}/replay", f"{GROUP}/purge-dlq"
+    with operator():
+        await create(api, qc("email", retry={"attempts": 1}))
+        await wait_obj(api, "email", ready, "Ready=True")
+        await fill_dlq(redis_client, redis_url, 2, expect=2)
+        await annotate(api, "email", **{replay: "restore-me"})
+        obj = await wait_obj(
+            api,
+            "email",
+            lambda o: (
+                (o["status"].get("lastReplay") or {}).get("token") == "restore-me"
+                and replay not in annotations_of(o)
+            ),
+            "replayed once, annotation removed",
+        )
+        last = obj["status"]["lastReplay"]
+        assert (last["result"], last["replayed"], last["skipped"]) == ("Replayed", 2, 0)
+        assert "replayed 2 DLQ entries" in last["message"]
+
+        await fill_dlq(redis_client, redis_url, 0, expect=2)  # the replayed jobs dead-letter again
+        await annotate(api, "email", **{purge: "not-the-queue"})
+        obj = await wait_obj(
+            api, "email", lambda o: purge not in annotations_of(o) and o["status"].get("lastPurge"), "purge"
+        )
+        assert (obj["status"]["lastPurge"]["result"], obj["status"]["lastPurge"]["purged"]) == ("Refused", 0)
+        assert await dlq_len(redis_client) == 2
+
+        async with api.delete(f"{BASE}/email") as r:
+            assert r.status < 300, await r.text()
+        await wait_obj(api, "email", lambda o: o is None, "deleted")
+        restored = qc("email", retry={"attempts": 1})  # as a backup or a Git repository holds it
+        restored["metadata"]["annotations"] = {replay: "restore-me"}
+        await create(api, restored)
+        obj = await wait_obj(
+            api, "email", lambda o: ready(o) and replay not in annotations_of(o), "the handled token dropped"
+        )
+        assert await dlq_len(redis_client) == 2  # nothing replayed a second time
+        assert "lastReplay" not in obj["status"]
+
+        await annotate(api, "email", **{replay: "new-token"})  # a new token still replays
+        await wait_obj(
+            api, "email", lambda o: (o["status"].get("lastReplay") or {}).get("token") == "new-token", "new"
+        )
+        assert await dlq_len(redis_client) == 0
+
+
 async def test_invalid_spec_is_reported_and_writes_nothing(
     api: aiohttp.ClientSession, redis_client: Any, cluster: Cluster
 ) -> None:

@@ -15,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.operator import NS, condition, get, operator, ready, wait_obj
+import yaml
+from support.operator import NS, condition, create, get, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
+from tq_operator.main import FINALIZER
+from tq_operator.spec import GROUP, KIND, VERSION
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [
@@ -88,6 +91,25 @@ async def test_apply_get_annotate_and_delete_with_kubectl(
         assert f"queueconfig.queues.teknav.io/{NAME} configured" in out
         await wait_obj(api, NAME, lambda o: ready(o, 2), "generation 2 Ready")
         assert (await config(redis_client, "ai:content"))["concurrency"] == "3"
+        # -o wide adds the Applied state and the generations (spec's, and last reconciled)
+        wide = table(await kubectl("get", "qc", "-o", "wide"))
+        assert list(wide[0]) == [
+            "NAME",
+            "QUEUE",
+            "CONCURRENCY",
+            "PAUSED",
+            "WAITING",
+            "DLQ",
+            "READY",
+            "APPLIED",
+            "GENERATION",
+            "OBSERVED",
+            "AGE",
+        ]
+        assert (wide[0]["APPLIED"], wide[0]["GENERATION"], wide[0]["OBSERVED"]) == ("Unknown", "2", "2")
+        assert "APPLIED" not in table(await kubectl("get", "qc"))[0]
+        explained = await kubectl("explain", "queueconfig.spec.retry.backoff")
+        assert "Exponential backoff between attempts" in explained and "jitter" in explained
 
         token = "1764470000"
         out = await kubectl("annotate", "qc", NAME, f"queues.teknav.io/replay={token}")
@@ -115,3 +137,96 @@ async def test_apply_get_annotate_and_delete_with_kubectl(
         await wait_obj(api, NAME, lambda o: o is None, "the finalizer released the object")
         assert await config(redis_client, "ai:content") == {}
         assert await kubectl("get", "qc", "-n", NS, "--ignore-not-found") == ""
+
+
+def chart_uninstall_args() -> list[str]:
+    """The kubectl arguments of the chart's pre-delete hook Job, rendered for release tq in NS."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
+    with helm.Chart.load(REPO_ROOT / "charts" / "tq") as chart:
+        manifests = chart.render({}, name="tq", namespace=NS, is_install=True)
+    docs = [
+        d for path, text in manifests.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d
+    ]
+    (job,) = [
+        d
+        for d in docs
+        if d["kind"] == "Job" and d["metadata"]["annotations"].get("helm.sh/hook") == "pre-delete"
+    ]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return list(container["args"])
+
+
+def chart_qc(name: str, queue: str) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/instance": "tq", "app.kubernetes.io/part-of": "tq"}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"queue": queue, "concurrency": 2},
+    }
+
+
+async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
+    api: aiohttp.ClientSession, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`helm uninstall`'s pre-delete hook, its exact kubectl command: the operator releases every
+    QueueConfig (queue back to defaults, finalizer removed) before Helm deletes the operator."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = chart_uninstall_args()
+    queues = {"email-send": "email:send", "ai-content": "ai:content"}
+    with operator():
+        for name, queue in queues.items():
+            await create(api, chart_qc(name, queue))
+        for name, queue in queues.items():
+            await wait_obj(api, name, ready, f"{name} Ready")
+            assert (await config(redis_client, queue))["concurrency"] == "2"
+        mine = chart_qc("hand-made", "otp:send")  # not the release's: the hook leaves it alone
+        del mine["metadata"]["labels"]
+        await create(api, mine)
+        await wait_obj(api, "hand-made", ready, "hand-made Ready")
+        out = await kubectl(*args)
+        for name in queues:
+            assert f'queueconfig.queues.teknav.io "{name}" deleted' in out
+        for name, queue in queues.items():
+            assert await get(api, name) is None  # --wait: gone when kubectl returns
+            assert await config(redis_client, queue) == {}  # back to the registry defaults
+        assert await get(api, "hand-made") is not None
+        await kubectl("delete", "qc", "hand-made", "-n", NS)
+
+
+def readme_block(marker: str) -> str:
+    """The shell block right after ``<!-- marker -->`` in README.md, as written there."""
+    text = (REPO_ROOT / "README.md").read_text()
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", after, re.S)
+    assert match is not None
+    return match.group(1).strip()
+
+
+async def test_readme_removes_the_finalizer_when_the_operator_is_gone(
+    api: aiohttp.ClientSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    command = readme_block("remove-finalizers")
+    assert f"-n {NS} " in command  # the README's example namespace is the emulator's
+    with operator():
+        await create(api, chart_qc("email-send", "email:send"))
+        obj = await wait_obj(api, "email-send", ready, "Ready")
+    assert obj["metadata"]["finalizers"] == [FINALIZER]
+    await kubectl("delete", "qc", "email-send", "-n", NS, "--wait=false")  # no operator: stuck
+    stuck = await get(api, "email-send")
+    assert stuck is not None and stuck["metadata"].get("deletionTimestamp")
+
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert "queueconfig.queues.teknav.io/email-send patched" in out.decode()
+    await wait_obj(api, "email-send", lambda o: o is None, "gone once the finalizer is removed")

@@ -24,6 +24,7 @@ from support.operator import (
     ready,
     wait_obj,
 )
+from tq.registry import families
 from tq_operator import rbac
 from tq_operator.crd import REPO_ROOT
 
@@ -47,6 +48,11 @@ def test_the_checked_in_cluster_role_is_current(tmp_path: Path) -> None:
 def test_rule_matching() -> None:
     assert rbac.allowed("patch", "apps", "deployments/scale")
     assert not rbac.allowed("patch", "apps", "deployments")  # the scale subresource only
+    # only the family Deployments the chart makes (resourceNames)
+    assert rbac.allowed("patch", "apps", "deployments/scale", "tq-messaging")
+    assert not rbac.allowed("patch", "apps", "deployments/scale", "coredns")
+    (scale,) = [r for r in rbac.build_cluster_role()["rules"] if r["resources"] == ["deployments/scale"]]
+    assert scale["resourceNames"] == sorted(f"tq-{family}" for family in families())
     assert not rbac.allowed("update", "apps", "deployments/scale")
     assert not rbac.allowed("get", "", "secrets")
     assert not rbac.allowed("delete", GROUP, "queueconfigs")

@@ -151,3 +151,23 @@ async def test_the_keda_setting_leaves_scaling_to_keda(
         clear_settings_caches()
     assert await replicas_of(api, "tq-media") == 2
     assert await get(api, "media") is not None
+
+
+async def test_replicas_above_the_operators_maximum_are_not_applied(
+    api: aiohttp.ClientSession, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec.replicas is capped twice: the CRD's maximum (MAX_REPLICAS) and the operator's
+    TQ_OPERATOR_MAX_REPLICAS (the chart's operator.maxReplicas)."""
+    monkeypatch.setenv("TQ_OPERATOR_MAX_REPLICAS", "3")
+    clear_settings_caches()
+    await create_deployment(api, "tq-search", replicas=1)
+    try:
+        with operator():
+            await post(api, BASE, queue_config("search", "search:index", replicas=4))
+            obj = await wait_obj(api, "search", scaled("False", "AboveMaximum"), "Scaled=False AboveMaximum")
+            assert "maximum 3" in condition(obj, "Scaled")["message"]
+            assert condition(obj, "Ready")["status"] == "True"
+            await merge_patch(api, "search", {"spec": {"replicas": 3}})
+            await wait_replicas(api, "tq-search", 3)
+    finally:
+        clear_settings_caches()

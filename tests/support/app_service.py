@@ -32,7 +32,7 @@ def main(url: str, port: int) -> None:
         await asyncio.sleep(payload.seconds)
 
     settings = Settings(redis_url=url, audit_enabled=False, shutdown_grace_s=10, block_ms=50)
-    serve(FAMILY, host="127.0.0.1", port=port, settings=settings, handlers=handlers)
+    serve(FAMILY, host="127.0.0.1", port=port, settings=settings, handlers=handlers, check_schema=False)
 
 
 if __name__ == "__main__":

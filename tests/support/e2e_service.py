@@ -47,7 +47,7 @@ def main(family: str, url: str, port: int) -> None:
     settings = Settings(
         redis_url=url, audit_enabled=False, block_ms=50, promote_interval_s=0.05, uvloop=False
     )
-    serve(family, host="127.0.0.1", port=port, settings=settings, handlers=handlers)
+    serve(family, host="127.0.0.1", port=port, settings=settings, handlers=handlers, check_schema=False)
 
 
 if __name__ == "__main__":

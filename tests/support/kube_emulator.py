@@ -3,14 +3,16 @@
 Stock ``kmock.KubernetesEmulator`` stores objects and streams changes; this subclass adds:
 ``uid``/``creationTimestamp``/``generation`` on create, ``generateName``, a ``resourceVersion`` bumped
 on every write, ``generation`` bumped when the spec changes, 422 when a JSON-patch ``test`` op
-fails, a collection ``resourceVersion`` on LIST and WATCH honouring ``?resourceVersion=``.
+fails, a collection ``resourceVersion`` (and the list's ``kind``) on LIST with equality
+``?labelSelector=`` terms, and WATCH honouring ``?resourceVersion=``.
 
 Also what the operator and kubectl need beyond that: the ``scale`` subresource of Deployments
 (autoscaling/v1 Scale), a log of every API request as RBAC sees it (``requests``: verb, group,
 resource[/subresource], user agent), and server-side printing (``kubectl get`` asks for a
 meta.k8s.io Table; the columns are the CRD's additionalPrinterColumns), and the OpenAPI v3 index
 of the loaded CRDs with the ``fieldValidation`` parameter, which tells ``kubectl apply`` to leave
-validation to the server (the emulator does not validate; tests validate with jsonschema).
+validation to the server (the emulator does not validate; tests validate with jsonschema), and
+their schemas for ``kubectl explain``; printer columns keep their ``priority`` (``-o wide``).
 """
 
 from __future__ import annotations
@@ -228,8 +230,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}"} for gv in sorted(gvs)}}
 
     def _openapi_group_version(self, group_version: str) -> dict[str, Any]:
-        """Only what kubectl's query-parameter check reads: each operation, its GVK and parameters."""
+        """What kubectl's query-parameter check reads (each operation, its GVK and parameters) and
+        the CRDs' schemas (``kubectl explain``)."""
         paths: dict[str, Any] = {}
+        schemas: dict[str, Any] = {}
         for resource, crd in self.crds.items():
             if f"{resource.group}/{resource.version}" != group_version:
                 continue
@@ -247,7 +251,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
             paths[base] = {"post": operation("post")}
             paths[base + "/{name}"] = {"put": operation("put"), "patch": operation("patch")}
-        return {"openapi": "3.0.0", "info": _INFO, "paths": paths}
+            # the CRD's schema, found by its GVK: what `kubectl explain` reads
+            version = next(v for v in crd["spec"]["versions"] if v["name"] == resource.version)
+            if "schema" in version:
+                name = ".".join([*reversed(resource.group.split(".")), resource.version, gvk["kind"]])
+                schemas[name] = {
+                    **version["schema"]["openAPIV3Schema"],
+                    "x-kubernetes-group-version-kind": [gvk],
+                }
+        return {"openapi": "3.0.0", "info": _INFO, "paths": paths, "components": {"schemas": schemas}}
 
     @staticmethod
     def _requested_replicas(data: Any) -> int:
@@ -286,7 +298,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 "type": c["type"],
                 "format": "",
                 "description": c.get("description", ""),
-                "priority": 0,
+                "priority": c.get("priority", 0),  # > 0: only with `kubectl get -o wide`
             }
             for c in columns
         ]
@@ -349,6 +361,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
         namespace = obj.get("metadata", {}).get("namespace")
         return resource == request.resource and request.namespace in (None, namespace)
 
+    @staticmethod
+    def _selected(request: rendering.Request, obj: dict[str, Any]) -> bool:
+        """``?labelSelector=`` with equality terms only (``k=v,k2=v2``), as ``kubectl -l`` sends them."""
+        selector = request.params.get("labelSelector") or ""
+        labels = obj.get("metadata", {}).get("labels") or {}
+        terms = [t.split("=", 1) for t in selector.split(",") if t]
+        return all(labels.get(k.strip()) == v.strip().lstrip("=") for k, v in terms)
+
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         if request.resource not in self._get_resources():
             raise kmock.KubernetesResourceNotFoundError()
@@ -356,9 +376,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
             items = [
                 obj.raw
                 for (resource, _, _), obj in self.objects.items()
-                if not obj.deleted and self._visible(request, resource, obj.raw)
+                if not obj.deleted
+                and self._visible(request, resource, obj.raw)
+                and self._selected(request, obj.raw)
             ]
-            return {"metadata": {"resourceVersion": str(self.rv)}, "items": items}
+            payload: dict[str, Any] = {"metadata": {"resourceVersion": str(self.rv)}, "items": items}
+            info = self.resources.get(request.resource)
+            if info is not None and info.kind:  # kubectl's decoder needs the list's kind
+                group, version = request.resource.group, request.resource.version
+                payload["kind"] = f"{info.kind}List"
+                payload["apiVersion"] = f"{group}/{version}" if group else str(version)
+            return payload
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         yield b""

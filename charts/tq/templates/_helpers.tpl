@@ -21,6 +21,11 @@
 {{- printf "%s-%s" (include "tq.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The operator's cluster-scoped objects (ClusterRole, binding, peering): unique per release and namespace. */}}
+{{- define "tq.operatorClusterName" -}}
+{{- printf "%s-operator-%s" (include "tq.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "tq.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "tq.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
@@ -35,8 +40,11 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: tq
 {{- end -}}
 
+{{/* repository:tag (tag: image.tag, else the chart's appVersion), @digest when image.digest is set. */}}
 {{- define "tq.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end -}}
+{{- $ref -}}
 {{- end -}}
 
 {{/* The Secret that holds the bundled databases' URLs (dev). */}}
@@ -44,7 +52,8 @@ app.kubernetes.io/part-of: tq
 {{- printf "%s-bundled" (include "tq.fullname" .) -}}
 {{- end -}}
 
-{{/* Environment of every tq container: connections and credentials from Secrets, then the env map. */}}
+{{/* Environment of every tq container: connections from Secrets, then the env map. Credentials
+are not here: each goes only to the component that uses it (tq.credentialsEnv). */}}
 {{- define "tq.env" -}}
 {{- $v := .Values -}}
 - name: TQ_REDIS_URL
@@ -69,6 +78,20 @@ app.kubernetes.io/part-of: tq
       {{- end }}
 - name: TQ_SHUTDOWN_GRACE_S
   value: {{ $v.shutdownGraceSeconds | quote }}
+{{- range $name, $value := $v.env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A component's own credentials, from Secrets (dict: root, component): the LLM key only in the ai
+family, the SMTP and SMS credentials only in messaging, the S3 keys only in media (the admin's
+signing key is added by admin.yaml). tests/chart/test_chart.py asserts each pod's environment.
+*/}}
+{{- define "tq.credentialsEnv" -}}
+{{- $v := .root.Values -}}
+{{- if eq .component "ai" }}
 {{- with $v.credentials.llm }}
 {{- if .existingSecret }}
 - name: TQ_LLM_API_KEY
@@ -78,6 +101,8 @@ app.kubernetes.io/part-of: tq
       key: {{ .apiKeyKey }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if eq .component "messaging" }}
 {{- with $v.credentials.smtp }}
 {{- if .existingSecret }}
 - name: TQ_SMTP_USERNAME
@@ -102,9 +127,22 @@ app.kubernetes.io/part-of: tq
       key: {{ .tokenKey }}
 {{- end }}
 {{- end }}
-{{- range $name, $value := $v.env }}
-- name: {{ $name }}
-  value: {{ $value | toString | quote }}
+{{- end }}
+{{- if eq .component "media" }}
+{{- with $v.credentials.s3 }}
+{{- if .existingSecret }}
+- name: TQ_MEDIA_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: TQ_MEDIA_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -135,6 +173,16 @@ affinity:
         labelSelector:
           matchLabels:
             {{- include "tq.selectorLabels" . | nindent 12 }}
+{{- end }}
+{{- with $root.Values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- range . }}
+  - {{- toYaml . | nindent 4 }}
+    labelSelector:
+      matchLabels:
+        {{- include "tq.selectorLabels" $ | nindent 8 }}
+    matchLabelKeys: ["pod-template-hash"]
+  {{- end }}
 {{- end }}
 {{- with $root.Values.nodeSelector }}
 nodeSelector:
@@ -196,6 +244,9 @@ spec:
               protocol: TCP
           env:
             {{- include "tq.env" $root | nindent 12 }}
+            {{- with include "tq.credentialsEnv" . }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with .extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -250,6 +301,8 @@ metadata:
     {{- include "tq.labels" . | nindent 4 }}
 spec:
   maxUnavailable: {{ $v.pdb.maxUnavailable }}
+  # a pod that is not ready (e.g. Redis down) never blocks a node drain
+  unhealthyPodEvictionPolicy: AlwaysAllow
   selector:
     matchLabels:
       {{- include "tq.selectorLabels" . | nindent 6 }}

@@ -2,12 +2,13 @@
 uvicorn (``tq serve admin``).
 
 The lifespan opens one Redis client, one database engine (for AuditLog rows) and the live events'
-hub (``hub.Hub``), kept for every request in ``state.AdminState``.
-Every answer carries a request id (``X-Request-ID``: the caller's when it is a plain token, else a
-new one) and security headers; CORS is closed unless ``TQ_ADMIN_CORS_ORIGINS`` lists origins. The
-OpenAPI document is at ``/openapi.json``; the interactive docs pages are off (they load scripts from
-a CDN, which the content security policy forbids). The owner's web page is at ``/`` (``page``).
-"""
+hub (``hub.Hub``), kept for every request in ``state.AdminState``. A request with a body must carry
+a valid token, checked before any of the body is read (401, and the connection closed, otherwise),
+and a body of at most ``TQ_ADMIN_MAX_BODY_BYTES`` (413) (``BodyGuard``). Every answer carries a
+request id (``X-Request-ID``: the caller's when it is a plain token, else a new one) and security
+headers; CORS is closed unless ``TQ_ADMIN_CORS_ORIGINS`` lists origins. The OpenAPI document is at
+``/openapi.json``; the interactive docs pages are off (they load scripts from a CDN, which the
+content security policy forbids). The owner's web page is at ``/`` (``page``)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,24 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.datastructures import MutableHeaders
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tq.connection import async_client
 from tq.db import make_engine
 from tq.settings import Settings, get_settings
 
-from tq_services.admin import errors, page, realtime, routes
-from tq_services.admin.auth import signing_key
+from tq_services.admin import errors, metrics, page, realtime, routes
+from tq_services.admin.auditing import audit_row, refused, run_spool_flusher
+from tq_services.admin.auth import bearer, signing_key
+from tq_services.admin.deps import verified
+from tq_services.admin.errors import ApiError, error_json
 from tq_services.admin.hub import Hub
 from tq_services.admin.ratelimit import SlidingWindow
 from tq_services.admin.schemas import Health, Readiness
@@ -78,6 +85,90 @@ class RequestContext:
         await self.app(scope, receive, with_headers)
 
 
+class BodyGuard:
+    """Pure ASGI, for requests with a body: the token is checked before any of the body is read
+    (without a valid one: 401 and ``Connection: close``, the body never read), and the body is
+    capped at ``max_bytes`` (a declared ``Content-Length`` over it: 413 at once, unread; a chunked
+    body: 413 as soon as it passes the cap). What passes is handed on already read, so nothing
+    after this buffers more than the cap."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if not chunked and declared in (None, "0"):
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state.admin
+        try:
+            principal = await verified(state, bearer(headers.get("authorization")))
+        except ApiError as exc:
+            await self._refuse(scope, send, exc)
+            return
+        except RedisError as exc:
+            errors.log.warning("admin API: Redis failed checking a token: %s", exc)
+            await self._refuse(
+                scope, send, ApiError(503, errors.REDIS_UNAVAILABLE, headers={"Retry-After": "5"})
+            )
+            return
+        too_large = ApiError(
+            413, f"the request body is over the {self.max_bytes} bytes allowed (TQ_ADMIN_MAX_BODY_BYTES)"
+        )
+        length = int(declared) if declared and declared.isdigit() and len(declared) < 20 else None
+        if (length is not None and length > self.max_bytes) or (length is None and not chunked):
+            await self._too_large(scope, send, state, principal, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, send, state, principal, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(
+        self, scope: Scope, send: Send, state: AdminState, principal: Any, err: ApiError
+    ) -> None:
+        row = audit_row(Request(scope), principal, "admin.request", 413, err.message, kind="change")
+        await refused(state, principal, row)
+        await self._refuse(scope, send, err)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, err: ApiError) -> None:
+        err.headers = {**err.headers, "Connection": "close"}  # the unread body is not waited for
+        rid = scope.get("state", {}).get("request_id")
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await error_json(err, rid)(scope, nothing, send)
+
+
 def create_app(settings: Settings | None = None, admin: AdminSettings | None = None) -> FastAPI:
     """The app over the engine's ``settings`` (Redis, database, uvloop) and the admin service's own
     (tokens, rate limit, CORS, live events); each defaults to what the environment says."""
@@ -99,12 +190,14 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
             hub=hub,
         )
         listener = asyncio.create_task(hub.run(), name="tq-admin-events")
+        spool = asyncio.create_task(run_spool_flusher(app.state.admin), name="tq-admin-audit-spool")
         try:
             yield
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, spool):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.dispose()
             await client.aclose()
 
@@ -131,8 +224,9 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
         reason = None
         try:
             await asyncio.wait_for(state.redis.ping(), 1.0)
-        except Exception as exc:
-            reason = f"redis unreachable: {exc}"
+        except Exception as exc:  # the details (host, port) go to the log, not to the caller
+            errors.log.warning("admin /readyz: Redis unreachable: %s", exc)
+            reason = "redis unreachable"
         else:
             if not state.hub.subscribed.is_set():
                 reason = "not subscribed to tq:events"
@@ -140,6 +234,11 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
             response.status_code = 503
         return Readiness(ready=reason is None, reason=reason)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyGuard, max_bytes=admin.admin_max_body_bytes)
     if admin.admin_cors_origins:
         app.add_middleware(
             CORSMiddleware,

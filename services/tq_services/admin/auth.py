@@ -2,8 +2,10 @@
 expiry, subject and a ``role`` claim.
 
 ``owner`` may call anything; ``viewer`` may call the read endpoints when ``TQ_ADMIN_VIEWER_ENABLED``.
-No token, a bad signature, an expired token, a wrong issuer or audience: 401. A valid token whose
-role may not do the call: 403. ``tq token create`` mints tokens with ``mint_token``.
+No token, a bad signature, an expired token, a wrong issuer or audience, a lifetime (``exp`` -
+``iat``) over ``TQ_ADMIN_TOKEN_MAX_TTL_S``: 401 (a revoked token too: ``revocation``, which needs
+Redis, is checked by ``deps``). A valid token whose role may not do the call: 403.
+``tq token create`` mints tokens with ``mint_token``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import jwt
 from tq_services.admin.errors import ApiError
 from tq_services.admin.settings import AdminSettings
 
+CLOCK_SKEW_S = 60  # a token minted for the longest lifetime on a clock a little ahead still passes
 MIN_KEY_BYTES = 32  # RFC 7518 3.2: an HMAC key at least as long as the hash output
-_BEARER = {"WWW-Authenticate": 'Bearer realm="tq-admin"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tq-admin"'}
 
 
 class Role(str, Enum):
@@ -30,11 +33,13 @@ class Role(str, Enum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject and role, and a stable id of the token (rate limits)."""
+    """Who is calling: the token's subject and role, a stable id of the token (its ``jti``: rate
+    limit, revocation) and when it expires (epoch seconds; live streams end then)."""
 
     subject: str
     role: Role
     token_id: str
+    expires_at: float = float("inf")
 
 
 def signing_key(settings: AdminSettings) -> str:
@@ -50,6 +55,11 @@ def mint_token(settings: AdminSettings, *, subject: str, role: Role | str, ttl_s
     """A signed token for ``subject`` with ``role``, valid for ``ttl_s`` seconds."""
     if ttl_s <= 0:
         raise ValueError("the token's lifetime must be positive")
+    if ttl_s > settings.admin_token_max_ttl_s:
+        raise ValueError(
+            f"a token may live at most {settings.admin_token_max_ttl_s:g} s (TQ_ADMIN_TOKEN_MAX_TTL_S); "
+            f"asked for {ttl_s:g} s"
+        )
     now = int(time.time())
     claims = {
         "iss": settings.admin_jwt_issuer,
@@ -67,7 +77,9 @@ def mint_token(settings: AdminSettings, *, subject: str, role: Role | str, ttl_s
 def authenticate(settings: AdminSettings, token: str | None) -> Principal:
     """The caller a bearer token names, or ApiError 401 (a 403 is the route's decision)."""
     if not token:
-        raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)", headers=_BEARER)
+        raise ApiError(
+            401, "a bearer token is required (Authorization: Bearer <token>)", headers=BEARER_CHALLENGE
+        )
     try:
         claims = jwt.decode(
             token,
@@ -78,25 +90,52 @@ def authenticate(settings: AdminSettings, token: str | None) -> Principal:
             options={"require": ["exp", "iat", "iss", "aud", "sub", "role"]},
         )
     except jwt.ExpiredSignatureError:
-        raise ApiError(401, "the token has expired", headers=_BEARER) from None
+        raise ApiError(401, "the token has expired", headers=BEARER_CHALLENGE) from None
     except jwt.InvalidAudienceError:
-        raise ApiError(401, "the token is for another audience", headers=_BEARER) from None
+        raise ApiError(401, "the token is for another audience", headers=BEARER_CHALLENGE) from None
     except jwt.InvalidIssuerError:
-        raise ApiError(401, "the token is from another issuer", headers=_BEARER) from None
+        raise ApiError(401, "the token is from another issuer", headers=BEARER_CHALLENGE) from None
     except jwt.InvalidSignatureError:
-        raise ApiError(401, "the token's signature does not verify", headers=_BEARER) from None
+        raise ApiError(401, "the token's signature does not verify", headers=BEARER_CHALLENGE) from None
     except jwt.InvalidTokenError as exc:
-        raise ApiError(401, f"invalid token: {exc}", headers=_BEARER) from None
+        raise ApiError(401, f"invalid token: {exc}", headers=BEARER_CHALLENGE) from None
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
-        raise ApiError(401, "invalid token: no subject", headers=_BEARER)
+        raise ApiError(401, "invalid token: no subject", headers=BEARER_CHALLENGE)
     try:
         role = Role(claims.get("role"))
     except ValueError:
         raise ApiError(403, f"role {claims.get('role')!r} may not use the admin API") from None
+    exp, iat = int(claims["exp"]), int(claims["iat"])  # PyJWT checked that both are whole numbers
+    longest = settings.admin_token_max_ttl_s
+    if exp - iat > longest or exp - time.time() > longest + CLOCK_SKEW_S:
+        raise ApiError(
+            401,
+            f"the token lives longer than the {longest:g} s allowed (TQ_ADMIN_TOKEN_MAX_TTL_S)",
+            headers=BEARER_CHALLENGE,
+        )
+    return Principal(
+        subject=subject[:200], role=role, token_id=token_id(token, claims), expires_at=float(exp)
+    )
+
+
+def token_id(token: str, claims: dict[str, object]) -> str:
+    """The id a token is rate-limited and revoked by: its ``jti``, else a hash of the token."""
     jti = claims.get("jti")
-    token_id = jti if isinstance(jti, str) and jti else hashlib.sha256(token.encode()).hexdigest()[:32]
-    return Principal(subject=subject[:200], role=role, token_id=token_id[:64])
+    return (jti if isinstance(jti, str) and jti else hashlib.sha256(token.encode()).hexdigest()[:32])[:64]
+
+
+def verified_claims(settings: AdminSettings, token: str) -> dict[str, object]:
+    """The claims of a token signed with our key, expired or not (``tq token revoke TOKEN``)."""
+    claims: dict[str, object] = jwt.decode(
+        token,
+        signing_key(settings),
+        algorithms=[settings.admin_jwt_algorithm],
+        audience=settings.admin_jwt_audience,
+        issuer=settings.admin_jwt_issuer,
+        options={"verify_exp": False},
+    )
+    return claims
 
 
 def authorize(settings: AdminSettings, principal: Principal, *, write: bool) -> None:

@@ -1,6 +1,9 @@
 """The admin API's FastAPI dependencies for who may call: ``Reader`` and ``Owner`` check the bearer
-token (``auth``), count the call against the token's rate limit (``ratelimit``) and check the role;
-the caller is kept in ``request.state.principal`` for the audit row (``auditing``)."""
+token (``auth``; not revoked: ``revocation``), count the call against the token's rate limit
+(``ratelimit``) and check the role; the caller is kept in ``request.state.principal`` for the audit
+row (``auditing``). ``guard`` is the same check, run once per request: the audited routes run it
+before the request's body is parsed (so a call with an invalid body is still rate-limited and
+audited), and the dependency then finds it done."""
 
 from __future__ import annotations
 
@@ -9,21 +12,26 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tq_services.admin.auth import Principal, authenticate, authorize
+from tq_services.admin.auth import BEARER_CHALLENGE, Principal, authenticate, authorize, bearer
 from tq_services.admin.errors import ApiError
 from tq_services.admin.ratelimit import SlidingWindow
-from tq_services.admin.state import admin_state
+from tq_services.admin.revocation import is_revoked
+from tq_services.admin.state import AdminState, admin_state
 
 _bearer = HTTPBearer(auto_error=False, description="a JWT from `tq token create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _guard(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, write: bool
-) -> Principal:
-    state = admin_state(request)
-    principal = authenticate(state.admin_settings, credentials.credentials if credentials else None)
-    request.state.principal = principal
+async def verified(state: AdminState, token: str | None) -> Principal:
+    """The caller a token names, refusing (401) a bad, expired or revoked one."""
+    principal = authenticate(state.admin_settings, token)
+    if await is_revoked(state.redis, principal.token_id):
+        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
+    return principal
+
+
+async def rate_limited(state: AdminState, principal: Principal) -> None:
+    """Count one call of ``principal``; 429 with ``Retry-After`` when over the limit."""
     wait_s = await state.limiter.hit(principal.token_id)
     if wait_s:
         raise ApiError(
@@ -32,16 +40,31 @@ async def _guard(
             f"{state.admin_settings.admin_rate_window_s:g} s exceeded",
             headers={"Retry-After": SlidingWindow.retry_after(wait_s)},
         )
+
+
+async def guard(request: Request, *, write: bool) -> Principal:
+    """Token, revocation, rate limit and role of one request, checked once."""
+    done: tuple[Principal, bool] | None = getattr(request.state, "guarded", None)
+    if done is not None and (done[1] or not write):
+        return done[0]
+    state = admin_state(request)
+    principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
+    request.state.principal = principal  # known from here on: a failure in Redis is audited
+    if await is_revoked(state.redis, principal.token_id):
+        request.state.principal = None  # a revoked token is no actor: no row, like any 401
+        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
+    await rate_limited(state, principal)
     authorize(state.admin_settings, principal, write=write)
+    request.state.guarded = (principal, write)
     return principal
 
 
-async def reader(request: Request, credentials: Credentials) -> Principal:
-    return await _guard(request, credentials, write=False)
+async def reader(request: Request, _credentials: Credentials) -> Principal:
+    return await guard(request, write=False)
 
 
-async def owner(request: Request, credentials: Credentials) -> Principal:
-    return await _guard(request, credentials, write=True)
+async def owner(request: Request, _credentials: Credentials) -> Principal:
+    return await guard(request, write=True)
 
 
 Reader = Annotated[Principal, Depends(reader)]

@@ -23,12 +23,16 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }
+
+
+REDIS_UNAVAILABLE = "Redis is unavailable; try again later"
 
 
 def error_code(status: int) -> str:
@@ -75,7 +79,11 @@ def request_id(request: Request) -> str | None:
 
 
 def error_response(request: Request, err: ApiError) -> JSONResponse:
-    body: dict[str, Any] = {"code": err.code, "message": err.message, "request_id": request_id(request)}
+    return error_json(err, request_id(request))
+
+
+def error_json(err: ApiError, rid: str | None) -> JSONResponse:
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "request_id": rid}
     if err.fields:
         body["fields"] = err.fields
     return JSONResponse({"error": body}, status_code=err.status, headers=err.headers)
@@ -108,8 +116,9 @@ def install(app: FastAPI) -> None:
         )
 
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        # the reason (host, port) goes to the log, never to the caller
         log.warning("admin API: Redis failed on %s %s: %s", request.method, request.url.path, exc)
-        unavailable = ApiError(503, f"Redis is unavailable: {exc}", headers={"Retry-After": "5"})
+        unavailable = ApiError(503, REDIS_UNAVAILABLE, headers={"Retry-After": "5"})
         return error_response(request, unavailable)
 
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

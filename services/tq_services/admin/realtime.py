@@ -11,6 +11,12 @@ event (its ``type`` as the event name: ``job.completed``, ``queue.stats``, ``dlq
 * Each client has a queue of at most ``TQ_ADMIN_CLIENT_QUEUE`` events. A client that does not read
   fast enough to keep it from filling is dropped (its queue freed, its connection closed); it may
   reconnect and resume. Memory per client stays bounded whatever the event rate.
+* Frames are built by a serializer, never by formatting event text into them: an event's name is
+  one of ``tq.envelope.EventType`` (``hub`` relays nothing else), its data JSON (``sse_frame``,
+  ``ws_message``); so a forged message on ``tq:events`` cannot inject frames.
+* A stream ends when its token expires or is revoked (``tq token revoke``; looked at every
+  ``revocation.CHECK_S`` s): SSE with a last event ``revoked`` (or ``expired``), WebSocket with close
+  code 1008.
 * Both need an owner token: SSE in the ``Authorization: Bearer`` header; WebSocket in that header
   or, for browsers (which cannot set headers on a WebSocket), as the subprotocol
   ``bearer.<token>`` offered beside ``tq.events.v1`` (the server answers ``tq.events.v1``). Not in
@@ -32,12 +38,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from tq_services.admin.auth import Principal, authenticate, authorize, bearer
-from tq_services.admin.deps import Owner
+from tq_services.admin import revocation
+from tq_services.admin.auth import Principal, authorize, bearer
+from tq_services.admin.deps import Owner, rate_limited, verified
 from tq_services.admin.errors import ApiError
 from tq_services.admin.hub import Item, Subscriber
-from tq_services.admin.ratelimit import SlidingWindow
-from tq_services.admin.state import admin_state
+from tq_services.admin.state import AdminState, admin_state
 from tq_services.admin.summaries import all_queue_summaries
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,7 @@ async def _feed(
     state = admin_state(request_or_ws)
     if missed is None:
         queues = [q.model_dump(mode="json") for q in await all_queue_summaries(state.redis)]
-        yield Item(at, "state", json.dumps({"queues": queues, "at": time.time()}, separators=(",", ":")))
+        yield Item(at, "state", {"queues": queues, "at": time.time()})
     else:
         for item in missed:
             yield item
@@ -65,7 +71,7 @@ async def _feed(
         try:
             item = await asyncio.wait_for(sub.queue.get(), heartbeat_s)
         except TimeoutError:
-            yield Item("", "heartbeat", json.dumps({"at": time.time()}))
+            yield Item("", "heartbeat", {"at": time.time()})
             continue
         yield item
 
@@ -89,8 +95,34 @@ async def next_or_stop(frames: AsyncIterator[Item], watchers: Sequence[asyncio.F
 
 
 def sse_frame(item: Item) -> bytes:
-    head = f"id: {item.id}\n" if item.id else ""
-    return f"{head}event: {item.event}\ndata: {item.data}\n\n".encode()
+    """One text/event-stream frame. ``Item`` admits only plain ids and names; the data is JSON,
+    which has no raw line break, and is still split per line as the format requires."""
+    fields = [("id", item.id)] if item.id else []
+    fields.append(("event", item.event))
+    fields += [("data", line) for line in item.json.splitlines() or [""]]
+    for _name, value in fields:
+        if "\n" in value or "\r" in value:
+            raise ValueError("a line break inside an SSE field")
+    return "".join(f"{name}: {value}\n" for name, value in fields).encode() + b"\n"
+
+
+def ws_message(item: Item) -> str:
+    """One WebSocket text message: ``{"id", "event", "data"}``, serialized as one JSON object."""
+    return json.dumps({"id": item.id, "event": item.event, "data": item.data}, separators=(",", ":"))
+
+
+async def token_ends(state: AdminState, principal: Principal) -> str:
+    """Wait until the token of an open stream is revoked or expires; which of the two."""
+    while True:
+        left = principal.expires_at - time.time()
+        if left <= 0:
+            return "expired"
+        await asyncio.sleep(min(revocation.CHECK_S, left))
+        try:
+            if await revocation.is_revoked(state.redis, principal.token_id):
+                return "revoked"
+        except Exception as exc:  # Redis away: look again next time
+            log.debug("realtime: revocation check failed: %s", exc)
 
 
 class EventStream(Response):
@@ -100,7 +132,9 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[Item], sub: Subscriber, on_close: Any, retry_ms: int) -> None:
+    def __init__(
+        self, frames: AsyncIterator[Item], sub: Subscriber, on_close: Any, retry_ms: int, ending: Any = None
+    ) -> None:
         # no Response.__init__: it would declare a Content-Length for the empty body
         self.status_code = 200
         self.background = None
@@ -109,6 +143,7 @@ class EventStream(Response):
         self.sub = sub
         self.on_close = on_close
         self.retry_ms = retry_ms
+        self.ending = ending  # makes a coroutine that returns why the stream must end (token revoked...)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def disconnected() -> None:
@@ -119,6 +154,9 @@ class EventStream(Response):
             asyncio.ensure_future(disconnected()),
             asyncio.ensure_future(self.sub.gone.wait()),
         ]
+        ending = asyncio.ensure_future(self.ending()) if self.ending is not None else None
+        if ending is not None:
+            watchers.append(ending)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if not await self._send(send, f"retry: {self.retry_ms}\n\n".encode(), watchers):
@@ -126,6 +164,10 @@ class EventStream(Response):
             while (item := await next_or_stop(self.frames, watchers)) is not None:
                 if not await self._send(send, sse_frame(item), watchers):
                     return
+            if ending is not None and ending.done() and not ending.cancelled():
+                last = sse_frame(Item("", ending.result(), {"at": time.time()}))
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(send({"type": "http.response.body", "body": last}), 1.0)
         finally:
             for w in watchers:
                 w.cancel()
@@ -155,17 +197,22 @@ router = APIRouter(tags=["realtime"])
     status_code=200,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def queue_events(request: Request, _: Owner) -> Response:
+async def queue_events(request: Request, principal: Owner) -> Response:
     state = admin_state(request)
     hub = state.hub
     sub, missed, at = hub.subscribe(request.headers.get("last-event-id"))
-    heartbeat = state.admin_settings.admin_heartbeat_s
-    return EventStream(
-        _feed(request, sub, missed, at, heartbeat),
-        sub,
-        on_close=lambda: hub.unsubscribe(sub),
-        retry_ms=int(heartbeat * 1000),
-    )
+    try:
+        heartbeat = state.admin_settings.admin_heartbeat_s
+        return EventStream(
+            _feed(request, sub, missed, at, heartbeat),
+            sub,
+            on_close=lambda: hub.unsubscribe(sub),
+            retry_ms=int(heartbeat * 1000),
+            ending=lambda: token_ends(state, principal),
+        )
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
 
 
 def _ws_token(websocket: WebSocket) -> tuple[str | None, bool]:
@@ -183,12 +230,8 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
     state = admin_state(websocket)
     token, _ = _ws_token(websocket)
     try:
-        principal = authenticate(state.admin_settings, token)
-        wait_s = await state.limiter.hit(principal.token_id)
-        if wait_s:
-            raise ApiError(
-                429, "rate limit exceeded", headers={"Retry-After": SlidingWindow.retry_after(wait_s)}
-            )
+        principal = await verified(state, token)
+        await rate_limited(state, principal)
         authorize(state.admin_settings, principal, write=True)  # live events are the owner's
     except ApiError as exc:
         body = {"error": {"code": exc.code, "message": exc.message}}
@@ -202,7 +245,8 @@ async def _ws_principal(websocket: WebSocket) -> Principal | None:
 
 @router.websocket("/owner/realtime")
 async def owner_realtime(websocket: WebSocket) -> None:
-    if await _ws_principal(websocket) is None:
+    principal = await _ws_principal(websocket)
+    if principal is None:
         return
     state = admin_state(websocket)
     _, wants_protocol = _ws_token(websocket)
@@ -216,14 +260,15 @@ async def owner_realtime(websocket: WebSocket) -> None:
             while True:
                 await websocket.receive_text()  # clients have nothing to say; read to see them go
 
+    ending = asyncio.ensure_future(token_ends(state, principal))
     watchers: list[asyncio.Future[Any]] = [
         asyncio.ensure_future(client_closed()),
         asyncio.ensure_future(sub.gone.wait()),
+        ending,
     ]
     try:
         while (item := await next_or_stop(frames, watchers)) is not None:
-            message = f'{{"id":"{item.id}","event":"{item.event}","data":{item.data}}}'
-            sending = asyncio.ensure_future(websocket.send_text(message))
+            sending = asyncio.ensure_future(websocket.send_text(ws_message(item)))
             done, _ = await asyncio.wait([sending, *watchers], return_when=asyncio.FIRST_COMPLETED)
             if sending not in done:
                 sending.cancel()
@@ -232,6 +277,9 @@ async def owner_realtime(websocket: WebSocket) -> None:
         if sub.gone.is_set():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(websocket.close(code=1013, reason="too slow: reconnect"), 1.0)
+        elif ending.done() and not ending.cancelled():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(code=1008, reason=f"token {ending.result()}"), 1.0)
     except (WebSocketDisconnect, OSError):
         log.debug("realtime: a WebSocket client went away mid-send")
     finally:

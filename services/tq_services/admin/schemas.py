@@ -48,7 +48,11 @@ class QueueCounts(BaseModel):
     queue: str
     waiting: int
     active: int
-    delayed: int
+    delayed: int = Field(description="due later (`?state=delayed` lists them)")
+    retrying: int | None = Field(
+        description="waiting out a retry backoff (`?state=failed` lists them); null over 10,000 "
+        "scheduled jobs, when `delayed` counts both"
+    )
     completed: int
     dead: int
     retried: int

@@ -51,6 +51,24 @@ class AdminSettings(TqSettings):
         "reconnect and resume)",
     )
     admin_heartbeat_s: PositiveFloat = Field(15.0, description="live streams send a `heartbeat` this often")
+    admin_token_max_ttl_s: PositiveFloat = Field(
+        30 * 86400.0,
+        description="the longest lifetime (`exp` - `iat`) of an admin token: `tq token create` refuses a "
+        "longer `--ttl` and the API refuses (401) a token that claims one; also how long a revocation "
+        "is kept",
+    )
+    admin_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=1 << 30,
+        description="the largest request body the admin API accepts; a longer one: 413 (the token is "
+        "checked first: without a valid one, 401 and the body is never read)",
+    )
+    admin_refusal_audit_window_s: PositiveFloat = Field(
+        60.0,
+        description="a token's refused calls (403, 429, 413) write at most one summarising audit row "
+        "per this many seconds; every refusal is counted in `tq_admin_refused_total`",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,123 @@
+"""``tq schedule``: add (validated, nothing written when refused), list, suspend/resume, run-now,
+remove, and install-defaults (the families' periodic jobs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from tq import keys
+from tq_cli.main import app
+from typer.testing import CliRunner, Result
+
+runner = CliRunner()
+
+
+def tq(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def ok(*args: str) -> str:
+    result = tq(*args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def ok_json(*args: str) -> Any:
+    return json.loads(ok(*args, "--json"))
+
+
+def refused(*args: str) -> str:
+    result = tq(*args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_add_list_suspend_resume_run_now_remove(redis_url: str, r: redis.Redis) -> None:
+    out = ok(
+        "schedule", "add", "nightly-rollup", "analytics:process", "rollup-daily",
+        "--cron", "15 0 * * *", "--tz", "Europe/Berlin", "--data", '{"day": "$yesterday"}',
+        "--policy", "Forbid", "--deadline", "3600",
+    )  # fmt: skip
+    assert "nightly-rollup" in out and "15 0 * * *" in out
+    ok("schedule", "add", "mails", "email:send", "process-email-queue", "--every", "60")
+    [mails, nightly] = ok_json("schedule", "list")
+    assert nightly["name"] == "nightly-rollup" and nightly["cron"] == "15 0 * * *"
+    assert nightly["timeZone"] == "Europe/Berlin" and nightly["concurrencyPolicy"] == "Forbid"
+    assert nightly["startingDeadlineSeconds"] == 3600 and nightly["payload"] == {"day": "$yesterday"}
+    assert nightly["nextScheduleTime"] and nightly["lastScheduleTime"] is None
+    assert mails["intervalSeconds"] == 60 and mails["suspend"] is False
+    assert "every" in ok("schedule", "list")  # the table (its width follows the terminal)
+
+    ok("schedule", "suspend", "mails")
+    assert ok_json("schedule", "list")[0]["suspend"] is True
+    ok("schedule", "resume", "mails")
+    assert ok_json("schedule", "list")[0]["suspend"] is False
+
+    job_id = ok("schedule", "run-now", "nightly-rollup").strip()
+    record = r.hgetall(keys.job("analytics:process", job_id))
+    payload = json.loads(record[b"e"])["payload"]
+    assert payload["day"] != "$yesterday" and len(payload["day"]) == 10  # filled in: an ISO date
+    assert ok_json("schedule", "list")[1]["lastJobId"] == job_id
+
+    ok("schedule", "remove", "mails")
+    assert [s["name"] for s in ok_json("schedule", "list")] == ["nightly-rollup"]
+    assert not r.exists(keys.schedule_state("mails"))
+    assert "unknown schedule 'mails'" in refused("schedule", "remove", "mails")
+    assert "unknown schedule 'nope'" in refused("schedule", "run-now", "nope")
+    assert "unknown schedule 'nope'" in refused("schedule", "suspend", "nope")
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--cron", "0 2 * * *", "--data", '{"day": "yesterday"}'], "day"),  # the job's model refuses it
+        (["--cron", "0 2 * * *"], "day: Field required"),
+        (["--cron", "0 2 * *"], "invalid cron expression"),
+        (["--every", "60", "--cron", "0 2 * * *", "--data", '{"day": "$today"}'], "exactly one"),
+        (["--cron", "0 2 * * *", "--tz", "Nowhere/City", "--data", '{"day": "$today"}'], "unknown time zone"),
+        (["--cron", "0 2 * * *", "--policy", "Replace", "--data", '{"day": "$today"}'], "Allow or Forbid"),
+        (["--every", "60", "--data", "{"], "not valid JSON"),
+    ],
+)
+def test_add_refuses_bad_input_and_writes_nothing(
+    redis_url: str, r: redis.Redis, args: list[str], reason: str
+) -> None:
+    assert reason in refused("schedule", "add", "bad", "analytics:process", "rollup-daily", *args)
+    assert not r.keys("tq:schedule*")
+
+
+def test_add_refuses_an_unknown_job(redis_url: str, r: redis.Redis) -> None:
+    assert "unknown job 'nope'" in refused("schedule", "add", "bad", "email:send", "nope", "--every", "60")
+    assert not r.keys("tq:schedule*")
+
+
+def test_install_defaults_declares_the_families_periodic_jobs(redis_url: str) -> None:
+    out = ok("schedule", "install-defaults")
+    assert "installed 6 schedules" in out
+    rows = {s["name"]: s for s in ok_json("schedule", "list")}
+    jobs = {(s["queue"], s["job"], s["cron"] or s["intervalSeconds"]) for s in rows.values()}
+    assert jobs == {
+        ("analytics:process", "rollup-daily", "15 0 * * *"),
+        ("analytics:process", "process-events", 60),
+        ("analytics:snapshot", "snapshot-dashboard", 300),
+        ("email:send", "process-email-queue", 60),
+    }
+    assert rows["analytics-rollup-daily"]["payload"] == {"day": "$yesterday"}
+    assert {
+        rows[f"analytics-snapshot-{d}"]["payload"]["dashboard"] for d in ("overview", "content", "search")
+    }
+    ok("schedule", "suspend", "analytics-process-events")
+    ok("schedule", "install-defaults")  # again: idempotent, and a suspension stays
+    rows = {s["name"]: s for s in ok_json("schedule", "list")}
+    assert len(rows) == 6 and rows["analytics-process-events"]["suspend"] is True
