@@ -26,6 +26,7 @@ from support.admin import (
     Q,
     Served,
     admin_settings,
+    assert_error,
     auth,
     dead_letters,
     serving,
@@ -72,16 +73,6 @@ async def audit_rows(database_url: str, action: str | None = None) -> list[Audit
             return list((await conn.execute(stmt)).all())  # type: ignore[arg-type]
     finally:
         await engine.dispose()
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    err = r.json()["error"]
-    assert err["code"] == code
-    assert err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    return err
 
 
 # ---- OpenAPI, headers, CORS -----------------------------------------------------------------------

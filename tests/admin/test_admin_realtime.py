@@ -9,8 +9,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,13 @@ import websockets
 from support import wait_for
 from support.admin import (
     NO_HANDLER_JOB,
+    Frame,
     Q,
     Served,
     admin_settings,
     auth,
+    frames,
+    next_frame,
     serving,
     sqlite_database,
     token,
@@ -35,40 +37,6 @@ from tq.registry import all_queues
 from tq.stats import StatsLeader
 
 SSE = "/api/realtime/queue-events"
-
-
-@dataclass
-class Frame:
-    id: str | None
-    event: str
-    data: Any
-
-
-async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
-    """The server-sent events of a streaming response, parsed by the text/event-stream rules."""
-    fields: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if "data" in fields:
-                yield Frame(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"]))
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value[1:] if value.startswith(" ") else value
-
-
-async def next_frame(it: AsyncIterator[Frame], event: str, timeout: float = 10) -> Frame:
-    """The next frame named ``event`` (heartbeats and other events in between are skipped)."""
-
-    async def find() -> Frame:
-        async for f in it:
-            if f.event == event:
-                return f
-        raise AssertionError("stream ended")
-
-    return await asyncio.wait_for(find(), timeout)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import json
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,10 @@ from support.admin import (
     Q,
     Served,
     admin_settings,
+    assert_error,
     auth,
+    frames,
+    next_frame,
     serving,
     sqlite_database,
     token,
@@ -50,43 +52,6 @@ from tq_services.admin.realtime import sse_frame
 CAP = 4096  # TQ_ADMIN_MAX_BODY_BYTES of these tests
 BASE = "/api/owner/queues"
 SSE = "/api/realtime/queue-events"
-
-
-@dataclass
-class Frame:
-    id: str | None
-    event: str
-    data: Any
-
-
-async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
-    """The server-sent events of a streaming response, parsed by the text/event-stream rules."""
-    fields: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if "data" in fields:
-                yield Frame(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"]))
-            fields = {}
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value[1:] if value.startswith(" ") else value
-
-
-async def next_frame(it: AsyncIterator[Frame], event: str, timeout: float = 10) -> Frame:
-    async def find() -> Frame:
-        async for f in it:
-            if f.event == event:
-                return f
-        raise AssertionError("stream ended")
-
-    return await asyncio.wait_for(find(), timeout)
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    err: dict[str, Any] = r.json()["error"]
-    assert err["code"] == code and err["message"] and err["request_id"] == r.headers["x-request-id"]
-    return err
 
 
 async def audit_rows(database_url: str) -> list[Any]:

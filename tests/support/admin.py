@@ -4,10 +4,12 @@ SQLite database, tokens, and dead letters made by a real worker."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,3 +139,48 @@ async def dead_letters(client: Any, settings: Settings, n: int, *, tag: str = "x
     async with running(client, settings, HandlerRegistry(), queue=Q):
         await wait_for(full, what=f"{n} DLQ entries")
     return ids
+
+
+# ---- server-sent events ---------------------------------------------------------------------
+@dataclass
+class Frame:
+    id: str | None
+    event: str
+    data: Any
+
+
+async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
+    """The server-sent events of a streaming response, parsed by the text/event-stream rules."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if "data" in fields:
+                yield Frame(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"]))
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value[1:] if value.startswith(" ") else value
+
+
+async def next_frame(it: AsyncIterator[Frame], event: str, timeout: float = 10) -> Frame:
+    """The next frame named ``event`` (heartbeats and other events in between are skipped)."""
+
+    async def find() -> Frame:
+        async for f in it:
+            if f.event == event:
+                return f
+        raise AssertionError("stream ended")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["code"] == code
+    assert err["message"]
+    assert err["request_id"] == r.headers["x-request-id"]
+    return err
