@@ -4,7 +4,9 @@ file is stale.
 
 * ``tq-overview``: the fleet at a glance (throughput, failures by outcome, latency percentiles from
   the histograms, depth, DLQ size and growth, consumers per family), then one row per registry family
-  with the same panels for that family's queues;
+  with the same panels for that family's queues, then schedules (ticks by outcome), worker faults
+  (supervised task restarts, event loop blocks) and the operator (reconciles, errors, p95 run time,
+  runs in progress: its own ``tq_operator_*`` metrics, scraped from the operator, not a family);
 * ``tq-queue``: a drill-down into one queue, picked with the ``queue`` variable (``label_values``
   over what Prometheus scrapes, so a queue registered at run time shows up too).
 
@@ -34,6 +36,9 @@ DLQ_GROWTH_WINDOW = "15m"  # the window TqDlqGrowing compares over
 QUANTILES = (0.5, 0.95, 0.99)
 SCHEMA_VERSION = 39
 WIDTH = 24  # Grafana's grid width
+SCHEDULES_ROW = "Schedules"
+WORKER_FAULTS_ROW = "Worker faults"
+OPERATOR_ROW = "Operator"  # its metrics come from the operator's /metrics, not a family service
 
 
 # ---- PromQL -------------------------------------------------------------------------------------
@@ -67,6 +72,10 @@ def dlq_growth(m: str) -> str:
 
 def consumers_per_family(m: str) -> str:
     return f"sum by (family) (max by (queue, family) (tq_queue_consumers{_sel(m)}))"
+
+
+def counter_rate(name: str, by: str) -> str:
+    return f"sum by ({by}) (rate({name}[{RATE}]))"
 
 
 def queues_matcher(specs: Iterable[QueueSpec]) -> str:
@@ -226,6 +235,66 @@ def _queue_panels(lay: Layout, m: str) -> None:
     )
 
 
+def _fault_panels(lay: Layout) -> None:
+    """After the family rows (the ids of the panels above stay put): schedules, worker faults, operator."""
+    lay.row(SCHEDULES_ROW)
+    lay.timeseries(
+        "Schedule ticks by outcome",
+        [(counter_rate("tq_schedule_ticks_total", "schedule, outcome"), "{{schedule}} {{outcome}}")],
+        "ops",
+        "Ticks of recurring schedules per second: fired, skipped (Forbid, or not enqueueable), missed "
+        "(TqScheduleMissed fires on any miss in 15 minutes)",
+        w=WIDTH,
+    )
+    lay.row(WORKER_FAULTS_ROW)
+    lay.timeseries(
+        "Task restarts by task and reason",
+        [(counter_rate("tq_worker_task_restarts_total", "task, reason"), "{{task}} {{reason}}")],
+        "ops",
+        "Failures of a worker's supervised task (each retried with backoff) per second; "
+        "TqWorkerTaskRestarting fires when a task keeps restarting for 10 minutes",
+        w=12,
+    )
+    lay.timeseries(
+        "Event loop blocks by queue and job",
+        [(counter_rate("tq_worker_loop_blocked_total", "queue, job"), "{{queue}} {{job}}")],
+        "ops",
+        "Times a job (_none: other code) blocked the event loop past the watchdog's threshold, per "
+        "second; TqEventLoopBlocked fires on any in 5 minutes",
+        w=12,
+    )
+    lay.row(OPERATOR_ROW)
+    lay.timeseries(
+        "Reconciles by result",
+        [(counter_rate("tq_operator_reconciles_total", "handler, result"), "{{handler}} {{result}}")],
+        "ops",
+        "QueueConfig handler runs per second: ok, invalid, conflict, error (retried later)",
+        w=6,
+    )
+    lay.timeseries(
+        "Reconcile errors by cause",
+        [(counter_rate("tq_operator_reconcile_errors_total", "handler, error"), "{{handler}} {{error}}")],
+        "ops",
+        "Failed handler runs per second by exception; TqOperatorReconcileErrors fires when they keep "
+        "happening",
+        w=6,
+    )
+    lay.timeseries(
+        "Reconcile run time p95",
+        [(quantile(0.95, "tq_operator_reconcile_duration_seconds", "", by="handler"), "{{handler}}")],
+        "s",
+        "95th percentile of a QueueConfig handler run (tq_operator_reconcile_duration_seconds)",
+        w=6,
+    )
+    lay.timeseries(
+        "Reconciles in progress",
+        [("sum(tq_operator_reconciles_in_progress)", "in progress")],
+        "short",
+        "QueueConfig handler runs under way (work pending in the operator)",
+        w=6,
+    )
+
+
 def overview(specs: Sequence[QueueSpec]) -> dict[str, Any]:
     lay = Layout()
     lay.row("All queues")
@@ -291,10 +360,12 @@ def overview(specs: Sequence[QueueSpec]) -> dict[str, Any]:
     for family, queues in by_family.items():
         lay.row(f"Family {family}: " + ", ".join(q.name for q in queues))
         _queue_panels(lay, queues_matcher(queues))
+    _fault_panels(lay)
     return dashboard(
         OVERVIEW_UID,
         "tq / overview",
-        "Every tq queue: throughput, failures, latency, depth, dead letters, consumers; a row per family",
+        "Every tq queue: throughput, failures, latency, depth, dead letters, consumers; a row per family; "
+        "schedules, worker faults and the operator",
         lay.panels,
         [datasource_variable()],
     )
