@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
@@ -60,44 +59,6 @@ def _json(status: int, data: dict[str, Any]) -> AsgiResponse:
     return AsgiResponse(json.dumps(data).encode(), status, {"content-type": "application/json"})
 
 
-class _GatedWorkerApp(WorkerApp):
-    """A WorkerApp whose worker starts only once ``gate`` returns True (the schema is current). When
-    it is False at start-up, FastStream's start-up goes on without the worker (HTTP answers) and a
-    task retries every ``poll_s``, then starts the worker and calls ``started``."""
-
-    gate: Callable[[], Awaitable[bool]] | None = None
-    started: Callable[[], Awaitable[None]] | None = None
-    poll_s: float = SCHEMA_POLL_S
-    start_error: str | None = None
-    _gate_task: asyncio.Task[None] | None = None
-
-    async def _start(self) -> None:
-        if self.gate is None or await self.gate():
-            await super()._start()
-            return
-        self._gate_task = asyncio.create_task(self._start_when_open(), name="tq-schema-gate")
-
-    async def _start_when_open(self) -> None:
-        assert self.gate is not None
-        while not await self.gate():  # noqa: ASYNC110  (a poll of the database, not of a flag)
-            await asyncio.sleep(self.poll_s)
-        try:
-            await super()._start()
-        except Exception as exc:
-            log.exception("the worker did not start")
-            self.start_error = f"worker failed to start: {type(exc).__name__}: {exc}"[:500]
-            return
-        if self.started is not None:
-            await self.started()
-
-    async def _stop(self) -> None:
-        if self._gate_task is not None and not self._gate_task.done():
-            self._gate_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gate_task
-        await super()._stop()
-
-
 class FamilyService:
     """The ASGI app (``.asgi``) of one family; ``.worker_app`` hosts its worker."""
 
@@ -123,11 +84,15 @@ class FamilyService:
             handlers = default_handlers
         # None: the schema is current (or not checked); else why the worker waits (readiness says it)
         self.schema_problem: str | None = "database schema not checked yet" if check_schema else None
-        self.worker_app = _GatedWorkerApp([family], self.settings, handlers, observer=self.job_metrics)
-        if check_schema:
-            self.worker_app.gate = self._schema_current
-            self.worker_app.started = self._started
-            self.worker_app.poll_s = schema_poll_s
+        self.worker_app = WorkerApp(
+            [family],
+            self.settings,
+            handlers,
+            observer=self.job_metrics,
+            start_gate=self._schema_current if check_schema else None,
+            gate_poll_s=schema_poll_s,
+            on_worker_started=self._started,
+        )
         self.asgi = AsgiFastStream.from_app(
             self.worker_app.app,
             asgi_routes=[("/metrics", self._metrics), ("/healthz", self._healthz), ("/readyz", self._readyz)],

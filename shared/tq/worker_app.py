@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from faststream import FastStream
@@ -26,7 +26,12 @@ log = logging.getLogger("tq.worker_app")
 
 class WorkerApp:
     """``WorkerApp(families, settings, handlers).app`` is the FastStream app; ``.worker`` exists once
-    started. The caller gives the handlers (the command line loads the families' into a registry)."""
+    started. The caller gives the handlers (the command line loads the families' into a registry).
+
+    ``start_gate``: the worker takes no job until it returns True. When it is False at start-up,
+    FastStream's start-up goes on without the worker (an HTTP host keeps answering) and a task asks
+    again every ``gate_poll_s``, then starts the worker and calls ``on_worker_started``. A family
+    service gates on its database schema being current."""
 
     def __init__(
         self,
@@ -34,8 +39,17 @@ class WorkerApp:
         settings: Settings,
         handlers: HandlerRegistry,
         observer: Observer | None = None,
+        *,
+        start_gate: Callable[[], Awaitable[bool]] | None = None,
+        gate_poll_s: float = 5.0,
+        on_worker_started: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.start_gate = start_gate
+        self.gate_poll_s = gate_poll_s
+        self.on_worker_started = on_worker_started
+        self.start_error: str | None = None  # why the worker failed to start after the gate opened
+        self._gate_task: asyncio.Task[None] | None = None
         self.specs = queues_of(families) if families else all_queues()
         self.family = ",".join(families) if families else "all"
         self.handlers = handlers
@@ -69,6 +83,25 @@ class WorkerApp:
             await self.worker.on_control(message)
 
     async def _start(self) -> None:
+        if self.start_gate is None or await self.start_gate():
+            await self._start_worker()
+        else:
+            self._gate_task = asyncio.create_task(self._start_when_open(), name="tq-start-gate")
+
+    async def _start_when_open(self) -> None:
+        assert self.start_gate is not None
+        while not await self.start_gate():  # noqa: ASYNC110  (asks the caller, e.g. a database)
+            await asyncio.sleep(self.gate_poll_s)
+        try:
+            await self._start_worker()
+        except Exception as exc:
+            log.exception("the worker did not start")
+            self.start_error = f"worker failed to start: {type(exc).__name__}: {exc}"[:500]
+            return
+        if self.on_worker_started is not None:
+            await self.on_worker_started()
+
+    async def _start_worker(self) -> None:
         client = await self.broker.connect()
         self.worker = Worker(
             client, self.specs, self.handlers, self.settings, family=self.family, observer=self.observer
@@ -99,6 +132,10 @@ class WorkerApp:
             )
 
     async def _stop(self) -> None:
+        if self._gate_task is not None and not self._gate_task.done():
+            self._gate_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gate_task
         if self.worker is not None:
             await self.worker.stop()
         self._audit_stop.set()  # also stops the stats duty, which releases its lock
