@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import chaos_worker, fast_settings, helper_command, helper_env
-from support.chaos import Q, counter, drained, runs, settled, spawn, stop_all, wait_until
+from support import chaos_worker, fast_settings, helper_command, helper_env, wait_until
+from support.chaos import Q, counter, drained, runs, settled, spawn, stop_all
 from support.redis_server import free_port, start_redis_server
 from tq import keys
 from tq.producer import JobRequest, SyncProducer

@@ -17,8 +17,8 @@ import threading
 
 import pytest
 import redis
-from support import chaos_worker, fast_settings
-from support.chaos import Q, counter, drained, held_by, runs, settled, spawn, stop_all, wait_until
+from support import chaos_worker, fast_settings, wait_until
+from support.chaos import Q, counter, drained, held_by, runs, settled, spawn, stop_all
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
 from tq.registry import unregister_queue

@@ -22,8 +22,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from support import app_service, chaos_worker, fast_settings, helper_command, helper_env, wait_for
-from support.chaos import wait_until
+from support import app_service, chaos_worker, fast_settings, helper_command, helper_env, wait_for, wait_until
 from support.redis_server import free_port, start_redis_server
 from support.services import http_get, http_status, sample, scrape, stop_process
 from tq import keys

@@ -15,9 +15,9 @@ import pytest
 import redis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from support import fast_settings
+from support import fast_settings, wait_until
 from support.prometheus import PromError, needs_prometheus, prometheus
-from support.services import messaging_db, serve_family, stop_process, wait_until
+from support.services import messaging_db, serve_family, stop_process
 from tq import keys
 from tq.producer import SyncProducer
 from tq.registry import PRODUCT_QUEUE_NAMES, families

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import redis
 from aiosmtpd.controller import Controller
+from support import wait_until
 from support.redis_server import free_port
-from support.services import messaging_db, serve_family, stop_process, wait_until
+from support.services import messaging_db, serve_family, stop_process
 from tq import keys
 from tq.registry import get_queue
 

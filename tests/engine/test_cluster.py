@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,16 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from sqlalchemy import select
-from support import app_worker, fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
+from support import (
+    app_worker,
+    fast_settings,
+    helper_command,
+    helper_env,
+    running,
+    tiny_retry,
+    wait_for,
+    wait_until,
+)
 from support.redis_server import start_redis_server
 from tq import config, dlq, jobs, keys
 from tq.audit import AuditWriter
@@ -78,14 +88,15 @@ def _start_node() -> tuple[subprocess.Popen[bytes], int, str]:
     raise RuntimeError("could not start a cluster node")
 
 
-@pytest.fixture(scope="session")
-def cluster_nodes() -> Iterator[list[int]]:
+@contextmanager
+def _cluster(masters: int, replicas_per_master: int) -> Iterator[list[int]]:
+    """A Redis Cluster of its own nodes, ready (state ok, every replica in sync); torn down after."""
     reason = _cluster_manager()
     if reason:
         pytest.skip(reason)
     nodes = []
     try:
-        for _ in range(3):
+        for _ in range(masters * (1 + replicas_per_master)):
             nodes.append(_start_node())
         ports = [port for _, port, _ in nodes]
         subprocess.run(
@@ -95,26 +106,20 @@ def cluster_nodes() -> Iterator[list[int]]:
                 "create",
                 *(f"127.0.0.1:{p}" for p in ports),
                 "--cluster-replicas",
-                "0",
+                str(replicas_per_master),
                 "--cluster-yes",
             ],
             check=True,
             capture_output=True,
             timeout=30,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            infos = [
-                subprocess.run(
-                    ["redis-cli", "-p", str(p), "cluster", "info"], capture_output=True, text=True, timeout=5
-                ).stdout
-                for p in ports
-            ]
-            if all("cluster_state:ok" in i for i in infos):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster did not reach cluster_state:ok: {infos}")
-            time.sleep(0.1)
+        wait_until(lambda: all(_cluster_ok(p) for p in ports), 30, "cluster_state:ok", step=0.1)
+        if replicas_per_master:
+            wait_until(
+                lambda: all(_replicated_shards(p, masters) for p in ports),
+                30,
+                "every shard with its replica in sync",
+            )
         yield ports
     finally:
         for proc, _, _ in nodes:
@@ -122,6 +127,12 @@ def cluster_nodes() -> Iterator[list[int]]:
         for proc, _, workdir in nodes:
             proc.wait(10)
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_nodes() -> Iterator[list[int]]:
+    with _cluster(masters=3, replicas_per_master=0) as ports:
+        yield ports
 
 
 @pytest.fixture
@@ -357,10 +368,10 @@ def test_worker_app_consumes_on_the_cluster(cluster_url: str, registered: None) 
         env=env,
     )
     try:
-        _wait(lambda: c.zcard(keys.consumers(q)) == 1, 20, "the worker's heartbeat")
+        wait_until(lambda: c.zcard(keys.consumers(q)) == 1, 20, "the worker's heartbeat")
         producer.enqueue_many(q, [("sleep", {"seconds": 0.0})] * 6)
-        _wait(lambda: int(c.hget(keys.counters(q), "completed") or 0) == 6, 10, "6 completed jobs")
-        _wait(lambda: c.exists(keys.stats(q)), 15, "the stats leader's snapshot")
+        wait_until(lambda: int(c.hget(keys.counters(q), "completed") or 0) == 6, 10, "6 completed jobs")
+        wait_until(lambda: c.exists(keys.stats(q)), 15, "the stats leader's snapshot")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
@@ -372,51 +383,14 @@ def test_worker_app_consumes_on_the_cluster(cluster_url: str, registered: None) 
     c.close()
 
 
-def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 # ---- CLUSTER FAILOVER while jobs flow --------------------------------------------------------------
 
 
 @pytest.fixture
 def cluster_with_replicas() -> Iterator[list[int]]:
     """3 masters + 3 replicas (one per master), for one test: its own nodes, torn down after."""
-    reason = _cluster_manager()
-    if reason:
-        pytest.skip(reason)
-    nodes = []
-    try:
-        for _ in range(6):
-            nodes.append(_start_node())
-        ports = [port for _, port, _ in nodes]
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{p}" for p in ports),
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        _wait(lambda: all(_cluster_ok(p) for p in ports), 30, "cluster_state:ok")
-        _wait(lambda: all(_replicated_shards(p) for p in ports), 30, "every shard with its replica in sync")
+    with _cluster(masters=3, replicas_per_master=1) as ports:
         yield ports
-    finally:
-        for proc, _, _ in nodes:
-            proc.terminate()
-        for proc, _, workdir in nodes:
-            proc.wait(10)
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _cluster_ok(port: int) -> bool:
@@ -426,13 +400,13 @@ def _cluster_ok(port: int) -> bool:
     return "cluster_state:ok" in out
 
 
-def _replicated_shards(port: int) -> bool:
+def _replicated_shards(port: int, masters: int) -> bool:
     """Every shard this node knows has a replica, and its replicas report the link up."""
     with redis.Redis(port=port) as r:
         shards = r.execute_command("CLUSTER", "SLOTS")
         role = r.info("replication")
     return (
-        len(shards) == 3
+        len(shards) == masters
         and all(len(s) >= 4 for s in shards)
         and (role["role"] == "master" or role.get("master_link_status") == "up")
     )

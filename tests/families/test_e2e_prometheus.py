@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from support import e2e_service, fast_settings, helper_command
+from support import e2e_service, fast_settings, helper_command, wait_until
 from support.prometheus import needs_prometheus, prometheus
 from support.redis_server import free_port
-from support.services import service_env, stop_process, wait_ready, wait_until
+from support.services import service_env, stop_process, wait_ready
 from tq import keys
 from tq.producer import SyncProducer
 from tq.registry import unregister_queue

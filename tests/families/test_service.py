@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from alembic.script import ScriptDirectory
-from support import app_service, fast_settings, helper_command, tiny_retry, wait_for
+from support import app_service, fast_settings, helper_command, tiny_retry, wait_for, wait_until
 from support.redis_server import free_port, start_redis_server
 from support.services import (
     http_get,
@@ -28,7 +28,6 @@ from support.services import (
     service_env,
     stop_process,
     wait_ready,
-    wait_until,
 )
 from tq import config, keys
 from tq.errors import NonRetryableError

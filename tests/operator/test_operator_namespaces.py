@@ -6,12 +6,11 @@ namespaces is no conflict (ownership is decided per namespace)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import aiohttp
 import pytest
 import redis
 from support import wait_for
-from support.operator import Cluster, Q, condition, post
+from support.operator import Cluster, Q, condition, post, process
 from support.redis_server import start_redis_server
 from tq import keys
 from tq_operator.crd import PEERING_GROUP, PEERING_PLURAL, PEERING_VERSION, PLURAL
@@ -47,29 +46,18 @@ def private_redis() -> Iterator[redis.Redis]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@contextmanager
-def release_operator(namespace: str, redis_port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def release_operator(
+    namespace: str, redis_port: int, log: Path
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """``tq operator`` as the chart runs it in ``namespace`` (the KUBECONFIG of the ``cluster`` fixture)."""
-    env = {
-        **os.environ,
-        "TQ_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "TQ_OPERATOR_NAMESPACES": namespace,
-        "TQ_OPERATOR_PEERING": f"tq-operator-{namespace}",
-        "POD_ID": f"operator-{namespace}",
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tq_cli", "operator"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    return process(
+        [sys.executable, "-m", "tq_cli", "operator"],
+        log,
+        TQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        TQ_OPERATOR_NAMESPACES=namespace,
+        TQ_OPERATOR_PEERING=f"tq-operator-{namespace}",
+        POD_ID=f"operator-{namespace}",
+    )
 
 
 async def get_in(api: aiohttp.ClientSession, namespace: str, name: str) -> dict[str, Any]:

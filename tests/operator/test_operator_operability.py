@@ -5,8 +5,6 @@ API server): kopf's liveness endpoint answers (the chart's liveness and readines
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_for
-from support.operator import NS, Cluster, condition, create, qc, ready, wait_obj
+from support.operator import NS, Cluster, condition, create, process, qc, ready, wait_obj
 from support.redis_server import free_port
 from tq_operator.main import EVENT_SOURCE, operator_options
 from tq_operator.settings import OperatorSettings
@@ -29,27 +27,16 @@ POD = "tq-operator-5d9c7b-x2x7k"
 
 @contextmanager
 def operator_process(redis_url: str, health: int, metrics: int, log: Path) -> Iterator[None]:
-    env = {
-        **os.environ,
-        "TQ_REDIS_URL": redis_url,
-        "TQ_OPERATOR_NAMESPACES": NS,
-        "TQ_OPERATOR_HEALTH_PORT": str(health),
-        "TQ_OPERATOR_METRICS_PORT": str(metrics),
-        "POD_NAME": POD,
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tq_cli", "operator"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with process(
+        [sys.executable, "-m", "tq_cli", "operator"],
+        log,
+        TQ_REDIS_URL=redis_url,
+        TQ_OPERATOR_NAMESPACES=NS,
+        TQ_OPERATOR_HEALTH_PORT=str(health),
+        TQ_OPERATOR_METRICS_PORT=str(metrics),
+        POD_NAME=POD,
+    ) as proc:
+        yield
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 

@@ -6,12 +6,10 @@ with its own log, both against the emulated API server and the suite's real Redi
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import aiohttp
 import kopf
 import pytest
 from support import wait_for
-from support.operator import KOPF_ARGS, Q, create, merge_patch, operator, qc, ready, wait_obj
+from support.operator import KOPF_ARGS, Q, create, merge_patch, operator, process, qc, ready, wait_obj
 from tq import keys
 from tq_operator.crd import DEFAULT_PEERING, PEERING_GROUP, PEERING_PLURAL, PEERING_VERSION
 from tq_operator.main import configure_peering, seniority_priority
@@ -31,25 +29,9 @@ PEERING = f"/apis/{PEERING_GROUP}/{PEERING_VERSION}/{PEERING_PLURAL}/{DEFAULT_PE
 HANDLED = re.compile(r"Handler '[^']*(reconcile|refresh)[^']*' succeeded")
 
 
-@contextmanager
-def replica(log: Path, pod: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def replica(log: Path, pod: str, **env: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """A second operator process (``kopf run``), logging to ``log``."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", *KOPF_ARGS],
-            env={**os.environ, "POD_ID": pod, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    return process([sys.executable, "-m", "kopf", *KOPF_ARGS], log, POD_ID=pod, **env)
 
 
 async def peers(api: aiohttp.ClientSession) -> dict[str, Any]:

@@ -74,6 +74,15 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> None:
+    """Poll ``pred`` (a plain function) until it is true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
 async def settled_job(client: Any, queue: str, job_id: str, timeout: float = 20.0) -> JobRecord:
     """Wait until the job is completed or dead-lettered; its record."""
 

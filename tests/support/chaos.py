@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 
 import redis
 from tq import keys
@@ -26,14 +24,6 @@ def spawn(url: str, consumer_id: str, *args: str) -> subprocess.Popen[str]:
         f"{consumer_id} did not start"
     )
     return proc
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
 
 
 def counter(client: redis.Redis, name: str) -> int:

@@ -6,9 +6,11 @@ The fixtures ``cluster`` and ``api`` are in tests/operator/conftest.py.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -148,3 +150,20 @@ async def create_deployment(api: aiohttp.ClientSession, name: str, replicas: int
             },
         },
     )
+
+
+@contextmanager
+def process(command: list[str], log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An operator process (``command``, this environment plus ``env``) writing to ``log``; stopped
+    with SIGTERM on exit (killed if it does not stop in 15 s)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from tq_services.schema import migrate
 
-from support import helper_env
+from support import helper_env, wait_until
 from support.redis_server import free_port
 
 
@@ -31,14 +29,6 @@ def http_status(port: int, path: str) -> int | None:
         return http_get(port, path, timeout=1.0)[0]
     except OSError:
         return None
-
-
-def wait_until(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
