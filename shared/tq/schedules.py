@@ -113,7 +113,7 @@ class ManagedSchedule(TqError):
 
 
 class ScheduleSpec(BaseModel):
-    """What a schedule declares (the future ``JobSchedule`` CRD's spec, ``name`` its metadata)."""
+    """What a schedule declares (the ``JobSchedule`` CRD's spec, ``name`` its ``metadata.name``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
