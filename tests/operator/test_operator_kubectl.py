@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from support.kubectl import KUBECTL, kubectl, table
 from support.operator import NS, condition, create, get, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
 from tq_operator.main import FINALIZER
 from tq_operator.spec import GROUP, KIND, VERSION
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(
@@ -32,26 +31,6 @@ pytestmark = [
 
 EXAMPLE = REPO_ROOT / example_path("ai:content")
 NAME = "ai-content"
-
-
-async def kubectl(*args: str) -> str:
-    assert KUBECTL is not None
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)} failed ({proc.returncode}): {err.decode()}"
-    return out.decode()
-
-
-def table(text: str) -> list[dict[str, str]]:
-    """``kubectl get`` output as rows keyed by the header (columns are separated by 2+ spaces)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    header = re.split(r"\s{2,}", lines[0].strip())
-    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=True)) for line in lines[1:]]
 
 
 async def config(client: Any, queue: str) -> dict[str, str]:

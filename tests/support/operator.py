@@ -85,9 +85,7 @@ async def get(api: aiohttp.ClientSession, name: str, base: str = BASE) -> dict[s
         return dict(await r.json())
 
 
-async def merge_patch(
-    api: aiohttp.ClientSession, name: str, patch: dict[str, Any], base: str = BASE
-) -> None:
+async def merge_patch(api: aiohttp.ClientSession, name: str, patch: dict[str, Any], base: str = BASE) -> None:
     headers = {"Content-Type": "application/merge-patch+json"}
     async with api.patch(f"{base}/{name}", json=patch, headers=headers) as r:
         assert r.status < 300, await r.text()
