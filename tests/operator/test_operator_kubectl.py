@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 from support.kubectl import KUBECTL, kubectl, table
-from support.operator import NS, condition, create, get, operator, ready, wait_obj
+from support.operator import NS, SCHEDULES_BASE, condition, create, get, js, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
 from tq_operator.main import FINALIZER
@@ -149,7 +149,8 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
     api: aiohttp.ClientSession, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`helm uninstall`'s pre-delete hook, its exact kubectl command: the operator releases every
-    QueueConfig (queue back to defaults, finalizer removed) before Helm deletes the operator."""
+    QueueConfig (queue back to defaults, finalizer removed) and JobSchedule (schedule removed from
+    Redis) before Helm deletes the operator."""
     monkeypatch.setenv("HOME", str(tmp_path))
     args = chart_uninstall_args()
     queues = {"email-send": "email:send", "ai-content": "ai:content"}
@@ -159,6 +160,13 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
         for name, queue in queues.items():
             await wait_obj(api, name, ready, f"{name} Ready")
             assert (await config(redis_client, queue))["concurrency"] == "2"
+        schedule = js(
+            "email-process-email-queue", queue="email:send", job="process-email-queue", intervalSeconds=60
+        )
+        schedule["metadata"]["labels"] = chart_qc("x", "email:send")["metadata"]["labels"]
+        await create(api, schedule)
+        await wait_obj(api, "email-process-email-queue", ready, "JobSchedule Ready", base=SCHEDULES_BASE)
+        assert await redis_client.hexists(keys.SCHEDULES, "email-process-email-queue")
         mine = chart_qc("hand-made", "otp:send")  # not the release's: the hook leaves it alone
         del mine["metadata"]["labels"]
         await create(api, mine)
@@ -166,6 +174,9 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
         out = await kubectl(*args)
         for name in queues:
             assert f'queueconfig.queues.teknav.io "{name}" deleted' in out
+        assert 'jobschedule.queues.teknav.io "email-process-email-queue" deleted' in out
+        assert await get(api, "email-process-email-queue", SCHEDULES_BASE) is None
+        assert not await redis_client.hexists(keys.SCHEDULES, "email-process-email-queue")
         for name, queue in queues.items():
             assert await get(api, name) is None  # --wait: gone when kubectl returns
             assert await config(redis_client, queue) == {}  # back to the registry defaults
