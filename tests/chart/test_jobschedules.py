@@ -5,6 +5,7 @@ from values; every one valid for the CRD; values.schema.json refusing what the C
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,21 @@ OWN = {"queue": "email:send", "job": "process-email-queue", "intervalSeconds": 3
 )
 def test_values_schema_refuses_what_the_crd_would(values: dict[str, Any], named: str) -> None:
     assert named in refused({"jobSchedules": values})
+
+
+def readme_yaml_blocks() -> list[Any]:
+    """The YAML blocks of README.md's JobSchedule section, as written there."""
+    text = (CHART.parents[1] / "README.md").read_text()
+    section = text.split("### JobSchedule: the Kubernetes way", 1)[1].split("\n## ", 1)[0]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+
+
+def test_the_readme_examples_are_valid() -> None:
+    resource, values = readme_yaml_blocks()
+    assert schema_errors(crd_schema(), resource) == []
+    parse(resource["spec"], resource["metadata"]["name"], 0.0)
+    rendered = render(values)  # values.schema.json accepts it
+    assert rendered["analytics-rollup-daily"]["spec"]["suspend"] is True
+    nightly = rendered["nightly-funnel"]
+    assert schema_errors(crd_schema(), nightly) == []
+    parse(nightly["spec"], "nightly-funnel", 0.0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.kubectl import KUBECTL, kubectl, table
+from support.kubectl import KUBECTL, kubectl, readme_block, shell, table
 from support.operator import NS, SCHEDULES_BASE, condition, create, events, js, operator, wait_obj
 from tq import keys, schedules
 from tq.schedules import Scheduler
@@ -281,3 +281,32 @@ async def test_the_cli_defaults_do_not_fight_with_a_jobschedule(
             assert r.status < 300
         await wait_js(api, name, lambda o: o is None, "other deleted", base=OTHER_BASE)
         assert await schedules.owner_of(redis_client, name) == owner_of_resource(NS, name)  # untouched
+
+
+@needs_kubectl
+async def test_the_readme_flow_runs_as_written(
+    api: aiohttp.ClientSession, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    lines = [
+        line.split("#", 1)[0].strip()
+        for line in readme_block("jobschedule-flow").splitlines()
+        if line.strip()
+    ]
+    assert all(f"-n {NS}" in line or "examples/" in line for line in lines if "explain" not in line)
+    apply, get, get_wide, explain, suspend, delete = lines
+    with operator():
+        assert f"jobschedule.queues.teknav.io/{NAME} created" in await shell(apply)
+        await wait_js(api, NAME, ready, "Ready")
+        assert (await schedules.get(redis_client, NAME)).interval_seconds == 15
+        # not fired yet (no scheduler here): the row has empty cells, so read the header and the name
+        header, row = (await shell(get)).splitlines()
+        assert header.split()[:4] == ["NAME", "QUEUE", "JOB", "SCHEDULE"] and row.split()[0] == NAME
+        assert "POLICY" in (await shell(get_wide)).splitlines()[0]
+        assert "validated against the job's model" in " ".join((await shell(explain)).split())
+        await shell(suspend)
+        await wait_js(api, NAME, suspended("SuspendedBySpec"), "suspended")
+        assert (await schedules.get(redis_client, NAME)).suspend is True
+        await shell(delete)
+        await wait_js(api, NAME, lambda o: o is None, "deleted")
+        assert await redis_client.hget(keys.SCHEDULES, NAME) is None

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from support.kubectl import KUBECTL, kubectl, table
+from support.kubectl import KUBECTL, kubectl, readme_block, table
 from support.operator import NS, SCHEDULES_BASE, condition, create, get, js, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
@@ -182,15 +182,6 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
             assert await config(redis_client, queue) == {}  # back to the registry defaults
         assert await get(api, "hand-made") is not None
         await kubectl("delete", "qc", "hand-made", "-n", NS)
-
-
-def readme_block(marker: str) -> str:
-    """The shell block right after ``<!-- marker -->`` in README.md, as written there."""
-    text = (REPO_ROOT / "README.md").read_text()
-    after = text.split(f"<!-- {marker} -->", 1)[1]
-    match = re.search(r"```sh\n(.*?)```", after, re.S)
-    assert match is not None
-    return match.group(1).strip()
 
 
 async def test_readme_removes_the_finalizer_when_the_operator_is_gone(
