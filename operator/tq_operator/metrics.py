@@ -22,10 +22,14 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
-    "tq_operator_reconciles", "QueueConfig and JobSchedule handler runs by handler and outcome", ["handler", "result"]
+    "tq_operator_reconciles",
+    "QueueConfig and JobSchedule handler runs by handler and outcome",
+    ["handler", "result"],
 )
 ERRORS = Counter(
-    "tq_operator_reconcile_errors", "QueueConfig and JobSchedule handler runs that failed, by cause", ["handler", "error"]
+    "tq_operator_reconcile_errors",
+    "QueueConfig and JobSchedule handler runs that failed, by cause",
+    ["handler", "error"],
 )
 DURATION = Histogram(
     "tq_operator_reconcile_duration_seconds",
@@ -33,7 +37,9 @@ DURATION = Histogram(
     ["handler"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-IN_PROGRESS = Gauge("tq_operator_reconciles_in_progress", "QueueConfig and JobSchedule handler runs under way")
+IN_PROGRESS = Gauge(
+    "tq_operator_reconciles_in_progress", "QueueConfig and JobSchedule handler runs under way"
+)
 
 
 def _cause(exc: BaseException) -> str:
