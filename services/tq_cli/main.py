@@ -534,6 +534,7 @@ def _schedule_row(spec: Any, state: dict[str, Any]) -> dict[str, Any]:
         "fired": state["fired"],
         "skipped": state["skipped"],
         "missed": state["missed"],
+        "managedBy": state["owner"],  # a JobSchedule (the operator's), or None
     }
 
 
@@ -552,7 +553,7 @@ def schedule_list(as_json: JsonOpt = False) -> None:
         if r["concurrencyPolicy"] != "Allow":
             when += f", {r['concurrencyPolicy']}"
         table.add_row(
-            r["name"],
+            r["name"] + (f"\n({r['managedBy']})" if r["managedBy"] else ""),
             f"{r['queue']} {r['job']}",
             when,
             _when(r["lastScheduleTime"]),

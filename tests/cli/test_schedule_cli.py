@@ -140,6 +140,8 @@ def test_defaults_and_the_cli_leave_a_schedule_managed_by_a_jobschedule(
     assert "installed 5 schedules" in out and "email-process-email-queue" in out.splitlines()[-1]
     rows = {s["name"]: s for s in ok_json("schedule", "list")}
     assert rows["email-process-email-queue"]["payload"] == {"limit": 7}  # the resource's, not the default
+    assert rows["email-process-email-queue"]["managedBy"] == owner
+    assert rows["analytics-process-events"]["managedBy"] is None
     add = (
         "schedule",
         "add",

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import wait_for
 from support.kubectl import KUBECTL, kubectl, readme_block, shell, table
 from support.operator import NS, SCHEDULES_BASE, condition, create, events, js, operator, wait_obj
 from tq import keys, schedules
@@ -310,3 +311,18 @@ async def test_the_readme_flow_runs_as_written(
         await shell(delete)
         await wait_js(api, NAME, lambda o: o is None, "deleted")
         assert await redis_client.hget(keys.SCHEDULES, NAME) is None
+
+
+async def test_a_schedule_redis_lost_is_written_again_by_the_timer(
+    api: aiohttp.ClientSession, redis_client: Any
+) -> None:
+    with operator():
+        await create(api, js("mails", **BASE_SPEC))
+        await wait_js(api, "mails", ready, "Ready")
+        await redis_client.delete(keys.SCHEDULES, keys.schedule_state("mails"))  # a Redis without its data
+
+        async def back() -> bool:
+            return await redis_client.hexists(keys.SCHEDULES, "mails")
+
+        await wait_for(back, timeout=10, interval=0.1, what="the schedule written again")
+        assert await schedules.owner_of(redis_client, "mails") == owner_of_resource(NS, "mails")
