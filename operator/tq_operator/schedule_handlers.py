@@ -205,16 +205,15 @@ async def _reconcile(
     elif not current.suspend and was_suspended == "True":
         kopf.event(body, type="Normal", reason="Resumed", message=f"schedule {name} resumed")
 
-    if state["job"] and state["job"] != status.get("lastJobId"):
-        at = f" for the tick at {out['lastScheduleTime']}" if out["lastScheduleTime"] else ""
-        kopf.event(
-            body,
-            type="Normal",
-            reason="Enqueued",
-            message=f"enqueued job {state['job']} on {current.queue}{at}",
-        )
-    missed_before = int((status.get("ticks") or {}).get("missed") or 0)
-    if state["missed"] > missed_before and status.get("ticks") is not None:
+    # Events for what happened since the last status (none for the history of an adopted schedule)
+    seen = status.get("ticks")
+    if seen is not None and state["job"] and state["job"] != status.get("lastJobId"):
+        fired = state["fired"] > int(seen.get("fired") or 0)
+        at = f"for the tick at {out['lastScheduleTime']}" if fired else "outside the ticks (run now)"
+        message = f"enqueued job {state['job']} on {current.queue} {at}"
+        kopf.event(body, type="Normal", reason="Enqueued", message=message)
+    missed_before = int((seen or {}).get("missed") or 0)
+    if seen is not None and state["missed"] > missed_before:
         kopf.event(
             body,
             type="Warning",
