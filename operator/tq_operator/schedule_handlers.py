@@ -36,7 +36,7 @@ import kopf
 from pydantic import ValidationError
 from tq import keys, schedules
 from tq.errors import InvalidPayload, UnknownJob, UnknownQueue
-from tq.schedules import ManagedSchedule, ScheduleSpec
+from tq.schedules import ManagedSchedule, ScheduleSpec, UnknownSchedule
 
 from tq_operator import metrics
 from tq_operator.conditions import condition as _condition
@@ -159,7 +159,11 @@ async def _reconcile(
             logger.info(f"wrote schedule {name} (generation {generation}) to Redis")
             if state["owner"] != owner:
                 kopf.event(body, type="Normal", reason="Written", message=f"schedule {name} written to Redis")
-        current = await schedules.get(client, name)
+        try:
+            current = await schedules.get(client, name)
+        except (UnknownSchedule, ValueError):  # removed meanwhile, or edited by hand into nonsense
+            await schedules.add(client, parsed, owner=owner, generation=generation)
+            current = parsed
         state = schedules.parse_state(await client.hgetall(skey))
     except ManagedSchedule as exc:
         message = f"the schedule {name!r} in Redis is managed by {exc.owner}"

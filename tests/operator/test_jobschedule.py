@@ -321,7 +321,7 @@ async def test_the_readme_flow_runs_as_written(
         assert await redis_client.hget(keys.SCHEDULES, NAME) is None
 
 
-async def test_a_schedule_redis_lost_is_written_again_by_the_timer(
+async def test_a_schedule_redis_lost_or_garbled_is_written_again_by_the_timer(
     api: aiohttp.ClientSession, redis_client: Any
 ) -> None:
     with operator():
@@ -334,3 +334,13 @@ async def test_a_schedule_redis_lost_is_written_again_by_the_timer(
 
         await wait_for(back, timeout=10, interval=0.1, what="the schedule written again")
         assert await schedules.owner_of(redis_client, "mails") == owner_of_resource(NS, "mails")
+
+        await redis_client.hset(keys.SCHEDULES, "mails", "{not a spec")  # a hand edit gone wrong
+
+        async def readable() -> bool:
+            try:
+                return (await schedules.get(redis_client, "mails")).interval_seconds == 60
+            except ValueError:
+                return False
+
+        await wait_for(readable, timeout=10, interval=0.1, what="the spec written again")
