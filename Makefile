@@ -75,7 +75,8 @@ bench: $(STAMP) ## Run the benchmarks (bench/run.sh): JSON lines and a summary
 migrate: $(STAMP) ## Create or upgrade the database at TQ_DATABASE_URL
 	$(BIN)/tq migrate
 
-crd: $(STAMP) ## Regenerate the QueueConfig CRD from the registry
+crd: $(STAMP) ## Regenerate the QueueConfig and JobSchedule CRDs, the chart's default schedules, the values schema
+	$(BIN)/python -m tq_services.schedule_manifest
 	$(BIN)/python -m tq_operator.crd --examples
 
 rbac: $(STAMP) ## Regenerate the operator's ClusterRole (charts/tq/files/operator-rbac.yaml)

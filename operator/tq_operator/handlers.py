@@ -14,7 +14,6 @@ Each handler run is measured (``tq_operator.metrics``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 from collections.abc import Mapping
@@ -29,6 +28,11 @@ from tq import config, dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES
 
 from tq_operator import kube, metrics, scaling
+from tq_operator.conditions import condition as _condition
+from tq_operator.conditions import error_text as _error_text
+from tq_operator.conditions import now as _now
+from tq_operator.conditions import same_conditions as _same_conditions
+from tq_operator.conditions import set_condition
 from tq_operator.crd import PLURAL
 from tq_operator.settings import get_operator_settings
 from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_override, to_runtime_config
@@ -45,7 +49,8 @@ REFRESH_S = get_operator_settings().operator_refresh_s  # read at import: kopf t
 IDLE_S = min(REFRESH_S, 2.0)
 REDIS_RETRY_S = 10.0
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 @dataclass(frozen=True, order=True)
@@ -56,64 +61,6 @@ class Owner:
     uid: str
     namespace: str
     name: str
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int | None,
-) -> list[dict[str, Any]]:
-    """``conditions`` with ``type_`` set; lastTransitionTime moves only when the status changes."""
-    old = next((c for c in conditions if c.get("type") == type_), None)
-    new: dict[str, Any] = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": (
-            old["lastTransitionTime"]
-            if old is not None and old.get("status") == status and old.get("lastTransitionTime")
-            else _now()
-        ),
-    }
-    if generation is not None:
-        new["observedGeneration"] = generation
-    if old is None:
-        return [*conditions, new]
-    return [new if c is old else c for c in conditions]
-
-
-def _same_conditions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
-        return (
-            c.get("type"),
-            c.get("status"),
-            c.get("reason"),
-            c.get("message"),
-            c.get("observedGeneration"),
-        )
-
-    return sorted(map(key, a), key=str) == sorted(map(key, b), key=str)
-
-
-def _condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any]:
-    return next((c for c in conditions if c.get("type") == type_), {})
-
-
-def _error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-    return str(exc)
 
 
 async def applied(client: Any, queue: str, generation: int) -> tuple[int, int]:

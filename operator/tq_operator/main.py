@@ -1,10 +1,10 @@
 """The operator process: ``tq operator``, or ``kopf run -A -m tq_operator.main`` (``-n NS`` per namespace).
 
-Watches QueueConfigs in the namespaces of ``TQ_OPERATOR_NAMESPACES`` (the chart: the release's own
-namespace, so two releases in one cluster never touch each other's), or in every namespace when it
-is empty. Namespaced, it neither lists namespaces nor watches CRDs (kopf's scanning is off: the
-namespaces are taken as given), so it needs no permission for them. Keeps one Redis client
-(``tq.settings``) in the memo and logs in like kubectl does: the in-cluster service account, else
+Watches QueueConfigs and JobSchedules in the namespaces of ``TQ_OPERATOR_NAMESPACES`` (the chart:
+the release's own namespace, so two releases in one cluster never touch each other's), or in every
+namespace when it is empty. Namespaced, it neither lists namespaces nor watches CRDs (kopf's
+scanning is off: the namespaces are taken as given), so it needs no permission for them. Keeps one Redis
+client (``tq.settings``) in the memo and logs in like kubectl does: the in-cluster service account, else
 the KUBECONFIG/~/.kube/config file.
 
 Leader election (``configure_peering``): with ``TQ_OPERATOR_PEERING`` (default ``tq-operator``)
@@ -35,8 +35,9 @@ from tq.connection import async_client
 from tq.settings import get_settings
 
 from tq_operator import (
-    handlers,  # noqa: F401  (registers the handlers)
+    handlers,  # noqa: F401  (registers the QueueConfig handlers)
     metrics,
+    schedule_handlers,  # noqa: F401  (registers the JobSchedule handlers)
 )
 from tq_operator.settings import OperatorSettings, get_operator_settings, watched_namespaces
 from tq_operator.spec import GROUP

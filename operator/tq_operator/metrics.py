@@ -9,7 +9,8 @@
 - ``tq_operator_reconciles_in_progress``: runs under way (work pending in the operator).
 
 ``handler`` is ``reconcile`` (create/update/resume), ``refresh`` (the status timer) or ``release``
-(delete).
+(delete) for QueueConfigs, ``schedule-reconcile``, ``schedule-refresh`` or ``schedule-release`` for
+JobSchedules.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
-    "tq_operator_reconciles", "QueueConfig handler runs by handler and outcome", ["handler", "result"]
+    "tq_operator_reconciles",
+    "QueueConfig and JobSchedule handler runs by handler and outcome",
+    ["handler", "result"],
 )
 ERRORS = Counter(
-    "tq_operator_reconcile_errors", "QueueConfig handler runs that failed, by cause", ["handler", "error"]
+    "tq_operator_reconcile_errors",
+    "QueueConfig and JobSchedule handler runs that failed, by cause",
+    ["handler", "error"],
 )
 DURATION = Histogram(
     "tq_operator_reconcile_duration_seconds",
-    "duration of a QueueConfig handler run",
+    "duration of a QueueConfig or JobSchedule handler run",
     ["handler"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-IN_PROGRESS = Gauge("tq_operator_reconciles_in_progress", "QueueConfig handler runs under way")
+IN_PROGRESS = Gauge(
+    "tq_operator_reconciles_in_progress", "QueueConfig and JobSchedule handler runs under way"
+)
 
 
 def _cause(exc: BaseException) -> str:

@@ -1,8 +1,8 @@
 """The operator's least-privilege RBAC: the one list of what it may do, and the ClusterRole the chart uses.
 
-A ClusterRole, because the operator watches QueueConfigs in every namespace. Each rule names the
-code that needs it; tests/operator/test_operator_rbac.py checks that every request the operator makes in
-the operator tests is granted here, and that the checked-in YAML is current.
+A ClusterRole, because the operator watches QueueConfigs and JobSchedules in every namespace. Each
+rule names the code that needs it; tests/operator/test_operator_rbac.py checks that every request
+the operator makes in the operator tests is granted here, and that the checked-in YAML is current.
 
     python -m tq_operator.rbac           # write charts/tq/files/operator-rbac.yaml (`make rbac`)
     python -m tq_operator.rbac --check   # exit 1 when it is stale
@@ -19,6 +19,7 @@ from tq import generated
 from tq.registry import families
 
 from tq_operator.crd import PEERING_GROUP, PEERING_PLURAL, PLURAL, REPO_ROOT
+from tq_operator.jobschedule import PLURAL as SCHEDULE_PLURAL
 from tq_operator.kube import KEDA_SCALED_OBJECTS
 from tq_operator.settings import OperatorSettings
 from tq_operator.spec import GROUP
@@ -53,7 +54,13 @@ FAMILY_DEPLOYMENTS = tuple(sorted(DEFAULT_DEPLOYMENT.format(family=f) for f in f
 RULES: tuple[Rule, ...] = (
     Rule(GROUP, (PLURAL,), ("list", "watch", "patch"), "kopf watches QueueConfigs; finalizer, annotations"),
     Rule(GROUP, (f"{PLURAL}/status",), ("patch",), "status: conditions, depth, consumers, lastReplay"),
-    Rule("", ("events",), ("create",), "Events: Paused, Replayed, Purged, Scaled, InvalidSpec, ..."),
+    Rule(GROUP, (SCHEDULE_PLURAL,), ("list", "watch", "patch"), "kopf watches JobSchedules; finalizer"),
+    Rule(
+        GROUP, (f"{SCHEDULE_PLURAL}/status",), ("patch",), "status: conditions, last/next schedule, last job"
+    ),
+    Rule(
+        "", ("events",), ("create",), "Events: Paused, Replayed, Purged, Scaled, InvalidSpec, Enqueued, ..."
+    ),
     Rule(
         "apps",
         ("deployments/scale",),

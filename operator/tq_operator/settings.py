@@ -11,7 +11,9 @@ from tq.settings import TqSettings
 
 class OperatorSettings(TqSettings):
     operator_refresh_s: PositiveFloat = Field(
-        10.0, description="how often the operator refreshes QueueConfig status (depth, consumers, Applied)"
+        10.0,
+        description="how often the operator refreshes QueueConfig status (depth, consumers, Applied) and "
+        "JobSchedule status (last and next schedule, last job)",
     )
     operator_deployment: str = Field(
         "tq-{family}",
@@ -28,8 +30,8 @@ class OperatorSettings(TqSettings):
     )
     operator_namespaces: str = Field(
         "",
-        description="comma-separated namespaces whose QueueConfigs the operator reconciles (the chart: the "
-        "release's namespace plus `operator.watchNamespaces`); empty: every namespace",
+        description="comma-separated namespaces whose QueueConfigs and JobSchedules the operator reconciles "
+        "(the chart: the release's namespace plus `operator.watchNamespaces`); empty: every namespace",
     )
     operator_health_port: int = Field(
         0,

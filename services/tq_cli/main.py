@@ -534,6 +534,7 @@ def _schedule_row(spec: Any, state: dict[str, Any]) -> dict[str, Any]:
         "fired": state["fired"],
         "skipped": state["skipped"],
         "missed": state["missed"],
+        "managedBy": state["owner"],  # a JobSchedule (the operator's), or None
     }
 
 
@@ -552,7 +553,7 @@ def schedule_list(as_json: JsonOpt = False) -> None:
         if r["concurrencyPolicy"] != "Allow":
             when += f", {r['concurrencyPolicy']}"
         table.add_row(
-            r["name"],
+            r["name"] + (f"\n({r['managedBy']})" if r["managedBy"] else ""),
             f"{r['queue']} {r['job']}",
             when,
             _when(r["lastScheduleTime"]),
@@ -616,11 +617,17 @@ def schedule_add(
 
 
 @schedule_app.command("remove")
-def schedule_remove(name: str) -> None:
-    """Delete a schedule (its jobs already enqueued stay)."""
+def schedule_remove(
+    name: str,
+    force: Annotated[
+        bool, typer.Option(help="also one managed by a JobSchedule (after its operator is gone for good)")
+    ] = False,
+) -> None:
+    """Delete a schedule (its jobs already enqueued stay); one managed by a JobSchedule is deleted
+    with the resource."""
     from tq import schedules
 
-    if not _run(lambda c: schedules.remove(c, name)):
+    if not _run(lambda c: schedules.remove(c, name, force=force)):
         raise _fail(f"unknown schedule {name!r}")
     typer.echo(f"removed schedule {name}")
 
@@ -658,24 +665,16 @@ def schedule_install_defaults(
     ] = None,
 ) -> None:
     """Store the schedules the families declare for their periodic jobs (`make dev` runs this).
-    Idempotent: an existing one is updated and keeps its state and its suspension."""
+    Idempotent: an existing one is updated and keeps its state and its suspension; one managed by
+    a JobSchedule (the operator's) is left as the resource says."""
     from tq import schedules
     from tq_services import default_schedules
 
     specs = default_schedules(family or [])
-
-    async def go(client: Any) -> None:
-        for spec in specs:
-            try:
-                current = await schedules.get(client, spec.name)
-            except schedules.UnknownSchedule:
-                current = None
-            await schedules.add(
-                client, spec.model_copy(update={"suspend": current.suspend}) if current else spec
-            )
-
-    _run(go)
-    typer.echo(f"installed {len(specs)} schedules: {', '.join(s.name for s in specs)}")
+    installed, managed = _run(lambda c: schedules.install_defaults(c, specs))
+    typer.echo(f"installed {len(installed)} schedules: {', '.join(installed)}")
+    if managed:
+        typer.echo(f"left {len(managed)} managed by JobSchedules as they are: {', '.join(managed)}")
 
 
 def main() -> None:

@@ -111,6 +111,7 @@ SCHEDULER_LEADER = "tq:scheduler:leader"  # STRING (expiring): the token of the 
 
 def schedule_state(name: str) -> str:
     """HASH: a schedule's observed state (``tq.schedules.STATE_FIELDS``): created, last and next
-    tick, last job id, queue and outcome, the fired/skipped/missed totals. Written by the scheduler
-    (the last tick only moves forward), ``tq schedule add`` and ``run-now``."""
+    tick, last job id, queue and outcome, the fired/skipped/missed totals, and for a managed schedule
+    its owner (``JobSchedule <namespace>/<name>``) and that resource's generation. Written by the
+    scheduler (the last tick only moves forward), ``tq schedule add`` and ``run-now``, the operator."""
     return f"tq:schedule:{{{name}}}:state"

@@ -11,6 +11,14 @@ schedule's previous job is unfinished) and ``startingDeadlineSeconds`` (how late
 run). The spec lives in ``tq:schedules`` (one hash), the observed state in
 ``tq:schedule:{name}:state`` (``STATE_FIELDS``).
 
+**Ownership**: a schedule may be *managed* - written by the operator from a ``JobSchedule``
+(``owner`` ``JobSchedule <namespace>/<name>``, kept in the state hash with the resource's
+``generation``). ``add`` and ``remove`` refuse a schedule managed by another owner
+(``ManagedSchedule``; ``remove(force=True)`` cleans up after a deleted operator), and
+``install_defaults`` (the CLI's defaults, ``make dev``) leaves managed ones as they are, so the
+in-process defaults never fight with the resources. Suspending and run-now stay open to every
+caller: an operational switch, which the operator keeps until the resource's spec changes.
+
 **Firing**: every worker process runs a ``Scheduler`` (``WorkerApp``, ``TQ_SCHEDULER_ENABLED``); the
 holder of the lock ``tq:scheduler:leader`` (``SET NX PX``, renewed each tick, lives
 ``TQ_SCHEDULER_LOCK_TTL_S``) does the work every ``TQ_SCHEDULER_INTERVAL_S``. For each schedule it
@@ -63,12 +71,27 @@ FIRED, SKIPPED, MISSED = "fired", "skipped", "missed"  # the tick outcomes metri
 TICK_OUTCOMES = (FIRED, SKIPPED, MISSED)
 UNFINISHED = frozenset({"waiting", "active", "delayed", "failed"})  # job states Forbid waits for
 MAX_COUNTED_MISSES = 10_000  # missed ticks counted per evaluation (a long outage of a fast cron)
-STATE_FIELDS = ("created", "last", "next", "job", "queue", "outcome", "error", "fired", "skipped", "missed")
+STATE_FIELDS = (
+    "created",
+    "last",
+    "next",
+    "job",
+    "queue",
+    "outcome",
+    "error",
+    "fired",
+    "skipped",
+    "missed",
+    "owner",
+    "generation",
+)
 
 ScheduleName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=200)]
 
 
 class ConcurrencyPolicy(StrEnum):
+    """What a tick does while the schedule's previous job is unfinished."""
+
     ALLOW = "Allow"
     FORBID = "Forbid"
     # Replace (cancel the previous run, start the new one) waits for job cancellation in the engine.
@@ -80,22 +103,39 @@ class UnknownSchedule(TqError, LookupError):
         self.name = name
 
 
+class ManagedSchedule(TqError):
+    """The schedule is managed by another owner (a ``JobSchedule``): change it there."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__(f"schedule {name!r} is managed by {owner}: change or delete it there")
+        self.name = name
+        self.owner = owner
+
+
 class ScheduleSpec(BaseModel):
-    """What a schedule declares (the future ``JobSchedule`` CRD's spec, ``name`` its metadata)."""
+    """What a schedule declares (the ``JobSchedule`` CRD's spec, ``name`` its ``metadata.name``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     name: ScheduleName
-    queue: str = Field(min_length=1)
-    job: str = Field(min_length=1)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    queue: str = Field(min_length=1, description="the queue the job is enqueued on")
+    job: str = Field(min_length=1, description="the job's name (one of the queue's jobs)")
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the job's payload, validated against the job's model; the string values "
+        "$today, $yesterday and $tick are filled in at each tick ($$ escapes a $)",
+    )
     cron: str | None = Field(None, description="five-field cron expression, in `timeZone`")
     interval_seconds: PositiveInt | None = Field(
         None, description="a tick every this many seconds (at multiples of it since the epoch)"
     )
     time_zone: str = Field("UTC", description="IANA time zone of `cron` and of the payload's dates")
-    suspend: bool = False
-    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    suspend: bool = Field(False, description="true: ticks pass without a job (resuming does not run them)")
+    concurrency_policy: ConcurrencyPolicy = Field(
+        ConcurrencyPolicy.ALLOW,
+        description="Allow: every tick runs; Forbid: a tick is skipped while the previous job of the "
+        "schedule is waiting, running, delayed or in retry backoff",
+    )
     starting_deadline_seconds: PositiveInt | None = Field(
         None, description="a tick later than this is missed, not run (unset: the latest tick always runs)"
     )
@@ -198,18 +238,65 @@ def parse_state(raw: Mapping[Any, Any]) -> dict[str, Any]:
         "outcome": h.get("outcome") or None,
         "error": h.get("error") or None,
         **{n: int(h.get(n) or 0) for n in TICK_OUTCOMES},
+        "owner": h.get("owner") or None,
+        "generation": int(h["generation"]) if h.get("generation") else None,
     }
 
 
-# ---- managing schedules (the CLI, later the operator) --------------------------------------------
-async def add(client: Any, spec: ScheduleSpec, *, now: float | None = None) -> None:
+# ---- managing schedules (the CLI, the operator) ---------------------------------------------------
+async def owner_of(client: Any, name: str) -> str | None:
+    """Who manages the schedule (``JobSchedule <namespace>/<name>``); None: nobody (the CLI's)."""
+    return text(await client.hget(keys.schedule_state(name), "owner")) or None
+
+
+async def add(
+    client: Any,
+    spec: ScheduleSpec,
+    *,
+    now: float | None = None,
+    owner: str | None = None,
+    generation: int | None = None,
+) -> None:
     """Validate (registry, payload) and store ``spec``; replacing a schedule keeps its state, so its
-    ticks go on from the last one. Nothing is written when it is invalid."""
+    ticks go on from the last one. Nothing is written when it is invalid. ``owner`` (the operator)
+    claims the schedule, an unmanaged one included, and records ``generation``; a schedule managed
+    by another owner raises ``ManagedSchedule``, also for a caller without an owner."""
     now = time.time() if now is None else now
     spec.validate_payload(now)
+    skey = keys.schedule_state(spec.name)
+    if owner is not None:
+        await client.hsetnx(skey, "owner", owner)  # the claim: one owner even when two race
+    current = await owner_of(client, spec.name)
+    if current is not None and current != owner:
+        raise ManagedSchedule(spec.name, current)
     await client.hset(keys.SCHEDULES, spec.name, spec.model_dump_json(by_alias=True))
-    await client.hsetnx(keys.schedule_state(spec.name), "created", repr(now))
-    await client.hset(keys.schedule_state(spec.name), "next", repr(spec.next_tick(now)))
+    await client.hsetnx(skey, "created", repr(now))
+    fields = {"next": repr(spec.next_tick(now))}
+    if generation is not None:
+        fields["generation"] = str(generation)
+    await client.hset(skey, mapping=fields)
+
+
+async def install_defaults(client: Any, specs: list[ScheduleSpec]) -> tuple[list[str], list[str]]:
+    """Store the families' default schedules (``tq schedule install-defaults``, ``make dev``): an
+    existing one is updated and keeps its state and its suspension; one managed by a
+    ``JobSchedule`` is left as its resource says. Returns (installed, left to their owner)."""
+    installed, managed = [], []
+    for spec in specs:
+        if await owner_of(client, spec.name) is not None:
+            managed.append(spec.name)
+            continue
+        try:
+            current: ScheduleSpec | None = await get(client, spec.name)
+        except UnknownSchedule:
+            current = None
+        try:
+            await add(client, spec.model_copy(update={"suspend": current.suspend}) if current else spec)
+        except ManagedSchedule:  # claimed by the operator meanwhile
+            managed.append(spec.name)
+        else:
+            installed.append(spec.name)
+    return installed, managed
 
 
 async def get(client: Any, name: str) -> ScheduleSpec:
@@ -239,8 +326,12 @@ async def list_with_state(client: Any) -> list[tuple[ScheduleSpec, dict[str, Any
     return [(spec, parse_state(state)) for spec, state in zip(specs, states, strict=True)]
 
 
-async def remove(client: Any, name: str) -> bool:
-    """Delete a schedule and its state; False when there was none."""
+async def remove(client: Any, name: str, *, owner: str | None = None, force: bool = False) -> bool:
+    """Delete a schedule and its state; False when there was none. A schedule managed by another
+    owner raises ``ManagedSchedule`` unless ``force`` (its resource is gone for good)."""
+    current = await owner_of(client, name)
+    if current is not None and current != owner and not force:
+        raise ManagedSchedule(name, current)
     removed = bool(await client.hdel(keys.SCHEDULES, name))
     await client.delete(keys.schedule_state(name))
     return removed

@@ -38,6 +38,7 @@ RELEASE, NAMESPACE = "tq", "tq"
 BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "rbac.authorization.k8s.io/v1"}
 BUILTIN_GROUPS |= {"networking.k8s.io/v1"}
 CUSTOM_KINDS = {"QueueConfig", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CUSTOM_KINDS |= {"JobSchedule"}  # checked against its CRD in tests/chart/test_jobschedules.py
 CUSTOM_KINDS |= {"TriggerAuthentication"}
 
 Doc = dict[str, Any]
@@ -821,7 +822,7 @@ def test_uninstall_deletes_the_queueconfigs_first(rendered: dict[str, list[Doc]]
     weights = {k: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for k, d in pre_delete.items()}
     assert weights[f"Job/{name}"] > max(w for k, w in weights.items() if not k.startswith("Job/"))
     args = uninstall_command(docs)
-    assert args[:2] == ["delete", "queueconfigs.queues.teknav.io"]
+    assert args[:2] == ["delete", "queueconfigs.queues.teknav.io,jobschedules.queues.teknav.io"]
     assert f"--namespace={NAMESPACE}" in args and "--wait=true" in args
     assert f"--selector=app.kubernetes.io/instance={RELEASE},app.kubernetes.io/part-of=tq" in args
     timeout = next(a for a in args if a.startswith("--timeout="))
@@ -831,19 +832,20 @@ def test_uninstall_deletes_the_queueconfigs_first(rendered: dict[str, list[Doc]]
     assert role["rules"] == [
         {
             "apiGroups": ["queues.teknav.io"],
-            "resources": ["queueconfigs"],
+            "resources": ["queueconfigs", "jobschedules"],
             "verbs": ["get", "list", "watch", "delete"],
         }
     ]
     binding = pre_delete[f"RoleBinding/{name}"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == name
-    # every QueueConfig the chart makes carries the labels the Job selects by
-    for qc in of_kind(docs, "QueueConfig").values():
+    # every QueueConfig and JobSchedule the chart makes carries the labels the Job selects by
+    for qc in [*of_kind(docs, "QueueConfig").values(), *of_kind(docs, "JobSchedule").values()]:
         labels = qc["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE and labels["app.kubernetes.io/part-of"] == "tq"
     assert not hooks(render(uninstall={"deleteQueueConfigs": False}), "pre-delete")
-    assert not hooks(render(queueConfigs={"enabled": False}), "pre-delete")
+    assert hooks(render(queueConfigs={"enabled": False}), "pre-delete")  # the JobSchedules
+    assert not hooks(render(queueConfigs={"enabled": False}, jobSchedules={"defaults": False}), "pre-delete")
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -121,3 +121,38 @@ def test_install_defaults_declares_the_families_periodic_jobs(redis_url: str) ->
     ok("schedule", "install-defaults")  # again: idempotent, and a suspension stays
     rows = {s["name"]: s for s in ok_json("schedule", "list")}
     assert len(rows) == 6 and rows["analytics-process-events"]["suspend"] is True
+
+
+def test_defaults_and_the_cli_leave_a_schedule_managed_by_a_jobschedule(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """The ownership rule: what the operator wrote from a JobSchedule is the resource's; the CLI's
+    defaults do not overwrite it, and add/remove refuse it (remove --force cleans up)."""
+    ok("schedule", "install-defaults")
+    owner = "JobSchedule tq/email-process-email-queue"
+    r.hset(keys.schedule_state("email-process-email-queue"), "owner", owner)  # as the operator marks it
+    r.hset(
+        keys.SCHEDULES,
+        "email-process-email-queue",
+        r.hget(keys.SCHEDULES, "email-process-email-queue").replace(b'"limit":100', b'"limit":7'),
+    )
+    out = ok("schedule", "install-defaults")
+    assert "installed 5 schedules" in out and "email-process-email-queue" in out.splitlines()[-1]
+    rows = {s["name"]: s for s in ok_json("schedule", "list")}
+    assert rows["email-process-email-queue"]["payload"] == {"limit": 7}  # the resource's, not the default
+    assert rows["email-process-email-queue"]["managedBy"] == owner
+    assert rows["analytics-process-events"]["managedBy"] is None
+    add = (
+        "schedule",
+        "add",
+        "email-process-email-queue",
+        "email:send",
+        "process-email-queue",
+        "--every",
+        "5",
+    )
+    assert f"managed by {owner}" in refused(*add)
+    assert f"managed by {owner}" in refused("schedule", "remove", "email-process-email-queue")
+    ok("schedule", "suspend", "email-process-email-queue")  # an operational switch stays open
+    ok("schedule", "remove", "email-process-email-queue", "--force")
+    assert "email-process-email-queue" not in {s["name"] for s in ok_json("schedule", "list")}

@@ -4,6 +4,7 @@ scheduler processes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -310,3 +311,36 @@ async def test_a_worker_app_fires_schedules_and_its_jobs_complete(redis_url: str
         assert state["outcome"] in ("completed", "waiting")  # the last job's, as last observed
     finally:
         unregister_queue(app_worker.QUEUE)
+
+
+# ---- ownership: managed schedules ------------------------------------------------------------------
+async def test_an_owner_claims_once_and_others_are_refused(redis_client: Any, registered: None) -> None:
+    await schedules.add(redis_client, spec(), now=T0)  # unmanaged (the CLI's)
+    await redis_client.hset(keys.schedule_state("every-minute"), "last", repr(T0 + 60))
+    a, b = "JobSchedule dev/every-minute", "JobSchedule staging/every-minute"
+    results = await asyncio.gather(
+        schedules.add(redis_client, spec(payload={"n": 1}), owner=a, generation=1, now=T0),
+        schedules.add(redis_client, spec(payload={"n": 2}), owner=b, generation=1, now=T0),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, schedules.ManagedSchedule)]
+    assert len(refused) == 1 and results.count(None) == 1  # one owner, even racing
+    winner = await schedules.owner_of(redis_client, "every-minute")
+    state = schedules.parse_state(await redis_client.hgetall(keys.schedule_state("every-minute")))
+    assert (state["last"], state["generation"]) == (T0 + 60, 1)  # adopted with its state
+    assert (await schedules.get(redis_client, "every-minute")).payload == {"n": 1 if winner == a else 2}
+    with pytest.raises(schedules.ManagedSchedule, match="managed by JobSchedule"):
+        await schedules.add(redis_client, spec(), now=T0)  # the CLI
+    with pytest.raises(schedules.ManagedSchedule):
+        await schedules.remove(redis_client, "every-minute")
+    loser = b if winner == a else a
+    with pytest.raises(schedules.ManagedSchedule):
+        await schedules.remove(redis_client, "every-minute", owner=loser)
+    installed, managed = await schedules.install_defaults(
+        redis_client, [spec(), spec(name="other", intervalSeconds=30)]
+    )
+    assert (installed, managed) == (["other"], ["every-minute"])
+    assert await schedules.remove(redis_client, "every-minute", owner=winner)
+    assert not await redis_client.exists(keys.schedule_state("every-minute"))
+    await schedules.add(redis_client, spec(name="third"), owner=a, now=T0)
+    assert await schedules.remove(redis_client, "third", force=True)

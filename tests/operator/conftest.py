@@ -18,7 +18,7 @@ import yaml
 from support.kube_emulator import KubeEmulator
 from support.operator import NS, Cluster
 from tq_operator import rbac
-from tq_operator.crd import CRD_PATH, PEERING_CRD_PATH, PEERING_PATH, REPO_ROOT
+from tq_operator.crd import CRD_PATH, PEERING_CRD_PATH, PEERING_PATH, REPO_ROOT, SCHEDULE_CRD_PATH
 
 
 @pytest.fixture
@@ -34,6 +34,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
             emulator.resources.load_bundled()
         emulator.load_crd(REPO_ROOT / CRD_PATH)
         emulator.load_crd(REPO_ROOT / PEERING_CRD_PATH)
+        emulator.load_crd(REPO_ROOT / SCHEDULE_CRD_PATH)
         async with emulator, kmock.Server(emulator) as server:
             state.update(emulator=emulator, url=str(server.url).rstrip("/"), stop=asyncio.Event())
             state["loop"] = asyncio.get_running_loop()

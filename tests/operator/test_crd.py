@@ -8,16 +8,15 @@ the same specs, so one that slips past the API server is still reported by the o
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import celpy
-import jsonschema
 import pytest
 import yaml
 from pydantic import ValidationError
+from support import crd_check
+from support.crd_check import cel_env, schema_nodes
 from tq import config
 from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 from tq_operator import crd
@@ -42,62 +41,8 @@ def openapi_schema() -> dict[str, Any]:
     return dict(version["schema"]["openAPIV3Schema"])
 
 
-def schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    yield path or ".", node
-    for name, sub in node.get("properties", {}).items():
-        yield from schema_nodes(sub, f"{path}.{name}")
-    if "items" in node:
-        yield from schema_nodes(node["items"], f"{path}[]")
-
-
-def strict(node: dict[str, Any]) -> dict[str, Any]:
-    """The schema as the API server applies it with strict field validation: unknown fields refused."""
-    node = copy.deepcopy(node)
-    for _, sub in schema_nodes(node):
-        if sub.get("type") == "object" and "properties" in sub:
-            sub["additionalProperties"] = False
-    return node
-
-
-_cel_env = celpy.Environment()
-
-
-def cel_errors(
-    schema: dict[str, Any], value: Any, path: str = "", old: Any = None, has_old: bool = False
-) -> list[str]:
-    """Evaluate every CEL rule on the value's nodes; transition rules (oldSelf) only on updates."""
-    errors: list[str] = []
-    for rule in schema.get("x-kubernetes-validations", []):
-        uses_old = "oldSelf" in rule["rule"]
-        if uses_old and not has_old:
-            continue
-        activation = {"self": celpy.json_to_cel(value)}
-        if uses_old:
-            activation["oldSelf"] = celpy.json_to_cel(old)
-        result = _cel_env.program(_cel_env.compile(rule["rule"])).evaluate(activation)
-        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            errors.append(f"{path}{rule.get('fieldPath', '')}: {rule['message']}")
-    if isinstance(value, dict):
-        for name, sub in schema.get("properties", {}).items():
-            if name in value:
-                old_sub = old.get(name) if has_old and isinstance(old, dict) else None
-                errors += cel_errors(
-                    sub,
-                    value[name],
-                    f"{path}.{name}",
-                    old_sub,
-                    has_old and isinstance(old, dict) and name in old,
-                )
-    return errors
-
-
 def schema_errors(resource: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
-    schema = openapi_schema()
-    validator = jsonschema.Draft7Validator(strict(schema))
-    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(resource)]
-    if not errors:  # the API server runs CEL only on a value that passed the OpenAPI checks
-        errors = cel_errors(schema, resource, "", old, old is not None)
-    return errors
+    return crd_check.schema_errors(openapi_schema(), resource, old)
 
 
 def model_errors(spec: dict[str, Any]) -> list[str]:
@@ -212,7 +157,7 @@ def test_every_cel_rule_compiles_and_its_strings_are_bounded() -> None:
     rules = 0
     for path, node in schema_nodes(openapi_schema()):
         for rule in node.get("x-kubernetes-validations", []):
-            _cel_env.compile(rule["rule"])
+            cel_env.compile(rule["rule"])
             assert rule["message"], path
             rules += 1
         # Unbounded strings make the API server's CEL cost estimate refuse the CRD.

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from support.operator import NS, condition, create, get, operator, ready, wait_obj
+from support.kubectl import KUBECTL, kubectl, readme_block, table
+from support.operator import NS, SCHEDULES_BASE, condition, create, get, js, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
 from tq_operator.main import FINALIZER
 from tq_operator.spec import GROUP, KIND, VERSION
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.timeout(90),
     pytest.mark.skipif(
@@ -32,26 +31,6 @@ pytestmark = [
 
 EXAMPLE = REPO_ROOT / example_path("ai:content")
 NAME = "ai-content"
-
-
-async def kubectl(*args: str) -> str:
-    assert KUBECTL is not None
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)} failed ({proc.returncode}): {err.decode()}"
-    return out.decode()
-
-
-def table(text: str) -> list[dict[str, str]]:
-    """``kubectl get`` output as rows keyed by the header (columns are separated by 2+ spaces)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    header = re.split(r"\s{2,}", lines[0].strip())
-    return [dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=True)) for line in lines[1:]]
 
 
 async def config(client: Any, queue: str) -> dict[str, str]:
@@ -170,7 +149,8 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
     api: aiohttp.ClientSession, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`helm uninstall`'s pre-delete hook, its exact kubectl command: the operator releases every
-    QueueConfig (queue back to defaults, finalizer removed) before Helm deletes the operator."""
+    QueueConfig (queue back to defaults, finalizer removed) and JobSchedule (schedule removed from
+    Redis) before Helm deletes the operator."""
     monkeypatch.setenv("HOME", str(tmp_path))
     args = chart_uninstall_args()
     queues = {"email-send": "email:send", "ai-content": "ai:content"}
@@ -180,6 +160,13 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
         for name, queue in queues.items():
             await wait_obj(api, name, ready, f"{name} Ready")
             assert (await config(redis_client, queue))["concurrency"] == "2"
+        schedule = js(
+            "email-process-email-queue", queue="email:send", job="process-email-queue", intervalSeconds=60
+        )
+        schedule["metadata"]["labels"] = chart_qc("x", "email:send")["metadata"]["labels"]
+        await create(api, schedule)
+        await wait_obj(api, "email-process-email-queue", ready, "JobSchedule Ready", base=SCHEDULES_BASE)
+        assert await redis_client.hexists(keys.SCHEDULES, "email-process-email-queue")
         mine = chart_qc("hand-made", "otp:send")  # not the release's: the hook leaves it alone
         del mine["metadata"]["labels"]
         await create(api, mine)
@@ -187,20 +174,14 @@ async def test_uninstall_hook_deletes_the_queueconfigs_while_the_operator_runs(
         out = await kubectl(*args)
         for name in queues:
             assert f'queueconfig.queues.teknav.io "{name}" deleted' in out
+        assert 'jobschedule.queues.teknav.io "email-process-email-queue" deleted' in out
+        assert await get(api, "email-process-email-queue", SCHEDULES_BASE) is None
+        assert not await redis_client.hexists(keys.SCHEDULES, "email-process-email-queue")
         for name, queue in queues.items():
             assert await get(api, name) is None  # --wait: gone when kubectl returns
             assert await config(redis_client, queue) == {}  # back to the registry defaults
         assert await get(api, "hand-made") is not None
         await kubectl("delete", "qc", "hand-made", "-n", NS)
-
-
-def readme_block(marker: str) -> str:
-    """The shell block right after ``<!-- marker -->`` in README.md, as written there."""
-    text = (REPO_ROOT / "README.md").read_text()
-    after = text.split(f"<!-- {marker} -->", 1)[1]
-    match = re.search(r"```sh\n(.*?)```", after, re.S)
-    assert match is not None
-    return match.group(1).strip()
 
 
 async def test_readme_removes_the_finalizer_when_the_operator_is_gone(

@@ -12,13 +12,17 @@ import yaml
 from support.operator import (
     BASE,
     GROUP,
+    NO_HANDLER_JOB,
     NS,
+    SCHEDULES_BASE,
     Cluster,
+    Q,
     annotate,
     condition,
     create,
     create_deployment,
     get,
+    js,
     operator,
     qc,
     ready,
@@ -77,6 +81,12 @@ async def test_every_request_of_the_operator_is_granted_and_every_rule_is_used(
             assert r.status < 300, await r.text()
         await wait_obj(api, "email", lambda o: o is None, "the finalizer released the object")
         assert await get(api, "email") is None
+        # a JobSchedule: create (finalizer, status, Events), the refresh timer, delete
+        await create(api, js("mails", queue=Q, job=NO_HANDLER_JOB, intervalSeconds=3600))
+        await wait_obj(api, "mails", ready, "JobSchedule Ready", base=SCHEDULES_BASE)
+        async with api.delete(f"{SCHEDULES_BASE}/mails") as r:
+            assert r.status < 300, await r.text()
+        await wait_obj(api, "mails", lambda o: o is None, "JobSchedule released", base=SCHEDULES_BASE)
 
     operator_calls = [c for c in cluster.emulator.requests if c.agent.startswith("kopf/")]
     # Discovery (/api/v1, /apis/<group>/<version>) is granted to every authenticated user by the

@@ -22,6 +22,8 @@ from kopf.testing import KopfRunner
 from tq import keys
 from tq_operator import main as operator_main
 from tq_operator.crd import PLURAL
+from tq_operator.jobschedule import KIND as SCHEDULE_KIND
+from tq_operator.jobschedule import PLURAL as SCHEDULE_PLURAL
 from tq_operator.spec import GROUP, KIND, VERSION
 
 from support import wait_for
@@ -31,6 +33,7 @@ Q = "email:send"
 NS = "tq"
 NO_HANDLER_JOB = "process-email-queue"  # a real job of the queue that these tests never give a handler
 BASE = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
+SCHEDULES_BASE = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{SCHEDULE_PLURAL}"
 # No --standalone: the startup handler joins the chart's ClusterKopfPeering (leader election).
 KOPF_ARGS = ["run", "--all-namespaces", "--verbose", "-m", operator_main.__name__]
 
@@ -57,23 +60,34 @@ def qc(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def js(name: str, **spec: Any) -> dict[str, Any]:
+    """A JobSchedule in NS (spec fields in the resource's camelCase)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": SCHEDULE_KIND,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
 async def create(api: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
-    async with api.post(BASE, json=body) as r:
+    base = SCHEDULES_BASE if body.get("kind") == SCHEDULE_KIND else BASE
+    async with api.post(base, json=body) as r:
         assert r.status < 300, await r.text()
         return dict(await r.json())
 
 
-async def get(api: aiohttp.ClientSession, name: str) -> dict[str, Any] | None:
-    async with api.get(f"{BASE}/{name}") as r:
+async def get(api: aiohttp.ClientSession, name: str, base: str = BASE) -> dict[str, Any] | None:
+    async with api.get(f"{base}/{name}") as r:
         if r.status == 404:
             return None
         assert r.status < 300, await r.text()
         return dict(await r.json())
 
 
-async def merge_patch(api: aiohttp.ClientSession, name: str, patch: dict[str, Any]) -> None:
+async def merge_patch(api: aiohttp.ClientSession, name: str, patch: dict[str, Any], base: str = BASE) -> None:
     headers = {"Content-Type": "application/merge-patch+json"}
-    async with api.patch(f"{BASE}/{name}", json=patch, headers=headers) as r:
+    async with api.patch(f"{base}/{name}", json=patch, headers=headers) as r:
         assert r.status < 300, await r.text()
 
 
@@ -86,11 +100,13 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == type_), {})
 
 
-async def wait_obj(api: aiohttp.ClientSession, name: str, pred: Any, what: str, timeout: float = 15) -> dict:
+async def wait_obj(
+    api: aiohttp.ClientSession, name: str, pred: Any, what: str, timeout: float = 15, base: str = BASE
+) -> dict:
     seen: dict[str, Any] = {}
 
     async def check() -> bool:
-        seen["obj"] = await get(api, name)
+        seen["obj"] = await get(api, name, base)
         return bool(pred(seen["obj"]))
 
     try:
