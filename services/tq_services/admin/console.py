@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
-from tq import jobs, schedules
-from tq.errors import TqError, UnknownJob
+from tq import jobs, keys, schedules
+from tq.errors import NotFound, TqError
 from tq.models import QueueMetricAggregate
 from tq.registry import all_queues
 
@@ -94,14 +94,21 @@ async def workers(request: Request, _: Reader) -> list[Consumer]:
 @data_access
 async def find_job(request: Request, job_id: Annotated[str, Path(pattern=JOB_ID)], _: Reader) -> FoundJob:
     client = admin_state(request).redis
-    for spec in all_queues():
-        try:
-            rec = await jobs.get_job(client, spec.name, job_id)
-        except UnknownJob:
+    names = [spec.name for spec in all_queues()]
+    async with client.pipeline(transaction=False) as pipe:  # one round trip to find the queue
+        for name in names:
+            pipe.exists(keys.job(name, job_id))
+        held = await pipe.execute()
+    for name, exists in zip(names, held, strict=True):
+        if not exists:
             continue
-        note(request, queue=spec.name)
+        try:
+            rec = await jobs.get_job(client, name, job_id)
+        except NotFound:  # trimmed meanwhile
+            continue
+        note(request, queue=name)
         return FoundJob(
-            queue=spec.name, job=JobDetail.model_validate({**rec.to_dict(), "timeline": rec.timeline()})
+            queue=name, job=JobDetail.model_validate({**rec.to_dict(), "timeline": rec.timeline()})
         )
     raise ApiError(
         404, f"no job {job_id} in any queue (finished jobs are kept only up to each queue's retention)"
