@@ -30,6 +30,8 @@ const state = {
   cursors: {},
   range: "hour",
   workers: null,
+  configs: new Map(), // queue -> its live config, read once per navigation
+  seq: { jobs: 0, dlq: 0 }, // the latest load of each list: an older answer arriving late is dropped
 };
 
 const $ = (id) => document.getElementById(id);
@@ -437,6 +439,17 @@ function resetView() {
   state.selected.jobs.clear();
   state.selected.dlq.clear();
   state.cursors = {};
+  state.configs.clear();
+}
+
+// the queue's live config (its retry policy gives a job's attempts when the job sets none)
+async function queueConfig(queue) {
+  if (!state.configs.has(queue)) state.configs.set(queue, await api("GET", `${QUEUES}/${q(queue)}/config`));
+  return state.configs.get(queue);
+}
+
+function maxAttempts(j, cfg) {
+  return j.max_attempts || (cfg ? cfg.retry.attempts : null);
 }
 
 function every(ms_, fn) {
@@ -673,8 +686,7 @@ function showQueue(nav, queue, tab) {
   for (const id of ["jobs-table", "dlq-table", "dlq-groups", "queue-consumers"]) clearTable($(id));
   for (const id of ["queue-config"]) $(id).replaceChildren();
   for (const id of ["jobs-empty", "dlq-empty", "jobs-more", "dlq-more", "dlq-confirm", "queue-chart-empty"]) $(id).hidden = true;
-  $("jobs-selected").textContent = "";
-  $("dlq-selected").textContent = "";
+  for (const id of ["jobs-selected", "dlq-selected", "jobs-status", "dlq-status"]) $(id).textContent = "";
   $("purge-confirm").value = "";
   $("purge-button").disabled = true;
   if (!state.queues.has(queue)) {
@@ -730,7 +742,8 @@ async function loadQueueCharts(nav, queue) {
 }
 
 async function loadQueueConfig(nav, queue) {
-  const c = await api("GET", `${QUEUES}/${q(queue)}/config`);
+  state.configs.delete(queue);
+  const c = await queueConfig(queue);
   if (!current(nav)) return;
   const r = c.retry;
   fieldList($("queue-config"), [
@@ -825,8 +838,9 @@ async function loadJobs(nav, more) {
   const search = $("jobs-search").value.trim();
   if (search) params.set("search", search);
   if (more && state.cursors.jobs) params.set("cursor", state.cursors.jobs);
-  const page = await api("GET", `${QUEUES}/${q(queue)}/jobs?${params}`);
-  if (!current(nav)) return;
+  const seq = ++state.seq.jobs;
+  const [page, cfg] = await Promise.all([api("GET", `${QUEUES}/${q(queue)}/jobs?${params}`), queueConfig(queue)]);
+  if (!current(nav) || seq !== state.seq.jobs) return;
   const table = $("jobs-table");
   selectAllHead(table, "jobs", ["id", "name", "state", "attempts", "enqueued", "next run", "finished", "error"]);
   if (!more) table.tBodies[0].replaceChildren();
@@ -836,7 +850,8 @@ async function loadJobs(nav, more) {
     const tr = el("tr", null, { "data-job": j.id });
     const idCell = el("td");
     idCell.append(link(j.id, `#/queue/${q(queue)}/job/${q(j.id)}`));
-    const attempts = j.max_attempts ? `${j.attempts} / ${j.max_attempts}` : String(j.attempts);
+    const most = maxAttempts(j, cfg);
+    const attempts = most ? `${j.attempts} / ${most}` : String(j.attempts);
     const stateName = j.state === "failed" ? "retrying" : j.state;
     tr.append(td(selectBox("jobs", j.id, "Select job " + j.id)), idCell, td(j.name), td(stateName, { class: "state-" + j.state }));
     tr.append(td(attempts, { class: "num" }), td(timeEl(j.enqueued_at)), td(timeEl(j.due_at)), td(timeEl(j.finished_at)));
@@ -863,7 +878,7 @@ async function bulkJobs(action) {
   if (!r || !current(nav)) return;
   state.selected.jobs.clear();
   reportBulk(r, action === "retry" ? "Retried" : "Removed");
-  $("jobs-selected").textContent = `${action === "retry" ? "Retried" : "Removed"} ${r.done} job(s)`;
+  $("jobs-status").textContent = `${action === "retry" ? "Retried" : "Removed"} ${r.done} job(s)`;
   await load(nav, loadJobs(nav, false));
 }
 
@@ -933,11 +948,12 @@ async function loadDlq(nav, more) {
   const f = dlqFilters();
   const params = new URLSearchParams({ limit: "50", ...f });
   if (more && state.cursors.dlq) params.set("cursor", state.cursors.dlq);
+  const seq = ++state.seq.dlq;
   const [page, groups] = await Promise.all([
     api("GET", `${QUEUES}/${q(queue)}/dlq?${params}`),
     more ? Promise.resolve(null) : loadDlqGroups(nav),
   ]);
-  if (!current(nav)) return;
+  if (!current(nav) || seq !== state.seq.dlq) return;
   const table = $("dlq-table");
   selectAllHead(table, "dlq", ["DLQ id", "job", "name", "error type", "error", "attempts", "failed", "actions"]);
   if (!more) table.tBodies[0].replaceChildren();
@@ -991,7 +1007,7 @@ async function dlqAct(action, ids) {
     const row = document.querySelector(`#dlq-table tr[data-dlq="${CSS.escape(o.id)}"]`);
     if (row) row.remove();
   }
-  $("dlq-selected").textContent = `${action === "replay" ? "Replayed" : "Deleted"} ${r.done} entr${r.done === 1 ? "y" : "ies"}`;
+  $("dlq-status").textContent = `${action === "replay" ? "Replayed" : "Deleted"} ${r.done} entr${r.done === 1 ? "y" : "ies"}`;
   await load(nav, loadDlq(nav, false));
 }
 
@@ -1016,7 +1032,7 @@ async function replayAllAsk() {
       box.hidden = true;
       const r = await load(nav, api("POST", `${QUEUES}/${q(v.queue)}/dlq/replay`, { all: true, ...f }));
       if (!r || !current(nav)) return;
-      $("dlq-selected").textContent = `Replayed ${r.replayed}${r.skipped ? `, ${r.skipped} could not be (no envelope)` : ""}`;
+      $("dlq-status").textContent = `Replayed ${r.replayed}${r.skipped ? `, ${r.skipped} could not be (no envelope)` : ""}`;
       await load(nav, loadDlq(nav, false));
     };
   }
@@ -1047,8 +1063,9 @@ function showJob(nav, queue, id) {
 
 async function loadJob(nav, queue, id, refresh) {
   let j;
+  let cfg;
   try {
-    j = await api("GET", `${QUEUES}/${q(queue)}/jobs/${q(id)}`);
+    [j, cfg] = await Promise.all([api("GET", `${QUEUES}/${q(queue)}/jobs/${q(id)}`), queueConfig(queue).catch(() => null)]);
   } catch (e) {
     if (!current(nav)) return;
     clearJob();
@@ -1062,7 +1079,7 @@ async function loadJob(nav, queue, id, refresh) {
   fieldList($("job-fields"), [
     ["name", j.name],
     ["state", retrying ? "retrying (failed, in backoff)" : j.state],
-    ["attempts", j.max_attempts ? `${j.attempts} of ${j.max_attempts}` : j.attempts],
+    ["attempts", maxAttempts(j, cfg) ? `${j.attempts} of ${maxAttempts(j, cfg)}` : j.attempts],
     ["retries", j.failures.length],
     [retrying ? "next retry" : "due", j.due_at ? timeEl(j.due_at) : null],
     ["enqueued", timeEl(j.enqueued_at)],
@@ -1248,7 +1265,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!r || !current(nav)) return;
     $("purge-confirm").value = "";
     $("purge-button").disabled = true;
-    $("dlq-selected").textContent = `Purged ${r.purged} entr${r.purged === 1 ? "y" : "ies"}`;
+    $("dlq-status").textContent = `Purged ${r.purged} entr${r.purged === 1 ? "y" : "ies"}`;
     await load(nav, loadDlq(nav, false));
   });
   $("pause-toggle").addEventListener("click", async () => {
