@@ -30,6 +30,7 @@ from tq.handlers import HandlerRegistry
 from tq.models import QueueMetricAggregate
 from tq.producer import Producer
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.async_api")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system Chromium (apt-get install chromium)")
@@ -50,6 +51,8 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
     out = Path(os.environ.get("TQ_TEST_ARTIFACTS", tmp_path)) / "admin-browser"
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -59,7 +62,6 @@ async def shot(page: Any, artifacts: Path, name: str, *, docs: bool = False) -> 
     """A screenshot to the artifacts; with ``docs``, also the one docs/admin.md shows, when asked."""
     await page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
     if docs and SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(Path(SCREENSHOTS) / f"admin-{name}.png"), full_page=True)
 
 
@@ -71,9 +73,9 @@ async def open_page(browser: Any, url: str, config: Any, **context: Any) -> tupl
     # an API's 4xx answer is logged by the browser too: expected where the test asks for one
     page.on(
         "console",
-        lambda m: problems.append(m.text)
-        if m.type == "error" and not m.text.startswith(EXPECTED_4XX)
-        else None,
+        lambda m: (
+            problems.append(m.text) if m.type == "error" and not m.text.startswith(EXPECTED_4XX) else None
+        ),
     )
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("dialog", lambda d: d.accept())
@@ -148,6 +150,9 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
                 return await redis_client.hget(keys.job(Q, retrying), "s") == b"failed"
 
             await wait_for(in_backoff, what="a job in retry backoff")
+            # the screenshots in docs/ show the stack as a deployment would, not this checkout's paths
+            stack = (await redis_client.hget(keys.job(Q, retrying), "es")).decode()
+            await redis_client.hset(keys.job(Q, retrying), "es", stack.replace(f"{REPO}/", "/app/"))
             page, problems = await open_page(browser, served.url, s, viewport={"width": 1280, "height": 900})
 
             # ---- overview: totals, both charts drawn by uPlot (canvas, axes), lists

@@ -380,3 +380,19 @@ async def test_schedules_list_run_now_suspend_resume(
         ("admin.schedule.run_now", "forbidden"),
     ]
     assert rows[0][2] == {"job_id": job_id}
+
+
+# ---- the page's files ---------------------------------------------------------------------------
+
+
+async def test_the_page_serves_its_chart_library_itself(http: httpx.AsyncClient) -> None:
+    index = await http.get("/")
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    assert '<script src="/static/uplot.min.js"' in index.text  # no CDN: the page works offline
+    js = await http.get("/static/uplot.min.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert js.text.startswith("/*! https://github.com/leeoniya/uPlot (v1.6.32) */")
+    assert (await http.get("/static/uplot.min.css")).headers["content-type"].startswith("text/css")
+    assert "MIT License" in (await http.get("/static/uplot.LICENSE")).text
+    err = assert_error(await http.get("/static/evil.js"), 404, "not_found")
+    assert "evil.js" in err["message"]

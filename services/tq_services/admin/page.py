@@ -1,6 +1,6 @@
 """The owner's web page: one HTML document, one script, one stylesheet (no build step) and the
-vendored chart library (uPlot), served from the package. The page holds no data: it signs in with a token kept in the tab's
-sessionStorage and reads everything from the API and the live event stream."""
+vendored chart library (uPlot), served from the package. The page holds no data: it signs in with a
+token kept in the tab's sessionStorage and reads everything from the API and the live event stream."""
 
 from __future__ import annotations
 

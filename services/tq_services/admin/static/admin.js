@@ -412,7 +412,7 @@ function chart(box, series, data, unit, range) {
     ],
     axes: [
       { ...axis, label: `time (${TZ})`, labelSize: 20 },
-      { ...axis, label: unit, labelSize: 20, size: 56, values: (u, vals) => vals.map((v) => (unit === "ms" ? ms(v) : rate(v))) },
+      { ...axis, label: unit, labelSize: 20, size: 56, values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : unit === "ms" ? ms(v) : rate(v))) },
     ],
     legend: { live: true },
   };
@@ -550,6 +550,7 @@ function renderOverviewLive() {
   }
   const sizes = $("dlq-sizes");
   heads(sizes, ["queue", "dead letters"]);
+  sizes.tHead.rows[0].cells[1].className = "num";
   sizes.tBodies[0].replaceChildren();
   const withDead = all.filter((s) => s.counts.dead > 0).sort((a, b) => b.counts.dead - a.counts.dead);
   for (const s of withDead) {
@@ -587,6 +588,7 @@ async function loadHistory(nav) {
   $("history-empty").hidden = m.points.length > 0;
   const top = (table, field, caption) => {
     heads(table, ["queue", field]);
+    table.tHead.rows[0].cells[1].className = "num";
     table.tBodies[0].replaceChildren();
     const rows = m.queues.filter((t) => t[field] > 0).sort((a, b) => b[field] - a[field]).slice(0, 5);
     for (const t of rows) {
@@ -1212,6 +1214,7 @@ document.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     const id = $("find-id").value.trim();
     if (!id) return say("Type a job id to find it in every queue.");
+    $("find-id").value = "";
     location.hash = "#/find/" + q(id);
   });
   $("queues-filter-form").addEventListener("submit", (e) => e.preventDefault());
