@@ -412,3 +412,34 @@ async def test_narrow_dark_and_keyboard(
         await expect(page.locator('#queue-table th[aria-sort="descending"]')).to_have_text("waiting")
         await page.close()
     assert problems == []
+
+
+async def test_jobs_per_second_is_not_zero_for_a_queue_that_completed_jobs(
+    browser: Any, redis_url: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """jobs/s is taken over the last minute the page saw, not over one stats interval (which
+    reads 0.00 as soon as an interval passes without a completion)."""
+    s = admin_settings(redis_url, sqlite_database(tmp_path))
+    handlers = HandlerRegistry()
+
+    @handlers.register(Q, "send-email")
+    async def send(ctx: Any, payload: Any) -> None:
+        return None
+
+    expect = playwright_api.expect
+    with serving(s) as served:
+        page, problems = await open_page(browser, served.url, s)
+        await page.get_by_role("link", name="Queues", exact=True).click()
+        rate_cell = page.locator(f'#queue-table tr[data-queue="{Q}"] [data-field="rate"]')
+        await expect(rate_cell).to_have_text("-")  # nothing seen yet, no stats leader
+        await page.wait_for_timeout(5500)  # the page's window needs a few seconds to measure
+        producer = Producer(redis_client, s.settings)
+        async with running(redis_client, s.settings, handlers, queue=Q):
+            for _ in range(3):
+                await producer.enqueue(Q, "send-email", EMAIL)
+            await expect(
+                page.locator(f'#queue-table tr[data-queue="{Q}"] [data-field="waiting"]')
+            ).to_have_text("0")
+            await expect(rate_cell).to_have_text(re.compile(r"^0\.[0-9]*[1-9][0-9]*$"))
+        await page.close()
+    assert problems == []
