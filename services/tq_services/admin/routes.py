@@ -8,7 +8,7 @@ Queue names contain a colon (``ai:content``); it is accepted raw or URL-encoded 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -270,20 +270,21 @@ async def list_dead(
     return DeadLetterPage(items=items, next_cursor=page.next_cursor)
 
 
-MAX_SCAN_PAGES = 50  # pages of the DLQ read to group or count (each scans up to 10,000 entries)
+MAX_SCAN_PAGES = 20  # pages of the DLQ read to group or count (each scans up to 10,000 entries)
 
 
-async def _matching_letters(
+async def _scan_letters(
     client: Any,
     queue: str,
+    visit: Callable[[Any], None],
     *,
     since: float | None,
     until: float | None,
     error_type: str | None,
     text: str | None,
-) -> tuple[list[Any], bool]:
-    """The dead letters the filters select, newest first, and whether that is all of them."""
-    found: list[Any] = []
+) -> bool:
+    """Hand every dead letter the filters select to ``visit``, newest first, a page at a time (so
+    memory holds one page, whatever the DLQ's size); whether that was all of them."""
     cursor = None
     for _page in range(MAX_SCAN_PAGES):
         page = await dlq.list_dead(
@@ -296,11 +297,12 @@ async def _matching_letters(
             cursor=cursor,
             limit=1000,
         )
-        found += page.items
+        for d in page.items:
+            visit(d)
         cursor = page.next_cursor
         if cursor is None:
-            return found, True
-    return found, False
+            return True
+    return False
 
 
 @router.get("/{queue}/dlq/groups", name="dlq.groups", summary="Dead letters grouped by error type, counted")
@@ -308,12 +310,9 @@ async def dead_letter_groups(
     request: Request, queue: Queue, _: Reader, since: Epoch = None, until: Epoch = None, text: Text = None
 ) -> DeadLetterGroups:
     _known(queue)
-    with tq_errors():
-        letters, complete = await _matching_letters(
-            admin_state(request).redis, queue, since=since, until=until, error_type=None, text=text
-        )
     groups: dict[str, DeadLetterGroup] = {}
-    for d in letters:  # newest first: the first of a type is its newest
+
+    def count(d: Any) -> None:  # newest first: the first of a type is its newest
         g = groups.get(d.error_type)
         if g is None:
             groups[d.error_type] = DeadLetterGroup(
@@ -321,8 +320,13 @@ async def dead_letter_groups(
             )
         else:
             g.count += 1
+
+    with tq_errors():
+        complete = await _scan_letters(
+            admin_state(request).redis, queue, count, since=since, until=until, error_type=None, text=text
+        )
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.error_type))
-    return DeadLetterGroups(groups=ordered, total=len(letters), complete=complete)
+    return DeadLetterGroups(groups=ordered, total=sum(g.count for g in ordered), complete=complete)
 
 
 @router.get(
@@ -338,11 +342,23 @@ async def dead_letter_count(
     text: Text = None,
 ) -> MatchCount:
     _known(queue)
+    matching = 0
+
+    def count(_d: Any) -> None:
+        nonlocal matching
+        matching += 1
+
     with tq_errors():
-        letters, complete = await _matching_letters(
-            admin_state(request).redis, queue, since=since, until=until, error_type=error_type, text=text
+        complete = await _scan_letters(
+            admin_state(request).redis,
+            queue,
+            count,
+            since=since,
+            until=until,
+            error_type=error_type,
+            text=text,
         )
-    return MatchCount(matching=len(letters), complete=complete)
+    return MatchCount(matching=matching, complete=complete)
 
 
 @router.post("/{queue}/dlq/bulk", name="dlq.bulk", summary="Replay or delete the selected DLQ entries")

@@ -19,7 +19,6 @@ const state = {
   nav: 0, // bumped by every navigation; loaders drop answers of an older one
   stream: null, // AbortController of the live stream
   lastEventId: "",
-  refreshTimers: new Map(),
   viewTimers: [], // intervals of the current view, cleared on navigation
   charts: [], // uPlot instances of the current view, destroyed on navigation
   samples: new Map(), // queue -> [[t, completed]] for jobs/s
@@ -286,29 +285,51 @@ function onFrame(block) {
     state.queues.get(data.queue).stats = data.data;
     queuesChanged();
   }
-  if (data.queue && state.queues.has(data.queue)) refreshSoon(data.queue, frame.event, data.data || {});
+  if (data.queue && state.queues.has(data.queue) && frame.event !== "queue.stats" && frame.event !== "dlq.stats") {
+    refreshSoon(data.queue, frame.event);
+  }
 }
 
-function refreshSoon(queue, event, data) {
-  // bursts of job events become one read of the queue's counts (and of the open view)
-  const key = queue + (event.startsWith("dlq.") ? "|dlq" : "|jobs");
-  if (state.refreshTimers.has(key)) return;
-  state.refreshTimers.set(
-    key,
-    setTimeout(async () => {
-      state.refreshTimers.delete(key);
+// Events mark what they touch; at most once a second the page reads it again: the touched queues'
+// counts (one call for all when many are busy) and the open list or job. A busy system costs a few
+// requests a second, far below the token's rate limit, however many events it publishes.
+const dirty = { queues: new Set(), jobs: false, dlq: false, job: false };
+let flushTimer = null;
+const FLUSH_MS = 1000;
+
+function refreshSoon(queue, event) {
+  dirty.queues.add(queue);
+  const v = state.view;
+  if (v.kind === "queue" && v.queue === queue) {
+    if (event.startsWith("dlq.") || event === "job.dead") dirty.dlq = true;
+    if (event.startsWith("job.")) dirty.jobs = true;
+  }
+  if (v.kind === "job" && v.queue === queue && event.startsWith("job.")) dirty.job = true;
+  if (!flushTimer) flushTimer = setTimeout(flush, FLUSH_MS);
+}
+
+async function flush() {
+  flushTimer = null;
+  if (!state.token) return;
+  const queues = [...dirty.queues];
+  const { jobs, dlq, job } = dirty;
+  dirty.queues.clear();
+  dirty.jobs = dirty.dlq = dirty.job = false;
+  if (queues.length > 3) {
+    const all = await api("GET", QUEUES).catch(() => null);
+    if (all) setQueues(all);
+  } else {
+    for (const queue of queues) {
       const summary = await api("GET", `${QUEUES}/${q(queue)}/stats`).catch(() => null);
-      if (summary) {
-        state.queues.set(queue, summary);
-        queuesChanged();
-      }
-      const v = state.view;
-      const nav = state.nav;
-      if (v.kind === "queue" && v.queue === queue && v.tab === "jobs" && !state.cursors.jobsPaged) load(nav, loadJobs(nav, false));
-      if (v.kind === "queue" && v.queue === queue && v.tab === "dlq" && !state.cursors.dlqPaged) load(nav, loadDlq(nav, false));
-      if (v.kind === "job" && v.queue === queue) load(nav, loadJob(nav, v.queue, v.id, true));
-    }, 250),
-  );
+      if (summary) state.queues.set(queue, summary);
+    }
+    queuesChanged();
+  }
+  const v = state.view;
+  const nav = state.nav;
+  if (v.kind === "queue" && v.tab === "jobs" && jobs && !state.cursors.jobsPaged) load(nav, loadJobs(nav, false));
+  if (v.kind === "queue" && v.tab === "dlq" && dlq && !state.cursors.dlqPaged) load(nav, loadDlq(nav, false));
+  if (v.kind === "job" && job) load(nav, loadJob(nav, v.queue, v.id, true));
 }
 
 // ---- counts and rates ------------------------------------------------------------------------
