@@ -268,6 +268,12 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
         await expect(page.get_by_role("button", name="Replay all matching…")).to_be_disabled()
         await page.get_by_role("button", name="Clear filters").click()
         await expect(entries).to_have_count(3)
+        await page.get_by_label("Since").fill("2099-01-01T00:00")  # the time filter
+        await page.get_by_role("button", name="Filter", exact=True).click()
+        await expect(entries).to_have_count(0)
+        await expect(page.locator("#dlq-groups tbody tr")).to_contain_text("No dead letters")
+        await page.get_by_role("button", name="Clear filters").click()
+        await expect(entries).to_have_count(3)
         first = await entries.first.get_attribute("data-dlq")
         await page.get_by_label(f"Select {first}").check()
         await page.get_by_role("button", name="Replay selected").click()
@@ -357,8 +363,12 @@ async def test_navigation_never_shows_stale_data(
         # the DLQ of one queue, then another queue's: the first one's rows are gone at once
         await page.goto(f"{served.url}/#/queue/{Q}/dlq")
         await expect(page.locator("#dlq-table tbody tr")).to_have_count(1)
+        await page.get_by_label("Text").fill("no handler")
+        await page.get_by_role("button", name="Filter", exact=True).click()
+        await expect(page.locator("#dlq-table tbody tr")).to_have_count(1)
         await page.goto(f"{served.url}/#/queue/ai:content/dlq")
         await expect(page.locator("#dlq-table tbody tr")).to_have_count(0)
+        await expect(page.get_by_label("Text")).to_have_value("")  # another queue's filter is not kept
         await expect(page.locator("#dlq-empty")).to_contain_text("The DLQ of ai:content is empty")
         await shot(page, artifacts, "stale-checks")
         await page.close()

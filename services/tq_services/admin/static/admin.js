@@ -694,8 +694,16 @@ function renderQueueTable() {
 }
 
 // ---- one queue -------------------------------------------------------------------------------
+let filtersOf = null; // the queue the filter fields were filled for
+
 function showQueue(nav, queue, tab) {
   state.view = { kind: "queue", queue, tab };
+  if (filtersOf !== queue) {
+    // another queue's filters would silently narrow this one's lists
+    for (const id of ["jobs-search", "dlq-error-type", "dlq-text", "dlq-since", "dlq-until"]) $(id).value = "";
+    $("jobs-state").value = "waiting";
+    filtersOf = queue;
+  }
   $("view-queue").hidden = false;
   $("queue-title").textContent = queue;
   $("queue-summary").textContent = "";
