@@ -29,6 +29,8 @@ from tq.db import make_engine
 from tq.handlers import HandlerRegistry
 from tq.models import QueueMetricAggregate
 from tq.producer import Producer
+from tq.registry import all_queues, get_queue
+from tq.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -291,15 +293,26 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
         assert int(await redis_client.xlen(keys.dlq(Q))) == 0
 
         # ---- workers and schedules
-        async with running(
-            redis_client, s.settings, HandlerRegistry(), queue="ai:content", consumer_id="worker-b"
-        ):
+        family = get_queue("ai:content").family
+        ai_worker = Worker(
+            redis_client,
+            [spec for spec in all_queues() if spec.family == family],
+            HandlerRegistry(),
+            s.settings,
+            consumer_id="worker-b",
+            family=family,
+        )
+        await ai_worker.start()
+        try:
             await page.get_by_role("link", name="Workers").click()
             worker = page.locator('#workers-table tr[data-consumer="worker-b"]')
             await expect(worker).to_contain_text("ai:content")
+            await expect(worker.locator("td").nth(2)).to_have_text(family)
             await expect(worker).to_contain_text("running")
             await expect(worker.locator("time").last).to_have_text(re.compile(r"^(now|\d+ s ago)$"))
             await shot(page, artifacts, "workers", docs=True)
+        finally:
+            await ai_worker.stop()
         await page.get_by_role("link", name="Schedules").click()
         schedule = page.locator('#schedules-table tr[data-schedule="nightly-digest"]')
         await expect(schedule).to_contain_text("cron '0 2 * * *' UTC")
