@@ -32,7 +32,7 @@ from tq.connection import async_client
 from tq.db import make_engine
 from tq.settings import Settings, get_settings
 
-from tq_services.admin import errors, metrics, page, realtime, routes
+from tq_services.admin import console, errors, metrics, page, realtime, routes
 from tq_services.admin.auditing import audit_row, refused, run_spool_flusher
 from tq_services.admin.auth import bearer, signing_key
 from tq_services.admin.deps import verified
@@ -211,6 +211,7 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
     )
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(console.router)
     app.include_router(realtime.router)
     app.include_router(page.router)
 

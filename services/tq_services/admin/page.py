@@ -1,6 +1,6 @@
-"""The owner's web page: one HTML document, one script, one stylesheet (no build step), served
-from the package. The page holds no data: it signs in with a token kept in the tab's
-sessionStorage and reads everything from the API and the live event stream."""
+"""The owner's web page: one HTML document, one script, one stylesheet (no build step) and the
+vendored chart library (uPlot), served from the package. The page holds no data: it signs in with a
+token kept in the tab's sessionStorage and reads everything from the API and the live event stream."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from starlette.responses import Response
 from tq_services.admin.errors import ApiError
 
 STATIC = Path(__file__).resolve().parent / "static"
-_FILES = {"admin.js": "text/javascript; charset=utf-8", "admin.css": "text/css; charset=utf-8"}
+_FILES = {
+    "admin.js": "text/javascript; charset=utf-8",
+    "admin.css": "text/css; charset=utf-8",
+    # uPlot 1.6.32 (MIT), vendored so the page charts offline under its CSP: see static/VENDOR.md
+    "uplot.min.js": "text/javascript; charset=utf-8",
+    "uplot.min.css": "text/css; charset=utf-8",
+    "uplot.LICENSE": "text/plain; charset=utf-8",
+}
 # the page's own script and style only; data goes over fetch to this origin
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "

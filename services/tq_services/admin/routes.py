@@ -8,10 +8,10 @@ Queue names contain a colon (``ai:content``); it is accepted raw or URL-encoded 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
@@ -22,26 +22,39 @@ from tq.models import QueueMetricAggregate
 from tq.registry import get_queue
 
 from tq_services.admin.auditing import AuditedRoute, data_access, note
+from tq_services.admin.consumers import live_consumers
 from tq_services.admin.deps import Owner, Reader
 from tq_services.admin.errors import ApiError, from_tq_error
 from tq_services.admin.schemas import (
     EPOCH_MAX,
+    BulkDeadLettersRequest,
+    BulkJobsRequest,
+    BulkOutcome,
+    BulkResult,
+    Consumer,
+    DeadLetterAction,
     DeadLetterDetail,
+    DeadLetterGroup,
+    DeadLetterGroups,
     DeadLetterPage,
     DeadLetterSummary,
     DeleteResult,
     Job,
+    JobAction,
     JobDetail,
     JobPage,
+    MatchCount,
     MetricBucket,
     PauseResult,
     PurgeRequest,
     PurgeResult,
+    QueueConfigView,
     QueueSummary,
     RemoveResult,
     ReplayManyResult,
     ReplayOneResult,
     ReplayRequest,
+    RetryPolicyView,
     RetryResult,
 )
 from tq_services.admin.state import admin_state
@@ -109,6 +122,34 @@ async def queue_metrics(
     ]
 
 
+@router.get("/{queue}/config", name="queue.config", summary="The config the queue's consumers run with")
+async def queue_config(request: Request, queue: Queue, _: Reader) -> QueueConfigView:
+    _known(queue)
+    state = admin_state(request)
+    cfg = await config.read(state.redis, queue, state.settings)
+    return QueueConfigView(
+        queue=queue,
+        concurrency=cfg.concurrency,
+        paused=cfg.paused,
+        retry=RetryPolicyView.model_validate(cfg.retry.model_dump()),
+        timeout_s=cfg.timeout_s,
+        rate_limit_jobs=cfg.rate_limit.jobs if cfg.rate_limit else None,
+        rate_limit_per_s=cfg.rate_limit.per_s if cfg.rate_limit else None,
+        visibility_timeout_s=cfg.visibility_timeout_s,
+        retention_completed=cfg.retention_completed,
+        retention_failed=cfg.retention_failed,
+        generation=cfg.generation,
+        managed=cfg.generation > 0,  # only the operator writes a QueueConfig's generation
+    )
+
+
+@router.get("/{queue}/consumers", name="queue.consumers", summary="The queue's consumer processes")
+async def queue_consumers(request: Request, queue: Queue, _: Reader) -> list[Consumer]:
+    _known(queue)
+    state = admin_state(request)
+    return await live_consumers(state.redis, state.settings, [queue])
+
+
 @router.post("/{queue}/pause", name="queue.pause", summary="Stop consumers fetching (in-flight jobs finish)")
 async def pause(request: Request, queue: Queue, _: Owner) -> PauseResult:
     with tq_errors():
@@ -153,6 +194,31 @@ async def get_job(request: Request, queue: Queue, job_id: JobId, _: Reader) -> J
     with tq_errors():
         rec = await jobs.get_job(admin_state(request).redis, queue, job_id)
     return JobDetail.model_validate({**rec.to_dict(), "timeline": rec.timeline()})
+
+
+@router.post("/{queue}/jobs/bulk", name="jobs.bulk", summary="Retry or remove the selected jobs")
+async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Owner) -> BulkResult:
+    _known(queue)
+    client = admin_state(request).redis
+    outcomes = []
+    for job_id in dict.fromkeys(body.job_ids):  # each once, in the order given
+        try:
+            if body.action is JobAction.RETRY:
+                outcomes.append(
+                    BulkOutcome(id=job_id, ok=True, job_id=await jobs.retry_job(client, queue, job_id))
+                )
+            else:
+                await jobs.remove_job(client, queue, job_id)
+                outcomes.append(BulkOutcome(id=job_id, ok=True))
+        except (TqError, ValueError) as exc:
+            outcomes.append(BulkOutcome(id=job_id, ok=False, error=from_tq_error(exc).message))
+    return _bulk(request, body.action.value, outcomes)
+
+
+def _bulk(request: Request, action: str, outcomes: list[BulkOutcome]) -> BulkResult:
+    done = sum(o.ok for o in outcomes)
+    note(request, action=action, done=done, failed=len(outcomes) - done, ids=[o.id for o in outcomes][:100])
+    return BulkResult(action=action, done=done, failed=len(outcomes) - done, outcomes=outcomes)
 
 
 @router.post(
@@ -202,6 +268,118 @@ async def list_dead(
     note(request, count=len(page.items))
     items = [DeadLetterSummary.model_validate(d.to_dict()) for d in page.items]  # without the envelope
     return DeadLetterPage(items=items, next_cursor=page.next_cursor)
+
+
+MAX_SCAN_PAGES = 20  # pages of the DLQ read to group or count (each scans up to 10,000 entries)
+
+
+async def _scan_letters(
+    client: Any,
+    queue: str,
+    visit: Callable[[Any], None],
+    *,
+    since: float | None,
+    until: float | None,
+    error_type: str | None,
+    text: str | None,
+) -> bool:
+    """Hand every dead letter the filters select to ``visit``, newest first, a page at a time (so
+    memory holds one page, whatever the DLQ's size); whether that was all of them."""
+    cursor = None
+    for _page in range(MAX_SCAN_PAGES):
+        page = await dlq.list_dead(
+            client,
+            queue,
+            since=since,
+            until=until,
+            error_type=error_type,
+            text=text,
+            cursor=cursor,
+            limit=1000,
+        )
+        for d in page.items:
+            visit(d)
+        cursor = page.next_cursor
+        if cursor is None:
+            return True
+    return False
+
+
+@router.get("/{queue}/dlq/groups", name="dlq.groups", summary="Dead letters grouped by error type, counted")
+async def dead_letter_groups(
+    request: Request, queue: Queue, _: Reader, since: Epoch = None, until: Epoch = None, text: Text = None
+) -> DeadLetterGroups:
+    _known(queue)
+    groups: dict[str, DeadLetterGroup] = {}
+
+    def count(d: Any) -> None:  # newest first: the first of a type is its newest
+        g = groups.get(d.error_type)
+        if g is None:
+            groups[d.error_type] = DeadLetterGroup(
+                error_type=d.error_type, count=1, newest_at=d.failed_at, example=d.error[:300]
+            )
+        else:
+            g.count += 1
+
+    with tq_errors():
+        complete = await _scan_letters(
+            admin_state(request).redis, queue, count, since=since, until=until, error_type=None, text=text
+        )
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, g.error_type))
+    return DeadLetterGroups(groups=ordered, total=sum(g.count for g in ordered), complete=complete)
+
+
+@router.get(
+    "/{queue}/dlq/count", name="dlq.count", summary="How many entries a filtered replay would touch (dry run)"
+)
+async def dead_letter_count(
+    request: Request,
+    queue: Queue,
+    _: Reader,
+    since: Epoch = None,
+    until: Epoch = None,
+    error_type: Text = None,
+    text: Text = None,
+) -> MatchCount:
+    _known(queue)
+    matching = 0
+
+    def count(_d: Any) -> None:
+        nonlocal matching
+        matching += 1
+
+    with tq_errors():
+        complete = await _scan_letters(
+            admin_state(request).redis,
+            queue,
+            count,
+            since=since,
+            until=until,
+            error_type=error_type,
+            text=text,
+        )
+    return MatchCount(matching=matching, complete=complete)
+
+
+@router.post("/{queue}/dlq/bulk", name="dlq.bulk", summary="Replay or delete the selected DLQ entries")
+async def bulk_dead_letters(
+    request: Request, queue: Queue, body: BulkDeadLettersRequest, _: Owner
+) -> BulkResult:
+    _known(queue)
+    client = admin_state(request).redis
+    outcomes = []
+    for dlq_id in dict.fromkeys(body.dlq_ids):
+        try:
+            if body.action is DeadLetterAction.REPLAY:
+                outcomes.append(
+                    BulkOutcome(id=dlq_id, ok=True, job_id=await dlq.replay_one(client, queue, dlq_id))
+                )
+            else:
+                await dlq.delete(client, queue, dlq_id)
+                outcomes.append(BulkOutcome(id=dlq_id, ok=True))
+        except (TqError, ValueError) as exc:
+            outcomes.append(BulkOutcome(id=dlq_id, ok=False, error=from_tq_error(exc).message))
+    return _bulk(request, body.action.value, outcomes)
 
 
 @router.post("/{queue}/dlq/replay", name="dlq.replay_many", summary="Replay all, or up to N, filtered")

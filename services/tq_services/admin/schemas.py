@@ -7,9 +7,10 @@ The answers mirror the tq library's own records (``tq.jobs.JobRecord``, ``tq.dlq
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from tq.envelope import JobState
 
 EPOCH_MAX = 1e11  # epoch seconds far beyond any real date: bounds what reaches Redis
@@ -33,6 +34,41 @@ class ReplayRequest(BaseModel):
         if not self.all and self.limit is None:
             raise ValueError("give limit (at most N) or all=true")
         return self
+
+
+MAX_BULK = 500  # ids one bulk call acts on
+
+
+class JobAction(StrEnum):
+    RETRY = "retry"
+    REMOVE = "remove"
+
+
+class DeadLetterAction(StrEnum):
+    REPLAY = "replay"
+    DELETE = "delete"
+
+
+class BulkJobsRequest(BaseModel):
+    """Retry or remove the selected jobs, each on its own (one failing does not stop the rest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: JobAction
+    job_ids: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = Field(
+        min_length=1, max_length=MAX_BULK
+    )
+
+
+class BulkDeadLettersRequest(BaseModel):
+    """Replay or delete the selected DLQ entries, each on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: DeadLetterAction
+    dlq_ids: list[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$")]] = Field(
+        min_length=1, max_length=MAX_BULK
+    )
 
 
 class PurgeRequest(BaseModel):
@@ -109,6 +145,131 @@ class MetricBucket(BaseModel):
     max_dlq: int
 
 
+class RetryPolicyView(BaseModel):
+    attempts: int = Field(description="runs in all, the first included")
+    initial_s: float
+    max_s: float
+    jitter: float
+
+
+class QueueConfigView(BaseModel):
+    """The config the queue's consumers run with now (``tq.config.read``)."""
+
+    queue: str
+    concurrency: int = Field(description="in-flight jobs per consumer")
+    paused: bool
+    retry: RetryPolicyView
+    timeout_s: float = Field(description="a job's time limit per attempt; 0: none")
+    rate_limit_jobs: int | None
+    rate_limit_per_s: float | None
+    visibility_timeout_s: float
+    retention_completed: int
+    retention_failed: int
+    generation: int = Field(description="the QueueConfig generation it came from; 0: none")
+    managed: bool = Field(description="a QueueConfig (the operator) manages the queue's config")
+
+
+class Consumer(BaseModel):
+    """One consumer process, as its heartbeat reports it (``tq.worker.Worker.info``)."""
+
+    id: str
+    family: str | None
+    host: str | None = Field(description="the host or pod name")
+    pid: int | None
+    queues: list[str]
+    concurrency: dict[str, int] = Field(description="queue -> in-flight jobs allowed per consumer")
+    in_flight: dict[str, int] = Field(description="queue -> jobs running now")
+    started_at: float | None = Field(description="epoch seconds")
+    last_heartbeat_at: float | None = Field(description="epoch seconds of its latest heartbeat")
+    expires_at: float | None = Field(description="when its heartbeat runs out, epoch seconds")
+    draining: bool
+
+
+class MetricPoint(BaseModel):
+    """Every queue's 5-minute aggregates of one bucket (or of one hour, for a week), added up."""
+
+    at: float = Field(description="bucket start, epoch seconds")
+    enqueued: int
+    completed: int
+    failed: int
+    dead: int
+
+
+class QueueTotals(BaseModel):
+    queue: str
+    enqueued: int
+    completed: int
+    failed: int
+    dead: int
+
+
+class OverviewMetrics(BaseModel):
+    range: str
+    bucket_s: int = Field(description="the width of each point, seconds")
+    since: float = Field(description="epoch seconds")
+    points: list[MetricPoint] = Field(description="oldest first; buckets with no rows are absent")
+    queues: list[QueueTotals] = Field(description="each queue's totals over the range, busiest first")
+
+
+class DeadLetterGroup(BaseModel):
+    error_type: str
+    count: int
+    newest_at: float = Field(description="epoch seconds of the newest entry")
+    example: str = Field(description="the newest entry's error message")
+
+
+class DeadLetterGroups(BaseModel):
+    groups: list[DeadLetterGroup] = Field(description="largest first")
+    total: int
+    complete: bool = Field(description="false: the DLQ is larger than was scanned")
+
+
+class MatchCount(BaseModel):
+    """What a filtered action would touch, counted without acting (a dry run)."""
+
+    matching: int
+    complete: bool = Field(description="false: more entries than were scanned; at least `matching`")
+
+
+class BulkOutcome(BaseModel):
+    id: str
+    ok: bool
+    job_id: str | None = Field(None, description="the job that runs now (retry, replay)")
+    error: str | None = None
+
+
+class BulkResult(BaseModel):
+    action: str
+    done: int
+    failed: int
+    outcomes: list[BulkOutcome]
+
+
+class ScheduleView(BaseModel):
+    """A recurring schedule and what the scheduler observed of it (``tq.schedules``)."""
+
+    name: str
+    queue: str
+    job: str
+    every: str = Field(description="cron expression and time zone, or the interval")
+    suspend: bool
+    concurrency_policy: str
+    payload: dict[str, Any]
+    next_run_at: float | None = Field(description="epoch seconds; null while suspended")
+    last_run_at: float | None
+    last_job_id: str | None
+    last_outcome: str | None
+    last_error: str | None
+    fired: int
+    skipped: int
+    missed: int
+
+
+class ScheduleRun(BaseModel):
+    name: str
+    job_id: str
+
+
 class PauseResult(BaseModel):
     queue: str
     paused: bool
@@ -132,7 +293,9 @@ class Job(BaseModel):
     error_type: str | None
     error: str | None
     stack: str | None
-    failures: list[dict[str, Any]] = Field(description="every failed attempt: attempt, type, message, at")
+    failures: list[dict[str, Any]] = Field(
+        description="every failed attempt: attempt, type, message, at (epoch milliseconds)"
+    )
     result: Any
     idempotency_key: str | None
     trace_id: str | None
@@ -156,6 +319,11 @@ class TimelineStep(BaseModel):
 
 class JobDetail(Job):
     timeline: list[TimelineStep]
+
+
+class FoundJob(BaseModel):
+    queue: str
+    job: JobDetail
 
 
 class JobPage(BaseModel):
