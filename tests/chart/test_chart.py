@@ -616,6 +616,141 @@ def test_keda_redis_password_from_a_secret(rendered: dict[str, list[Doc]]) -> No
         assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth["metadata"]["name"]}
 
 
+def render_values(values: dict[str, Any]) -> list[Doc]:
+    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return [
+        d
+        for p, text in sorted(manifests.items())
+        if not p.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+
+
+def keda_triggers(values: dict[str, Any]) -> list[Doc]:
+    docs = render_values(values)
+    api_version, schema = foreign_crd("ScaledObject")
+    scaled = of_kind(docs, "ScaledObject")
+    for obj in scaled.values():
+        jsonschema.validate(obj, schema)
+    return [t for obj in scaled.values() for t in obj["spec"]["triggers"]]
+
+
+KEDA_TOPOLOGIES = [
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "rediss://tq-keda@redis.example:6380/2"}}},
+        "redis-streams",
+        {"address": "redis.example:6380", "username": "tq-keda", "enableTLS": "true", "databaseIndex": "2"},
+        id="url-username-tls-db",
+    ),
+    pytest.param(
+        {
+            "keda": {
+                "enabled": True,
+                "redis": {"address": "redis:6379", "enableTLS": True, "databaseIndex": 1},
+            }
+        },
+        "redis-streams",
+        {"address": "redis:6379", "enableTLS": "true", "databaseIndex": "1"},
+        id="host-port-tls",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "s1:26379,s2:26379"}},
+            "env": {"TQ_REDIS_SENTINELS": "s1:26379,s2:26379", "TQ_REDIS_SENTINEL_MASTER": "queues"},
+        },
+        "redis-sentinel-streams",
+        {"addresses": "s1:26379,s2:26379", "sentinelMaster": "queues", "databaseIndex": "0"},
+        id="sentinel",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "redis://keda@n1:6379,n2:6379"}},
+            "env": {"TQ_REDIS_CLUSTER": "true"},
+        },
+        "redis-cluster-streams",
+        {"addresses": "n1:6379,n2:6379", "username": "keda"},
+        id="cluster",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "trigger_type", "expected"), KEDA_TOPOLOGIES)
+def test_keda_triggers_follow_the_redis_topology(
+    values: dict[str, Any], trigger_type: str, expected: dict[str, str]
+) -> None:
+    triggers = keda_triggers(values)
+    assert len(triggers) == sum(len(qs) for qs in families().values())
+    for trigger in triggers:
+        assert trigger["type"] == trigger_type
+        metadata = trigger["metadata"]
+        assert {k: metadata.get(k) for k in expected} == expected
+        # nothing of another topology: a cluster has no database, a single Redis no "addresses"
+        assert ("databaseIndex" in metadata) == (trigger_type != "redis-cluster-streams")
+        assert ("address" in metadata) == (trigger_type == "redis-streams")
+        if "enableTLS" not in expected:
+            assert "enableTLS" not in metadata
+
+
+KEDA_REFUSED = [
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "redis://tq:secret@redis:6379"}}},
+        "a password in the URL is refused",
+        id="password-in-url",
+    ),
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "n1:6379,n2:6379"}}},
+        "several host:port are for Sentinel",
+        id="several-addresses-single-redis",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "redis://n1:6379/3"}},
+            "env": {"TQ_REDIS_CLUSTER": True},
+        },
+        "a Redis Cluster has only database 0",
+        id="cluster-database",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "n1:6379"}},
+            "env": {"TQ_REDIS_CLUSTER": "true", "TQ_REDIS_SENTINELS": "s1:26379"},
+        },
+        "TQ_REDIS_SENTINELS and TQ_REDIS_CLUSTER together are refused",
+        id="sentinel-and-cluster",
+    ),
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "redis-master.redis.svc"}}},
+        "/keda/redis/address",  # the schema: host:port or a redis:// URL
+        id="no-port",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), KEDA_REFUSED)
+def test_keda_refuses_what_it_cannot_read_like_the_services(values: dict[str, Any], message: str) -> None:
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError)) as info:
+        render_values(values)
+    assert message in str(info.value)
+
+
+def test_keda_redis_address_is_required_without_the_bundled_redis() -> None:
+    # the schema says so (helm install refuses before anything is applied) ...
+    with pytest.raises(helm.HelmValuesError) as info:
+        render_values({"keda": {"enabled": True}})
+    assert "/keda/redis/address" in str(info.value)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert "keda.redis.address is required" in json.dumps(schema["allOf"])
+    # ... and the template too, with the message, for `helm template --skip-schema-validation`
+    template = (CHART / "templates" / "keda.yaml").read_text()
+    assert 'fail "keda.redis.address is required when bundled.redis is off' in template
+    # the bundled Redis is the default address
+    triggers = keda_triggers({"keda": {"enabled": True}, "bundled": {"redis": {"enabled": True}}})
+    assert {t["metadata"]["address"] for t in triggers} == {"tq-redis:6379"}
+
+
 def test_bundled_databases_toggle() -> None:
     on = render(bundled={"redis": {"enabled": True}, "postgres": {"enabled": True}})
     deployments = of_kind(on, "Deployment")
