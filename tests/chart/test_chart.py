@@ -634,6 +634,7 @@ def keda_triggers(values: dict[str, Any]) -> list[Doc]:
     api_version, schema = foreign_crd("ScaledObject")
     scaled = of_kind(docs, "ScaledObject")
     for obj in scaled.values():
+        assert obj["apiVersion"] == api_version
         jsonschema.validate(obj, schema)
     return [t for obj in scaled.values() for t in obj["spec"]["triggers"]]
 
@@ -802,10 +803,13 @@ def test_operator_rbac_is_the_generated_role(rendered: dict[str, list[Doc]]) -> 
         assert pattern.format(family=family) in deployments
     # ... and only those: resourceNames, this release's names of its family map
     other = render(fullnameOverride="shop")
-    (scale,) = [r for r in of_kind(other, "ClusterRole")["shop-operator-tq"]["rules"] if "resourceNames" in r]
-    assert scale["resources"] == ["deployments/scale"]
-    assert scale["resourceNames"] == sorted(f"shop-{family}" for family in families())
-    assert set(scale["resourceNames"]) <= set(of_kind(other, "Deployment"))
+    named = [r for r in of_kind(other, "ClusterRole")["shop-operator-tq"]["rules"] if "resourceNames" in r]
+    assert sorted(r["resources"][0] for r in named) == ["deployments/scale", "scaledobjects"]
+    for rule in named:  # the family Deployments, and the ScaledObjects named like them (keda.yaml)
+        assert rule["resourceNames"] == sorted(f"shop-{family}" for family in families())
+        assert set(rule["resourceNames"]) <= set(of_kind(other, "Deployment"))
+    keda = render(fullnameOverride="shop", keda={"enabled": True, "redis": {"address": "redis:6379"}})
+    assert set(of_kind(keda, "ScaledObject")) == set(named[0]["resourceNames"])
     operator = of_kind(other, "Deployment")["shop-operator"]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(operator)["TQ_OPERATOR_DEPLOYMENT"]["value"] == "shop-{family}"
 
