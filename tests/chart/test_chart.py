@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.server
 import json
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1023,7 +1026,14 @@ def test_image_tag_defaults_to_the_app_version_with_an_optional_digest() -> None
 
 
 def pod_labels(doc: Doc) -> dict[str, str]:
-    return dict(doc["spec"]["template"]["metadata"]["labels"])
+    return dict(
+        doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def pod_spec(doc: Doc) -> Doc:
+    spec: Doc = doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+    return spec
 
 
 def selects(policy: Doc, labels: dict[str, str]) -> bool:
@@ -1038,15 +1048,13 @@ def test_a_network_policy_per_component(env: str) -> None:
     for doc in policies.values():
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         assert doc["spec"]["policyTypes"] == ["Ingress"]
-    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job", "Pod")]  # Pod: `helm test`'s
     for workload in workloads:  # every pod is selected by exactly its component's policy
         matching = [name for name, p in policies.items() if selects(p, pod_labels(workload))]
         assert matching == [workload["metadata"]["name"]], workload["metadata"]["name"]
         policy = policies[workload["metadata"]["name"]]
         container_ports = {
-            p["containerPort"]
-            for c in workload["spec"]["template"]["spec"]["containers"]
-            for p in c.get("ports", [])
+            p["containerPort"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])
         }
         allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
         assert allowed == container_ports, workload["metadata"]["name"]  # Jobs: none, no ingress
@@ -1066,7 +1074,10 @@ def test_a_network_policy_per_component(env: str) -> None:
         assert not of_kind(render(env), "NetworkPolicy")
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
     admin = of_kind(render(env, networkPolicy={"enabled": True, "adminFrom": peers}), "NetworkPolicy")
-    assert admin[component("admin")]["spec"]["ingress"][0]["from"] == peers
+    # ... and the `helm test` Pod, which asks the admin for /readyz
+    selector = {"app.kubernetes.io/name": "tq", "app.kubernetes.io/instance": RELEASE}
+    tester = {"podSelector": {"matchLabels": {**selector, "app.kubernetes.io/component": "test"}}}
+    assert admin[component("admin")]["spec"]["ingress"][0]["from"] == [*peers, tester]
 
 
 def test_prod_spreads_over_zones_and_pdbs_never_block_a_drain(rendered: dict[str, list[Doc]]) -> None:
@@ -1094,3 +1105,85 @@ def test_bundled_databases_have_probes(rendered: dict[str, list[Doc]]) -> None:
         (container,) = deployments[component(name)]["spec"]["template"]["spec"]["containers"]
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["exec"]["command"] == command, (name, probe)
+
+
+# ---------------------------------------------------------------- helm test
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_helm_test_pod_asks_the_admin_and_a_family_for_readyz(
+    rendered: dict[str, list[Doc]], env: str
+) -> None:
+    docs = rendered[env]
+    (pod,) = of_kind(docs, "Pod").values()  # kubernetes-validate checked it with the other objects
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        container["image"]
+        == of_kind(docs, "Deployment")[component("admin")]["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+    )  # the tq image: nothing else to pull
+    _script, timeout, *urls = container["args"]
+    assert int(timeout) > 0
+    services = of_kind(docs, "Service")
+    checked = []
+    for url in urls:  # each is a Service of the release, on its port, at /readyz
+        host, port = url.removeprefix("http://").removesuffix("/readyz").split(":")
+        assert url.endswith("/readyz") and int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+        checked.append(host)
+    assert checked == [component("admin"), component(sorted(families())[0])]
+    other = render_values({"helmTest": {"family": "search"}, "admin": {"enabled": False}})
+    (pod,) = of_kind(other, "Pod").values()
+    assert pod["spec"]["containers"][0]["args"][2:] == [f"http://{component('search')}:8000/readyz"]
+    assert not of_kind(render_values({"helmTest": {"enabled": False}}), "Pod")
+    with pytest.raises(helm.HelmRenderError) as info:
+        render_values({"helmTest": {"family": "billing"}})
+    assert 'helmTest.family "billing" is not an enabled family' in str(info.value)
+
+
+def test_helm_test_script_waits_for_ready_and_fails_when_a_service_never_is(tmp_path: Path) -> None:
+    """The Pod's script, run as the Pod runs it (python -c SCRIPT TIMEOUT URL...), against real
+    HTTP servers: one not ready at first (503, then 200), one that never becomes ready."""
+    (pod,) = of_kind(render(), "Pod").values()
+    command, args = pod["spec"]["containers"][0]["command"], pod["spec"]["containers"][0]["args"]
+    assert command == ["python", "-c"]
+    asked: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked[self.path] = asked.get(self.path, 0) + 1
+            ready = self.path == "/soon/readyz" and asked[self.path] > 1
+            self.send_response(200 if ready else 503)
+            self.end_headers()
+            self.wfile.write(b'{"ready": %s}' % (b"true" if ready else b"false"))
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = subprocess.run(
+            [sys.executable, "-c", args[0], "10", f"{base}/soon/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert asked["/soon/readyz"] == 2 and '"ready": true' in ok.stdout
+        never = subprocess.run(
+            [sys.executable, "-c", args[0], "3", f"{base}/soon/readyz", f"{base}/never/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert never.returncode == 1
+        assert f"{base}/never/readyz FAILED" in never.stderr and "503" in never.stderr
+    finally:
+        server.shutdown()
