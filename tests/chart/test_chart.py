@@ -1141,6 +1141,7 @@ def test_helm_test_pod_asks_the_admin_and_a_family_for_readyz(
     (pod,) = of_kind(other, "Pod").values()
     assert pod["spec"]["containers"][0]["args"][2:] == [f"http://{component('search')}:8000/readyz"]
     assert not of_kind(render_values({"helmTest": {"enabled": False}}), "Pod")
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes(env)
     with pytest.raises(helm.HelmRenderError) as info:
         render_values({"helmTest": {"family": "billing"}})
     assert 'helmTest.family "billing" is not an enabled family' in str(info.value)
