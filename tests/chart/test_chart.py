@@ -1188,3 +1188,21 @@ def test_helm_test_script_waits_for_ready_and_fails_when_a_service_never_is(tmp_
         assert f"{base}/never/readyz FAILED" in never.stderr and "503" in never.stderr
     finally:
         server.shutdown()
+
+
+def test_keda_reading_the_bundled_redis_behind_a_network_policy_is_let_through() -> None:
+    values: dict[str, Any] = {
+        "keda": {"enabled": True},
+        "bundled": {"redis": {"enabled": True}},
+        "networkPolicy": {"enabled": True},
+    }
+    with pytest.raises(helm.HelmRenderError) as info:
+        render_values(values)
+    assert "set networkPolicy.redisFrom to KEDA's namespace" in str(info.value)
+    keda = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+    values["networkPolicy"]["redisFrom"] = keda
+    policy = of_kind(render_values(values), "NetworkPolicy")[component("redis")]
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    (rule,) = policy["spec"]["ingress"]
+    release = {"app.kubernetes.io/name": "tq", "app.kubernetes.io/instance": RELEASE}
+    assert rule["from"] == [{"podSelector": {"matchLabels": release}}, *keda]
