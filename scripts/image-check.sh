@@ -99,6 +99,8 @@ cleanup() {
     local id
     for c in "${CONTAINERS[@]}"; do podman rm -f -t 5 "$c" >/dev/null 2>&1; done
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    # the throwaway tag (a cached build may give an image that existed before this run)
+    [ -z "$KEEP_IMAGE" ] && podman untag "$TAG" "$TAG" >/dev/null 2>&1
     if [ -n "${IMAGES_BEFORE+x}" ]; then # what this run made: kept are the base and a --tag'd image
         local keep_id=""
         [ -n "$KEEP_IMAGE" ] && keep_id=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null)
