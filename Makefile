@@ -22,7 +22,7 @@ PY_IS_311 := import sys; raise SystemExit(sys.version_info[:2] != (3, 11))
 PYTHON ?= $(shell for p in python3.11 python3; do \
 	$$p -c '$(PY_IS_311)' >/dev/null 2>&1 && command -v $$p && break; done)
 
-.PHONY: help venv install dev test chart-test lint fmt typecheck bench migrate crd rbac dashboards settings-doc clean
+.PHONY: help venv install dev test chart-test image image-check lint fmt typecheck bench migrate crd rbac dashboards settings-doc clean
 
 help: ## Show this list of targets (the default)
 	@echo "usage: make TARGET [ARGS='...']"
@@ -57,6 +57,13 @@ test: $(STAMP) ## Run the whole test suite (starts its own redis-server)
 
 chart-test: $(STAMP) ## Check the Helm chart, the image and skaffold.yaml offline (also part of `make test`)
 	$(BIN)/pytest -q tests/chart $(ARGS)
+
+image: ## Build the image with podman (root; scripts/image-check.sh --build-only): localhost/tq:VERSION
+	scripts/image-check.sh --build-only $(ARGS)
+
+image-check: $(STAMP) ## Build the image with podman and run it: --help, a worker's job, serve's probes (root; CI)
+	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH" >&2; exit 1; }
+	scripts/image-check.sh $(ARGS)
 
 lint: $(STAMP) ## Check code style: ruff check + ruff format --check
 	$(BIN)/ruff check $(PY_PATHS)

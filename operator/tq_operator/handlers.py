@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tq import config, dlq, jobs, keys
-from tq.registry import PRODUCT_QUEUE_NAMES
+from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 
 from tq_operator import kube, metrics, scaling
 from tq_operator.conditions import condition as _condition
@@ -278,18 +278,16 @@ async def _reconcile(
         flush()
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
 
+    uid = str(meta.get("uid") or "")
+    members = list(by_family.get(scaling.family_key(namespace, queue), [])) if by_family else []
+    # The index may lag this very change: count this QueueConfig as it is now.
+    members = [m for m in members if m.uid != uid]
+    members.append(scaling.FamilyMember(uid=uid, queue=queue, replicas=parsed.replicas, paused=cfg.paused))
+    owners = {m.queue: (o.uid if (o := _owner_of(by_queue, namespace, m.queue)) else m.uid) for m in members}
+    owners[queue] = uid  # checked above: this QueueConfig owns its queue
     if parsed.replicas is None:
         conditions = [c for c in conditions if c.get("type") != "Scaled"]
     else:
-        uid = str(meta.get("uid") or "")
-        members = list(by_family.get(scaling.family_key(namespace, queue), [])) if by_family else []
-        # The index may lag this very change: count this QueueConfig as it is now.
-        members = [m for m in members if m.uid != uid]
-        members.append(scaling.FamilyMember(uid=uid, queue=queue, replicas=parsed.replicas))
-        owners = {
-            m.queue: (o.uid if (o := _owner_of(by_queue, namespace, m.queue)) else m.uid) for m in members
-        }
-        owners[queue] = uid  # checked above: this QueueConfig owns its queue
         desired = scaling.desired_replicas(members, owners)
         assert desired is not None  # this QueueConfig sets replicas
         try:
@@ -301,6 +299,18 @@ async def _reconcile(
             flush()
             raise kopf.TemporaryError(f"scaling failed: {exc}", delay=REDIS_RETRY_S) from exc
         cond("Scaled", result.status, result.reason, result.message)
+    family = get_queue(queue).family
+    try:  # KEDA would scale a family whose queues are all paused up on their growing lag
+        await scaling.pause_keda_scaling(
+            settings=settings,
+            logger=logger,
+            body=body,
+            namespace=namespace,
+            family=family,
+            paused=scaling.family_paused(family, members, owners),
+        )
+    except kube.APIError as exc:  # the refresh timer tries again
+        logger.warning(f"cannot pause or resume KEDA scaling of family {family}: {exc}")
 
     was_paused = _condition(conditions, "Paused").get("status")
     if cfg.paused:

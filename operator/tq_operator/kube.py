@@ -42,10 +42,10 @@ async def patch_scale(
     )
 
 
-async def scaled_object_for(
+async def scaled_object_targeting(
     settings: kopf.OperatorSettings, logger: Any, namespace: str, deployment: str
-) -> str | None:
-    """The name of a KEDA ScaledObject targeting ``deployment``; None also when KEDA is not installed."""
+) -> Any | None:
+    """The KEDA ScaledObject targeting ``deployment``; None also when KEDA is not installed."""
     group, version, plural = KEDA_SCALED_OBJECTS
     url = f"/apis/{group}/{version}/namespaces/{namespace}/{plural}"
     try:
@@ -55,5 +55,31 @@ async def scaled_object_for(
     for item in listing.get("items") or []:
         target = (item.get("spec") or {}).get("scaleTargetRef") or {}
         if target.get("name") == deployment and target.get("kind", "Deployment") == "Deployment":
-            return str(item.get("metadata", {}).get("name", ""))
+            return item
     return None
+
+
+async def scaled_object_for(
+    settings: kopf.OperatorSettings, logger: Any, namespace: str, deployment: str
+) -> str | None:
+    """The name of a KEDA ScaledObject targeting ``deployment``; None also when KEDA is not installed."""
+    item = await scaled_object_targeting(settings, logger, namespace, deployment)
+    return str(item.get("metadata", {}).get("name", "")) if item else None
+
+
+async def annotate_scaled_object(
+    settings: kopf.OperatorSettings,
+    logger: Any,
+    namespace: str,
+    name: str,
+    annotations: dict[str, str | None],
+) -> Any:
+    """Merge-patch the ScaledObject's annotations (None removes one)."""
+    group, version, plural = KEDA_SCALED_OBJECTS
+    return await kopf_api.patch(
+        f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+        settings=settings,
+        logger=logger,
+        payload={"metadata": {"annotations": annotations}},
+        headers=MERGE_PATCH,
+    )

@@ -71,6 +71,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         KEDA_SCALED_OBJECTS[0], (KEDA_SCALED_OBJECTS[2],), ("list",), "a ScaledObject leaves scaling to KEDA"
     ),
+    Rule(
+        KEDA_SCALED_OBJECTS[0],
+        (KEDA_SCALED_OBJECTS[2],),
+        ("patch",),
+        "paused-replicas while every queue of the family is paused (the chart's ScaledObjects only)",
+        FAMILY_DEPLOYMENTS,  # the chart names each family's ScaledObject like its Deployment
+    ),
     Rule(PEERING_GROUP, (PEERING_PLURAL,), ("list", "watch", "patch"), "leader election (kopf peering)"),
     Rule(
         "apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's resource discovery"

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.server
 import json
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -617,6 +620,142 @@ def test_keda_redis_password_from_a_secret(rendered: dict[str, list[Doc]]) -> No
         assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth["metadata"]["name"]}
 
 
+def render_values(values: dict[str, Any]) -> list[Doc]:
+    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return [
+        d
+        for p, text in sorted(manifests.items())
+        if not p.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+
+
+def keda_triggers(values: dict[str, Any]) -> list[Doc]:
+    docs = render_values(values)
+    api_version, schema = foreign_crd("ScaledObject")
+    scaled = of_kind(docs, "ScaledObject")
+    for obj in scaled.values():
+        assert obj["apiVersion"] == api_version
+        jsonschema.validate(obj, schema)
+    return [t for obj in scaled.values() for t in obj["spec"]["triggers"]]
+
+
+KEDA_TOPOLOGIES = [
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "rediss://tq-keda@redis.example:6380/2"}}},
+        "redis-streams",
+        {"address": "redis.example:6380", "username": "tq-keda", "enableTLS": "true", "databaseIndex": "2"},
+        id="url-username-tls-db",
+    ),
+    pytest.param(
+        {
+            "keda": {
+                "enabled": True,
+                "redis": {"address": "redis:6379", "enableTLS": True, "databaseIndex": 1},
+            }
+        },
+        "redis-streams",
+        {"address": "redis:6379", "enableTLS": "true", "databaseIndex": "1"},
+        id="host-port-tls",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "s1:26379,s2:26379"}},
+            "env": {"TQ_REDIS_SENTINELS": "s1:26379,s2:26379", "TQ_REDIS_SENTINEL_MASTER": "queues"},
+        },
+        "redis-sentinel-streams",
+        {"addresses": "s1:26379,s2:26379", "sentinelMaster": "queues", "databaseIndex": "0"},
+        id="sentinel",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "redis://keda@n1:6379,n2:6379"}},
+            "env": {"TQ_REDIS_CLUSTER": "true"},
+        },
+        "redis-cluster-streams",
+        {"addresses": "n1:6379,n2:6379", "username": "keda"},
+        id="cluster",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "trigger_type", "expected"), KEDA_TOPOLOGIES)
+def test_keda_triggers_follow_the_redis_topology(
+    values: dict[str, Any], trigger_type: str, expected: dict[str, str]
+) -> None:
+    triggers = keda_triggers(values)
+    assert len(triggers) == sum(len(qs) for qs in families().values())
+    for trigger in triggers:
+        assert trigger["type"] == trigger_type
+        metadata = trigger["metadata"]
+        assert {k: metadata.get(k) for k in expected} == expected
+        # nothing of another topology: a cluster has no database, a single Redis no "addresses"
+        assert ("databaseIndex" in metadata) == (trigger_type != "redis-cluster-streams")
+        assert ("address" in metadata) == (trigger_type == "redis-streams")
+        if "enableTLS" not in expected:
+            assert "enableTLS" not in metadata
+
+
+KEDA_REFUSED = [
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "redis://tq:secret@redis:6379"}}},
+        "a password in the URL is refused",
+        id="password-in-url",
+    ),
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "n1:6379,n2:6379"}}},
+        "several host:port are for Sentinel",
+        id="several-addresses-single-redis",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "redis://n1:6379/3"}},
+            "env": {"TQ_REDIS_CLUSTER": True},
+        },
+        "a Redis Cluster has only database 0",
+        id="cluster-database",
+    ),
+    pytest.param(
+        {
+            "keda": {"enabled": True, "redis": {"address": "n1:6379"}},
+            "env": {"TQ_REDIS_CLUSTER": "true", "TQ_REDIS_SENTINELS": "s1:26379"},
+        },
+        "TQ_REDIS_SENTINELS and TQ_REDIS_CLUSTER together are refused",
+        id="sentinel-and-cluster",
+    ),
+    pytest.param(
+        {"keda": {"enabled": True, "redis": {"address": "redis-master.redis.svc"}}},
+        "/keda/redis/address",  # the schema: host:port or a redis:// URL
+        id="no-port",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), KEDA_REFUSED)
+def test_keda_refuses_what_it_cannot_read_like_the_services(values: dict[str, Any], message: str) -> None:
+    with pytest.raises((helm.HelmRenderError, helm.HelmValuesError)) as info:
+        render_values(values)
+    assert message in str(info.value)
+
+
+def test_keda_redis_address_is_required_without_the_bundled_redis() -> None:
+    # the schema says so (helm install refuses before anything is applied) ...
+    with pytest.raises(helm.HelmValuesError) as info:
+        render_values({"keda": {"enabled": True}})
+    assert "/keda/redis/address" in str(info.value)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert "keda.redis.address is required" in json.dumps(schema["allOf"])
+    # ... and the template too, with the message, for `helm template --skip-schema-validation`
+    template = (CHART / "templates" / "keda.yaml").read_text()
+    assert 'fail "keda.redis.address is required when bundled.redis is off' in template
+    # the bundled Redis is the default address
+    triggers = keda_triggers({"keda": {"enabled": True}, "bundled": {"redis": {"enabled": True}}})
+    assert {t["metadata"]["address"] for t in triggers} == {"tq-redis:6379"}
+
+
 def test_bundled_databases_toggle() -> None:
     on = render(bundled={"redis": {"enabled": True}, "postgres": {"enabled": True}})
     deployments = of_kind(on, "Deployment")
@@ -668,10 +807,13 @@ def test_operator_rbac_is_the_generated_role(rendered: dict[str, list[Doc]]) -> 
         assert pattern.format(family=family) in deployments
     # ... and only those: resourceNames, this release's names of its family map
     other = render(fullnameOverride="shop")
-    (scale,) = [r for r in of_kind(other, "ClusterRole")["shop-operator-tq"]["rules"] if "resourceNames" in r]
-    assert scale["resources"] == ["deployments/scale"]
-    assert scale["resourceNames"] == sorted(f"shop-{family}" for family in families())
-    assert set(scale["resourceNames"]) <= set(of_kind(other, "Deployment"))
+    named = [r for r in of_kind(other, "ClusterRole")["shop-operator-tq"]["rules"] if "resourceNames" in r]
+    assert sorted(r["resources"][0] for r in named) == ["deployments/scale", "scaledobjects"]
+    for rule in named:  # the family Deployments, and the ScaledObjects named like them (keda.yaml)
+        assert rule["resourceNames"] == sorted(f"shop-{family}" for family in families())
+        assert set(rule["resourceNames"]) <= set(of_kind(other, "Deployment"))
+    keda = render(fullnameOverride="shop", keda={"enabled": True, "redis": {"address": "redis:6379"}})
+    assert set(of_kind(keda, "ScaledObject")) == set(named[0]["resourceNames"])
     operator = of_kind(other, "Deployment")["shop-operator"]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(operator)["TQ_OPERATOR_DEPLOYMENT"]["value"] == "shop-{family}"
 
@@ -886,7 +1028,14 @@ def test_image_tag_defaults_to_the_app_version_with_an_optional_digest() -> None
 
 
 def pod_labels(doc: Doc) -> dict[str, str]:
-    return dict(doc["spec"]["template"]["metadata"]["labels"])
+    return dict(
+        doc["metadata"]["labels"] if doc["kind"] == "Pod" else doc["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def pod_spec(doc: Doc) -> Doc:
+    spec: Doc = doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+    return spec
 
 
 def selects(policy: Doc, labels: dict[str, str]) -> bool:
@@ -901,15 +1050,13 @@ def test_a_network_policy_per_component(env: str) -> None:
     for doc in policies.values():
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         assert doc["spec"]["policyTypes"] == ["Ingress"]
-    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job", "Pod")]  # Pod: `helm test`'s
     for workload in workloads:  # every pod is selected by exactly its component's policy
         matching = [name for name, p in policies.items() if selects(p, pod_labels(workload))]
         assert matching == [workload["metadata"]["name"]], workload["metadata"]["name"]
         policy = policies[workload["metadata"]["name"]]
         container_ports = {
-            p["containerPort"]
-            for c in workload["spec"]["template"]["spec"]["containers"]
-            for p in c.get("ports", [])
+            p["containerPort"] for c in pod_spec(workload)["containers"] for p in c.get("ports", [])
         }
         allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
         assert allowed == container_ports, workload["metadata"]["name"]  # Jobs: none, no ingress
@@ -929,7 +1076,10 @@ def test_a_network_policy_per_component(env: str) -> None:
         assert not of_kind(render(env), "NetworkPolicy")
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
     admin = of_kind(render(env, networkPolicy={"enabled": True, "adminFrom": peers}), "NetworkPolicy")
-    assert admin[component("admin")]["spec"]["ingress"][0]["from"] == peers
+    # ... and the `helm test` Pod, which asks the admin for /readyz
+    selector = {"app.kubernetes.io/name": "tq", "app.kubernetes.io/instance": RELEASE}
+    tester = {"podSelector": {"matchLabels": {**selector, "app.kubernetes.io/component": "test"}}}
+    assert admin[component("admin")]["spec"]["ingress"][0]["from"] == [*peers, tester]
 
 
 def test_prod_spreads_over_zones_and_pdbs_never_block_a_drain(rendered: dict[str, list[Doc]]) -> None:
@@ -957,3 +1107,104 @@ def test_bundled_databases_have_probes(rendered: dict[str, list[Doc]]) -> None:
         (container,) = deployments[component(name)]["spec"]["template"]["spec"]["containers"]
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe]["exec"]["command"] == command, (name, probe)
+
+
+# ---------------------------------------------------------------- helm test
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_helm_test_pod_asks_the_admin_and_a_family_for_readyz(
+    rendered: dict[str, list[Doc]], env: str
+) -> None:
+    docs = rendered[env]
+    (pod,) = of_kind(docs, "Pod").values()  # kubernetes-validate checked it with the other objects
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        container["image"]
+        == of_kind(docs, "Deployment")[component("admin")]["spec"]["template"]["spec"]["containers"][0][
+            "image"
+        ]
+    )  # the tq image: nothing else to pull
+    _script, timeout, *urls = container["args"]
+    assert int(timeout) > 0
+    services = of_kind(docs, "Service")
+    checked = []
+    for url in urls:  # each is a Service of the release, on its port, at /readyz
+        host, port = url.removeprefix("http://").removesuffix("/readyz").split(":")
+        assert url.endswith("/readyz") and int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+        checked.append(host)
+    assert checked == [component("admin"), component(sorted(families())[0])]
+    other = render_values({"helmTest": {"family": "search"}, "admin": {"enabled": False}})
+    (pod,) = of_kind(other, "Pod").values()
+    assert pod["spec"]["containers"][0]["args"][2:] == [f"http://{component('search')}:8000/readyz"]
+    assert not of_kind(render_values({"helmTest": {"enabled": False}}), "Pod")
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes(env)
+    with pytest.raises(helm.HelmRenderError) as info:
+        render_values({"helmTest": {"family": "billing"}})
+    assert 'helmTest.family "billing" is not an enabled family' in str(info.value)
+
+
+def test_helm_test_script_waits_for_ready_and_fails_when_a_service_never_is(tmp_path: Path) -> None:
+    """The Pod's script, run as the Pod runs it (python -c SCRIPT TIMEOUT URL...), against real
+    HTTP servers: one not ready at first (503, then 200), one that never becomes ready."""
+    (pod,) = of_kind(render(), "Pod").values()
+    command, args = pod["spec"]["containers"][0]["command"], pod["spec"]["containers"][0]["args"]
+    assert command == ["python", "-c"]
+    asked: dict[str, int] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked[self.path] = asked.get(self.path, 0) + 1
+            ready = self.path == "/soon/readyz" and asked[self.path] > 1
+            self.send_response(200 if ready else 503)
+            self.end_headers()
+            self.wfile.write(b'{"ready": %s}' % (b"true" if ready else b"false"))
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = subprocess.run(
+            [sys.executable, "-c", args[0], "10", f"{base}/soon/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert asked["/soon/readyz"] == 2 and '"ready": true' in ok.stdout
+        never = subprocess.run(
+            [sys.executable, "-c", args[0], "3", f"{base}/soon/readyz", f"{base}/never/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert never.returncode == 1
+        assert f"{base}/never/readyz FAILED" in never.stderr and "503" in never.stderr
+    finally:
+        server.shutdown()
+
+
+def test_keda_reading_the_bundled_redis_behind_a_network_policy_is_let_through() -> None:
+    values: dict[str, Any] = {
+        "keda": {"enabled": True},
+        "bundled": {"redis": {"enabled": True}},
+        "networkPolicy": {"enabled": True},
+    }
+    with pytest.raises(helm.HelmRenderError) as info:
+        render_values(values)
+    assert "set networkPolicy.redisFrom to KEDA's namespace" in str(info.value)
+    keda = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+    values["networkPolicy"]["redisFrom"] = keda
+    policy = of_kind(render_values(values), "NetworkPolicy")[component("redis")]
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    (rule,) = policy["spec"]["ingress"]
+    release = {"app.kubernetes.io/name": "tq", "app.kubernetes.io/instance": RELEASE}
+    assert rule["from"] == [{"podSelector": {"matchLabels": release}}, *keda]

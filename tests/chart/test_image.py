@@ -1,8 +1,12 @@
-"""The image (``Dockerfile``), checked offline: no Docker engine runs here.
+"""The image (``Dockerfile``), checked offline, without a container engine.
 
 hadolint lints the Dockerfile; the entrypoint is the package's console script and every command
 the chart gives the image is one the CLI has; and the Dockerfile's own build and install steps,
 replayed into a fresh virtualenv, give a `tq` that runs ``tq --help`` with its package data.
+
+The image itself is built and run by ``scripts/image-check.sh`` with podman (``make image-check``,
+a CI step after ``make test``; it needs root). Here: that script parses, is wired into make and CI,
+and every command it runs in the image or on the host is one the CLI has.
 """
 
 from __future__ import annotations
@@ -228,3 +232,46 @@ def test_the_dockerfile_build_steps_make_an_install_that_runs_tq_help(tmp_path: 
     assert version == [("0009",)]
     assert {"audit_log", "email_queue", "article", "plugin", "workflow_definition", "file"} <= tables
     assert {"search_document", "search_document_fts", "analytics_event", "ai_run"} <= tables
+
+
+IMAGE_CHECK = ROOT / "scripts" / "image-check.sh"
+
+
+def test_the_image_check_script_is_wired_into_make_and_ci() -> None:
+    assert os.access(IMAGE_CHECK, os.X_OK)
+    proc = subprocess.run(["bash", "-n", str(IMAGE_CHECK)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^image-check:.*\n\t.*\n\tscripts/image-check\.sh ", makefile, re.M)
+    assert re.search(r"^image:.*\n\tscripts/image-check\.sh --build-only", makefile, re.M)
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = re.findall(r"^(?:\$SUDO )?make ([a-z-]+)", ci, re.M)
+    # after the README's test command, as its own step; it installs podman when missing
+    assert steps[-2:] == ["test", "image-check"], steps
+    assert all(pkg in ci for pkg in ("podman", "buildah", "debootstrap", "uidmap", "slirp4netns", "crun"))
+
+
+def image_check_commands() -> list[list[str]]:
+    """The tq command lines scripts/image-check.sh runs: in the image (``"$TAG" ...``, ``podman
+    exec ... tq ...``) and on the host (``tq_host ...``), with its shell variables filled in."""
+    text = IMAGE_CHECK.read_text()
+    fill = {"$HP": "8000", "$1": "x"}
+    found = re.findall(r'"\$\{RUN\[@\]\}".*?"\$TAG" ([^>\n\\]+)', text)
+    found += re.findall(r'podman exec "\$\w+" tq ([^>\n\\]+)', text)
+    found += re.findall(r"^\s*tq_host ([a-z][^|\n]*?)(?: 2>|\s*\||$)", text, re.M)
+    commands = []
+    for line in found:
+        argv = [fill.get(arg, arg) for arg in shlex.split(line)]
+        commands.append([a for a in argv if not a.startswith("$")])
+    return commands
+
+
+def test_every_command_the_image_check_runs_exists_in_the_cli() -> None:
+    commands = image_check_commands()
+    heads = {c[0] for c in commands}
+    assert {"--help", "worker", "serve", "migrate", "enqueue", "job"} <= heads, heads
+    runner = CliRunner()
+    for argv in commands:
+        args = argv if argv == ["--help"] else [*argv, "--help"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, f"tq {shlex.join(argv)}: {result.output}"

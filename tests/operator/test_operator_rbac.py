@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kmock
 import pytest
 import yaml
+from support import wait_for
 from support.operator import (
     BASE,
     GROUP,
@@ -31,6 +33,8 @@ from support.operator import (
 from tq.registry import families
 from tq_operator import rbac
 from tq_operator.crd import REPO_ROOT
+from tq_operator.kube import KEDA_SCALED_OBJECTS
+from tq_operator.scaling import PAUSED_REPLICAS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,13 +70,38 @@ async def test_every_request_of_the_operator_is_granted_and_every_rule_is_used(
     api: aiohttp.ClientSession, cluster: Cluster, redis_url: str
 ) -> None:
     await create_deployment(api, "tq-messaging", replicas=1)
+    # KEDA scales family webhooks (its one queue): pausing the queue pauses the ScaledObject
+    group, version, plural = KEDA_SCALED_OBJECTS
+    cluster.emulator.resources[kmock.resource(group=group, version=version, plural=plural)] = (
+        kmock.ResourceInfo(
+            namespaced=True, kind="ScaledObject", singular="scaledobject", verbs={"list", "patch"}
+        )
+    )
+    await create_deployment(api, "tq-webhooks", replicas=2)
+    scaled_objects = f"/apis/{group}/{version}/namespaces/{NS}/{plural}"
+    so = {
+        "metadata": {"name": "tq-webhooks", "namespace": NS},
+        "spec": {"scaleTargetRef": {"name": "tq-webhooks"}},
+    }
+    async with api.post(
+        scaled_objects, json={"apiVersion": f"{group}/{version}", "kind": "ScaledObject", **so}
+    ) as r:
+        assert r.status < 300, await r.text()
     with operator():
         # Every path: create (finalizer, status, Events), scale (ScaledObject lookup, get/patch
-        # scale), a replay annotation, the refresh timer, delete (finalizer released), peering.
+        # scale), a paused family's ScaledObject, a replay annotation, the refresh timer, delete
+        # (finalizer released), peering.
         await create(api, qc("email", concurrency=2, replicas=3))
         await wait_obj(
             api, "email", lambda o: ready(o) and condition(o, "Scaled").get("status") == "True", "scaled"
         )
+        await create(api, qc("hooks", queue="webhooks:deliver", paused=True))
+
+        async def keda_paused() -> bool:
+            async with api.get(f"{scaled_objects}/tq-webhooks") as r:
+                return PAUSED_REPLICAS in ((await r.json())["metadata"].get("annotations") or {})
+
+        await wait_for(keda_paused, timeout=10, interval=0.1, what="paused-replicas on tq-webhooks")
         await annotate(api, "email", **{f"{GROUP}/replay": "r1"})
         await wait_obj(
             api, "email", lambda o: (o["status"].get("lastReplay") or {}).get("token") == "r1", "r1"
