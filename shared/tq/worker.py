@@ -447,6 +447,15 @@ class QueueRunner:
         self._wake_reader.set()
         await self.release_unstarted()
 
+    async def _sit_out_pause(self) -> None:
+        """Hold a RateLimited job's entry (pending, touched: never reclaimed) until the queue's
+        pause ends, so that no replica takes it again before then; a stop ends the wait."""
+        while not self.w.stopping:
+            left = self.rate_paused_until - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.25))
+
     async def rate_limited(self, exc: RateLimited, job: str) -> None:
         """A handler raised ``RateLimited``: pause the queue's intake on every replica for its
         ``retry_after`` (capped at the backoff ``max_s``), this one at once."""
@@ -515,6 +524,8 @@ class QueueRunner:
             raise
         finally:
             self.running -= 1
+        if op.kind == "q":  # RateLimited: back to the stream when the pause ends, not while it lasts
+            await self._sit_out_pause()
         self.ops.append(op)
         self._wake_settle.set()
 
