@@ -180,7 +180,7 @@ def main(path: str) -> None:
         p("### tq rate limit across worker processes (one QueueConfig rateLimit, a backlog)\n")
         p(
             "| worker processes | limit | measured s | declared jobs/s | achieved jobs/s | "
-            "achieved / declared | busiest window | starts per worker |"
+            "achieved / declared | busiest window (0.99 x per) | starts per worker |"
         )
         p("|---|---|---|---|---|---|---|---|")
         for r in limited:
