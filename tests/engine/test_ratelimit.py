@@ -278,3 +278,29 @@ async def test_limited_waits_and_rate_limited_jobs_are_counted(redis_client: Any
     assert value("tq_rate_limit_waits_total", reason="paused") == 1
     assert value("tq_rate_limit_wait_seconds_total", reason="paused") > 0.2
     assert value("tq_jobs_rate_limited_total", job="limited") == 1
+
+
+async def test_an_unlimited_queue_never_calls_the_limiter(
+    redis_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rateLimit: the intake reads as before, with no extra round trip per read."""
+
+    async def refuse(*args: Any) -> None:
+        raise AssertionError("the limiter was called for an unlimited queue")
+
+    monkeypatch.setattr(RateLimiter, "take", refuse)
+    monkeypatch.setattr(RateLimiter, "commit", refuse)
+    handlers = HandlerRegistry()
+    done: list[int] = []
+
+    @handlers.register(Q, "work")
+    async def work(ctx: JobContext, payload: rw.Work) -> None:
+        done.append(payload.n)
+
+    settings = fast_settings(redis_url)
+    async with running(redis_client, settings, handlers, Q):
+        await Producer(redis_client, settings).enqueue_many(
+            Q, [JobRequest("work", {"n": n}) for n in range(200)]
+        )
+        await wait_for(lambda: len(done) == 200, timeout=10, what="200 jobs")
+    assert not await redis_client.exists(keys.rate_window(Q), keys.rate_leases(Q))
