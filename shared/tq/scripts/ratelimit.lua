@@ -31,7 +31,7 @@ if op == 'take' then
     local wait = per
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     if oldest[2] then wait = tonumber(oldest[2]) + per - now end
-    if leased > 0 then wait = math.min(wait, 50) end  -- a lease may end with permits given back
+    if leased > 0 then wait = math.min(wait, 100) end  -- a lease may end with permits given back
     return {0, math.max(1, wait), 0}
   end
   redis.call('ZADD', KEYS[2], now + lease, token .. ':' .. granted)
