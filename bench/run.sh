@@ -10,7 +10,9 @@
 #      PEERBENCH_WORK (/tmp/peerbench: where BullMQ's node_modules are installed), PYTHON,
 #      ANALYTICS_EVENTS (1000000 raw events for the analytics roll-up, run once; 0 skips it),
 #      SCALE (1: the scale runs of bench/scale_bench.py, once; 0 skips them), SCALE_N (100000),
-#      BACKLOG_N (1000000 waiting jobs), OBSERVE_N (150000: the runs that price metrics + stats).
+#      BACKLOG_N (1000000 waiting jobs), OBSERVE_N (150000: the runs that price metrics + stats),
+#      RATELIMIT (1: the rate-limit accuracy run of bench/ratelimit_bench.py, once; 0 skips it),
+#      RATELIMIT_S (60 s measured, 4 worker processes, 100 jobs per 1 s).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +27,8 @@ SCALE=${SCALE:-1}
 OBSERVE_N=${OBSERVE_N:-150000}
 SCALE_N=${SCALE_N:-100000}
 BACKLOG_N=${BACKLOG_N:-1000000}
+RATELIMIT=${RATELIMIT:-1}
+RATELIMIT_S=${RATELIMIT_S:-60}
 WORK=${PEERBENCH_WORK:-/tmp/peerbench}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
@@ -199,6 +203,13 @@ if [ "$SCALE" = 1 ]; then
   done
   REP=1 run "tq scale memory" "$PY" "$SB" memory --n "$SCALE_N"
   REP=1 run "tq scale backlog" "$PY" "$SB" backlog --n "$BACKLOG_N"
+fi
+
+# ---- the queue rate limit across 4 worker processes (bench/ratelimit_bench.py), once: achieved vs
+# declared rate over RATELIMIT_S seconds
+if [ "$RATELIMIT" = 1 ]; then
+  REP=1 run "tq ratelimit procs=4" "$PY" "$HERE/ratelimit_bench.py" --procs 4 --jobs 100 --per 1 \
+    --seconds "$RATELIMIT_S"
 fi
 
 # ---- analytics roll-up of one day of raw events (bench/analytics_bench.py), once: SQLite, PostgreSQL

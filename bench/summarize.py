@@ -174,6 +174,24 @@ def main(path: str) -> None:
                 "(retained records, counters, audit stream).\n"
             )
 
+    # ---- the rate limit across worker processes (bench/ratelimit_bench.py) ---------------------------
+    limited = [r for r in rows if r.get("bench") == "ratelimit"]
+    if limited:
+        p("### tq rate limit across worker processes (one QueueConfig rateLimit, a backlog)\n")
+        p(
+            "| worker processes | limit | measured s | declared jobs/s | achieved jobs/s | "
+            "achieved / declared | busiest window (0.99 x per) | starts per worker |"
+        )
+        p("|---|---|---|---|---|---|---|---|")
+        for r in limited:
+            spread = ", ".join(map(str, r["started_per_worker"]))
+            p(
+                f"| {r['procs']} | {r['limit_jobs']} per {r['limit_per_s']:g} s | {r['seconds']:g} | "
+                f"{f(r['declared_rate'], 1)} | {f(r['achieved_rate'], 1)} | {r['accuracy']:.3f} | "
+                f"{r['busiest_window']} (limit {r['limit_jobs']}) | {spread} |"
+            )
+        p("")
+
     # ---- tq single enqueues --------------------------------------------------------------------------
     single: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from tq import keys
 from tq.connection import text
 from tq.loopwatch import NO_JOB
-from tq.observe import COMPLETED, DEAD, RETRIED, Settled
+from tq.observe import COMPLETED, DEAD, RATE_WAIT_REASONS, RETRIED, Settled
 from tq.registry import QueueSpec
 from tq.schedules import TICK_OUTCOMES
 from tq.supervise import REASONS, TASKS
@@ -173,6 +173,32 @@ class JobMetrics:
         for spec in specs:
             for job in (*spec.jobs, UNKNOWN_JOB):
                 self._blocks[(spec.name, job)] = self.loop_blocks.labels(spec.name, job)
+        self.rate_waits = Counter(
+            "tq_rate_limit_waits",
+            "Times a consumer's intake began to wait at the queue's rate limit: reason limit (no permit "
+            "left in the window, across replicas) or paused (a handler's RateLimited paused the queue)",
+            ["queue", "reason"],
+            registry=registry,
+        )
+        self.rate_wait_seconds = Counter(
+            "tq_rate_limit_wait_seconds",
+            "Seconds a consumer's intake waited at the queue's rate limit, by reason (limit, paused)",
+            ["queue", "reason"],
+            registry=registry,
+        )
+        self.rate_limited_jobs = Counter(
+            "tq_jobs_rate_limited",
+            "Jobs whose handler raised RateLimited: put back uncharged, the queue paused",
+            ["queue", "job"],
+            registry=registry,
+        )
+        self._rate: dict[tuple[str, str], tuple[Any, Any]] = {}
+        for spec in specs:
+            for reason in RATE_WAIT_REASONS:
+                self._rate[(spec.name, reason)] = (
+                    self.rate_waits.labels(spec.name, reason),
+                    self.rate_wait_seconds.labels(spec.name, reason),
+                )
         self.schedule_tick_counts = Counter(
             "tq_schedule_ticks",
             "Ticks of recurring schedules by outcome: fired, skipped (Forbid, or not enqueueable), "
@@ -209,6 +235,19 @@ class JobMetrics:
         """The scheduler's hook (``tq.schedules.ScheduleObserver``): labels bounded by the stored
         schedules."""
         self.schedule_tick_counts.labels(schedule, queue, outcome).inc(count)
+
+    def rate_waited(self, queue: str, reason: str, seconds: float, new: bool) -> None:
+        """The intake's hook (``tq.observe.RateObserver``): one wait at the rate limit."""
+        pair = self._rate.get((queue, reason))
+        if pair is not None:
+            if new:
+                pair[0].inc()
+            pair[1].inc(seconds)
+
+    def job_rate_limited(self, queue: str, job: str) -> None:
+        """The worker's hook (``tq.observe.RateObserver``): a handler raised RateLimited."""
+        if job in self._series.get(queue, {}):
+            self.rate_limited_jobs.labels(queue, job).inc()
 
     def loop_blocked(self, queue: str, job: str) -> None:
         """The loop watchdog's hook (``tq.observe.LoopObserver``; its thread: ``inc`` is locked)."""

@@ -60,6 +60,18 @@ class RetryLater(TqError):
         self.retry_after = retry_after
 
 
+class RateLimited(TqError):
+    """Raise from a handler when the service it calls answered "too many requests" (HTTP 429 with
+    ``Retry-After``): the job goes back to the stream with no attempt charged (it keeps its attempt
+    number and failure history), and the queue's intake pauses for ``retry_after`` seconds on every
+    replica (capped at the queue's backoff ``max_s``), as BullMQ's ``Worker.rateLimit`` does. Raise
+    ``RetryLater`` instead to retry only this job, charged."""
+
+    def __init__(self, retry_after: float, message: str = "") -> None:
+        super().__init__(message or f"rate limited: retry after {retry_after:g}s")
+        self.retry_after = retry_after
+
+
 class JobTimeout(TqError):
     """The attempt ran past the job's time limit (``timeout_s``): the job was cancelled, and the
     attempt fails like any other (retried per the queue's policy, dead-lettered after the last)."""

@@ -115,3 +115,22 @@ def schedule_state(name: str) -> str:
     its owner (``JobSchedule <namespace>/<name>``) and that resource's generation. Written by the
     scheduler (the last tick only moves forward), ``tq schedule add`` and ``run-now``, the operator."""
     return f"tq:schedule:{{{name}}}:state"
+
+
+# ---- the rate limit of a queue across its replicas (tq.ratelimit) --------------------------------
+def rate_window(queue: str) -> str:
+    """ZSET permit -> start time (ms, Redis clock): the job starts of the sliding window of the
+    queue's ``rateLimit`` (expiring: gone one window after the last start)."""
+    return prefix(queue) + "rate:window"
+
+
+def rate_leases(queue: str) -> str:
+    """ZSET ``<consumer>:<serial>:<permits>`` -> expiry (ms): permits held by reads in flight,
+    counted against the limit until committed or expired (a consumer that died mid-read)."""
+    return prefix(queue) + "rate:leases"
+
+
+def rate_pause(queue: str) -> str:
+    """STRING (expiring): the queue's intake is paused on every replica while it exists, set by a
+    handler's ``tq.errors.RateLimited`` (its Retry-After)."""
+    return prefix(queue) + "rate:pause"

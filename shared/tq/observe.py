@@ -4,7 +4,8 @@ settled batch, without the engine depending on any metrics library.
 An observer may also have ``task_restarted(task, reason)`` (``TaskObserver``): the worker's
 supervisor (``tq.supervise``) calls it on each failure of a long-lived task, ``task`` one of
 ``tq.supervise.TASKS`` and ``reason`` one of ``tq.supervise.REASONS``; and
-``loop_blocked(queue, job)`` (``LoopObserver``), from the loop-lag watchdog's thread.
+``loop_blocked(queue, job)`` (``LoopObserver``), from the loop-lag watchdog's thread; and
+``rate_waited`` / ``job_rate_limited`` (``RateObserver``), from a queue's intake and a slot.
 
 A ``Worker(observer=...)`` calls ``observer.observe(queue, ops)`` once per settle call, after the
 batch's outcome is committed to Redis, in the event loop (no thread hop). ``ops`` are the batch's
@@ -23,6 +24,10 @@ RETRIED = "r"  # failed an attempt, scheduled for another (delayed ZSET)
 DEAD = "d"  # dead-lettered
 SKIPPED = "s"  # idempotency key already completed by another job: acked without running
 RELEASED = "q"  # fetched but never started (shutdown or pause): given back, no attempt charged
+
+# Why a queue's intake waited at its rate limit (tq.ratelimit): no permit left in the window across
+# replicas, or a pause a handler asked with RateLimited.
+RATE_WAIT_REASONS = ("limit", "paused")
 
 # Error types that mean the entry itself is bad input: it can never succeed as it is, so it went to
 # the DLQ without running a handler. These count as outcome ``invalid``; every other dead-letter
@@ -90,3 +95,16 @@ class LoopObserver(Protocol):
     from the watchdog's thread."""
 
     def loop_blocked(self, queue: str, job: str) -> None: ...
+
+
+class RateObserver(Protocol):
+    """Optional on an observer: the rate limit at work (``tq.ratelimit``)."""
+
+    def rate_waited(self, queue: str, reason: str, seconds: float, new: bool) -> None:
+        """The intake waited ``seconds`` at the limit, ``reason`` one of RATE_WAIT_REASONS; ``new``:
+        the first round of a wait (the one before read, or waited for another reason)."""
+        ...
+
+    def job_rate_limited(self, queue: str, job: str) -> None:
+        """A handler raised ``RateLimited``: its job went back to the stream, uncharged."""
+        ...

@@ -34,12 +34,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys
 from tq.envelope import Envelope, entry_job_id
-from tq.errors import JobTimeout, NoHandler, NonRetryableError
+from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.loopwatch import LoopWatchdog
 from tq.observe import INVALID_ERRORS, Observer
 from tq.producer import validation_errors
 from tq.queue_config import RuntimeConfig, parse_hash
+from tq.ratelimit import RateLimiter, paused_for
 from tq.registry import QueueSpec
 from tq.retry import retry_delay_s
 from tq.scripts import Scripts
@@ -283,7 +284,10 @@ class QueueRunner:
         self._wake_slots = asyncio.Event()
         self._wake_reader = asyncio.Event()
         self._wake_settle = asyncio.Event()
-        self._rate_window: deque[float] = deque()
+        # the queue's rate limit across replicas (checked at intake) and its RateLimited pause:
+        # monotonic time until which this process's intake holds (0: none; read with the config)
+        self.limiter = RateLimiter(worker.client, spec.name, worker.consumer_id, worker.settings.block_ms)
+        self.rate_paused_until = 0.0
         self._flushing = asyncio.Lock()  # one settle call at a time: settle_now waits for the one in flight
         self._settle_keys = [
             self.stream,
@@ -320,6 +324,7 @@ class QueueRunner:
         cfg = config.resolve(self.queue, override, self.w.settings)
         watch_ms = await self.w.client.pttl(keys.crash_watch(self.queue))
         self.watch_until = time.time() + watch_ms / 1000 if watch_ms > 0 else 0.0
+        await self.pause_intake(await paused_for(self.w.client, self.queue))
         queue_timeout = getattr(override, "timeout_s", None) is not None  # even when equal to the default
         if cfg != self.cfg:
             pausing = cfg.paused and not self.cfg.paused
@@ -349,42 +354,123 @@ class QueueRunner:
     # ---- intake ------------------------------------------------------------------------------
     async def read_loop(self) -> None:
         """The intake. Supervised (``Worker.supervisor``): an error reply or connection fault
-        propagates, is logged and counted there, and the loop runs again after a backoff."""
+        propagates, is logged and counted there, and the loop runs again after a backoff.
+
+        A queue with a rate limit asks the shared limiter (``tq.ratelimit``) for permits before
+        each read and reads no more entries than it got and than it can start now, so limited jobs
+        wait in the stream; an unlimited queue reads as before, with no extra round trip."""
         sup, unit = self.w.supervisor, self.read_unit
+        waited = ""  # why the last round waited at the rate limit ("": it read): one count per wait
         while not self.w.stopping:
             if self.cfg.paused:
                 await self._wait(self._wake_reader, self.w.settings.config_poll_s)
                 continue
+            if self.rate_paused_until:  # a RateLimited pause (tq.ratelimit), known locally
+                left = self.rate_paused_until - time.monotonic()
+                if left > 0:
+                    waited = await self._rate_wait("paused", left, waited)
+                    continue
+                self.rate_paused_until = 0.0
+            limit = self.cfg.rate_limit
             room = self.prefetch_limit() - len(self.held)
+            if limit is not None:  # only what starts at once: a permit is a start
+                room = min(room, self.cfg.concurrency - len(self.held))
             if room <= 0:
                 await self._wait(self._wake_reader, 1.0)
                 continue
+            count = min(self.read_count(), room)
+            grant = None
+            if limit is not None:
+                grant = await self.limiter.take(count, limit)
+                if not grant.permits:
+                    reason = "paused" if grant.paused else "limit"
+                    waited = await self._rate_wait(reason, grant.wait_s, waited)
+                    continue
+                count = grant.permits
+            waited = ""
             self.reading_since = time.monotonic()
             try:
                 reply = await self.w.client.xreadgroup(
                     keys.GROUP,
                     self.w.consumer_id,
                     {self.stream: ">"},
-                    count=min(self.read_count(), room),
+                    count=count,
                     block=self.w.settings.block_ms,
                 )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await ensure_group(self.w.client, self.queue)  # stream or group deleted under us
-                continue
+                reply = None
             finally:
                 self.reading_since = 0.0
             sup.recovered(unit)
-            if not reply:
-                continue
-            for _stream, entries in reply:
+            got = 0
+            for _stream, entries in reply or ():
                 for eid, fields in entries:
                     self.held.add(eid)
                     self.local.append((eid, fields))
-            if self.cfg.paused:  # paused while the read was blocked: give these back
+                    got += 1
+            if grant is not None and limit is not None:  # the permits not used go back
+                await self.limiter.commit(grant, got, limit)
+            if not got:
+                continue
+            if self.cfg.paused or self.rate_paused_until:  # paused while the read blocked: give back
                 await self.release_unstarted()
             self._wake_slots.set()
+
+    async def _rate_wait(self, reason: str, seconds: float, waited: str) -> str:
+        """Wait at the rate limit (``reason``: ``limit``, no permit; ``paused``, a RateLimited
+        pause) for ``seconds`` or until woken (a config change, a settle, a stop); reported to the
+        observer as a new wait unless the previous round waited for the same reason."""
+        began = time.monotonic()
+        await self._wait(self._wake_reader, seconds)
+        hook = getattr(self.w.observer, "rate_waited", None)
+        if hook is not None:
+            try:
+                hook(self.queue, reason, time.monotonic() - began, reason != waited)
+            except Exception:  # metrics must never stop the intake
+                log.exception("%s: observer failed", self.queue)
+        return reason
+
+    async def pause_intake(self, seconds: float) -> None:
+        """Hold this process's intake of the queue for ``seconds`` (a RateLimited pause across
+        replicas, ``tq.ratelimit``), giving back what it fetched and has not started."""
+        if seconds <= 0:
+            return
+        until = time.monotonic() + seconds
+        if until <= self.rate_paused_until:
+            return
+        if not self.rate_paused_until:
+            log.info("%s intake paused for %.3gs (rate limited)", self.queue, seconds)
+        self.rate_paused_until = until
+        self._wake_reader.set()
+        await self.release_unstarted()
+
+    async def _sit_out_pause(self) -> None:
+        """Hold a RateLimited job's entry (pending, touched: never reclaimed) until the queue's
+        pause ends, so that no replica takes it again before then; a stop ends the wait."""
+        while not self.w.stopping:
+            left = self.rate_paused_until - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.25))
+
+    async def rate_limited(self, exc: RateLimited, job: str) -> None:
+        """A handler raised ``RateLimited``: pause the queue's intake on every replica for its
+        ``retry_after`` (capped at the backoff ``max_s``), this one at once."""
+        seconds = min(max(0.0, exc.retry_after), self.cfg.retry.max_s)
+        try:
+            seconds = await self.limiter.pause(seconds)
+        except (RedisError, OSError) as err:  # this replica still pauses; the others go on
+            log.warning("%s: could not pause the queue across replicas: %s", self.queue, err)
+        hook = getattr(self.w.observer, "job_rate_limited", None)
+        if hook is not None:
+            try:
+                hook(self.queue, job)
+            except Exception:
+                log.exception("%s: observer failed", self.queue)
+        await self.pause_intake(seconds)
 
     # ---- execution pool ----------------------------------------------------------------------
     # A slot task takes the next fetched entry as soon as its job ends, without a task per job
@@ -404,35 +490,16 @@ class QueueRunner:
 
     async def slot_loop(self, index: int) -> None:
         while index < self.cfg.concurrency:
-            if self.local and not self.cfg.paused and not self.w.stopping and self._rate_allows():
+            if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
                 await self.run_entry(eid, fields)
                 continue
             if self.w.stopping:
                 return
-            timeout = self._rate_wait() if (self.local and self.cfg.rate_limit) else None
-            await self._wait(self._wake_slots, timeout)
+            await self._wait(self._wake_slots, None)
 
     def busy_slots(self) -> list[asyncio.Task[None]]:
         return [t for t in self.slots.values() if not t.done()]
-
-    def _rate_allows(self) -> bool:
-        limit = self.cfg.rate_limit
-        if limit is None:
-            return True
-        now = time.monotonic()
-        while self._rate_window and self._rate_window[0] <= now - limit.per_s:
-            self._rate_window.popleft()
-        if len(self._rate_window) < limit.jobs:
-            self._rate_window.append(now)
-            return True
-        return False
-
-    def _rate_wait(self) -> float:
-        limit = self.cfg.rate_limit
-        if limit is None or not self._rate_window:
-            return 0.05
-        return max(0.001, self._rate_window[0] + limit.per_s - time.monotonic())
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout: float | None) -> None:
@@ -457,6 +524,8 @@ class QueueRunner:
             raise
         finally:
             self.running -= 1
+        if op.kind == "q":  # RateLimited: back to the stream when the pause ends, not while it lasts
+            await self._sit_out_pause()
         self.ops.append(op)
         self._wake_settle.set()
 
@@ -549,6 +618,9 @@ class QueueRunner:
                 message = str(exc) or (
                     "" if isinstance(exc, Exception) else f"{error_type} raised out of the handler"
                 )
+                if isinstance(exc, RateLimited):  # not the job's failure: back to the stream, uncharged
+                    await self.rate_limited(exc, env.name)
+                    return op("q")
                 if isinstance(exc, NonRetryableError) or attempt >= max_attempts:
                     return dead(error_type, message, stack)
                 due = time.time() + retry_delay_s(self.cfg.retry, attempt, exc)

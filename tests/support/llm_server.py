@@ -54,6 +54,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.time)  # when it arrived (epoch s)
 
 
 @dataclass

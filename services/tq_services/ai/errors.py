@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tq.errors import NonRetryableError, RetryLater, TqError
+from tq.errors import NonRetryableError, RateLimited, RetryLater, TqError
 
 
 class LlmNotConfigured(NonRetryableError):
@@ -15,8 +15,16 @@ class LlmRejected(NonRetryableError):
 
 
 class LlmUnavailable(RetryLater):
-    """A temporary provider failure (429, 5xx, timeout, connection error, a garbled answer): retried
+    """A temporary provider failure (429 without Retry-After, 5xx, timeout, connection error, a
+    garbled answer): retried
     after the provider's ``Retry-After`` when it sent one (capped by the queue), else with backoff."""
+
+
+class LlmRateLimited(RateLimited):
+    """The provider answered 429 with a ``Retry-After``: its requests-per-minute quota is spent for
+    everyone, not only this request. The job goes back uncharged and the queue's intake pauses that
+    long on every replica (``tq.errors.RateLimited``); a 429 without ``Retry-After`` is
+    ``LlmUnavailable``."""
 
 
 class MalformedAnswer(TqError):

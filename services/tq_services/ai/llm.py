@@ -5,8 +5,11 @@
 (``prompt_tokens``/``completion_tokens``). Failures are classified for the engine:
 
 - no provider configured: ``LlmNotConfigured`` (dead-letter);
-- 408, 409, 425, 429, 5xx, timeouts, connection errors, a 200 without a readable answer:
-  ``LlmUnavailable`` (retried with the queue's backoff);
+- 429 with ``Retry-After`` (the provider's quota is spent): ``LlmRateLimited``, a
+  ``tq.errors.RateLimited``: the job goes back uncharged and the queue pauses that long on every
+  replica;
+- 408, 409, 425, 429 without ``Retry-After``, 5xx, timeouts, connection errors, a 200 without a
+  readable answer: ``LlmUnavailable`` (retried with the queue's backoff);
 - any other 4xx (bad request, key refused, unknown model): ``LlmRejected`` (dead-letter), with
   the provider's own error message in the reason.
 """
@@ -23,7 +26,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tq_services.ai.errors import LlmNotConfigured, LlmRejected, LlmUnavailable
+from tq_services.ai.errors import LlmNotConfigured, LlmRateLimited, LlmRejected, LlmUnavailable
 from tq_services.ai.settings import AiSettings
 
 NOT_CONFIGURED = (
@@ -153,8 +156,11 @@ async def complete(
     status = response.status_code
     if status != 200:
         reason = f"LLM provider answered {status} for model {model}: {_provider_reason(response)}"
+        retry_after = _retry_after(response)
+        if status == 429 and retry_after is not None:  # the quota is spent: slow the whole queue
+            raise LlmRateLimited(retry_after, reason)
         if status in RETRYABLE_STATUSES or status >= 500:
-            raise LlmUnavailable(reason, retry_after=_retry_after(response))
+            raise LlmUnavailable(reason, retry_after=retry_after)
         raise LlmRejected(reason)
     try:
         parsed = _ChatResponse.model_validate_json(response.content)

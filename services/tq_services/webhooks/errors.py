@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tq.errors import NonRetryableError, RetryLater
+from tq.errors import NonRetryableError, RateLimited, RetryLater
 
 
 class EndpointUnavailable(NonRetryableError):
@@ -19,5 +19,11 @@ class DeliveryRejected(NonRetryableError):
 
 
 class DeliveryDeferred(RetryLater):
-    """A temporary failure (408, 429, 5xx, timeout, connection error): retried with backoff, or
-    after the receiver's Retry-After (``retry_after`` seconds) when a 429 or 503 sends one."""
+    """A temporary failure (408, 429 without Retry-After, 5xx, timeout, connection error): retried
+    with backoff, or after the receiver's Retry-After (``retry_after`` seconds) when a 503 sends one."""
+
+
+class DeliveryRateLimited(RateLimited):
+    """The receiver answered 429 with a Retry-After: the delivery goes back uncharged and the
+    webhooks queue's intake pauses that long on every replica (``tq.errors.RateLimited``), capped
+    at the queue's backoff ``max_s``."""

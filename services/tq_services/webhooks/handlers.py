@@ -8,9 +8,11 @@ else the job id: the same on every retry), ``X-Tq-Event``, ``X-Tq-Timestamp`` an
 ``X-Tq-Signature``.
 
 2xx is delivered. 410 deactivates the endpoint and dead-letters; any other 4xx but 408/429, and
-a redirect (never followed), dead-letter at once; 408, 429, 5xx, timeouts and connection errors
-retry with the queue's backoff, or after the Retry-After (seconds or an HTTP date) of a 429 or 503,
-capped at the queue's backoff max. A missing or inactive endpoint and an unsafe URL (SSRF) dead-letter.
+a redirect (never followed), dead-letter at once; a 429 with a Retry-After (seconds or an HTTP
+date) is ``RateLimited``: the delivery goes back uncharged and the queue's intake pauses that long
+on every replica; 408, 429 without Retry-After, 5xx, timeouts and connection errors retry with the
+queue's backoff, or after the Retry-After of a 503; both waits are capped at the queue's backoff
+max. A missing or inactive endpoint and an unsafe URL (SSRF) dead-letter.
 Every attempt on an existing endpoint writes a WebhookDeliveryLog row, committed before the
 handler returns or raises.
 """
@@ -23,14 +25,19 @@ import time
 from typing import Any
 
 from sqlalchemy import update
-from tq.errors import NonRetryableError
+from tq.errors import NonRetryableError, RateLimited
 from tq.handlers import JobContext, default_handlers
 from tq.payloads import DeliverWebhook
 from tq.settings import get_settings
 
 from tq_services.store import sessions
 from tq_services.webhooks.delivery import Answer, check_url, post, retry_after_s
-from tq_services.webhooks.errors import DeliveryDeferred, DeliveryRejected, EndpointUnavailable
+from tq_services.webhooks.errors import (
+    DeliveryDeferred,
+    DeliveryRateLimited,
+    DeliveryRejected,
+    EndpointUnavailable,
+)
 from tq_services.webhooks.models import WebhookDeliveryLog, WebhookEndpoint
 from tq_services.webhooks.settings import get_webhook_settings
 from tq_services.webhooks.signing import sign
@@ -51,6 +58,8 @@ def _verdict(answer: Answer) -> Exception | None:
     if answer.status_code in (408, 429) or answer.status_code >= 500:
         # 429 and 503 may say when to come back; the engine caps it at the queue's backoff max
         wait = retry_after_s(answer.retry_after) if answer.status_code in (429, 503) else None
+        if answer.status_code == 429 and wait is not None:  # too many requests: slow the queue
+            return DeliveryRateLimited(wait, text)
         return DeliveryDeferred(text, retry_after=wait)
     return DeliveryRejected(text)
 
@@ -107,7 +116,10 @@ async def deliver_webhook(ctx: JobContext, payload: DeliverWebhook) -> dict[str,
             if problem is not None:
                 raise problem
         except Exception as exc:
-            final = isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
+            # a RateLimited delivery goes back uncharged: never its last attempt
+            final = not isinstance(exc, RateLimited) and (
+                isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
+            )
             async with session.begin():
                 session.add(attempt_log("failed" if final else "retrying", answer, str(exc)))
                 if answer is not None and answer.status_code == 410:

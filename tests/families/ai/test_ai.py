@@ -3,9 +3,10 @@ suite's Redis, SQLite and PostgreSQL.
 
 Each job name runs enqueue -> consume -> rows: AiRun, AiMessage and AiEventLog for every model
 call; drafts, versions, SEO fields and reports for the results; ``ai.task`` events on tq:events.
-Provider failures steer the job: 429, 500 and timeouts retry; 400 and 401 dead-letter with the
-provider's reason; a malformed JSON answer retries with the raw answer kept; no provider
-configured and a missing article dead-letter with a clear reason.
+Provider failures steer the job: a 429 with Retry-After pauses the queue uncharged; 429, 500 and
+timeouts retry; 400 and 401 dead-letter with the provider's reason; a malformed JSON answer retries
+with the raw answer kept; no provider configured and a missing article dead-letter with a clear
+reason.
 """
 
 from __future__ import annotations
@@ -377,15 +378,45 @@ async def test_429_and_500_are_retried_then_succeed(
 async def test_retry_after_is_honoured(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer
 ) -> None:
+    """A 503 with Retry-After retries this job after that long, charged."""
     article_id = await _article(db_engine)
     settings = fast_settings(env.redis_url, queues={CQ: tiny_retry(attempts=2, max_s=2.0)})
-    llm.script(fail(429, "slow down", retry_after="0.5"), reply("Hi"))
+    llm.script(fail(503, "overloaded", retry_after="0.5"), reply("Hi"))
     rec = await _run_job(redis_client, settings, CQ, "generate-summary", {"article_id": article_id})
     assert rec.state is JobState.COMPLETED and rec.attempts == 2, rec
     runs = await _rows(db_engine, AiRun, AiRun.job_id == rec.id)
     assert runs[0].finished_at is not None
     gap = (runs[1].created_at - runs[0].finished_at).total_seconds()
     assert gap >= 0.45, gap  # the queue's own backoff would be 10 ms
+
+
+async def test_a_429_with_retry_after_pauses_the_queue_without_charging(
+    env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer
+) -> None:
+    """A 429 with Retry-After means the provider's quota is spent: ``LlmRateLimited``
+    (``tq.errors.RateLimited``) puts the job back with no attempt charged and pauses the queue's
+    intake that long, so another job of the queue does not call the provider meanwhile either."""
+    article_id = await _article(db_engine)
+    settings = fast_settings(env.redis_url, queues={CQ: tiny_retry(attempts=1, max_s=5.0)})
+    llm.script(fail(429, "Rate limit reached", retry_after="1"), reply("Hi"))
+    p = Producer(redis_client, settings)
+    async with running(redis_client, settings, default_handlers, CQ):
+        first = await p.enqueue(CQ, "generate-summary", {"article_id": article_id})
+        await wait_for(lambda: _pttl(redis_client, keys.rate_pause(CQ)), timeout=10, what="the queue paused")
+        second = await p.enqueue(CQ, "generate-summary", {"article_id": article_id})
+        recs = [await _settled(redis_client, CQ, job_id) for job_id in (first, second)]
+    for rec in recs:  # attempts=1: a charged 429 would have dead-lettered the first job
+        assert rec.state is JobState.COMPLETED and rec.attempts == 1 and not rec.failures, rec
+    assert int(await redis_client.hget(keys.counters(CQ), "retried") or 0) == 0
+    limited, *after = llm.requests
+    assert len(after) == 2 and min(r.at for r in after) - limited.at >= 0.95, "no call during the pause"
+    runs = await _rows(db_engine, AiRun, AiRun.job_id == first)
+    assert [(r.attempt, r.status) for r in runs] == [(1, "retrying"), (1, "succeeded")]
+    assert runs[0].error == f"LlmRateLimited: LLM provider answered 429 for model {MODEL}: Rate limit reached"
+
+
+async def _pttl(client: Any, key: str) -> bool:
+    return int(await client.pttl(key)) > 0
 
 
 async def test_400_and_401_dead_letter_with_the_providers_reason(

@@ -23,7 +23,7 @@ import pytest
 import tq_services.webhooks.handlers  # noqa: F401  (registers the handler)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support import fast_settings, http_server, running, settled_job, tiny_retry
+from support import fast_settings, http_server, running, settled_job, tiny_retry, wait_for
 from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
@@ -376,14 +376,14 @@ async def test_ssrf_loopback_and_metadata_are_refused_without_the_flag(
     assert await _active(db_engine, loopback) and await _active(db_engine, metadata)
 
 
-async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
+async def test_503_retry_after_seconds_or_http_date_sets_the_next_attempt(
     database_url: str,
     redis_url: str,
     redis_client: Any,
     db_engine: AsyncEngine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A 429 with Retry-After (delta-seconds, or an HTTP date) is retried after that long, not the
+    """A 503 with Retry-After (delta-seconds, or an HTTP date) is retried after that long, not the
     queue's backoff (10 ms here); a Retry-After beyond the queue's backoff max is capped at it."""
     from email.utils import formatdate
 
@@ -399,7 +399,7 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
             header = todo.pop(0) if todo else None
             if header is not None and header.startswith("date:"):
                 header = formatdate(time.time() + int(header[5:]), usegmt=True)
-            self.send_response(429 if header is not None else 200)
+            self.send_response(503 if header is not None else 200)
             if header is not None:
                 self.send_header("retry-after", header)
             self.send_header("content-length", "0")
@@ -435,7 +435,72 @@ async def test_429_retry_after_seconds_or_http_date_sets_the_next_attempt(
     assert 0.9 <= gaps["/date"] < 3.5, gaps  # an HTTP date ~2 s ahead (whole seconds)
     assert 3.9 <= gaps["/long"] < 6.0, gaps  # 3600 s asked, capped at the queue's max_s = 4
     rows = await _logs(db_engine, records["/secs"].id)
-    assert [(r.outcome, r.status_code) for r in rows] == [("retrying", 429), ("delivered", 200)]
+    assert [(r.outcome, r.status_code) for r in rows] == [("retrying", 503), ("delivered", 200)]
+
+
+async def test_429_retry_after_pauses_the_whole_queue_without_charging(
+    database_url: str,
+    redis_url: str,
+    redis_client: Any,
+    db_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 429 with Retry-After is ``DeliveryRateLimited`` (``tq.errors.RateLimited``): the delivery
+    goes back with no attempt charged (attempts=1 here: a charged failure would dead-letter) and the
+    queue's intake pauses that long, so a delivery to another endpoint waits as well."""
+    arrivals: dict[str, list[float]] = {}
+    answers: dict[str, list[str]] = {"/busy": ["1"], "/other": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            arrivals.setdefault(self.path, []).append(time.monotonic())
+            todo = answers[self.path]
+            header = todo.pop(0) if todo else None
+            self.send_response(429 if header is not None else 200)
+            if header is not None:
+                self.send_header("retry-after", header)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+    clear_settings_caches()
+    settings = fast_settings(
+        redis_url, queues={WQ: {"retry": {"attempts": 1, "initial_s": 0.01, "max_s": 4.0, "jitter": 0}}}
+    )
+    try:
+        with http_server(Handler) as base:
+            ids = {path: await _endpoint(db_engine, base + path) for path in answers}
+            p = Producer(redis_client, settings)
+
+            async def enqueue(path: str) -> str:
+                payload = {"endpoint_id": ids[path], "event": "e", "data": {}}
+                return await p.enqueue(WQ, "deliver-webhook", payload)
+
+            async def paused() -> bool:
+                return int(await redis_client.pttl(keys.rate_pause(WQ))) > 0
+
+            async with running(redis_client, settings, default_handlers, WQ):
+                busy = await enqueue("/busy")
+                await wait_for(paused, timeout=10, what="the queue paused")
+                other = await enqueue("/other")
+                records = [await _settled(redis_client, job_id) for job_id in (busy, other)]
+    finally:
+        clear_settings_caches()
+        await dispose_engines()
+    for rec in records:
+        assert rec.state is JobState.COMPLETED and rec.attempts == 1 and not rec.failures, rec
+    assert int(await redis_client.hget(keys.counters(WQ), "retried") or 0) == 0
+    limited_at = arrivals["/busy"][0]
+    assert arrivals["/busy"][1] - limited_at >= 0.95, arrivals
+    assert arrivals["/other"][0] - limited_at >= 0.95, "the other endpoint waited out the pause"
+    rows = await _logs(db_engine, records[0].id)
+    outcomes = [(r.outcome, r.status_code, r.attempt) for r in rows]
+    assert outcomes == [("retrying", 429, 1), ("delivered", 200, 1)]
+    assert rows[0].error == "webhook receiver answered 429"
 
 
 async def test_the_post_goes_to_the_checked_address_not_a_new_lookup(receiver: Receiver) -> None:
