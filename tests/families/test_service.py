@@ -246,7 +246,8 @@ def test_sigterm_turns_readyz_503_and_drains(redis_url: str, svc_queue: str) -> 
     )
     try:
         wait_ready(proc, port)
-        SyncProducer(client, fast_settings(redis_url)).enqueue(svc_queue, "sleep", {"seconds": 3.0})
+        # long enough that a loaded machine still sees the drain before the job ends
+        SyncProducer(client, fast_settings(redis_url)).enqueue(svc_queue, "sleep", {"seconds": 8.0})
         wait_until(
             lambda: client.xpending(keys.stream(svc_queue), keys.GROUP)["pending"] == 1, 10, "in flight"
         )
