@@ -19,8 +19,8 @@ from sqlalchemy import select
 from support import running, wait_for
 from support.admin import (
     ADMIN_KEY,
-    Q,
     Q_ENCODED,
+    Q,
     Served,
     admin_settings,
     assert_error,
@@ -139,7 +139,9 @@ async def test_an_invalid_payload_is_a_422_naming_the_field(
     assert await waiting_ids(client) == set()
 
 
-async def test_a_body_that_is_not_an_object_is_a_422(http: httpx.AsyncClient, producer: dict[str, str]) -> None:
+async def test_a_body_that_is_not_an_object_is_a_422(
+    http: httpx.AsyncClient, producer: dict[str, str]
+) -> None:
     for content in (b"[1, 2]", b"not json", b'"text"'):
         r = await http.post(URL, content=content, headers={**producer, "Content-Type": "application/json"})
         assert_error(r, 422, "invalid_input")
@@ -149,11 +151,17 @@ async def test_a_body_that_is_not_an_object_is_a_422(http: httpx.AsyncClient, pr
 async def test_an_unknown_queue_or_job_is_a_404_naming_the_known_ones(
     http: httpx.AsyncClient, producer: dict[str, str]
 ) -> None:
-    queue = assert_error(await http.post(f"/api/jobs/no:such/{JOB}", json=EMAIL, headers=producer), 404, "not_found")
+    queue = assert_error(
+        await http.post(f"/api/jobs/no:such/{JOB}", json=EMAIL, headers=producer), 404, "not_found"
+    )
     assert "unknown queue 'no:such'" in queue["message"] and Q in queue["message"]
-    job = assert_error(await http.post(f"/api/jobs/{Q}/no-such", json=EMAIL, headers=producer), 404, "not_found")
+    job = assert_error(
+        await http.post(f"/api/jobs/{Q}/no-such", json=EMAIL, headers=producer), 404, "not_found"
+    )
     assert "unknown job 'no-such'" in job["message"] and JOB in job["message"]
-    batch = await http.post(f"/api/jobs/{Q}/no-such/batch", json={"jobs": [{"payload": EMAIL}]}, headers=producer)
+    batch = await http.post(
+        f"/api/jobs/{Q}/no-such/batch", json={"jobs": [{"payload": EMAIL}]}, headers=producer
+    )
     assert "unknown job" in assert_error(batch, 404, "not_found")["message"]
 
 
@@ -244,7 +252,9 @@ async def test_the_idempotency_key_gives_back_the_first_jobs_id(
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
     assert await waiting_ids(client) == {first.json()["id"], other.json()["id"]}
     too_long = await http.post(URL, json=EMAIL, headers={**producer, "Idempotency-Key": "k" * 241})
-    assert "header.Idempotency-Key" in [f["field"] for f in assert_error(too_long, 422, "invalid_input")["fields"]]
+    assert "header.Idempotency-Key" in [
+        f["field"] for f in assert_error(too_long, 422, "invalid_input")["fields"]
+    ]
 
 
 async def test_the_enqueue_rate_limit_is_per_token_and_apart_from_the_owner_budget(

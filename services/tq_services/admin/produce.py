@@ -151,7 +151,11 @@ async def _audit(request: Request, status: int, message: str) -> None:
         return
     state = admin_state(request)
     if status in REFUSALS:
-        await refused(state, principal, audit_row(request, principal, produce_audit.ACTION, status, message, kind="change"))
+        await refused(
+            state,
+            principal,
+            audit_row(request, principal, produce_audit.ACTION, status, message, kind="change"),
+        )
         return
     target: tuple[str, str] = getattr(request.state, "produce_target", None) or (
         str(request.path_params.get("queue", "")),
@@ -160,11 +164,15 @@ async def _audit(request: Request, status: int, message: str) -> None:
     created, duplicates = getattr(request.state, "produced", (0, 0))
     outcome = "ok" if status < 400 else error_code(status)
     try:
-        await produce_audit.count(
-            state, principal, *target, outcome, created=created, duplicates=duplicates
-        )
+        await produce_audit.count(state, principal, *target, outcome, created=created, duplicates=duplicates)
     except RedisError as exc:  # the call's answer stays its own; the count is what is lost
-        log.error("admin produce audit: call not counted (%s): %s %s/%s by %s", exc, outcome, *target, principal.subject)
+        log.error(
+            "admin produce audit: call not counted (%s): %s %s/%s by %s",
+            exc,
+            outcome,
+            *target,
+            principal.subject,
+        )
 
 
 def _schema_name(queue: str, job: str) -> str:
@@ -201,7 +209,7 @@ def _add_job_routes(router: APIRouter, queue: str, job: str, model: type[BaseMod
     batch_model = create_model(
         f"{name}Batch",
         __config__=ConfigDict(extra="forbid"),
-        jobs=(list[item_model], Field(min_length=1, max_length=batch_max)),  # type: ignore[valid-type]
+        jobs=(list[item_model], Field(min_length=1, max_length=batch_max)),
     )
     path = f"/{queue}/{job}"
     doc = (model.__doc__ or "").strip()
@@ -231,7 +239,7 @@ def _add_job_routes(router: APIRouter, queue: str, job: str, model: type[BaseMod
     async def enqueue_batch(
         request: Request,
         response: Response,
-        body: Annotated[batch_model, Body()],  # type: ignore[valid-type]
+        body: Annotated[batch_model, Body()],
         _: Producing,
         idempotency_key: IdempotencyKey = None,
     ) -> BatchEnqueued:

@@ -43,9 +43,7 @@ def produce_key(token_id: str) -> str:
 class SlidingWindow:
     """``limit`` requests per ``window_s`` per token."""
 
-    def __init__(
-        self, client: Any, limit: int, window_s: float, key_of: Callable[[str], str] = key
-    ) -> None:
+    def __init__(self, client: Any, limit: int, window_s: float, key_of: Callable[[str], str] = key) -> None:
         self.limit = limit
         self.key_of = key_of
         self.window_ms = max(1, int(window_s * 1000))
