@@ -6,6 +6,11 @@ limit, all-or-nothing batches and the OpenAPI document's one schema per registry
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +44,10 @@ from tq.payloads import SendEmail
 from tq.registry import all_queues
 from tq_services.admin import produce_audit
 
+REPO = Path(__file__).resolve().parents[2]
+SECTION = "## Producing from other languages over HTTP"
+BASH_BLOCK = re.compile(r"^( *)```bash\n(.*?)^ *```", re.S | re.M)
+SHOWN = re.compile(r"^ *# (\d{3}) (\{.*)$", re.M)  # "# 201 {...}": the status and answer the docs show
 JOB = "send-email"
 URL = f"/api/jobs/{Q}/{JOB}"
 EMAIL = {"to": "ada@example.com", "template": "welcome", "variables": {"name": "Ada"}}
@@ -418,3 +427,44 @@ async def test_openapi_describes_every_registry_jobs_payload(http: httpx.AsyncCl
     produce_paths = [p for p in doc["paths"] if p.startswith("/api/jobs/")]
     assert len(produce_paths) == 2 * jobs_seen and jobs_seen >= 12
     assert json.dumps(doc).count("{queue}/{job}") == 0  # the catch-all for unknown jobs is not published
+
+
+# ---- the docs' examples --------------------------------------------------------------------------
+
+
+def curl_blocks() -> list[tuple[str, str]]:
+    """(file, shell block) of each bash block of the "Producing from other languages" sections."""
+    found = []
+    for path in (REPO / "README.md", REPO / "docs" / "admin.md"):
+        text = path.read_text()
+        section = text[text.index(SECTION) :]
+        section = section[: section.index("\n## ", len(SECTION))]
+        found += [(path.name, textwrap.dedent(indent + body)) for indent, body in BASH_BLOCK.findall(section)]
+    return found
+
+
+@pytest.mark.parametrize(("doc", "block"), curl_blocks(), ids=lambda v: v if v.endswith(".md") else "")
+def test_the_docs_curl_examples_answer_what_they_show(served: Served, doc: str, block: str) -> None:
+    shown = SHOWN.findall(block)
+    assert shown and "curl" in block, f"{doc}: a block without a curl and its answer"
+    script = "curl() { command curl -sS -w ' %{http_code}\\n' \"$@\"; }\n"
+    if "TOKEN=" not in block:
+        script += f"TOKEN={token(served, 'producer')}\n"
+    script += block.replace("http://localhost:8080", served.url)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "TQ_ADMIN_JWT_KEY": ADMIN_KEY,
+    }
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    answers = [line.rsplit(" ", 1) for line in out.stdout.strip().splitlines()]
+    assert len(answers) == len(shown), out.stdout
+    for (body, status), (shown_status, shown_body) in zip(answers, shown, strict=True):
+        assert status == shown_status, (doc, body)
+        names = set(re.findall(r'"(\w+)":', shown_body))
+        assert names <= set(re.findall(r'"(\w+)":', body)), (doc, body)
+        if '"code":' in shown_body:
+            assert json.loads(body)["error"]["code"] in shown_body
