@@ -5,6 +5,7 @@ limit, all-or-nothing batches and the OpenAPI document's one schema per registry
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -43,6 +44,8 @@ from tq.models import AuditLog
 from tq.payloads import SendEmail
 from tq.registry import all_queues
 from tq_services.admin import produce_audit
+from tq_services.admin.auth import Principal, Role
+from tq_services.admin.state import AdminState
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Producing from other languages over HTTP"
@@ -396,6 +399,39 @@ async def test_enqueues_are_audited_as_counted_summaries(
 
 async def _reached(totals: Any, expected: dict[tuple[str, str], dict[str, int]]) -> bool:
     return {k: dict(v) for k, v in (await totals()).items()} == expected
+
+
+async def test_replicas_flushing_at_once_write_each_summary_once(redis_url: str, tmp_path: Path) -> None:
+    configured = admin_settings(redis_url, sqlite_database(tmp_path), admin_produce_audit_window_s=60)
+    client = async_client(configured.settings)
+    engine = make_engine(configured.settings.database_url)
+    state = AdminState(  # only what the audit summaries use: Redis, the database, the settings
+        settings=configured.settings,
+        admin_settings=configured.admin,
+        redis=client,
+        engine=engine,
+        limiter=None,  # type: ignore[arg-type]
+        hub=None,  # type: ignore[arg-type]
+        produce_limiter=None,  # type: ignore[arg-type]
+        producer=None,  # type: ignore[arg-type]
+    )
+    web = Principal(subject="web", role=Role.PRODUCER, token_id="t1")
+    try:
+        for _ in range(5):
+            await produce_audit.count(state, web, Q, JOB, "ok", created=2)
+        await produce_audit.count(state, web, Q, JOB, "ok", duplicates=1)
+        assert await produce_audit.flush(state) == 0  # the window is still open
+        later = time.time() + 61
+        written = await asyncio.gather(*(produce_audit.flush(state, now=later) for _ in range(4)))
+        assert sum(written) == 1
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(AuditLog))).all()
+        assert [(r.actor, r.target, r.outcome) for r in rows] == [("web", f"{Q}/{JOB}", "ok")]
+        assert rows[0].details["counts"] == {"calls": 6, "created": 10, "duplicates": 1}
+        assert await client.keys("tq:admin:produce:*") == []  # the window and its hash are gone
+    finally:
+        await engine.dispose()
+        await client.aclose()
 
 
 # ---- OpenAPI ---------------------------------------------------------------------------------------
