@@ -91,9 +91,18 @@ async def waiting_ids(client: Any) -> set[str]:
 # ---- enqueue, and a real worker runs it ------------------------------------------------------------
 
 
+async def enqueued_created(http: httpx.AsyncClient) -> float:
+    """``tq_admin_enqueued_total{queue=Q, outcome="created"}`` (one registry per process: a delta)."""
+    found = re.search(
+        rf'tq_admin_enqueued_total{{outcome="created",queue="{Q}"}} (\S+)', (await http.get("/metrics")).text
+    )
+    return float(found.group(1)) if found else 0.0
+
+
 async def test_a_producer_token_enqueues_and_a_worker_runs_the_job(
     http: httpx.AsyncClient, producer: dict[str, str], served: Served, client: Any
 ) -> None:
+    created_before = await enqueued_created(http)
     r = await http.post(URL, json=EMAIL, headers=producer)
     assert r.status_code == 201, r.text
     body = r.json()
@@ -113,6 +122,7 @@ async def test_a_producer_token_enqueues_and_a_worker_runs_the_job(
     async with running(client, served.settings, handlers, queue=Q):
         await wait_for(lambda: len(ran) == 2, what="both jobs run")
     assert set(ran) == {body["id"], encoded.json()["id"]}
+    assert await enqueued_created(http) == created_before + 2
     assert ran[body["id"]].variables == {"name": "Ada"}
     assert (await jobs.get_job(client, Q, body["id"])).state is JobState.COMPLETED
 

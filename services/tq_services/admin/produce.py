@@ -34,7 +34,7 @@ from tq.errors import InvalidPayload, PayloadTooLarge, TqError
 from tq.producer import EnqueueResult, JobRequest
 from tq.registry import all_queues, get_queue
 
-from tq_services.admin import produce_audit
+from tq_services.admin import metrics, produce_audit
 from tq_services.admin.auditing import REFUSALS, audit_row, refused
 from tq_services.admin.auth import BEARER_CHALLENGE, Principal, authenticate, authorize_enqueue, bearer
 from tq_services.admin.deps import Credentials
@@ -162,6 +162,9 @@ async def _audit(request: Request, status: int, message: str) -> None:
         str(request.path_params.get("job", "")),
     )
     created, duplicates = getattr(request.state, "produced", (0, 0))
+    if created or duplicates:  # only after a job's own route: queue names from the registry, bounded
+        metrics.ENQUEUED.labels(target[0], "created").inc(created)
+        metrics.ENQUEUED.labels(target[0], "duplicate").inc(duplicates)
     outcome = "ok" if status < 400 else error_code(status)
     try:
         await produce_audit.count(state, principal, *target, outcome, created=created, duplicates=duplicates)
