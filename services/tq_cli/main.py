@@ -474,7 +474,9 @@ def _ttl_seconds(ttl: str) -> int:
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="owner (anything) or viewer (reads, when enabled)")] = "owner",
+    role: Annotated[
+        str, typer.Option(help="owner (anything), viewer (reads, when enabled) or producer (enqueue only)")
+    ] = "owner",
     ttl: Annotated[str, typer.Option(help="lifetime: 90s, 30m, 1h, 7d")] = "1h",
     subject: Annotated[str, typer.Option(help="who holds it: the actor of its audit rows")] = "operator",
 ) -> None:

@@ -83,6 +83,7 @@ async def test_openapi_publishes_every_endpoint_with_bearer_auth(http: httpx.Asy
     assert r.status_code == 200
     doc = r.json()
     ops = {(path, method) for path, item in doc["paths"].items() for method in item}
+    ops = {op for op in ops if not op[0].startswith("/api/jobs/")}  # one per job: test_admin_produce
     q = BASE + "/{queue}"
     assert ops == {
         (BASE, "get"),

@@ -30,15 +30,17 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tq.connection import async_client
 from tq.db import make_engine
+from tq.producer import Producer
 from tq.settings import Settings, get_settings
+from tq.supervise import Supervisor
 
-from tq_services.admin import console, errors, metrics, page, realtime, routes
+from tq_services.admin import console, errors, metrics, page, produce, produce_audit, realtime, routes
 from tq_services.admin.auditing import audit_row, refused, run_spool_flusher
 from tq_services.admin.auth import bearer, signing_key
 from tq_services.admin.deps import verified
 from tq_services.admin.errors import ApiError, error_json
 from tq_services.admin.hub import Hub
-from tq_services.admin.ratelimit import SlidingWindow
+from tq_services.admin.ratelimit import SlidingWindow, produce_key
 from tq_services.admin.schemas import Health, Readiness
 from tq_services.admin.settings import AdminSettings, get_admin_settings
 from tq_services.admin.state import AdminState, admin_state
@@ -188,13 +190,27 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
             engine=engine,
             limiter=SlidingWindow(client, admin.admin_rate_limit, admin.admin_rate_window_s),
             hub=hub,
+            produce_limiter=SlidingWindow(
+                client, admin.admin_produce_rate_limit, admin.admin_rate_window_s, produce_key
+            ),
+            producer=Producer(client, settings),
         )
         listener = asyncio.create_task(hub.run(), name="tq-admin-events")
         spool = asyncio.create_task(run_spool_flusher(app.state.admin), name="tq-admin-audit-spool")
+        tallies = asyncio.create_task(
+            Supervisor().every(
+                "admin-produce-audit",
+                "audit",
+                produce_audit.flush_interval_s(app.state.admin),
+                lambda: produce_audit.flush(app.state.admin),
+                until=lambda: False,
+            ),
+            name="tq-admin-produce-audit",
+        )
         try:
             yield
         finally:
-            for task in (listener, spool):
+            for task in (listener, spool, tallies):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -212,6 +228,7 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(console.router)
+    app.include_router(produce.router(admin))
     app.include_router(realtime.router)
     app.include_router(page.router)
 
@@ -245,7 +262,13 @@ def create_app(settings: Settings | None = None, admin: AdminSettings | None = N
             CORSMiddleware,
             allow_origins=admin.admin_cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(RequestContext)

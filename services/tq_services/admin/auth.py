@@ -1,7 +1,8 @@
 """Bearer tokens of the admin API: signed JWTs (HMAC, ``TQ_ADMIN_JWT_*``) with issuer, audience,
 expiry, subject and a ``role`` claim.
 
-``owner`` may call anything; ``viewer`` may call the read endpoints when ``TQ_ADMIN_VIEWER_ENABLED``.
+``owner`` may call anything; ``viewer`` may call the read endpoints when ``TQ_ADMIN_VIEWER_ENABLED``;
+``producer`` may only enqueue jobs (``produce``: ``POST /api/jobs/...``), which owners may too.
 No token, a bad signature, an expired token, a wrong issuer or audience, a lifetime (``exp`` -
 ``iat``) over ``TQ_ADMIN_TOKEN_MAX_TTL_S``: 401 (a revoked token too: ``revocation``, which needs
 Redis, is checked by ``deps``). A valid token whose role may not do the call: 403.
@@ -29,6 +30,7 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tq-admin"'}
 class Role(str, Enum):
     OWNER = "owner"
     VIEWER = "viewer"
+    PRODUCER = "producer"  # enqueues jobs (``produce``) and nothing else
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,18 @@ def authorize(settings: AdminSettings, principal: Principal, *, write: bool) -> 
     """403 unless ``principal`` may make this call: owners anything, viewers reads when enabled."""
     if principal.role is Role.OWNER:
         return
+    if principal.role is Role.PRODUCER:
+        raise ApiError(403, "the producer role may only enqueue jobs (POST /api/jobs/...)")
     if write:
         raise ApiError(403, "only the owner role may change anything")
     if not settings.admin_viewer_enabled:
         raise ApiError(403, "the viewer role is not enabled (TQ_ADMIN_VIEWER_ENABLED)")
+
+
+def authorize_enqueue(principal: Principal) -> None:
+    """403 unless ``principal`` may enqueue jobs: the producer and owner roles."""
+    if principal.role not in (Role.OWNER, Role.PRODUCER):
+        raise ApiError(403, f"the {principal.role.value} role may not enqueue jobs (owner or producer may)")
 
 
 def bearer(header: str | None) -> str | None:

@@ -29,3 +29,10 @@ EVENTS_REJECTED = Counter(
     "Messages on tq:events that are not a valid tq.envelope.Event, not relayed",
     registry=REGISTRY,
 )
+ENQUEUED = Counter(
+    "tq_admin_enqueued_total",
+    "Jobs enqueued over HTTP (POST /api/jobs/...), by queue and outcome (created, or duplicate: an "
+    "idempotency key that was held)",
+    ["queue", "outcome"],
+    registry=REGISTRY,
+)

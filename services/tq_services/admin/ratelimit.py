@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 _SLIDE = """
@@ -34,11 +35,17 @@ def key(token_id: str) -> str:
     return f"tq:admin:ratelimit:{token_id}"
 
 
+def produce_key(token_id: str) -> str:
+    """ZSET (expiring): one token's enqueue calls (``produce``) in their own sliding window."""
+    return f"tq:admin:ratelimit:produce:{token_id}"
+
+
 class SlidingWindow:
     """``limit`` requests per ``window_s`` per token."""
 
-    def __init__(self, client: Any, limit: int, window_s: float) -> None:
+    def __init__(self, client: Any, limit: int, window_s: float, key_of: Callable[[str], str] = key) -> None:
         self.limit = limit
+        self.key_of = key_of
         self.window_ms = max(1, int(window_s * 1000))
         self._script = client.register_script(_SLIDE)
 
@@ -46,7 +53,7 @@ class SlidingWindow:
         """Count one request; 0 when allowed, else the seconds until one is allowed again."""
         now_ms = int((now if now is not None else time.time()) * 1000)
         wait_ms = await self._script(
-            keys=[key(token_id)],
+            keys=[self.key_of(token_id)],
             args=[now_ms, self.window_ms, self.limit, f"{now_ms}-{uuid.uuid4().hex}"],
         )
         return int(wait_ms) / 1000

@@ -70,6 +70,22 @@ class AdminSettings(TqSettings):
         "per this many seconds; every refusal is counted in `tq_admin_refused_total`",
     )
 
+    admin_produce_rate_limit: int = Field(
+        6000,
+        ge=1,
+        description="enqueue calls (`POST /api/jobs/...`; a batch is one call) per token per "
+        "`TQ_ADMIN_RATE_WINDOW_S`, a budget apart from `TQ_ADMIN_RATE_LIMIT`; over it: 429 with "
+        "`Retry-After`",
+    )
+    admin_produce_batch_max: int = Field(
+        1000, ge=1, le=100_000, description="the most jobs one batch enqueue call may carry"
+    )
+    admin_produce_audit_window_s: PositiveFloat = Field(
+        60.0,
+        description="enqueue calls are audited as one summary row per token, queue, job and outcome "
+        "per this many seconds (with the counts), not one row per call",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_admin_settings() -> AdminSettings:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
+from tq.producer import Producer
 from tq.settings import Settings
 
 from tq_services.admin.hub import Hub
@@ -22,6 +23,8 @@ class AdminState:
     engine: AsyncEngine
     limiter: SlidingWindow
     hub: Hub
+    produce_limiter: SlidingWindow  # enqueue calls: a budget of their own (``produce``)
+    producer: Producer  # the engine's producer, for ``produce``
 
 
 def admin_state(conn: HTTPConnection) -> AdminState:
