@@ -39,6 +39,7 @@ WIDTH = 24  # Grafana's grid width
 SCHEDULES_ROW = "Schedules"
 WORKER_FAULTS_ROW = "Worker faults"
 OPERATOR_ROW = "Operator"  # its metrics come from the operator's /metrics, not a family service
+RATE_LIMITS_ROW = "Rate limits"
 
 
 # ---- PromQL -------------------------------------------------------------------------------------
@@ -292,6 +293,22 @@ def _fault_panels(lay: Layout) -> None:
         "short",
         "QueueConfig handler runs under way (work pending in the operator)",
         w=6,
+    )
+    lay.row(RATE_LIMITS_ROW)
+    lay.timeseries(
+        "Intake waiting at the rate limit",
+        [(counter_rate("tq_rate_limit_wait_seconds_total", "queue, reason"), "{{queue}} {{reason}}")],
+        "percentunit",
+        "Share of the time consumers' intake waited at a queue's rate limit: limit (no permit left in "
+        "the window, across replicas) or paused (a handler raised RateLimited)",
+        w=12,
+    )
+    lay.timeseries(
+        "Jobs rate-limited by the provider",
+        [(counter_rate("tq_jobs_rate_limited_total", "queue, job"), "{{queue}} {{job}}")],
+        "ops",
+        "Jobs per second whose handler raised RateLimited (put back uncharged, the queue paused)",
+        w=12,
     )
 
 

@@ -199,6 +199,8 @@ class JobMetrics:
                     self.rate_waits.labels(spec.name, reason),
                     self.rate_wait_seconds.labels(spec.name, reason),
                 )
+            for job in spec.jobs:  # exported at 0 from the start, like the other per-job series
+                self.rate_limited_jobs.labels(spec.name, job)
         self.schedule_tick_counts = Counter(
             "tq_schedule_ticks",
             "Ticks of recurring schedules by outcome: fired, skipped (Forbid, or not enqueueable), "

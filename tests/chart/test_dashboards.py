@@ -202,7 +202,12 @@ async def test_dashboards_use_only_exported_metrics(redis_client: Any) -> None:
             assert used, f"{uid} / {title}"
             assert used <= source, f"{uid} / {title} uses metrics not exported: {sorted(used - source)}"
     overview = rows(checked_in(dashboards.OVERVIEW_UID))
-    for title in (dashboards.SCHEDULES_ROW, dashboards.WORKER_FAULTS_ROW, dashboards.OPERATOR_ROW):
+    for title in (
+        dashboards.SCHEDULES_ROW,
+        dashboards.WORKER_FAULTS_ROW,
+        dashboards.OPERATOR_ROW,
+        dashboards.RATE_LIMITS_ROW,
+    ):
         assert overview[title], title
 
 
