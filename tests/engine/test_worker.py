@@ -406,7 +406,7 @@ async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
 
 
 @pytest.mark.parametrize("rate", [20])
-async def test_rate_limit_per_replica(redis_client: Any, redis_url: str, rate: int) -> None:
+async def test_rate_limit_in_one_worker(redis_client: Any, redis_url: str, rate: int) -> None:
     s = fast_settings(redis_url)
     h = HandlerRegistry()
     times: list[float] = []
