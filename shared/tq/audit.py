@@ -1,7 +1,11 @@
 """Durable history: the ``audit_log`` table and the writer that fills it from Redis.
 
 The engine's settle script XADDs one entry per job outcome to its queue's ``tq:{q}:audit``
-(``keys.audit``, in the queue's slot, so the script stays single-slot on Redis Cluster);
+(``keys.audit``, in the queue's slot, so the script stays single-slot on Redis Cluster). The stream
+is never trimmed: it holds exactly the records not yet written, so while the database is away they
+wait there (none is lost). Its length is the backlog (``tq_queue_audit_backlog``); at
+``Settings.audit_backlog_max`` the queue's consumers take no new jobs until the writer has caught up
+(``tq.worker.QueueRunner.check_audit_backlog``): backpressure, never a silent drop.
 ``AuditWriter`` drains those streams in batches into the database: one multi-row INSERT per batch in
 one transaction, and only after the commit XACK + XDEL of the entries. Delivery is at-least-once (a
 crash between the commit and the ack, or a writer whose entries another one claimed, delivers a
@@ -295,7 +299,7 @@ class AuditWriter:
         )
         cursor, entries = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []
-        if deleted:  # pending ids whose entries were trimmed away: nothing to write
+        if deleted:  # pending ids whose entries were deleted (XDEL by hand): nothing to write
             await self.redis.xack(stream.key, self.group, *deleted)
         cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         if cursor in ("0-0", "0"):
@@ -343,7 +347,7 @@ class AuditWriter:
             if not entries:
                 return 0
             ids = [entry_id for entry_id, _ in entries if entry_id is not None]
-            # An entry trimmed from the stream while pending comes back without fields: ack it, write nothing.
+            # An entry deleted from the stream while pending comes back without fields: ack it, write nothing.
             rows = [entry_to_row(fields, _text(entry_id)) for entry_id, fields in entries if fields]
             if rows:
                 try:

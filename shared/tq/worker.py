@@ -296,6 +296,7 @@ class QueueRunner:
             keys.started(self.queue),
         ]
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
+        self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
         self.read_unit = f"reader:{self.queue}"  # supervised units (tq.supervise)
@@ -333,6 +334,29 @@ class QueueRunner:
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
         self._set_timeouts(queue_override=queue_timeout)
+        await self.check_audit_backlog()
+
+    async def check_audit_backlog(self) -> None:
+        """Backpressure instead of lost history: while the queue's unwritten audit records
+        (``tq:{q}:audit``; the writer deletes what it wrote) are at ``audit_backlog_max``, this
+        consumer takes no new jobs; it resumes below 90 % of it. Jobs in flight still settle."""
+        s = self.w.settings
+        if not s.audit_enabled:
+            return
+        backlog = int(await self.w.client.xlen(keys.audit(self.queue)))
+        full = backlog >= (s.audit_backlog_max * 0.9 if self.audit_full else s.audit_backlog_max)
+        if full != self.audit_full:
+            if full:
+                log.warning(
+                    "%s: %d audit records wait for the database (bound %d): intake waits",
+                    self.queue,
+                    backlog,
+                    s.audit_backlog_max,
+                )
+            else:
+                log.warning("%s: the audit backlog is down to %d: intake resumes", self.queue, backlog)
+            self.audit_full = full
+            self._wake_reader.set()
 
     def read_count(self) -> int:
         """Entries per read: one pool's worth (measured: smaller reads pipeline better than 100+)."""
@@ -352,7 +376,7 @@ class QueueRunner:
         propagates, is logged and counted there, and the loop runs again after a backoff."""
         sup, unit = self.w.supervisor, self.read_unit
         while not self.w.stopping:
-            if self.cfg.paused:
+            if self.cfg.paused or self.audit_full:
                 await self._wait(self._wake_reader, self.w.settings.config_poll_s)
                 continue
             room = self.prefetch_limit() - len(self.held)
@@ -591,9 +615,10 @@ class QueueRunner:
             self.queue,
             self.cfg.retention_completed,
             self.cfg.retention_failed,
-            s.audit_stream_maxlen if s.audit_enabled else 0,
+            int(s.audit_enabled),
             int(s.events),
             self.w.consumer_id,
+            self.cfg.dlq_max_len,
         ]
         args: list[Any] = head
         args += [op.packed for op in ops]

@@ -417,7 +417,7 @@ async def test_pending_entries_trimmed_from_the_stream_are_acked(
     ids = await xadd_many(redis_client, [fake_entry(i) for i in range(5)])
     async with AuditWriter(redis_client, database_url, settings(audit_batch=2), consumer="w1") as writer:
         await writer.ensure_group()
-        # w1 took them (e.g. then crashed), and MAXLEN trimming removed some while they were pending
+        # w1 took them (e.g. then crashed), and someone deleted some (XDEL) while they were pending
         await redis_client.xreadgroup(AUDIT_GROUP, "w1", {STREAM: ">"}, count=10)
         await redis_client.xdel(STREAM, ids[0], ids[1], ids[3])
         assert await pending_count(redis_client, "w1") == 5
