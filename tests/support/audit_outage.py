@@ -92,7 +92,10 @@ async def worker_main(redis_url: str, database_url: str) -> None:
 
     connect_args = {"timeout": 3, "command_timeout": 10} if "asyncpg" in database_url else {}
     engine = make_engine(database_url, connect_args=connect_args)
-    writer = AuditWriter(client, engine, settings, backoff_initial_s=0.5, backoff_max_s=2.0)
+    claim_idle_ms = int(os.environ.get("AUDIT_CLAIM_IDLE_MS", 60_000))  # a dead writer's entries
+    writer = AuditWriter(
+        client, engine, settings, backoff_initial_s=0.5, backoff_max_s=2.0, claim_idle_ms=claim_idle_ms
+    )
     worker = Worker(client, [get_queue(Q)], handlers, settings)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -107,14 +110,14 @@ async def worker_main(redis_url: str, database_url: str) -> None:
     print(json.dumps({"written": writer.rows_written, "skipped": writer.duplicates_skipped}), flush=True)
 
 
-def spawn_worker(redis_url: str, database_url: str) -> subprocess.Popen[str]:
+def spawn_worker(redis_url: str, database_url: str, **env: str) -> subprocess.Popen[str]:
     tests = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "support.audit_outage", "worker", redis_url, database_url],
         cwd=tests,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(tests)},
+        env={**os.environ, "PYTHONPATH": str(tests), **env},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
