@@ -123,11 +123,12 @@ for i = 11, #ARGV do
           -- self-contained (outlives the job record): first failure time and the attempt history too
           local over = redis.call('XLEN', KEYS[3]) + 1 - dlq_max
           if over > 0 then n_dlq_trimmed = n_dlq_trimmed + over end
+          local h = cjson.encode(history)
           local did = redis.call('XADD', KEYS[3], 'MAXLEN', dlq_max, '*', 'id', id, 'q', queue, 'n', name,
             'et', failure.type, 'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now,
-            'ff', history[1].at, 'e', env, 'tr', trace, 'h', cjson.encode(history))
+            'ff', history[1].at, 'e', env, 'tr', trace, 'h', h)
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'dl', did, 'c', consumer)
+            'em', failure.message, 'es', failure.stack, 'h', h, 'dl', did, 'c', consumer)
           redis.call('HDEL', jk, 'x')
           redis.call('ZADD', KEYS[5], now, id)
           -- A dead job gives its idempotency key back, so the caller can submit the work again.
