@@ -171,7 +171,13 @@ def main(path: str) -> None:
                 f"Backlog of {r['n']:,} waiting jobs: {per_job:,.0f} bytes of Redis memory per waiting job "
                 f"(enqueued at {f(r['enqueue_rate'])} jobs/s); drained by {r['procs']} worker processes in "
                 f"{r['drain_s']} s ({f(r['drain_rate'])} jobs/s); {kept:,.0f} bytes per job remain after "
-                "(retained records, counters, audit stream).\n"
+                "(retained records, counters)"
+                + (
+                    f", and {r['redis_bytes_per_unwritten_audit_record']:,.0f} bytes per audit record "
+                    "waiting for an AuditWriter (none runs here).\n"
+                    if "redis_bytes_per_unwritten_audit_record" in r
+                    else ", audit stream).\n"
+                )
             )
 
     # ---- the rate limit across worker processes (bench/ratelimit_bench.py) ---------------------------

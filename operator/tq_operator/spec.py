@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from tq import config
-from tq.queue_config import Attempts, Concurrency, ConfigOverride, Jitter, RuntimeConfig
+from tq.queue_config import Attempts, Concurrency, ConfigOverride, DlqMaxLen, Jitter, RuntimeConfig
 from tq.registry import PRODUCT_QUEUE_NAMES
 from tq.settings import Settings
 
@@ -210,6 +210,11 @@ class QueueConfigSpec(_CamelModel):
     retry: Retry | None = None
     rate_limit: RateLimitSpec | None = Field(None, description="optional; no rate limit when not given")
     retention: Retention | None = None
+    dlq_max_len: DlqMaxLen | None = Field(
+        None,
+        description="most entries the dead-letter queue keeps; at the cap each new dead job trims the "
+        "oldest entry (counted in tq_dlq_trimmed_total); not given: the registry's cap",
+    )
     idempotency_ttl: TtlDuration | None = Field(
         None, alias="idempotencyTTL", description="how long a job id dedupes re-submissions, e.g. 24h"
     )
@@ -254,6 +259,8 @@ def to_override(spec: QueueConfigSpec, generation: int) -> ConfigOverride:
     if spec.retention is not None:
         fields["retention_completed"] = spec.retention.completed
         fields["retention_failed"] = spec.retention.failed
+    if spec.dlq_max_len is not None:
+        fields["dlq_max_len"] = spec.dlq_max_len
     if spec.idempotency_ttl is not None:
         # The engine keeps whole seconds; round up so a TTL is never shorter than asked.
         fields["idempotency_ttl_s"] = math.ceil(parse_duration(spec.idempotency_ttl))

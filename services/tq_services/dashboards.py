@@ -444,9 +444,18 @@ def queue_drilldown() -> dict[str, Any]:
     )
     lay.timeseries(
         "Dead-letter queue",
-        [(gauge("tq_queue_dlq", m), "size"), (dlq_growth(m), f"growth ({DLQ_GROWTH_WINDOW})")],
+        [
+            (gauge("tq_queue_dlq", m), "size"),
+            (dlq_growth(m), f"growth ({DLQ_GROWTH_WINDOW})"),
+            (gauge("tq_queue_dlq_max", m), "cap"),
+            (
+                f"max by (queue) (increase(tq_dlq_trimmed_total{{{m}}}[{DLQ_GROWTH_WINDOW}]))",
+                "trimmed at the cap",
+            ),
+        ],
         "short",
-        f"Entries in the DLQ and its growth over {DLQ_GROWTH_WINDOW}",
+        f"Entries in the DLQ, its growth over {DLQ_GROWTH_WINDOW}, its cap (TqDlqNearCap fires at 90 %), "
+        "and the oldest entries trimmed at the cap",
     )
     lay.timeseries(
         "Consumers and pause",
@@ -468,6 +477,16 @@ def queue_drilldown() -> dict[str, Any]:
         [(f"sum by (queue) (rate(tq_jobs_reclaimed_total{{{m}}}[{RATE}]))", "reclaimed")],
         "ops",
         "Jobs taken over from a consumer that stopped responding, per second",
+    )
+    lay.timeseries(
+        "Audit backlog",
+        [
+            (gauge("tq_queue_audit_backlog", m), "waiting for the database"),
+            (gauge("tq_queue_audit_backlog_max", m), "bound"),
+        ],
+        "short",
+        "Audit records in Redis not yet written to the database; at the bound the queue takes no new "
+        "jobs until they are written (TqAuditBacklogHigh at 25 %, TqAuditBacklogFull at the bound)",
     )
     queue_var = {
         "current": {},

@@ -46,6 +46,7 @@ from tq.loopwatch import NO_JOB
 from tq.observe import COMPLETED, DEAD, RATE_WAIT_REASONS, RETRIED, Settled
 from tq.registry import QueueSpec
 from tq.schedules import TICK_OUTCOMES
+from tq.settings import get_settings
 from tq.supervise import REASONS, TASKS
 
 from tq_services import default_schedules
@@ -305,6 +306,12 @@ _GAUGES = (
     ("tq_queue_active", "Jobs delivered to a consumer and not yet settled"),
     ("tq_queue_delayed", "Jobs waiting for their due time (delayed enqueues and retries in backoff)"),
     ("tq_queue_dlq", "Entries in the dead-letter queue"),
+    ("tq_queue_dlq_max", "The dead-letter queue's cap: at it each new dead job trims the oldest entry"),
+    ("tq_queue_audit_backlog", "Audit records in Redis not yet written to the database"),
+    (
+        "tq_queue_audit_backlog_max",
+        "The audit backlog's bound: at it the queue's consumers take no new jobs until it drains",
+    ),
     ("tq_queue_paused", "1 while the queue is paused"),
     ("tq_queue_consumers", "Live consumers (unexpired heartbeats)"),
     ("tq_queue_oldest_waiting_seconds", "Age of the oldest job not yet delivered (0 when none)"),
@@ -366,34 +373,42 @@ class QueueCollector(Collector):
                 pipe.xinfo_groups(keys.stream(q))
                 pipe.zcard(keys.delayed(q))
                 pipe.xlen(keys.dlq(q))
-                pipe.hmget(keys.config(q), "paused", "generation")
+                pipe.hmget(keys.config(q), "paused", "generation", "dlq_max_len")
                 pipe.zcount(keys.consumers(q), now_ms, "+inf")
-                pipe.hget(keys.counters(q), "enqueued")
+                pipe.hmget(keys.counters(q), "enqueued", "dlq_trimmed")
+                pipe.xlen(keys.audit(q))
             replies = await pipe.execute(raise_on_error=False)
         out: dict[str, dict[str, float]] = {}
         last_delivered: dict[str, str] = {}
+        settings = get_settings()
         for i, spec in enumerate(self.specs):
-            length, groups, delayed, dlq, cfg, consumers, enqueued = replies[i * 7 : i * 7 + 7]
-            for r in (length, delayed, dlq, cfg, consumers):
+            length, groups, delayed, dlq, cfg, consumers, counters, audit = replies[i * 8 : i * 8 + 8]
+            for r in (length, delayed, dlq, cfg, consumers, audit):
                 if isinstance(r, Exception):
                     raise r
+            enqueued, dlq_trimmed = counters if not isinstance(counters, Exception) else (0, 0)
             active = 0
             if not isinstance(groups, Exception):  # no stream yet: nothing delivered
                 for g in groups:
                     if text(g.get("name")) == keys.GROUP:
                         active = int(g.get("pending") or 0)
                         last_delivered[spec.name] = text(g.get("last-delivered-id")) or "0-0"
-            paused, generation = cfg
+            paused, generation, dlq_max_len = cfg
             out[spec.name] = {
                 "tq_queue_waiting": max(0, int(length) - active),
                 "tq_queue_active": active,
                 "tq_queue_delayed": int(delayed),
                 "tq_queue_dlq": int(dlq),
+                # the live config's cap, else the registry's (with TQ_QUEUES)
+                "tq_queue_dlq_max": int(text(dlq_max_len) or spec.effective_defaults(settings).dlq_max_len),
+                "tq_queue_audit_backlog": int(audit),
+                "tq_queue_audit_backlog_max": settings.audit_backlog_max,
                 "tq_queue_paused": 1 if text(paused) in ("1", "true") else 0,
                 "tq_queue_consumers": int(consumers),
                 "tq_queue_oldest_waiting_seconds": 0.0,
                 "tq_queue_config_generation": int(text(generation) or 0),
-                "enqueued": int(enqueued or 0) if not isinstance(enqueued, Exception) else 0,
+                "enqueued": int(enqueued or 0),
+                "dlq_trimmed": int(dlq_trimmed or 0),
             }
         waiting = [s.name for s in self.specs if out[s.name]["tq_queue_waiting"] > 0]
         if waiting:  # the first entry after the group's last delivered one is the oldest waiting
@@ -424,6 +439,14 @@ class QueueCollector(Collector):
         for spec in self.specs:
             enqueued.add_metric([spec.name], values[spec.name]["enqueued"])
         yield enqueued
+        trimmed = CounterMetricFamily(
+            "tq_dlq_trimmed",
+            "Dead-letter entries trimmed at the queue's DLQ cap (oldest first)",
+            labels=["queue", "family"],
+        )
+        for spec in self.specs:
+            trimmed.add_metric([spec.name, spec.family], values[spec.name]["dlq_trimmed"])
+        yield trimmed
         for name, doc in _GAUGES:
             g = GaugeMetricFamily(name, doc, labels=["queue", "family"])
             for spec in self.specs:

@@ -1,11 +1,17 @@
 """Durable history: the ``audit_log`` table and the writer that fills it from Redis.
 
 The engine's settle script XADDs one entry per job outcome to its queue's ``tq:{q}:audit``
-(``keys.audit``, in the queue's slot, so the script stays single-slot on Redis Cluster);
+(``keys.audit``, in the queue's slot, so the script stays single-slot on Redis Cluster). The stream
+is never trimmed: it holds exactly the records not yet written, so while the database is away they
+wait there (none is lost). Its length is the backlog (``tq_queue_audit_backlog``); at
+``Settings.audit_backlog_max`` the queue's consumers take no new jobs until the writer has caught up
+(``tq.worker.QueueRunner.check_audit_backlog``): backpressure, never a silent drop.
 ``AuditWriter`` drains those streams in batches into the database: one multi-row INSERT per batch in
-one transaction, and only after the commit XACK + XDEL of the entries (at-least-once: a crash
-between the commit and the ack writes the batch twice, never loses it). Admin actions write their
-rows directly with ``record``.
+one transaction, and only after the commit XACK + XDEL of the entries. Delivery is at-least-once (a
+crash between the commit and the ack, or a writer whose entries another one claimed, delivers a
+batch twice); each job outcome row carries a unique ``event_key`` (job, attempt, outcome) and the
+insert skips the keys already written (``ON CONFLICT DO NOTHING``), so each outcome is written
+exactly once. Admin actions write their rows directly with ``record``.
 
 Stream entry fields (bytes): ``a`` action, ``q`` queue, ``id`` job id, ``n`` job name, ``o`` outcome,
 ``tr`` trace id (may be empty), ``at`` epoch milliseconds, ``d`` details JSON (may be empty).
@@ -17,7 +23,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -87,6 +96,10 @@ async def record(
     )
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _s(fields: dict[bytes, bytes], name: bytes) -> str:
     value = fields.get(name)
     if value is None:
@@ -109,10 +122,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")  # NaN/Infinity: PostgreSQL JSONB refuses them
 
 
-def entry_to_row(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """The ``audit_log`` row for one ``tq:{q}:audit`` entry. Never raises: a malformed entry still
-    becomes a row (details that are not a JSON object are kept under ``details["raw"]``), so one bad
-    entry cannot block the stream."""
+def event_key(target: str, attempt: Any, outcome: str, entry_id: str = "") -> str:
+    """The unique key of a job outcome row: ``queue/job-id#attempt:outcome``. An entry without a
+    usable attempt (malformed) is keyed by its stream entry id instead (``queue/job-id@entry-id``),
+    which still makes a redelivery of it a no-op. Migration 0010 builds the same key in SQL."""
+    if isinstance(attempt, bool) or not isinstance(attempt, int | float) or attempt != attempt:
+        return f"{target}@{entry_id}"
+    return f"{target}#{int(attempt) if float(attempt).is_integer() else attempt}:{outcome}"
+
+
+def entry_to_row(fields: dict[bytes, bytes], entry_id: str = "") -> dict[str, Any]:
+    """The ``audit_log`` row for one ``tq:{q}:audit`` entry (``entry_id``: its stream id, the key of
+    an entry without an attempt). Never raises: a malformed entry still becomes a row (details that
+    are not a JSON object are kept under ``details["raw"]``), so one bad entry cannot block the
+    stream."""
     name = _s(fields, b"n")
     raw = _s(fields, b"d")
     details: dict[str, Any] = {"job": name}
@@ -132,18 +155,27 @@ def entry_to_row(fields: dict[bytes, bytes]) -> dict[str, Any]:
     except (ValueError, OverflowError, OSError):
         created_at = datetime.now(UTC)
     trace_id = _s(fields, b"tr")
+    target = _clip(f"{_s(fields, b'q')}/{_s(fields, b'id')}", 300)
+    outcome = _clip(_s(fields, b"o"), 50)
     return {
         "actor": WORKER_ACTOR,
         "action": _clip(_s(fields, b"a"), 100),
-        "target": _clip(f"{_s(fields, b'q')}/{_s(fields, b'id')}", 300),
-        "outcome": _clip(_s(fields, b"o"), 50),
+        "target": target,
+        "outcome": outcome,
         "details": details,
         "trace_id": _clip(trace_id, 100) or None,
         "created_at": created_at,
+        "event_key": event_key(target, details.get("attempt"), outcome, entry_id),
     }
 
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def default_consumer() -> str:
+    """A consumer name no other writer has: host, process id and a random part (pids repeat
+    across containers and restarts)."""
+    return f"writer-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _stream_entries(reply: Any) -> list[Entry]:
@@ -178,9 +210,12 @@ class AuditWriter:
 
     ``redis`` must return bytes (``decode_responses=False``). ``database`` is a URL (the writer owns
     the engine it builds and disposes it in ``aclose``) or an ``AsyncEngine`` (the caller's).
-    ``consumer`` names this writer in the group; keep it stable across restarts (default: the host
-    name) so a restarted writer finds its own pending entries. Entries pending for another consumer
-    longer than ``claim_idle_ms`` (a writer that died for good) are claimed too.
+    ``consumer`` names this writer in the group; default: unique per process
+    (``writer-<host>-<pid>-<random>``), so two writers never read each other's pending entries as
+    their own. A dead writer's pending entries are claimed by a live one once idle longer than
+    ``claim_idle_ms``, and a consumer with nothing pending that has been idle as long is removed
+    from the group (a restarted pod leaves its old name behind). A claimed entry that its first
+    writer also wrote is not written twice (``event_key``).
     """
 
     def __init__(
@@ -191,7 +226,7 @@ class AuditWriter:
         *,
         queues: Sequence[str] | None = None,
         consumer: str | None = None,
-        claim_idle_ms: int = 5 * 60_000,
+        claim_idle_ms: int = 60_000,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
     ) -> None:
@@ -206,11 +241,12 @@ class AuditWriter:
         names = list(queues) if queues is not None else [q.name for q in all_queues()]
         self.streams = [_Stream(keys.audit(q)) for q in names]
         self.group = AUDIT_GROUP
-        self.consumer = consumer or f"writer-{socket.gethostname()}"
+        self.consumer = consumer or default_consumer()
         self.claim_idle_ms = claim_idle_ms
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.rows_written = 0
+        self.duplicates_skipped = 0  # redelivered entries whose row was already written
         self._next = 0  # the stream the next pass starts with (round robin: no queue starves)
 
     async def __aenter__(self) -> AuditWriter:
@@ -263,19 +299,37 @@ class AuditWriter:
         )
         cursor, entries = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []
-        if deleted:  # pending ids whose entries were trimmed away: nothing to write
+        if deleted:  # pending ids whose entries were deleted (XDEL by hand): nothing to write
             await self.redis.xack(stream.key, self.group, *deleted)
         cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         if cursor in ("0-0", "0"):
             stream.claim_cursor = "0-0"
             stream.claim_checked = True
+            await self._remove_idle_consumers(stream)
         else:
             stream.claim_cursor = cursor
         return list(entries)
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
+    async def _write(self, rows: list[dict[str, Any]]) -> int:
+        """Insert ``rows`` in one transaction, skipping keys already written; the rows inserted."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = (
+            dialect.insert(AuditLog)
+            .on_conflict_do_nothing(index_elements=[AuditLog.event_key])
+            .returning(AuditLog.id)
+        )
         async with self.engine.begin() as conn:
-            await conn.execute(insert(AuditLog), rows)
+            result = await conn.execute(stmt, rows)
+            return len(result.all())
+
+    async def _remove_idle_consumers(self, stream: _Stream) -> None:
+        """Drop consumers (other writers) with nothing pending, idle longer than ``claim_idle_ms``:
+        names are unique per process, so every restart would leave one behind."""
+        for info in await self.redis.xinfo_consumers(stream.key, self.group):
+            name = info.get("name")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name != self.consumer and not info.get("pending") and info.get("idle", 0) > self.claim_idle_ms:
+                await self.redis.xgroup_delconsumer(stream.key, self.group, name)
 
     async def _drain_stream(self, stream: _Stream) -> int:
         """One batch of one stream: read, write, ack and delete; the rows written."""
@@ -293,11 +347,11 @@ class AuditWriter:
             if not entries:
                 return 0
             ids = [entry_id for entry_id, _ in entries if entry_id is not None]
-            # An entry trimmed from the stream while pending comes back without fields: ack it, write nothing.
-            rows = [entry_to_row(fields) for _, fields in entries if fields]
+            # An entry deleted from the stream while pending comes back without fields: ack it, write nothing.
+            rows = [entry_to_row(fields, _text(entry_id)) for entry_id, fields in entries if fields]
             if rows:
                 try:
-                    await self._write(rows)
+                    written = await self._write(rows)
                 except BaseException:
                     stream.pending_done = False  # re-read the unwritten batch (still pending) next time
                     raise
@@ -307,7 +361,8 @@ class AuditWriter:
                     pipe.xdel(stream.key, *ids)
                     await pipe.execute()
             if rows:
-                self.rows_written += len(rows)
+                self.rows_written += written
+                self.duplicates_skipped += len(rows) - written
                 return len(rows)
             # a batch of tombstones only: read on at once, 0 would look like "drained"
 

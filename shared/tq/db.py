@@ -29,7 +29,11 @@ from tq.settings import get_settings
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-VERSIONS_DIR = MIGRATIONS_DIR / "versions"  # the engine's own revisions
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"  # the engine's own revisions: its base (0001, 0002)
+# the engine's later revisions: after the chain of the code above it (0010 follows its 0009) ...
+VERSIONS_CHAINED_DIR = MIGRATIONS_DIR / "versions_chained"
+# ... or, for a database of the engine alone, the same steps right after 0002 (0002a)
+VERSIONS_ALONE_DIR = MIGRATIONS_DIR / "versions_alone"
 
 # Alembic's include_object hook: (object, name, type_, reflected, compare_to) -> keep it?
 IncludeObject = Callable[[Any, str | None, str, bool, Any], bool]
@@ -111,7 +115,10 @@ def alembic_config(
     """An ``alembic.config.Config`` for the packaged migrations, bound to ``url``.
 
     ``version_locations``: folders of further revisions (the caller's tables) that continue the
-    engine's history; the engine's own ``versions`` folder is always first. ``include_object``:
+    engine's history; the engine's own ``versions`` folder is always first. The engine's later
+    revisions then continue the caller's chain (``versions_chained``: the platform's 0010 follows
+    its 0009); without further folders the engine alone runs the same steps right after its base
+    (``versions_alone``: 0002a). ``include_object``:
     handed to ``env.py`` (``config.attributes``) for Alembic's autogenerate comparison.
 
     The URL travels in ``config.attributes["url"]`` (read by ``env.py``), so passwords holding ``%``
@@ -122,7 +129,8 @@ def alembic_config(
     u = normalize_url(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    locations = [str(VERSIONS_DIR), *(str(Path(loc)) for loc in version_locations)]
+    later = VERSIONS_CHAINED_DIR if version_locations else VERSIONS_ALONE_DIR
+    locations = [str(VERSIONS_DIR), *(str(Path(loc)) for loc in version_locations), str(later)]
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", os.pathsep.join(locations).replace("%", "%%"))
     cfg.attributes["url"] = u

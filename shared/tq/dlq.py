@@ -2,7 +2,10 @@
 replay up to N filtered, delete one, purge with the queue name as confirmation.
 
 A DLQ entry (``tq:{q}:dlq``) holds: original job id, queue, job name, error type and message,
-stack, attempts made, failed at, the envelope (payload, trace id, idempotency key). A replay
+stack, attempts made, first and last failure time, every attempt's failure (type, message, time),
+the envelope (payload, trace id, idempotency key): all it needs, so it outlives the job record
+(trimmed by ``retention_failed``). The stream is capped per queue (``dlq_max_len``): at the cap each
+new dead job trims the oldest entry, counted in the queue's ``dlq_trimmed`` counter. A replay
 re-enqueues under a new id with a fresh attempt count and links old and new (``replay_of`` /
 ``replayed_as``); deleting the DLQ entry in the same script makes a replay happen at most once.
 """
@@ -35,7 +38,9 @@ class DeadLetter:
     error: str
     stack: str
     attempts: int
-    failed_at: float
+    failed_at: float  # the last failure (the one that dead-lettered it)
+    first_failed_at: float  # the first attempt's failure
+    history: list[dict[str, Any]]  # every attempt's failure: attempt, type, message, at (epoch s)
     payload: Any
     trace_id: str | None
     idempotency_key: str | None
@@ -46,7 +51,27 @@ class DeadLetter:
         return asdict(self)
 
 
+def _ms_to_s(value: bytes | None) -> float:
+    try:
+        return int(float(text(value) or 0)) / 1000
+    except ValueError:
+        return 0.0
+
+
+def _history(value: bytes | None) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(text(value) or "[]")
+    except (ValueError, RecursionError):
+        return []
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            out.append(item | {"at": _ms_to_s(str(item.get("at", 0)).encode())})
+    return out
+
+
 def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
+    failed_at = _ms_to_s(f.get(b"f"))
     raw = text(f.get(b"e"))
     try:
         env = json.loads(raw) if raw else {}
@@ -62,7 +87,9 @@ def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
         error=text(f.get(b"em")),
         stack=text(f.get(b"es")),
         attempts=int(f.get(b"a") or 0),
-        failed_at=int(f.get(b"f") or 0) / 1000,
+        failed_at=failed_at,
+        first_failed_at=_ms_to_s(f.get(b"ff")) or failed_at,  # entries from before it had one
+        history=_history(f.get(b"h")),
         payload=env.get("payload", raw if not env else None),
         trace_id=text(f.get(b"tr")) or env.get("trace_id"),
         idempotency_key=env.get("idempotency_key"),

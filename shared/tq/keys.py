@@ -65,6 +65,13 @@ def started(queue: str) -> str:
     return prefix(queue) + "started"
 
 
+def progress(queue: str) -> str:
+    """HASH consumer id -> the newest entry id that consumer took to run (written behind, not per
+    job). A consumer takes its entries in stream order, so after it dies its pending entries above
+    that id were fetched but never started: a reclaim gives them back free."""
+    return prefix(queue) + "progress"
+
+
 def crash_watch(queue: str) -> str:
     """STRING (expiring): when the watch began (ms), set when a consumer died holding jobs; while it
     exists every job start is recorded in ``started``, so the next crash charges an attempt only to

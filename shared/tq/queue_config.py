@@ -32,6 +32,7 @@ Concurrency = Annotated[int, Field(ge=1, le=1000)]
 Attempts = Annotated[int, Field(ge=1, le=100)]
 Jitter = Annotated[float, Field(ge=0.0, le=1.0)]
 Retention = Annotated[int, Field(ge=0)]
+DlqMaxLen = Annotated[int, Field(ge=1, le=10_000_000)]
 Generation = Annotated[int, Field(ge=0)]
 TimeLimit = Annotated[float, Field(ge=0.0, le=86400.0)]  # seconds; 0: no limit
 
@@ -79,6 +80,11 @@ class QueueDefaults(BaseModel):
     retry: Annotated[RetryPolicy, HashName("")] = RetryPolicy()
     retention_completed: Retention = 1000
     retention_failed: Retention = 5000
+    dlq_max_len: DlqMaxLen = Field(
+        50_000,
+        description="most entries the dead-letter queue keeps: at the cap each new dead job trims "
+        "the oldest entry (counted: dlq_trimmed)",
+    )
     idempotency_ttl_s: PositiveInt = 24 * 3600
     visibility_timeout_s: PositiveFloat = Field(
         60.0, description="a pending entry idle this long belongs to a dead consumer and is reclaimed"

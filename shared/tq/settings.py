@@ -98,8 +98,11 @@ class Settings(TqSettings):
         1.0, description="how often buffered audit records are written to the database"
     )
     audit_batch: PositiveInt = Field(1000, description="most audit records per database write")
-    audit_stream_maxlen: PositiveInt = Field(
-        200_000, description="cap on the Redis stream buffering audit records"
+    audit_backlog_max: PositiveInt = Field(
+        2_000_000,
+        description="most unwritten audit records a queue's Redis stream holds (e.g. while the "
+        "database is away); at it the queue's intake waits until the writer catches up: jobs in "
+        "flight still settle, no record is dropped",
     )
 
     # live stats (tq.stats)

@@ -89,6 +89,16 @@ def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
         return env.attempt
 
 
+def _b(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _id_key(eid: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, seq)."""
+    ms, _, seq = _b(eid).partition(b"-")
+    return int(ms or 0), int(seq or 0)
+
+
 def _entry_ms(eid: bytes) -> int:
     """The time (ms) a stream entry was added, from its id."""
     return int(eid.split(b"-", 1)[0])
@@ -300,6 +310,9 @@ class QueueRunner:
             keys.started(self.queue),
         ]
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
+        self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
+        self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
+        self._progress_writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
         self.read_unit = f"reader:{self.queue}"  # supervised units (tq.supervise)
@@ -338,6 +351,29 @@ class QueueRunner:
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
         self._set_timeouts(queue_override=queue_timeout)
+        await self.check_audit_backlog()
+
+    async def check_audit_backlog(self) -> None:
+        """Backpressure instead of lost history: while the queue's unwritten audit records
+        (``tq:{q}:audit``; the writer deletes what it wrote) are at ``audit_backlog_max``, this
+        consumer takes no new jobs; it resumes below 90 % of it. Jobs in flight still settle."""
+        s = self.w.settings
+        if not s.audit_enabled:
+            return
+        backlog = int(await self.w.client.xlen(keys.audit(self.queue)))
+        full = backlog >= (s.audit_backlog_max * 0.9 if self.audit_full else s.audit_backlog_max)
+        if full != self.audit_full:
+            if full:
+                log.warning(
+                    "%s: %d audit records wait for the database (bound %d): intake waits",
+                    self.queue,
+                    backlog,
+                    s.audit_backlog_max,
+                )
+            else:
+                log.warning("%s: the audit backlog is down to %d: intake resumes", self.queue, backlog)
+            self.audit_full = full
+            self._wake_reader.set()
 
     def read_count(self) -> int:
         """Entries per read: one pool's worth (measured: smaller reads pipeline better than 100+)."""
@@ -362,7 +398,7 @@ class QueueRunner:
         sup, unit = self.w.supervisor, self.read_unit
         waited = ""  # why the last round waited at the rate limit ("": it read): one count per wait
         while not self.w.stopping:
-            if self.cfg.paused:
+            if self.cfg.paused or self.audit_full:
                 await self._wait(self._wake_reader, self.w.settings.config_poll_s)
                 continue
             if self.rate_paused_until:  # a RateLimited pause (tq.ratelimit), known locally
@@ -492,11 +528,29 @@ class QueueRunner:
         while index < self.cfg.concurrency:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
+                self._note_taken(eid)
                 await self.run_entry(eid, fields)
                 continue
             if self.w.stopping:
                 return
             await self._wait(self._wake_slots, None)
+
+    def _note_taken(self, eid: bytes) -> None:
+        """Record, written behind (one HSET in flight at a time, none per job), the newest entry
+        taken to run (``keys.progress``): entries are taken in stream order, so a reclaim after a
+        crash charges only the entries at or below it and gives the rest back free."""
+        self.taken = eid
+        if self._progress_writer is None or self._progress_writer.done():
+            self._progress_writer = asyncio.create_task(self._write_progress())
+
+    async def _write_progress(self) -> None:
+        written = None
+        while self.taken != written:
+            written = self.taken
+            try:
+                await self.w.client.hset(keys.progress(self.queue), self.w.consumer_id, written)
+            except (RedisError, OSError):  # a lagging mark only gives a started entry back free
+                return
 
     def busy_slots(self) -> list[asyncio.Task[None]]:
         return [t for t in self.slots.values() if not t.done()]
@@ -663,9 +717,10 @@ class QueueRunner:
             self.queue,
             self.cfg.retention_completed,
             self.cfg.retention_failed,
-            s.audit_stream_maxlen if s.audit_enabled else 0,
+            int(s.audit_enabled),
             int(s.events),
             self.w.consumer_id,
+            self.cfg.dlq_max_len,
         ]
         args: list[Any] = head
         args += [op.packed for op in ops]
@@ -716,6 +771,9 @@ class QueueRunner:
         start = "0-0"
         watch_since: int | None = None  # ms; 0: no watch before this round
         for _ in range(100):  # bounded per round
+            # whose entries these are, and how far each owner got (keys.progress), before claiming
+            owners = await self._idle_owners(start, min_idle)
+            progress = await self._progress_of(set(owners.values()))
             reply = await self.w.client.xautoclaim(
                 self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
             )
@@ -740,7 +798,11 @@ class QueueRunner:
                     op.reclaimed = True
                     ops.append(op)
                     continue
-                if watch_since and _entry_ms(eid) > watch_since and mark is None:  # fetched, never started
+                taken = progress.get(owners.get(eid, b""))
+                if mark is None and (
+                    (taken is not None and _id_key(eid) > _id_key(taken))  # fetched, never started
+                    or (watch_since and _entry_ms(eid) > watch_since)  # likewise: no start mark
+                ):
                     ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
                     continue
                 attempt = _attempt(fields, env)
@@ -763,7 +825,39 @@ class QueueRunner:
                 reclaimed += charged
             if start in (b"0-0", "0-0"):
                 break
+        await self._forget_progress()
         return reclaimed
+
+    async def _idle_owners(self, start: Any, min_idle: int) -> dict[bytes, bytes]:
+        """Entry id -> consumer, for the entries the next XAUTOCLAIM round may take."""
+        pending = await self.w.client.xpending_range(
+            self.stream, keys.GROUP, min=start, max="+", count=100, idle=min_idle
+        )
+        return {p["message_id"]: _b(p["consumer"]) for p in pending}
+
+    async def _progress_of(self, owners: set[bytes]) -> dict[bytes, bytes]:
+        if not owners:
+            return {}
+        names = sorted(owners)
+        marks = await self.w.client.hmget(keys.progress(self.queue), names)
+        return {name: mark for name, mark in zip(names, marks, strict=True) if mark}
+
+    async def _forget_progress(self) -> None:
+        """Drop the progress marks of other consumers that hold nothing (gone, or idle): a mark
+        only matters for pending entries, and a consumer writes its mark again at its next take.
+        Dropping one is always safe: without a mark every entry of its owner is charged."""
+        names = [
+            n
+            for n in await self.w.client.hkeys(keys.progress(self.queue))
+            if n != self.w.consumer_id.encode()
+        ]
+        if not names:
+            return
+        info = await self.w.client.xpending(self.stream, keys.GROUP)
+        holding = {_b(c["name"]) for c in info.get("consumers") or [] if int(c["pending"])}
+        idle = [n for n in names if n not in holding]
+        if idle:
+            await self.w.client.hdel(keys.progress(self.queue), *idle)
 
     async def _watch(self) -> int:
         """Begin or renew the crash watch; when it began (ms), 0 when this call began it. A new
@@ -1033,9 +1127,14 @@ class Worker:
                 log.warning(
                     "%d background tasks did not stop in time: %s", len(stuck), [t.get_name() for t in stuck]
                 )
+        writers = [r._progress_writer for r in self.runners.values() if r._progress_writer is not None]
+        if writers:  # landed before the mark is dropped below, so none outlives this consumer
+            await asyncio.wait(writers, timeout=2.0)
         with contextlib.suppress(RedisError, OSError):
             async with self.client.pipeline(transaction=False) as pipe:
                 for q in self.runners:
+                    # what is still ours ran past the grace: charged at reclaim (no mark: all were)
+                    pipe.hdel(keys.progress(q), self.consumer_id)
                     pipe.zrem(keys.consumers(q), self.consumer_id)
                     pipe.delete(keys.consumer_info(q, self.consumer_id))
                 await pipe.execute()

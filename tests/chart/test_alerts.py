@@ -31,6 +31,9 @@ EXPECTED = {
     "TqWorkerTaskRestarting",
     "TqEventLoopBlocked",
     "TqOperatorReconcileErrors",
+    "TqDlqNearCap",
+    "TqAuditBacklogHigh",
+    "TqAuditBacklogFull",
 }
 # the label an alert's summary and description name, when not the queue (its metric has none)
 NAMED = {"TqWorkerTaskRestarting": "task", "TqOperatorReconcileErrors": "handler"}

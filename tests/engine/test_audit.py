@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.db import reset_postgres
 from tq import keys
@@ -130,7 +130,9 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
 
     migrate(url)  # the engine's own migrations; the sync entry point, safe with a loop running
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-    assert head == "0002"  # the engine's revisions only (all: tests/families/test_schema_upgrade.py)
+    # the engine's revisions only: its base, then its later steps right after it (0002a: the steps
+    # the whole platform's chain runs as 0010; see tests/families/test_schema_upgrade.py)
+    assert head == "0002a"
     assert await asyncio.to_thread(current_revision, url) == head
 
     engine = make_engine(url)
@@ -159,14 +161,17 @@ async def test_migrate_creates_table_and_is_idempotent(database_backend: str) ->
             "details",
             "trace_id",
             "created_at",
+            "event_key",
         ]
         assert columns["trace_id"]["nullable"] is True
+        assert columns["event_key"]["nullable"] is True
         assert columns["action"]["nullable"] is False
         assert indexes == {
             "ix_audit_log_action",
             "ix_audit_log_target",
             "ix_audit_log_trace_id",
             "ix_audit_log_created_at",
+            "ix_audit_log_event_key",
         }
         assert diff == [], f"models and migrations disagree: {diff}"
 
@@ -412,7 +417,7 @@ async def test_pending_entries_trimmed_from_the_stream_are_acked(
     ids = await xadd_many(redis_client, [fake_entry(i) for i in range(5)])
     async with AuditWriter(redis_client, database_url, settings(audit_batch=2), consumer="w1") as writer:
         await writer.ensure_group()
-        # w1 took them (e.g. then crashed), and MAXLEN trimming removed some while they were pending
+        # w1 took them (e.g. then crashed), and someone deleted some (XDEL) while they were pending
         await redis_client.xreadgroup(AUDIT_GROUP, "w1", {STREAM: ">"}, count=10)
         await redis_client.xdel(STREAM, ids[0], ids[1], ids[3])
         assert await pending_count(redis_client, "w1") == 5
@@ -493,3 +498,125 @@ async def wait_for(probe: Any, expected: int, within_s: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"waited {within_s}s for {expected}, last saw {value}")
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+async def test_a_redelivered_entry_writes_no_second_row(
+    redis_client: aioredis.Redis, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer commits its batch and dies before the ack: the entries stay pending, another writer
+    claims them and writes them again - and no second row appears."""
+    await xadd_many(redis_client, [fake_entry(i) for i in range(12)])
+    engine = make_engine(database_url)
+    try:
+        async with AuditWriter(redis_client, engine, settings(), consumer="dies") as dies:
+
+            def no_ack(*_a: Any, **_k: Any) -> Any:
+                raise ConnectionError("killed between the commit and the ack")
+
+            monkeypatch.setattr(dies.redis, "pipeline", no_ack)
+            with pytest.raises(ConnectionError):
+                await dies.drain_once()
+            monkeypatch.undo()
+        assert await count_rows(engine) == 12  # committed ...
+        assert await pending_count(redis_client, "dies") == 12  # ... and never acked
+
+        async with AuditWriter(redis_client, engine, settings(), consumer="next", claim_idle_ms=0) as nxt:
+            assert await nxt.drain_once() == 12  # claimed and written again ...
+            assert nxt.rows_written == 0 and nxt.duplicates_skipped == 12
+        assert await count_rows(engine) == 12  # ... but no row twice
+        assert await pending_count(redis_client) == 0
+        assert await redis_client.xlen(STREAM) == 0
+
+        # the same outcome in a new entry (e.g. a stream replayed by hand) is no new row either
+        await xadd_many(redis_client, [fake_entry(1), fake_entry(2)])
+        async with AuditWriter(redis_client, engine, settings()) as again:
+            assert await again.drain_once() == 2
+        assert await count_rows(engine) == 12
+        async with engine.connect() as conn:
+            keys_ = (await conn.execute(select(AuditLog.event_key).order_by(AuditLog.id))).scalars().all()
+        assert keys_[1] == "emails/job-00001#2:retried"
+        assert keys_[0].startswith("ai:content/job-00000@")  # no details: keyed by its entry id
+        # admin actions have no key: each is its own row
+        await record(engine, actor="a", action="queue.pause", target="emails", outcome="ok")
+        await record(engine, actor="a", action="queue.pause", target="emails", outcome="ok")
+        assert await count_rows(engine) == 14
+    finally:
+        await engine.dispose()
+
+
+async def test_writers_have_unique_names_and_dead_ones_leave_the_group(
+    redis_client: aioredis.Redis, database_url: str
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        async with (
+            AuditWriter(redis_client, engine, settings()) as one,
+            AuditWriter(redis_client, engine, settings()) as two,
+        ):
+            assert one.consumer != two.consumer and one.consumer.startswith("writer-")
+            await xadd_many(redis_client, [fake_entry(i) for i in range(3)])
+            assert await one.drain_once() == 3
+            names = {c["name"] for c in await redis_client.xinfo_consumers(STREAM, AUDIT_GROUP)}
+            assert one.consumer.encode() in names or one.consumer in names
+            # a writer that is gone, with nothing pending: removed once idle past claim_idle_ms
+            async with AuditWriter(redis_client, engine, settings(), claim_idle_ms=0) as sweeper:
+                await asyncio.sleep(0.01)
+                assert await sweeper.drain_once() == 0
+            left = {c["name"] for c in await redis_client.xinfo_consumers(STREAM, AUDIT_GROUP)}
+            assert one.consumer not in left and one.consumer.encode() not in left
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_keys_old_rows_and_removes_their_duplicates(database_backend: str) -> None:
+    """A database written before the key (at-least-once: some outcomes twice) upgrades: job outcome
+    rows get their key, the duplicates are deleted (the first row kept), admin rows stay."""
+    url = database_backend
+    if normalize_url(url).get_backend_name() == "postgresql":
+        await reset_postgres(url)
+    migrate(url, "0002")
+    engine = make_engine(url)
+    try:
+        rows = [
+            ("worker", "job.completed", "q/a", "completed", {"job": "j", "attempt": 1}),
+            ("worker", "job.failed", "q/b", "retried", {"job": "j", "attempt": 1}),
+            ("worker", "job.completed", "q/a", "completed", {"job": "j", "attempt": 1}),  # duplicate
+            ("worker", "job.completed", "q/b", "completed", {"job": "j", "attempt": 2}),
+            ("worker", "job.failed", "q/b", "retried", {"job": "j", "attempt": 1}),  # duplicate
+            ("worker", "job.completed", "q/c", "completed", {"job": "j"}),  # no attempt: no key
+            ("worker", "job.completed", "q/c", "completed", {"job": "j"}),
+            ("admin", "queue.pause", "q", "ok", {}),
+            ("admin", "queue.pause", "q", "ok", {}),
+        ]
+        cols = "actor, action, target, outcome, details, created_at"
+        async with engine.begin() as conn:
+            for actor, action, target, outcome, details in rows:
+                await conn.execute(
+                    text(f"INSERT INTO audit_log ({cols}) VALUES (:a, :b, :c, :d, :e, CURRENT_TIMESTAMP)"),
+                    {"a": actor, "b": action, "c": target, "d": outcome, "e": json.dumps(details)},
+                )
+        await migrate_async(url)
+        async with engine.connect() as conn:
+            got = (await conn.execute(select(AuditLog.id, AuditLog.event_key).order_by(AuditLog.id))).all()
+        assert got == [
+            (1, "q/a#1:completed"),
+            (2, "q/b#1:retried"),
+            (4, "q/b#2:completed"),
+            (6, None),
+            (7, None),
+            (8, None),
+            (9, None),
+        ]
+        # the key is enforced, and the writer's key of such an entry is the migration's
+        row = entry_to_row(
+            {b"a": b"job.completed", b"q": b"q", b"id": b"a", b"o": b"completed", b"d": b'{"attempt": 1}'}
+        )
+        assert row["event_key"] == "q/a#1:completed"
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(AuditLog.__table__.insert(), [row])
+    finally:
+        await engine.dispose()

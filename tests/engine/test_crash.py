@@ -76,7 +76,15 @@ def test_sigkill_mid_batch_loses_nothing(redis_url: str) -> None:
         )
         twice = [n for n, r in runs.items() if r > 1]
         assert len(twice) <= pending, "only jobs held by the killed consumer may run twice"
-        assert int(client.hget(keys.counters(Q), "reclaimed") or 0) == pending
+        # an attempt is charged to the entries it had taken to run (at most its 50 slots and the
+        # outcomes not yet settled); the prefetched rest went back free (tq:{q}:progress)
+        reclaimed = int(client.hget(keys.counters(Q), "reclaimed") or 0)
+        requeued = int(client.hget(keys.counters(Q), "requeued") or 0)
+        assert reclaimed + requeued == pending
+        assert 0 < reclaimed < pending and requeued > 0
+        # a job that ran twice had started: charged, but for the taken since the last progress write
+        assert len(twice) <= reclaimed + 5, (len(twice), reclaimed)
+        print(f"\ncrash: held={pending} charged={reclaimed} free={requeued} ran_twice={len(twice)}")
         for n in range(1, N, 2):  # idempotent jobs: their key records one completion
             assert client.get(keys.idempotency(Q, f"k{n}")).startswith(b"done:")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import func, select
@@ -75,3 +76,56 @@ async def test_completed_and_failed_jobs_become_audit_rows(
 
 async def _xlen_is(client: Any, n: int) -> bool:
     return bool(await client.xlen(keys.audit(Q)) == n)
+
+
+async def test_a_full_audit_backlog_holds_intake_and_drops_nothing(
+    redis_client: Any, redis_url: str, db_engine: AsyncEngine
+) -> None:
+    """No writer (the database is away): the audit records stay in Redis - none trimmed - up to
+    the bound, where the consumer takes no new job; jobs it holds still settle. Once a writer
+    drains the backlog below 90 % of the bound, intake resumes, and every job has its one row."""
+    n, bound, concurrency = 600, 60, 5
+    s = fast_settings(
+        redis_url, audit_enabled=True, audit_backlog_max=bound, queues={Q: {"concurrency": concurrency}}
+    )
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        await asyncio.sleep(0.01)  # about 500 jobs/s: the bound is reached well before the end
+
+    p = Producer(redis_client, s)
+    worker = Worker(redis_client, [get_queue(Q)], h, s)
+    await worker.start()
+    try:
+        await p.enqueue_many(Q, [("send-email", {"to": f"u{i}@b.co", "template": "w"}) for i in range(n)])
+        runner = worker.runners[Q]
+        await wait_for(lambda: runner.audit_full, what="intake held at the bound")
+        await wait_for(lambda: not runner.held, what="the held jobs settled")
+        completed = int(await redis_client.hget(keys.counters(Q), "completed"))
+        # past the bound by at most what was read before the check saw it: a config poll's worth
+        assert bound <= completed < n
+        assert await redis_client.xlen(keys.audit(Q)) == completed  # every record kept
+        await asyncio.sleep(1.0)  # held: nothing more is taken
+        assert int(await redis_client.hget(keys.counters(Q), "completed")) == completed
+
+        writer = AuditWriter(redis_client, db_engine, s)
+        stop = asyncio.Event()
+        writing = asyncio.create_task(writer.run_forever(stop))
+        try:
+            await wait_for(
+                lambda: _counter_is(redis_client, "completed", n), timeout=60, what="every job done"
+            )
+            await wait_for(lambda: _xlen_is(redis_client, 0), timeout=30, what="every record written")
+        finally:
+            stop.set()
+            await writing
+    finally:
+        await worker.stop()
+    async with db_engine.connect() as conn:
+        targets = (await conn.execute(select(AuditLog.target))).scalars().all()
+    assert len(targets) == len(set(targets)) == n
+
+
+async def _counter_is(client: Any, name: str, n: int) -> bool:
+    return int(await client.hget(keys.counters(Q), name) or 0) == n

@@ -340,6 +340,18 @@ async def test_observer_counts_every_outcome(redis_client: Any, redis_url: str) 
     assert registry.get_sample_value("tq_queue_dlq", gauges) == 3
     assert registry.get_sample_value("tq_queue_waiting", gauges) == 0
     assert registry.get_sample_value("tq_jobs_enqueued_total", {"queue": Q}) == 7
+    # the DLQ's cap (the registry's) and what it trimmed; the audit backlog and its bound
+    assert registry.get_sample_value("tq_queue_dlq_max", gauges) == spec.defaults.dlq_max_len
+    assert registry.get_sample_value("tq_dlq_trimmed_total", gauges) == 0
+    assert registry.get_sample_value("tq_queue_audit_backlog", gauges) == 0  # audit off here
+    assert registry.get_sample_value("tq_queue_audit_backlog_max", gauges) == s.audit_backlog_max
+    await redis_client.xadd(keys.audit(Q), {"a": "job.completed"})
+    await config.write(redis_client, Q, config.override(generation=1, dlq_max_len=3))  # a QueueConfig's
+    await redis_client.hset(keys.counters(Q), "dlq_trimmed", 2)
+    assert await collector.refresh()
+    assert registry.get_sample_value("tq_queue_dlq_max", gauges) == 3
+    assert registry.get_sample_value("tq_dlq_trimmed_total", gauges) == 2
+    assert registry.get_sample_value("tq_queue_audit_backlog", gauges) == 1
 
 
 async def test_observer_counts_reclaimed_jobs(redis_client: Any, redis_url: str) -> None:

@@ -25,6 +25,7 @@ def test_a_spec_writes_exactly_the_fields_it_gives() -> None:
         retry={"backoff": {"initial": "500ms"}},
         rateLimit={"jobs": 100, "per": "1m"},
         retention={"failed": 10},
+        dlqMaxLen=1000,
         idempotencyTTL="1.5s",
     )
     assert to_hash(to_override(given, 2)) == {
@@ -35,6 +36,7 @@ def test_a_spec_writes_exactly_the_fields_it_gives() -> None:
         "rate_jobs": "100",
         "rate_per_s": "60.0",
         "retention_failed": "10",
+        "dlq_max_len": "1000",
         "idempotency_ttl_s": "2",
     }
     # merged over the defaults, the override is the runtime config the operator checks

@@ -40,10 +40,13 @@ def release_rows() -> Rows:
 
 
 def read_rows(conn: Connection) -> Rows:
-    """Every model table's rows (typed values: aware datetimes, parsed JSON), in primary key order."""
+    """Every model table's rows (typed values: aware datetimes, parsed JSON), in primary key order;
+    only the columns the database has (the release's lack the columns later revisions add)."""
     out: Rows = {}
     for table in load_models().sorted_tables:
-        query = select(table).order_by(*table.primary_key.columns)
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        columns = [c for c in table.columns if c.name in present]
+        query = select(*columns).order_by(*table.primary_key.columns)
         out[table.name] = [dict(row._mapping) for row in conn.execute(query)]
     return out
 

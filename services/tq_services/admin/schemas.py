@@ -355,7 +355,8 @@ class DeadLetterSummary(BaseModel):
     error: str
     stack: str
     attempts: int
-    failed_at: float
+    failed_at: float = Field(description="the last failure, which dead-lettered the job (epoch s)")
+    first_failed_at: float = Field(description="the first attempt's failure (epoch s)")
     payload: Any
     trace_id: str | None
     idempotency_key: str | None
@@ -364,6 +365,9 @@ class DeadLetterSummary(BaseModel):
 
 class DeadLetterDetail(DeadLetterSummary):
     envelope: str = Field(description="the job's envelope as it was dead-lettered (JSON)")
+    history: list[dict[str, Any]] = Field(
+        description="every attempt's failure: attempt, type, message, at (epoch s)"
+    )
 
 
 class DeadLetterPage(BaseModel):

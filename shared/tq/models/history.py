@@ -18,7 +18,13 @@ from tq.models.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
 
 class AuditLog(Base):
-    """One thing that happened: a job outcome (written by the AuditWriter) or an admin action."""
+    """One thing that happened: a job outcome (written by the AuditWriter) or an admin action.
+
+    ``event_key`` names a job outcome once (``queue/job-id#attempt:outcome``, see
+    ``tq.audit.event_key``); its unique index makes the writer's at-least-once delivery write
+    each outcome exactly once (a redelivered entry's insert is skipped). Admin actions leave it
+    NULL: each is its own row.
+    """
 
     __tablename__ = "audit_log"
 
@@ -32,6 +38,7 @@ class AuditLog(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), index=True, default=utcnow, server_default=func.now()
     )
+    event_key: Mapped[str | None] = mapped_column(String(400), index=True, unique=True)
 
     def __repr__(self) -> str:
         return (

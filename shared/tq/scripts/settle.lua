@@ -2,7 +2,9 @@
 -- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit),
 --       8 started markers (tq:{q}:started: cleared for every op while it exists)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
---       7 audit maxlen (0: no audit), 8 publish events (0/1), 9 consumer id,
+--       7 audit (0/1; never trimmed here: the AuditWriter deletes what it wrote, the worker's intake
+--       waits while the backlog is at its bound - tq.audit), 8 publish events (0/1), 9 consumer id,
+--       10 DLQ cap (its oldest entries beyond it are trimmed, counted as dlq_trimmed),
 --       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
 --       keeps the client's command packing cheap: kind, entry id, job id, job name, attempt,
 --       started (ms), duration (ms), idempotency key, trace id, a, b
@@ -15,8 +17,9 @@
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep_completed, keep_failed = tonumber(ARGV[5]), tonumber(ARGV[6])
-local audit_maxlen, events, consumer = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9]
+local audit_on, events, consumer, dlq_max = ARGV[7] == '1', ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local n_completed, n_skipped, n_retried, n_dead, n_requeued, settled = 0, 0, 0, 0, 0, 0
+local n_dlq_trimmed = 0
 
 -- Events of jobs that ran are built by concatenation (hot path: their id is pattern-checked and
 -- their name is in the registry); every other event goes through cjson (names may be forged).
@@ -35,8 +38,8 @@ local function publish(kind, id, name, data)
 end
 
 local function audit(action, id, name, outcome, trace, details)
-  if audit_maxlen > 0 then
-    redis.call('XADD', KEYS[7], 'MAXLEN', '~', audit_maxlen, '*', 'a', action, 'q', queue, 'id', id,
+  if audit_on then
+    redis.call('XADD', KEYS[7], '*', 'a', action, 'q', queue, 'id', id,
       'n', name, 'o', outcome, 'tr', trace, 'at', now, 'd', details)
   end
 end
@@ -63,7 +66,7 @@ local function fields(packed)
 end
 
 local marked = redis.call('EXISTS', KEYS[8]) == 1
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local f = fields(ARGV[i])
   local kind, eid, id, name, attempt, started, duration, idem, trace, a, b = unpack(f, 1, 11)
   if marked then redis.call('HDEL', KEYS[8], eid) end
@@ -117,10 +120,15 @@ for i = 10, #ARGV do
           audit('job.failed', id, name, 'retried', trace, details)
         else
           local env = redis.call('HGET', jk, 'e') or a
-          local did = redis.call('XADD', KEYS[3], '*', 'id', id, 'q', queue, 'n', name, 'et', failure.type,
-            'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now, 'e', env, 'tr', trace)
+          -- self-contained (outlives the job record): first failure time and the attempt history too
+          local over = redis.call('XLEN', KEYS[3]) + 1 - dlq_max
+          if over > 0 then n_dlq_trimmed = n_dlq_trimmed + over end
+          local h = cjson.encode(history)
+          local did = redis.call('XADD', KEYS[3], 'MAXLEN', dlq_max, '*', 'id', id, 'q', queue, 'n', name,
+            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now,
+            'ff', history[1].at, 'e', env, 'tr', trace, 'h', h)
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'dl', did, 'c', consumer)
+            'em', failure.message, 'es', failure.stack, 'h', h, 'dl', did, 'c', consumer)
           redis.call('HDEL', jk, 'x')
           redis.call('ZADD', KEYS[5], now, id)
           -- A dead job gives its idempotency key back, so the caller can submit the work again.
@@ -145,4 +153,5 @@ if n_skipped > 0 then redis.call('HINCRBY', KEYS[6], 'skipped', n_skipped) end
 if n_retried > 0 then redis.call('HINCRBY', KEYS[6], 'retried', n_retried) end
 if n_dead > 0 then redis.call('HINCRBY', KEYS[6], 'dead', n_dead) end
 if n_requeued > 0 then redis.call('HINCRBY', KEYS[6], 'requeued', n_requeued) end
+if n_dlq_trimmed > 0 then redis.call('HINCRBY', KEYS[6], 'dlq_trimmed', n_dlq_trimmed) end
 return settled
