@@ -32,7 +32,8 @@ def _job(d: dict[str, Any]) -> JobRecord:
 
 
 def _dead(d: dict[str, Any]) -> DeadLetter:
-    return DeadLetter(**{"envelope": "", **{k: v for k, v in d.items() if k in _DEAD_FIELDS}})
+    # a listed entry comes without its envelope and failure history (only the detail has them)
+    return DeadLetter(**{"envelope": "", "history": [], **{k: v for k, v in d.items() if k in _DEAD_FIELDS}})
 
 
 class AdminClient:
