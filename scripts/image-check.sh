@@ -375,7 +375,7 @@ fi
 S3=$(secs "$T3")
 
 [ ${#FAILS[@]} -eq 0 ] && RESULT=PASS
-SUMMARY="base=${S1}s build=${S2}s size=${SIZE_MB}MB run=${S3}s help=$HELP uid=$UIDS job=$JOB worker-exit=$WEXIT healthz=$HEALTH readyz-unmigrated=$GATE readyz=$READY metrics=$METRICS writes-outside-tmp=$WRITES ${NOTES[*]} total=$(secs "$T_START")s"
+SUMMARY="base=${S1}s build=${S2}s size=${SIZE_MB}MB run=${S3}s help=$HELP uid=$UIDS job=$JOB worker-exit=$WEXIT healthz=$HEALTH readyz-unmigrated=$GATE readyz=$READY tq-series=$METRICS writes-outside-tmp=$WRITES ${NOTES[*]} total=$(secs "$T_START")s"
 if [ "$RESULT" = PASS ]; then
     echo "IMAGE-CHECK PASS: $SUMMARY"
 else
