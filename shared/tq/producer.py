@@ -8,7 +8,6 @@ producer built from settings.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys
 from tq.connection import async_client, is_cluster, sync_client
-from tq.envelope import new_job_json
+from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
 from tq.scripts import Scripts
@@ -120,16 +119,15 @@ class _Encoder:
         return _Prepared(req, payload, _delay_s(req.delay))
 
     def job_args(self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any]) -> None:
-        """Append one prepared job's script argument: id, envelope, name, key and due time joined
-        by the unit separator (one argument per job keeps the client's command packing cheap)."""
+        """Append one prepared job's script argument: id, name, key, trace id, due time and payload
+        joined by the unit separator (one argument per job keeps the client's command packing
+        cheap). The id is chosen here, before anything is sent: a resent call finds its job."""
         req = job.req
-        job_id = os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
-        not_before = now + job.delay if job.delay else None
-        body = new_job_json(
-            job_id, spec.name, req.name, job.payload, now, req.idempotency_key, req.trace_id, not_before
+        due = int((now + job.delay) * 1000) if job.delay else 0
+        out.append(
+            f"{new_job_id()}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{req.trace_id or ''}"
+            f"\x1f{due}\x1f{job.payload}"
         )
-        due = int(not_before * 1000) if not_before else 0
-        out.append(f"{job_id}\x1f{body}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{due}")
 
     def one(self, queue: str, req: JobRequest) -> list[Any]:
         """The script's arguments for a single job."""

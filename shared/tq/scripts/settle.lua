@@ -3,14 +3,17 @@
 --       8 started markers (tq:{q}:started: cleared for every op while it exists)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit maxlen (0: no audit), 8 publish events (0/1), 9 consumer id,
---       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
+--       then one per op, its 13 fields joined by the unit separator (\31) - one argument per job
 --       keeps the client's command packing cheap: kind, entry id, job id, job name, attempt,
---       started (ms), duration (ms), idempotency key, trace id, a, b
+--       started (ms), duration (ms), idempotency key, trace id, a, b, enqueued (ms), payload json
+--       (last: the rest of the argument). Once its entry is deleted a job's record keeps its
+--       envelope's fields (n, t, p, k, tr: tq.envelope), except a dead one's payload, which its DLQ
+--       entry holds.
 --   kind c (completed):   a = result summary
 --   kind s (skipped):     a = reason
 --   kind r (retry):       a = due (ms), b = failure json {type, message, stack[, suspect]}; suspect:
 --                         the job was running when its consumer died, it runs alone next time
---   kind d (dead-letter): b = failure json; a = the raw entry when there is no job record (forged entry)
+--   kind d (dead-letter): b = failure json; a = the envelope json (the raw entry of a forged entry)
 --   kind q (requeue an unstarted entry, no attempt charged; job id '' when unreadable)
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -52,7 +55,7 @@ end
 local function fields(packed)
   local out, pos = {}, 1
   while true do
-    local sep = string.find(packed, '\31', pos, true)
+    local sep = #out < 12 and string.find(packed, '\31', pos, true)
     if not sep then
       out[#out + 1] = string.sub(packed, pos)
       return out
@@ -65,7 +68,8 @@ end
 local marked = redis.call('EXISTS', KEYS[8]) == 1
 for i = 10, #ARGV do
   local f = fields(ARGV[i])
-  local kind, eid, id, name, attempt, started, duration, idem, trace, a, b = unpack(f, 1, 11)
+  local kind, eid, id, name, attempt, started, duration, idem, trace, a, b, enq, payload = unpack(f, 1, 13)
+  enq, payload = enq or '', payload or ''
   if marked then redis.call('HDEL', KEYS[8], eid) end
   -- XACK answers 0 when the entry is no longer ours to settle (settled already, or reclaimed).
   if redis.call('XACK', KEYS[1], group, eid) == 1 then
@@ -81,10 +85,19 @@ for i = 10, #ARGV do
       n_requeued = n_requeued + 1
     else
       redis.call('XDEL', KEYS[1], eid)
+      -- the envelope's fields the record keeps (its entry is gone); 'e': a record of the legacy layout
+      local env_fields = {'n', name}
+      if enq ~= '' then env_fields[3] = 't'; env_fields[4] = enq end
+      if idem ~= '' then env_fields[#env_fields + 1] = 'k'; env_fields[#env_fields + 1] = idem end
+      if trace ~= '' then env_fields[#env_fields + 1] = 'tr'; env_fields[#env_fields + 1] = trace end
+      if kind ~= 'd' and payload ~= '' then
+        env_fields[#env_fields + 1] = 'p'; env_fields[#env_fields + 1] = payload
+      end
       if kind == 'c' or kind == 's' then
-        redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'r', a,
-          'c', consumer)
-        redis.call('HDEL', jk, 'x')
+        if a ~= '' then env_fields[#env_fields + 1] = 'r'; env_fields[#env_fields + 1] = a end
+        redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration,
+          'c', consumer, unpack(env_fields))
+        redis.call('HDEL', jk, 'x', 'e')
         redis.call('ZADD', KEYS[4], now, id)
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
@@ -107,8 +120,9 @@ for i = 10, #ARGV do
         local details = cjson.encode({attempt = failure.attempt, error_type = failure.type, error = failure.message})
         if kind == 'r' then
           redis.call('HSET', jk, 's', 'failed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'q', a,
-            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer)
-          redis.call('HDEL', jk, 'x')
+            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer,
+            unpack(env_fields))
+          if payload ~= '' then redis.call('HDEL', jk, 'x', 'e') else redis.call('HDEL', jk, 'x') end
           if failure.suspect then redis.call('HSET', jk, 'sx', '1') else redis.call('HDEL', jk, 'sx') end
           redis.call('ZADD', KEYS[2], a, id)
           n_retried = n_retried + 1
@@ -119,15 +133,13 @@ for i = 10, #ARGV do
           local env = redis.call('HGET', jk, 'e') or a
           local did = redis.call('XADD', KEYS[3], '*', 'id', id, 'q', queue, 'n', name, 'et', failure.type,
             'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now, 'e', env, 'tr', trace)
+          -- payload and stack are in the DLQ entry (dl), once; the record keeps the rest
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'dl', did, 'c', consumer)
-          redis.call('HDEL', jk, 'x')
+            'em', failure.message, 'h', cjson.encode(history), 'dl', did, 'c', consumer, unpack(env_fields))
+          redis.call('HDEL', jk, 'x', 'e', 'es', 'p')
           redis.call('ZADD', KEYS[5], now, id)
-          -- A dead job gives its idempotency key back, so the caller can submit the work again.
-          if idem ~= '' then
-            local ik = prefix .. 'idem:' .. idem
-            if redis.call('GET', ik) == id then redis.call('DEL', ik) end
-          end
+          -- A dead job keeps its idempotency key until the key's TTL ends (docs/engine.md): a replay
+          -- runs the work again under it, a new enqueue with the key answers with this job.
           n_dead = n_dead + 1
           local data = {attempt = failure.attempt, error_type = failure.type, error = failure.message, dlq_id = did}
           publish('job.failed', id, name, data)
