@@ -132,6 +132,12 @@ async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> l
         raise
 
 
+def _eid_key(eid: str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair."""
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
 async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
     """One job, read in one round trip (``scripts/inspect.lua``)."""
     get_queue(queue)
