@@ -85,13 +85,13 @@ def test_optional_fields_are_left_out_and_defaulted() -> None:
 
 
 def test_an_entry_without_enqueue_time_takes_its_entry_time() -> None:
-    given_, fields = _entry()
+    _given, fields = _entry()
     del fields[b"t"]
     assert entry_envelope(fields, "email:send", ENTRY_MS).enqueued_at == ENTRY_MS / 1000
 
 
 def test_promoted_and_replayed_fields_parse() -> None:
-    given_, fields = _entry(payload={"to": "x"})
+    _given, fields = _entry(payload={"to": "x"})
     fields.update({b"nb": b"1732345680000", b"rp": b"old-id", b"m": b"3", b"a": b"2", b"sx": b"1"})
     env = entry_envelope(fields, "email:send", ENTRY_MS)
     assert (env.not_before, env.replay_of, env.max_attempts) == (1732345680.0, "old-id", 3)
@@ -134,9 +134,15 @@ def test_legacy_entries_and_records_still_parse() -> None:
 
 
 def test_record_envelope_merges_record_and_entry() -> None:
-    given_, fields = _entry(payload={"to": "x"}, idempotency_key="k")
+    _given, fields = _entry(payload={"to": "x"}, idempotency_key="k")
     out = record_envelope({b"x": b"1-0"}, fields)
-    assert out == {"payload": {"to": "x"}, "name": "send-email", "idempotency_key": "k", "enqueued_at": 1732345678.123}
+    expected = {
+        "payload": {"to": "x"},
+        "name": "send-email",
+        "idempotency_key": "k",
+        "enqueued_at": 1732345678.123,
+    }
+    assert out == expected
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)

@@ -4,7 +4,6 @@ scheduler processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -55,9 +54,8 @@ def spec(**kw: Any) -> ScheduleSpec:
 
 
 async def jobs_of(client: Any) -> list[dict[str, Any]]:
-    return [
-        entry_envelope(f, Q, int(e.split(b"-")[0])).model_dump() for e, f in await client.xrange(keys.stream(Q))
-    ]
+    entries = await client.xrange(keys.stream(Q))
+    return [entry_envelope(f, Q, int(e.split(b"-")[0])).model_dump() for e, f in entries]
 
 
 # ---- the model ------------------------------------------------------------------------------------
