@@ -206,8 +206,16 @@ class Producer:
         trace_id: str | None = None,
     ) -> EnqueueResult:
         args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
-        reply = await self._scripts.enqueue(keys=self._enc.keys(queue), args=args)
+        reply = await self._call(self._enc.keys(queue), args)
         return self._enc.results(reply)[0]
+
+    async def _call(self, keys_: list[str], args: list[Any]) -> Any:
+        """One enqueue script call, sent again once when the connection fails: the reply may be lost
+        after the script ran, and the same ids find the jobs that call created (no duplicate)."""
+        try:
+            return await self._scripts.enqueue(keys=keys_, args=args)
+        except (RedisConnectionError, RedisTimeoutError):
+            return await self._scripts.enqueue(keys=keys_, args=args)
 
     async def enqueue_many(
         self,
@@ -227,7 +235,7 @@ class Producer:
                 if len(sent) >= CHUNKS_IN_FLIGHT:
                     replies.append(await sent.popleft())
                 args = self._enc.chunk_args(queue, prepared[start : start + chunk])
-                sent.append(asyncio.ensure_future(self._scripts.enqueue(keys=ks, args=args)))
+                sent.append(asyncio.ensure_future(self._call(ks, args)))
                 await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
             while sent:
                 replies.append(await sent.popleft())
@@ -312,14 +320,22 @@ class SyncProducer:
             self._enc.chunk_args(queue, prepared[i : i + chunk]) for i in range(0, len(prepared), chunk)
         ]
         ks = self._enc.keys(queue)
-        if self._cluster:  # a cluster pipeline refuses scripts: one call per chunk
-            replies = [self._scripts.enqueue(keys=ks, args=a) for a in batches]
-        else:
-            with self.client.pipeline(transaction=False) as pipe:
-                for a in batches:
-                    self._scripts.enqueue(keys=ks, args=a, client=pipe)
-                replies = pipe.execute()
+        for attempt in (1, 2):  # sent again once on a connection failure: the ids make it idempotent
+            try:
+                replies = self._send_batches(ks, batches)
+                break
+            except (RedisConnectionError, RedisTimeoutError):
+                if attempt == 2:
+                    raise
         return [r for reply in replies for r in self._enc.results(reply)]
+
+    def _send_batches(self, ks: list[str], batches: list[list[Any]]) -> list[Any]:
+        if self._cluster:  # a cluster pipeline refuses scripts: one call per chunk
+            return [self._scripts.enqueue(keys=ks, args=a) for a in batches]
+        with self.client.pipeline(transaction=False) as pipe:
+            for a in batches:
+                self._scripts.enqueue(keys=ks, args=a, client=pipe)
+            return list(pipe.execute())
 
 
 # ---- module-level API with a default producer -------------------------------------------------
