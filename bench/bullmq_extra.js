@@ -28,7 +28,8 @@ function parseArgs(argv) {
 
 // The benchmark payload {"n": i}, or a realistic one of about 300 bytes of JSON.
 const PAD = 'x'.repeat(280);
-const payload = (a, i) => (a.payload === '300' ? { n: i, s: PAD } : { n: i });
+// The CPU run sends the harness's payload {t0: now}, as tq's throughput run does.
+const payload = (a, i) => (a.mode === 'cpu' ? { t0: Date.now() / 1000 } : a.payload === '300' ? { n: i, s: PAD } : { n: i });
 
 async function info(r, section, field) {
   const text = await r.info(section);
