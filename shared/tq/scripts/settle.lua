@@ -65,14 +65,38 @@ local function fields(packed)
   end
 end
 
-local marked = redis.call('EXISTS', KEYS[8]) == 1
+-- One command for many ids, in slices (Lua's unpack has a limit); returns the sum of the replies.
+local function each_slice(ids, cmd, key, extra)
+  local n = 0
+  for s = 1, #ids, 1000 do
+    local args = {cmd, key}
+    if extra then args[3] = extra end
+    for k = s, math.min(#ids, s + 999) do args[#args + 1] = ids[k] end
+    n = n + redis.call(unpack(args))
+  end
+  return n
+end
+
+local ops, eids, gone = {}, {}, {}
 for i = 10, #ARGV do
-  local f = fields(ARGV[i])
+  ops[#ops + 1] = fields(ARGV[i])
+  eids[#eids + 1] = ops[#ops][2]
+end
+if redis.call('EXISTS', KEYS[8]) == 1 then each_slice(eids, 'HDEL', KEYS[8]) end
+-- One XACK for the batch; it answers how many entries were still pending. An entry that was not
+-- (settled before, by this consumer or after a reclaim) is no longer ours to settle, and its entry
+-- was deleted when it was settled: when the count falls short, an op is ours iff its entry exists.
+local all_ours = each_slice(eids, 'XACK', KEYS[1], group) == #eids
+local seen = {}
+for _, f in ipairs(ops) do
   local kind, eid, id, name, attempt, started, duration, idem, trace, a, b, enq, payload = unpack(f, 1, 13)
   enq, payload = enq or '', payload or ''
-  if marked then redis.call('HDEL', KEYS[8], eid) end
-  -- XACK answers 0 when the entry is no longer ours to settle (settled already, or reclaimed).
-  if redis.call('XACK', KEYS[1], group, eid) == 1 then
+  local ours = all_ours
+  if not ours then
+    ours = not seen[eid] and #redis.call('XRANGE', KEYS[1], eid, eid) > 0
+    seen[eid] = true
+  end
+  if ours then
     settled = settled + 1
     local jk = prefix .. 'job:' .. id
     if kind == 'q' then
@@ -84,7 +108,7 @@ for i = 10, #ARGV do
       end
       n_requeued = n_requeued + 1
     else
-      redis.call('XDEL', KEYS[1], eid)
+      gone[#gone + 1] = eid -- deleted below, with the batch's others
       -- the envelope's fields the record keeps (its entry is gone); 'e': a record of the legacy layout
       local env_fields = {'n', name}
       if enq ~= '' then env_fields[3] = 't'; env_fields[4] = enq end
@@ -150,6 +174,7 @@ for i = 10, #ARGV do
     end
   end
 end
+if #gone > 0 then each_slice(gone, 'XDEL', KEYS[1]) end
 trim(KEYS[4], keep_completed)
 trim(KEYS[5], keep_failed)
 if n_completed > 0 then redis.call('HINCRBY', KEYS[6], 'completed', n_completed) end
