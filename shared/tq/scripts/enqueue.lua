@@ -8,7 +8,9 @@
 --       the producer checks the others)
 -- Returns per job: its id, or 'dup:<id of the job that holds the key>'. An id whose record exists is
 -- answered as enqueued and nothing is written: a producer resending a call whose reply it lost
--- (the connection dropped after the script ran) gets its job, not a second one.
+-- (the connection dropped after the script ran) gets its job, not a second one. Every record has
+-- the field 'x' (its entry id; empty while it has no entry), so creating a record is an HSETNX of
+-- it, which is also the check.
 local prefix, now, queue = ARGV[1], ARGV[2], ARGV[3]
 local ttl = false -- read from the live config only when a job carries a key
 local events = ARGV[5] == '1'
@@ -25,9 +27,7 @@ for i = 6, #ARGV do
   local due, payload = string.sub(packed, s4 + 1, s5 - 1), string.sub(packed, s5 + 1)
   local jk = prefix .. 'job:' .. id
   local holder = false
-  if redis.call('EXISTS', jk) == 1 then
-    holder = id -- this very job, sent again
-  elseif idem ~= '' then
+  if idem ~= '' then
     ttl = ttl or redis.call('HGET', KEYS[4], 'idempotency_ttl_s') or ARGV[4]
     local ik = prefix .. 'idem:' .. idem
     if not redis.call('SET', ik, id, 'NX', 'EX', ttl) then
@@ -45,20 +45,30 @@ for i = 6, #ARGV do
     if trace ~= '' then f[#f + 1] = 'tr'; f[#f + 1] = trace end
     local kind
     if tonumber(due) > tonumber(now) then
-      redis.call('HSET', jk, 's', 'delayed', 'q', due, unpack(f))
-      redis.call('ZADD', KEYS[2], due, id)
-      kind = 'job.delayed'
+      if redis.call('HSETNX', jk, 'x', '') == 1 then
+        redis.call('HSET', jk, 's', 'delayed', 'q', due, unpack(f))
+        redis.call('ZADD', KEYS[2], due, id)
+        kind = 'job.delayed'
+      end
     else
       -- a waiting job's record is its entry id alone (no state field: a record without one is waiting)
-      redis.call('HSET', jk, 'x', redis.call('XADD', KEYS[1], '*', 'i', id, unpack(f)))
-      kind = 'job.waiting'
+      local xid = redis.call('XADD', KEYS[1], '*', 'i', id, unpack(f))
+      if redis.call('HSETNX', jk, 'x', xid) == 1 then
+        kind = 'job.waiting'
+      else
+        redis.call('XDEL', KEYS[1], xid) -- this very job, sent again: its record exists
+      end
     end
-    if events then
-      redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
-        .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+    if not kind then
+      out[#out + 1] = id
+    else
+      if events then
+        redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
+          .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+      end
+      out[#out + 1] = id
+      added = added + 1
     end
-    out[#out + 1] = id
-    added = added + 1
   end
 end
 if added > 0 then redis.call('HINCRBY', KEYS[3], 'enqueued', added) end

@@ -12,7 +12,7 @@ for i = 1, #h, 2 do
   if h[i] == 'x' then x = h[i + 1] elseif h[i] == 'dl' then dl = h[i + 1] end
 end
 local entry, pending, dead = {}, 0, {}
-if x then
+if x and x ~= '' then
   local found = redis.call('XRANGE', KEYS[2], x, x)
   if #found > 0 then entry = found[1][2] end
   local ok, rows = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[1], x, x, 1) -- NOGROUP: nothing delivered

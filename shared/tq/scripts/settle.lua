@@ -119,9 +119,10 @@ for _, f in ipairs(ops) do
       end
       if kind == 'c' or kind == 's' then
         if a ~= '' then env_fields[#env_fields + 1] = 'r'; env_fields[#env_fields + 1] = a end
+        -- 'x' emptied, not deleted: every record keeps the field (enqueue.lua); a legacy record's 'e'
+        -- stays until the record is trimmed (it says what its fields say)
         redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration,
-          'c', consumer, unpack(env_fields))
-        redis.call('HDEL', jk, 'x', 'e')
+          'c', consumer, 'x', '', unpack(env_fields))
         redis.call('ZADD', KEYS[4], now, id)
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
@@ -145,8 +146,8 @@ for _, f in ipairs(ops) do
         if kind == 'r' then
           redis.call('HSET', jk, 's', 'failed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'q', a,
             'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer,
-            unpack(env_fields))
-          if payload ~= '' then redis.call('HDEL', jk, 'x', 'e') else redis.call('HDEL', jk, 'x') end
+            'x', '', unpack(env_fields))
+          if payload ~= '' then redis.call('HDEL', jk, 'e') end
           if failure.suspect then redis.call('HSET', jk, 'sx', '1') else redis.call('HDEL', jk, 'sx') end
           redis.call('ZADD', KEYS[2], a, id)
           n_retried = n_retried + 1
@@ -159,8 +160,8 @@ for _, f in ipairs(ops) do
             'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now, 'e', env, 'tr', trace)
           -- payload and stack are in the DLQ entry (dl), once; the record keeps the rest
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'h', cjson.encode(history), 'dl', did, 'c', consumer, unpack(env_fields))
-          redis.call('HDEL', jk, 'x', 'e', 'es', 'p')
+            'em', failure.message, 'h', cjson.encode(history), 'dl', did, 'c', consumer, 'x', '', unpack(env_fields))
+          redis.call('HDEL', jk, 'e', 'es', 'p')
           redis.call('ZADD', KEYS[5], now, id)
           -- A dead job keeps its idempotency key until the key's TTL ends (docs/engine.md): a replay
           -- runs the work again under it, a new enqueue with the key answers with this job.
