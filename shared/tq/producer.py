@@ -161,12 +161,21 @@ class _Encoder:
 
 
 class Producer:
+    """Concurrent ``enqueue`` callers share round trips: a caller with no enqueue in flight sends
+    its job at once (a lone caller waits for nothing); callers arriving while one is in flight
+    queue their (validated) jobs, and as soon as it returns they go together, one script call per
+    queue, each caller getting its own id or error. No timer: a batch is whatever arrived during
+    the previous round trip."""
+
     def __init__(self, client: Any | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.client = client if client is not None else async_client(self.settings)
         self._owns_client = client is None
         self._scripts = Scripts(self.client)
         self._enc = _Encoder(self.settings)
+        self._in_flight = 0  # single enqueues sent and not yet answered
+        self._queued: list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         if self._owns_client:
@@ -205,9 +214,62 @@ class Producer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> EnqueueResult:
-        args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
-        reply = await self._call(self._enc.keys(queue), args)
+        spec = get_queue(queue)
+        prepared = self._enc.prepare(spec, JobRequest(job, data, idempotency_key, delay, trace_id))
+        if self._in_flight or self._flusher is not None:  # share the next round trip
+            future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            self._queued.append((spec, prepared, future))
+            return await future
+        self._in_flight += 1
+        try:
+            now = time.time()
+            args = self._enc.head(spec, int(now * 1000))
+            self._enc.job_args(spec, prepared, now, args)
+            reply = await self._call(self._enc.keys(queue), args)
+        finally:
+            self._in_flight -= 1
+            self._flush_queued()
         return self._enc.results(reply)[0]
+
+    def _flush_queued(self) -> None:
+        if self._queued and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        """Send what queued during the previous round trip, until nothing is queued."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                by_queue: dict[str, list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]]] = {}
+                for item in batch:
+                    by_queue.setdefault(item[0].name, []).append(item)
+                await asyncio.gather(*(self._send_queued(items) for items in by_queue.values()))
+        finally:
+            self._flusher = None
+            self._flush_queued()  # a failure above: what queued meanwhile still goes
+
+    async def _send_queued(
+        self, items: list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]]
+    ) -> None:
+        spec = items[0][0]
+        now = time.time()
+        args = self._enc.head(spec, int(now * 1000))
+        for _spec, prepared, _future in items:
+            self._enc.job_args(spec, prepared, now, args)
+        try:
+            results = self._enc.results(await self._call(self._enc.keys(spec.name), args))
+        except BaseException as exc:  # every caller of the batch gets the error (a cancellation too)
+            for _s, _p, future in items:
+                if not future.done():
+                    future.set_exception(
+                        exc if isinstance(exc, Exception) else RedisConnectionError(str(exc))
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_s, _p, future), result in zip(items, results, strict=True):
+            if not future.done():  # a caller that gave up (cancelled) has no one to tell
+                future.set_result(result)
 
     async def _call(self, keys_: list[str], args: list[Any]) -> Any:
         """One enqueue script call, sent again once when the connection fails: the reply may be lost

@@ -215,3 +215,35 @@ async def test_bad_keys_are_refused(redis_client: Any, redis_url: str, option: s
     with pytest.raises(InvalidPayload, match=option):
         await p.enqueue("email:send", "send-email", EMAIL, **{option: value})
     assert await _keys(redis_client) == []
+
+
+async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
+    redis_client: Any, redis_url: str
+) -> None:
+    """100 coroutines enqueueing at once: a handful of script calls, each caller its own id (or its
+    own error, or the first job of its idempotency key); a lone caller still sends at once."""
+    p = Producer(redis_client, fast_settings(redis_url))
+    await p.enqueue("email:send", "send-email", EMAIL)  # the script loaded: count only enqueues
+    calls0 = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+
+    async def one(i: int) -> Any:
+        data = {"to": 5} if i == 7 else EMAIL  # one invalid payload among them
+        key = "shared" if i % 10 == 0 else None
+        try:
+            return await p.enqueue_detailed("email:send", "send-email", data, idempotency_key=key)
+        except InvalidPayload as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(i) for i in range(100)))
+    calls = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls0
+    assert calls <= 3, f"{calls} script calls for 100 concurrent enqueues"
+    assert isinstance(results[7], InvalidPayload)
+    ok = [r for i, r in enumerate(results) if i != 7]
+    keyed = [r for i, r in enumerate(results) if i % 10 == 0]
+    assert len({r.id for r in keyed}) == 1 and sum(not r.duplicate for r in keyed) == 1
+    assert len({r.id for r in ok}) == 99 - 9  # the keyed ones share one job
+    assert await redis_client.xlen(keys.stream("email:send")) == 1 + 90
+    # a lone caller: one script call, sent at once
+    before = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    await p.enqueue("email:send", "send-email", EMAIL)
+    assert (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - before == 1
