@@ -3,6 +3,9 @@
 //       Redis memory per waiting job (INFO used_memory before/after Queue.addBulk of N jobs), then
 //       per retained completed job (MEMORY USAGE of 1000 completed job hashes plus their share
 //       of the completed set, after a Worker ran them with removeOnComplete: false).
+//   node bench/bullmq_extra.js concurrent --n 20000 --concurrency 100
+//       --concurrency async callers each doing `await queue.add` one job at a time until N jobs, no
+//       worker -> enqueue jobs/s (tq_bench.py concurrent does the same with Producer.enqueue).
 //   node bench/bullmq_extra.js cpu --n 50000 --concurrency 50
 //       Redis CPU per job: INFO cpu (used_cpu_sys + used_cpu_user) before and after Queue.addBulk
 //       of N no-op jobs plus their processing by one Worker (removeOnComplete: true, as the
@@ -101,7 +104,31 @@ async function cpu(a) {
   }));
 }
 
+async function concurrent(a) {
+  const r = conn();
+  await r.flushdb();
+  const q = new Queue(QUEUE, { connection: conn() });
+  await q.waitUntilReady();
+  let left = a.n;
+  const caller = async () => {
+    while (left > 0) {
+      left -= 1;
+      await q.add('noop', { t0: Date.now() / 1000 }, { removeOnComplete: true });
+    }
+  };
+  const t = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: a.concurrency }, caller));
+  const s = Number(process.hrtime.bigint() - t) / 1e9;
+  await q.close();
+  await r.quit();
+  console.log(JSON.stringify({
+    system: 'bullmq', version, mode: 'concurrent', n: a.n, concurrency: a.concurrency,
+    enqueue_api: `Queue.add, ${a.concurrency} async callers, one job at a time each`,
+    enqueue_s: +s.toFixed(4), enqueue_rate: +(a.n / s).toFixed(1),
+  }));
+}
+
 const a = parseArgs(process.argv.slice(2));
-const fn = { memory, cpu }[a.mode];
-if (!fn) { console.error('mode must be memory|cpu'); process.exit(2); }
+const fn = { memory, cpu, concurrent }[a.mode];
+if (!fn) { console.error('mode must be memory|cpu|concurrent'); process.exit(2); }
 fn(a).then(() => process.exit(0)).catch((e) => { console.error(e); process.exit(1); });

@@ -193,6 +193,11 @@ for REP in $(seq "$REPS"); do
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq lat" node "$BJS" latency --n "$LAT_N" --rate "$RATE" --concurrency 50
   fi
+  # concurrent single enqueues: 100 callers (an ASGI app under load), no worker
+  run "tq concurrent c=100" "$PY" "$TQ" concurrent --n "$N" --concurrency 100
+  if [ "$BULLMQ" = 1 ]; then
+    run "bullmq concurrent c=100" node "$HERE/bullmq_extra.js" concurrent --n "$N" --concurrency 100
+  fi
   run "tq single sync" "$PY" "$TQ" single --n "$N" --variant sync
   run "tq single async" "$PY" "$TQ" single --n "$N" --variant async
 done

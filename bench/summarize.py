@@ -21,6 +21,7 @@ TARGET_P99_MS = 3.0
 TARGET_OBSERVE_COST = 0.10  # process-rate loss with metrics + stats on, vs the same run without
 TARGET_MEMORY = 1.0  # tq Redis bytes per job / BullMQ's (waiting, and retained completed), at most
 TARGET_CPU = 0.4  # tq Redis CPU per job / BullMQ's (bulk enqueue + processing), at most
+TARGET_CONCURRENT = 3.0  # 100 concurrent callers: tq Producer.enqueue jobs/s / BullMQ queue.add
 PING_REF = "PING_MBULK"  # the RESP encoding real clients (and EVALSHA) use; PING_INLINE shown beside
 
 
@@ -349,6 +350,19 @@ def main(path: str) -> None:
         cpu.get("bullmq", []),
         "redis_cpu_us_per_job",
         TARGET_CPU,
+    )
+    conc: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("mode") == "concurrent":
+            conc[r["system"]].append(r)
+    ratio_line(
+        "concurrent single enqueues (100 callers, one job at a time each): tq Producer.enqueue / BullMQ add",
+        conc.get("tq", []),
+        conc.get("bullmq", []),
+        "enqueue_rate",
+        "enqueue_rate",
+        TARGET_CONCURRENT,
+        "jobs/s",
     )
     all_single = [x for rs in single.values() for x in rs]
     if all_single:

@@ -28,6 +28,10 @@ so that the periodic work is paid several times.
   retained completed job (MEMORY USAGE of the retained records, 1000, plus their share of the
   completed index). Same protocol as ``bench/bullmq_extra.js memory``.
 
+* concurrent: flush the DB; ``--concurrency`` coroutines each enqueue one job at a time with
+  ``Producer.enqueue`` (an ASGI app under load) until N jobs, no worker -> enqueue jobs/s (same
+  protocol as ``bench/bullmq_extra.js concurrent`` with ``queue.add``).
+
 The throughput run also reports Redis CPU per job (``INFO cpu`` used_cpu_sys + used_cpu_user before
 the enqueue and after the last job is done; ``bench/bullmq_extra.js cpu`` does the same for BullMQ).
 
@@ -479,6 +483,37 @@ def memory(args: argparse.Namespace) -> None:
     emit(res)
 
 
+def concurrent(args: argparse.Namespace) -> None:
+    from tq.producer import Producer
+
+    settings = settings_for(args)
+    flushdb()
+    n, callers = args.n, args.concurrency
+
+    async def run() -> float:
+        producer = Producer(settings=settings)
+        left = n
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await producer.enqueue(QUEUE, JOB, {"t0": time.time()})
+
+        try:
+            await _warm_async(producer)
+            t = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(callers)))
+            return time.perf_counter() - t
+        finally:
+            await producer.close()
+
+    enq_s = run_loop(settings, run())
+    res = base_result(args, "concurrent", f"Producer.enqueue, {callers} coroutines, one job at a time each")
+    res.update({"enqueue_s": round(enq_s, 4), "enqueue_rate": round(n / enq_s, 1)})
+    emit(res)
+
+
 def paced(n: int, rate: float) -> Iterator[int]:
     """Yield i at the scheduled times t_begin + i/rate."""
     t_begin = time.perf_counter()
@@ -684,7 +719,7 @@ def single(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["throughput", "latency", "single", "memory", "worker"])
+    ap.add_argument("mode", choices=["throughput", "latency", "single", "memory", "concurrent", "worker"])
     ap.add_argument("--n", type=int, default=None, help="jobs (20000; latency 2000)")
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--rate", type=float, default=200.0, help="latency mode: jobs/s")
@@ -702,7 +737,9 @@ def main() -> None:
     if args.mode == "worker":
         run_loop(settings_for(args), worker_main(args))
     else:
-        {"throughput": throughput, "latency": latency, "single": single, "memory": memory}[args.mode](args)
+        modes = {"throughput": throughput, "latency": latency, "single": single, "memory": memory}
+        modes["concurrent"] = concurrent
+        modes[args.mode](args)
 
 
 if __name__ == "__main__":

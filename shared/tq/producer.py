@@ -30,6 +30,8 @@ from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 
 Delay = float | int | timedelta | None
+SHARED_BATCH = 25  # concurrent single enqueues: jobs per shared script call, at most
+SHARED_IN_FLIGHT = 4  # ... and such calls in flight (see Producer._flush_loop)
 CHUNKS_IN_FLIGHT = 4  # bulk chunks sent ahead of their replies: overlaps encoding and round trips,
 # and holds at most this many pooled connections however large the batch
 
@@ -50,6 +52,9 @@ class _Prepared:
     req: JobRequest
     payload: str  # JSON
     delay: float
+
+
+_Queued = tuple[QueueSpec, "_Prepared", "asyncio.Future[EnqueueResult]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class Producer:
         self._scripts = Scripts(self.client)
         self._enc = _Encoder(self.settings)
         self._in_flight = 0  # single enqueues sent and not yet answered
-        self._queued: list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]] = []
+        self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -236,21 +241,32 @@ class Producer:
             self._flusher = asyncio.create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        """Send what queued during the previous round trip, until nothing is queued."""
+        """Send what queued, as soon as it queued, with at most SHARED_IN_FLIGHT calls in flight of at
+        most SHARED_BATCH jobs: while Redis runs one batch, the callers answered by the previous one
+        prepare the next (their validation and encoding overlap the round trip)."""
+        sending: set[asyncio.Task[None]] = set()
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                by_queue: dict[str, list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]]] = {}
-                for item in batch:
-                    by_queue.setdefault(item[0].name, []).append(item)
-                await asyncio.gather(*(self._send_queued(items) for items in by_queue.values()))
+            while self._queued or sending:
+                if self._queued and len(sending) < SHARED_IN_FLIGHT:
+                    batch = self._queued[:SHARED_BATCH]
+                    del self._queued[:SHARED_BATCH]
+                    by_queue: dict[str, list[_Queued]] = {}
+                    for item in batch:
+                        by_queue.setdefault(item[0].name, []).append(item)
+                    sending.update(
+                        asyncio.create_task(self._send_queued(items)) for items in by_queue.values()
+                    )
+                else:
+                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a failure reached its callers; here it only ends the loop
+                # one pass of the loop (not a timer): callers just answered queue their next jobs
+                await asyncio.sleep(0)
         finally:
             self._flusher = None
             self._flush_queued()  # a failure above: what queued meanwhile still goes
 
-    async def _send_queued(
-        self, items: list[tuple[QueueSpec, _Prepared, asyncio.Future[EnqueueResult]]]
-    ) -> None:
+    async def _send_queued(self, items: list[_Queued]) -> None:
         spec = items[0][0]
         now = time.time()
         args = self._enc.head(spec, int(now * 1000))

@@ -236,7 +236,8 @@ async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
 
     results = await asyncio.gather(*(one(i) for i in range(100)))
     calls = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls0
-    assert calls <= 3, f"{calls} script calls for 100 concurrent enqueues"
+    # the first alone, the others in shared calls of at most SHARED_BATCH
+    assert calls <= 2 + 99 // producer.SHARED_BATCH, f"{calls} script calls for 100 concurrent enqueues"
     assert isinstance(results[7], InvalidPayload)
     ok = [r for i, r in enumerate(results) if i != 7]
     keyed = [r for i, r in enumerate(results) if i % 10 == 0]
@@ -247,3 +248,22 @@ async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
     before = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
     await p.enqueue("email:send", "send-email", EMAIL)
     assert (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - before == 1
+
+
+async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis_url: str) -> None:
+    from support.redis_server import free_port
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.asyncio.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # nothing listens
+    p = Producer(client, fast_settings(redis_url))
+    try:
+        results = await asyncio.gather(
+            *(p.enqueue("email:send", "send-email", EMAIL) for _ in range(60)), return_exceptions=True
+        )
+        assert len(results) == 60 and all(isinstance(r, redis.exceptions.ConnectionError) for r in results)
+        await asyncio.sleep(0.01)
+        assert p._flusher is None and not p._queued  # nothing left behind
+    finally:
+        await client.aclose()
