@@ -251,10 +251,9 @@ async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
 
 
 async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis_url: str) -> None:
-    from support.redis_server import free_port
-
     from redis.backoff import NoBackoff
     from redis.retry import Retry
+    from support.redis_server import free_port
 
     client = redis.asyncio.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # nothing listens
     p = Producer(client, fast_settings(redis_url))
