@@ -47,8 +47,11 @@ end
 local function trim(index, keep)
   local over = redis.call('ZCARD', index) - keep
   if over > 0 then
-    local popped = redis.call('ZPOPMIN', index, over)
-    for i = 1, #popped, 2 do redis.call('DEL', prefix .. 'job:' .. popped[i]) end
+    local popped, records = redis.call('ZPOPMIN', index, over), {}
+    for i = 1, #popped, 2 do records[#records + 1] = prefix .. 'job:' .. popped[i] end
+    for s = 1, #records, 1000 do -- one DEL per thousand records (Lua's unpack has a limit)
+      redis.call('DEL', unpack(records, s, math.min(#records, s + 999)))
+    end
   end
 end
 
@@ -77,7 +80,7 @@ local function each_slice(ids, cmd, key, extra)
   return n
 end
 
-local ops, eids, gone = {}, {}, {}
+local ops, eids, gone, completed = {}, {}, {}, {}
 for i = 10, #ARGV do
   ops[#ops + 1] = fields(ARGV[i])
   eids[#eids + 1] = ops[#ops][2]
@@ -123,7 +126,7 @@ for _, f in ipairs(ops) do
         -- stays until the record is trimmed (it says what its fields say)
         redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration,
           'c', consumer, 'x', '', unpack(env_fields))
-        redis.call('ZADD', KEYS[4], now, id)
+        completed[#completed + 1] = now; completed[#completed + 1] = id -- indexed below, in one ZADD
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
           n_completed = n_completed + 1
@@ -176,6 +179,9 @@ for _, f in ipairs(ops) do
   end
 end
 if #gone > 0 then each_slice(gone, 'XDEL', KEYS[1]) end
+for s = 1, #completed, 2000 do
+  redis.call('ZADD', KEYS[4], unpack(completed, s, math.min(#completed, s + 1999)))
+end
 trim(KEYS[4], keep_completed)
 trim(KEYS[5], keep_failed)
 if n_completed > 0 then redis.call('HINCRBY', KEYS[6], 'completed', n_completed) end
