@@ -55,7 +55,11 @@ local function trim(index, keep)
   end
 end
 
+local OP = '^' .. string.rep('([^\31]*)\31', 12) .. '(.*)$' -- an op's 13 fields, in one match
+
 local function fields(packed)
+  local matched = {string.match(packed, OP)}
+  if #matched == 13 then return matched end
   local out, pos = {}, 1
   while true do
     local sep = #out < 12 and string.find(packed, '\31', pos, true)
