@@ -134,9 +134,9 @@ for _, f in ipairs(ops) do
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
           n_completed = n_completed + 1
-          publish_completed(id, name, '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
-          audit('job.completed', id, name, 'completed', trace,
-            '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
+          local data = '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}'
+          publish_completed(id, name, data)
+          audit('job.completed', id, name, 'completed', trace, data)
         else
           n_skipped = n_skipped + 1
           publish('job.skipped', id, name, {reason = a})
