@@ -169,8 +169,8 @@ class Producer:
     """Concurrent ``enqueue`` callers share round trips: a caller with no enqueue in flight sends
     its job at once (a lone caller waits for nothing); callers arriving while one is in flight
     queue their (validated) jobs, and as soon as it returns they go together, one script call per
-    queue, each caller getting its own id or error. No timer: a batch is whatever arrived during
-    the previous round trip."""
+    queue and per SHARED_BATCH jobs, SHARED_IN_FLIGHT such calls at most in flight, each caller
+    getting its own id or error. No timer: a batch is whatever queued meanwhile."""
 
     def __init__(self, client: Any | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
@@ -221,6 +221,9 @@ class Producer:
     ) -> EnqueueResult:
         spec = get_queue(queue)
         prepared = self._enc.prepare(spec, JobRequest(job, data, idempotency_key, delay, trace_id))
+        flusher = self._flusher
+        if flusher is not None and flusher.get_loop() is not asyncio.get_running_loop():
+            self._flusher, self._queued = None, []  # left by an event loop that has ended
         if self._in_flight or self._flusher is not None:  # share the next round trip
             future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
             self._queued.append((spec, prepared, future))
