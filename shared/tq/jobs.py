@@ -99,7 +99,7 @@ def _record(
         queue=queue,
         name=text(h.get(b"n")) or env.get("name", ""),
         state=state,
-        attempts=int(h.get(b"a") or 0),
+        attempts=int(h.get(b"a") or (1 if state is JobState.COMPLETED else 0)),  # a first one: no 'a'
         payload=env.get("payload", {}),
         enqueued_at=_ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
         started_at=_ms_to_s(h.get(b"st")),
@@ -142,12 +142,16 @@ async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
     """One job, read in one round trip (``scripts/inspect.lua``)."""
     get_queue(queue)
     reply = await Scripts(client).inspect(
-        keys=[keys.job(queue, job_id), keys.stream(queue), keys.dlq(queue)], args=[keys.GROUP]
+        keys=[keys.job(queue, job_id), keys.stream(queue), keys.dlq(queue), keys.completed_index(queue)],
+        args=[keys.GROUP, job_id],
     )
     if not reply:
         raise NotFound(f"no job {job_id} on {queue} (never enqueued, or trimmed by retention)")
-    h, entry, pending, dead = reply
-    return _record(queue, job_id, _pairs(h), bool(pending), _pairs(entry), _pairs(dead))
+    h, entry, pending, dead, finished = reply
+    rec = _pairs(h)
+    if finished and b"f" not in rec:
+        rec[b"f"] = str(int(float(finished))).encode()
+    return _record(queue, job_id, rec, bool(pending), _pairs(entry), _pairs(dead))
 
 
 def _matches(rec: JobRecord, needle: str | None) -> bool:
@@ -189,10 +193,11 @@ async def list_jobs(
     pos = cursor
     while len(found) < limit and scanned < scan_limit:
         entries: dict[str, dict[bytes, bytes]] = {}  # a waiting or active job's envelope is in its entry
+        finished: dict[str, float] = {}  # a completed job's finish time is its index score
         if state in (JobState.WAITING, JobState.ACTIVE):
             ids, next_pos, entries = await _stream_ids(client, queue, state, pos, chunk)
         else:
-            ids, next_pos = await _index_ids(client, queue, state, pos, chunk)
+            ids, next_pos, finished = await _index_ids(client, queue, state, pos, chunk)
         if not ids:
             pos = None
             break
@@ -200,6 +205,8 @@ async def list_jobs(
         rows = await _load(client, queue, ids)
         dead = await _dead_entries(client, queue, rows) if state is JobState.DEAD else {}
         for job_id, h in rows:
+            if state is JobState.COMPLETED and job_id in finished and b"f" not in h:
+                h[b"f"] = str(int(finished[job_id])).encode()
             rec = _record(queue, job_id, h, state is JobState.ACTIVE, entries.get(job_id), dead.get(job_id))
             if rec.state is state and _matches(rec, search):
                 found.append(rec)
@@ -271,15 +278,16 @@ async def _entries(client: Any, stream: str, eids: list[str]) -> list[tuple[str,
 
 async def _index_ids(
     client: Any, queue: str, state: JobState, pos: str | None, count: int
-) -> tuple[list[str], str | None]:
+) -> tuple[list[str], str | None, dict[str, float]]:
+    """Ids of one chunk of an index, and their scores (a completed job's is when it finished)."""
     offset = int(pos or 0)
     if state in (JobState.DELAYED, JobState.FAILED):
-        raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1)
+        raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1, withscores=True)
     else:
         index = keys.completed_index(queue) if state is JobState.COMPLETED else keys.dead_index(queue)
-        raw = await client.zrevrange(index, offset, offset + count - 1)
-    ids = [text(i) for i in raw]
-    return ids, (str(offset + count) if len(ids) == count else None)
+        raw = await client.zrevrange(index, offset, offset + count - 1, withscores=True)
+    scores = {text(i): float(score) for i, score in raw}
+    return list(scores), (str(offset + count) if len(raw) == count else None), scores
 
 
 async def retry_job(client: Any, queue: str, job_id: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from hiredis import pack_command
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -365,7 +366,8 @@ class SyncProducer:
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+                # packed by hiredis directly: redis-py's packer re-checks every argument's type
+                conn.send_packed_command([pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))])
                 return conn.read_response()
             except NoScriptError:
                 self.client.script_load(script.script)

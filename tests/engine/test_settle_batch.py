@@ -8,6 +8,8 @@ from typing import Any
 
 from support import fast_settings
 from tq import keys
+from tq.envelope import JobState
+from tq.jobs import get_job, list_jobs
 from tq.producer import Producer
 from tq.scripts import Scripts
 
@@ -51,3 +53,10 @@ async def test_a_batch_settles_each_pending_entry_once(redis_client: Any, redis_
         rec = await redis_client.hgetall(keys.job(Q, job_id))
         assert rec[b"s"] == b"completed" and rec[b"x"] == b"" and rec[b"p"].startswith(b'{"to":')
     assert await redis_client.zcard(keys.completed_index(Q)) == 3
+    # a completed record keeps no finish time (its index score) nor a first attempt's number
+    rec = await get_job(redis_client, Q, ids[0])
+    finished = await redis_client.zscore(keys.completed_index(Q), ids[0])
+    assert rec.attempts == 1 and rec.finished_at == finished / 1000 and rec.payload["to"] == EMAIL["to"]
+    assert [r.finished_at for r in (await list_jobs(redis_client, Q, JobState.COMPLETED)).items] == [
+        finished / 1000
+    ] * 3

@@ -127,9 +127,12 @@ for _, f in ipairs(ops) do
       if kind == 'c' or kind == 's' then
         if a ~= '' then env_fields[#env_fields + 1] = 'r'; env_fields[#env_fields + 1] = a end
         -- 'x' emptied, not deleted: every record keeps the field (enqueue.lua); a legacy record's 'e'
-        -- stays until the record is trimmed (it says what its fields say)
-        redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration,
-          'c', consumer, 'x', '', unpack(env_fields))
+        -- stays until the record is trimmed (it says what its fields say). No 'f': a completed job
+        -- finished when it started plus its duration, and 'a' is left out for a first attempt (each
+        -- field less counts in every retained record: about 70 bytes in a hash with a long payload)
+        if attempt ~= '1' then env_fields[#env_fields + 1] = 'a'; env_fields[#env_fields + 1] = attempt end
+        redis.call('HSET', jk, 's', 'completed', 'st', started, 'd', duration, 'c', consumer, 'x', '',
+          unpack(env_fields))
         completed[#completed + 1] = now; completed[#completed + 1] = id -- indexed below, in one ZADD
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
