@@ -92,7 +92,7 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
         if _PLAIN_ID.fullmatch(job_id) and _PLAIN_NAME.fullmatch(name) and t.isdigit() and len(t) > 3:
             # the payload's JSON is embedded as written; what it could add besides an object is
             # refused by the model (extra keys forbidden) or is what a forged 'i' or 'm' could say
-            raw = b"".join(
+            doc = b"".join(
                 (
                     b'{"id":"',
                     job_id,
@@ -109,7 +109,7 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
                     b"}",
                 )
             )
-            return Envelope.model_validate_json(raw)
+            return Envelope.model_validate_json(doc)
     try:
         payload = json.loads(fields[b"p"])
         raw = {
