@@ -173,20 +173,6 @@ def envelope_json(env: Envelope) -> str:
     return env.model_dump_json()
 
 
-def replayed_json(envelope: dict[str, Any], job_id: str, enqueued_at: float, replay_of: str) -> str:
-    """A dead-lettered job's envelope (parsed JSON) as a new job replaying it: a new id, attempt 1,
-    due now, linked to the job it replays; payload, name, keys and trace id kept."""
-    envelope = {
-        **envelope,
-        "id": job_id,
-        "attempt": 1,
-        "enqueued_at": enqueued_at,
-        "not_before": None,
-        "replay_of": replay_of,
-    }
-    return json.dumps(envelope, separators=(",", ":"))
-
-
 class EventType(str, Enum):
     JOB_WAITING = "job.waiting"
     JOB_DELAYED = "job.delayed"
