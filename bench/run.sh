@@ -10,6 +10,7 @@
 #      PEERBENCH_WORK (/tmp/peerbench: where BullMQ's node_modules are installed), PYTHON,
 #      ANALYTICS_EVENTS (1000000 raw events for the analytics roll-up, run once; 0 skips it),
 #      SCALE (1: the scale runs of bench/scale_bench.py, once; 0 skips them), SCALE_N (100000),
+#      MEM_N (100000 waiting jobs for the Redis memory per job, tq and BullMQ; 0 skips it),
 #      BACKLOG_N (1000000 waiting jobs), OBSERVE_N (150000: the runs that price metrics + stats),
 #      RATELIMIT (1: the rate-limit accuracy run of bench/ratelimit_bench.py, once; 0 skips it),
 #      RATELIMIT_S (60 s measured, 4 worker processes, 100 jobs per 1 s).
@@ -29,6 +30,7 @@ SCALE_N=${SCALE_N:-100000}
 BACKLOG_N=${BACKLOG_N:-1000000}
 RATELIMIT=${RATELIMIT:-1}
 RATELIMIT_S=${RATELIMIT_S:-60}
+MEM_N=${MEM_N:-100000}
 WORK=${PEERBENCH_WORK:-/tmp/peerbench}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
 elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
@@ -152,10 +154,10 @@ for row in csv.DictReader(sys.stdin):
   # client for a single enqueue (the script's own writes included), beside PING.
   local sha env
   sha=$(redis-cli -h 127.0.0.1 -p "$PORT" script load "$(cat "$REPO/shared/tq/scripts/enqueue.lua")")
-  env=$("$PY" -c 'from tq.envelope import new_job_json; print(new_job_json("x", "bench", "noop", "{\"t0\":1.5}", 1.5))')
+  # one job: id, name, no key, no trace id, due now, payload (the argument the producer sends)
   redis-benchmark -h 127.0.0.1 -p "$PORT" -c 1 -n 50000 -r 100000000 --csv EVALSHA "$sha" 4 \
       'tq:{bench}:stream' 'tq:{bench}:delayed' 'tq:{bench}:counters' 'tq:{bench}:config' 'tq:{bench}:' \
-      "$(date +%s)000" bench 86400 1 "id__rand_int__"$'\x1f'"$env"$'\x1f'"noop"$'\x1f\x1f'"0" 2>>"$LOG" | "$PY" -c '
+      "$(date +%s)000" bench 86400 1 "id__rand_int__"$'\x1f'"noop"$'\x1f\x1f\x1f'"0"$'\x1f''{"t0":1.5}' 2>>"$LOG" | "$PY" -c '
 import json, sys
 for line in sys.stdin.read().splitlines()[1:]:  # the command (with its JSON) breaks CSV quoting
     rps, _avg, _min, p50, _p95, p99, _max = line.rstrip().rstrip("\"").split("\",\"")[-7:]
@@ -179,10 +181,26 @@ for REP in $(seq "$REPS"); do
     --variant long+metrics+stats
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq tp c=50" node "$BJS" throughput --n "$N" --concurrency 50 --chunk 1000
+    # Redis CPU per job for BullMQ, the same protocol as tq's throughput run reports it
+    run "bullmq cpu c=50" node "$HERE/bullmq_extra.js" cpu --n "$N" --concurrency 50 --chunk 1000
+  fi
+  # Redis memory per waiting and per retained completed job, both systems, two payloads
+  if [ "$MEM_N" -gt 0 ]; then
+    for payload in small 300; do
+      run "tq memory $payload" "$PY" "$TQ" memory --n "$MEM_N" --payload "$payload"
+      if [ "$BULLMQ" = 1 ]; then
+        run "bullmq memory $payload" node "$HERE/bullmq_extra.js" memory --n "$MEM_N" --payload "$payload"
+      fi
+    done
   fi
   run "tq lat sync" "$PY" "$TQ" latency --n "$LAT_N" --rate "$RATE" --concurrency 50 --variant sync
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq lat" node "$BJS" latency --n "$LAT_N" --rate "$RATE" --concurrency 50
+  fi
+  # concurrent single enqueues: 100 callers (an ASGI app under load), no worker
+  run "tq concurrent c=100" "$PY" "$TQ" concurrent --n "$N" --concurrency 100
+  if [ "$BULLMQ" = 1 ]; then
+    run "bullmq concurrent c=100" node "$HERE/bullmq_extra.js" concurrent --n "$N" --concurrency 100
   fi
   run "tq single sync" "$PY" "$TQ" single --n "$N" --variant sync
   run "tq single async" "$PY" "$TQ" single --n "$N" --variant async

@@ -19,6 +19,9 @@ TARGET_SINGLE = 0.80  # tq SyncProducer.enqueue rate / redis-benchmark -c 1 PING
 TARGET_P50_MS = 1.0  # tq enqueue->done p50 at the latency rate
 TARGET_P99_MS = 3.0
 TARGET_OBSERVE_COST = 0.10  # process-rate loss with metrics + stats on, vs the same run without
+TARGET_MEMORY = 1.0  # tq Redis bytes per job / BullMQ's (waiting, and retained completed), at most
+TARGET_CPU = 0.4  # tq Redis CPU per job / BullMQ's (bulk enqueue + processing), at most
+TARGET_CONCURRENT = 3.0  # 100 concurrent callers: tq Producer.enqueue jobs/s / BullMQ queue.add
 PING_REF = "PING_MBULK"  # the RESP encoding real clients (and EVALSHA) use; PING_INLINE shown beside
 
 
@@ -198,6 +201,34 @@ def main(path: str) -> None:
             )
         p("")
 
+    # ---- Redis memory and CPU per job ---------------------------------------------------------------
+    mem: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    cpu: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("mode") == "memory":
+            mem[(r["system"], r.get("payload", "small"))].append(r)
+        elif r.get("redis_cpu_us_per_job") is not None and (r["system"] == "bullmq" or not r.get("variant")):
+            cpu[r["system"]].append(r)
+    if mem or cpu:
+        p("### Redis memory and CPU per job (the same scratch Redis, one after the other)\n")
+        p("| system | payload | N | bytes / waiting job | bytes / retained completed job | reps |")
+        p("|---|---|---|---|---|---|")
+        for (system, payload), rs in sorted(mem.items()):
+            w = [x["bytes_per_waiting_job"] for x in rs]
+            c = [x["bytes_per_completed_job"] for x in rs]
+            label = '{"n": i}' if payload == "small" else "~300 bytes of JSON"
+            p(
+                f"| {system} | {label} | {rs[0]['n']} | {f(med(w))}{rng(w)} | "
+                f"{f(med(c))}{rng(c)} | {len(rs)} |"
+            )
+        for system, rs in sorted(cpu.items()):
+            us = [x["redis_cpu_us_per_job"] for x in rs]
+            p(
+                f"\nRedis CPU per job, {system} (bulk enqueue + processing of {rs[0]['n']} no-op jobs, "
+                f"INFO cpu sys+user): {f(med(us), 1)} µs{rng(us, 1)}."
+            )
+        p("")
+
     # ---- tq single enqueues --------------------------------------------------------------------------
     single: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -300,6 +331,63 @@ def main(path: str) -> None:
             f"| {name} | < {TARGET_OBSERVE_COST:.0%} | **{cost:.1%}** ({f(m_on)} / {f(m_off)} jobs/s) | "
             f"{per_rep} | {'PASS' if cost < TARGET_OBSERVE_COST else 'FAIL'} |"
         )
+
+    def at_most_line(
+        name: str, num: list[dict[str, Any]], den: list[dict[str, Any]], field: str, goal: float
+    ) -> None:
+        mn, md = med([x.get(field) for x in num]), med([x.get(field) for x in den])
+        if mn is None or not md:
+            p(
+                f"| {name} | ≤ {goal:g}x | n/a ({'tq' if mn is None else 'BullMQ'} missing in this run) "
+                "| - | n/a |"
+            )
+            return
+        a, b = by_rep(num, field), by_rep(den, field)
+        paired = [a[k] / b[k] for k in a if b.get(k)]
+        per_rep = f"{min(paired):.2f}-{max(paired):.2f}" if len(paired) > 1 else "-"
+        r = mn / md
+        p(
+            f"| {name} | ≤ {goal:g}x | **{r:.2f}x** ({f(mn, 1)} / {f(md, 1)}) | {per_rep} | "
+            f"{'PASS' if r <= goal else 'FAIL'} |"
+        )
+
+    for payload, label in (("small", '{"n": i}'), ("300", "a ~300-byte payload")):
+        tq_mem, bq_mem = mem.get(("tq", payload), []), mem.get(("bullmq", payload), [])
+        if tq_mem or bq_mem:
+            at_most_line(
+                f"Redis bytes per waiting job, {label}: tq / BullMQ",
+                tq_mem,
+                bq_mem,
+                "bytes_per_waiting_job",
+                TARGET_MEMORY,
+            )
+            at_most_line(
+                f"Redis bytes per retained completed job, {label}: tq / BullMQ",
+                tq_mem,
+                bq_mem,
+                "bytes_per_completed_job",
+                TARGET_MEMORY,
+            )
+    at_most_line(
+        "Redis CPU per job (bulk enqueue + processing): tq / BullMQ",
+        cpu.get("tq", []),
+        cpu.get("bullmq", []),
+        "redis_cpu_us_per_job",
+        TARGET_CPU,
+    )
+    conc: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("mode") == "concurrent":
+            conc[r["system"]].append(r)
+    ratio_line(
+        "concurrent single enqueues (100 callers, one job at a time each): tq Producer.enqueue / BullMQ add",
+        conc.get("tq", []),
+        conc.get("bullmq", []),
+        "enqueue_rate",
+        "enqueue_rate",
+        TARGET_CONCURRENT,
+        "jobs/s",
+    )
     all_single = [x for rs in single.values() for x in rs]
     if all_single:
         worst = max(x["round_trips_per_job"] for x in all_single)

@@ -22,6 +22,18 @@ so that the periodic work is paid several times.
   its enqueue call. The worker records handler start (pickup) and done.
 * single: flush the DB; N sequential single enqueues, no worker -> enqueue jobs/s and Redis round
   trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sent).
+* memory: flush the DB; N waiting jobs with payload ``{"n": i}`` (``--payload small``) or about 300
+  bytes of JSON (``--payload 300``) by ``Producer.enqueue_many`` -> Redis bytes per waiting job
+  (INFO used_memory before/after); then a worker in this process runs them all -> bytes per
+  retained completed job (MEMORY USAGE of the retained records, 1000, plus their share of the
+  completed index). Same protocol as ``bench/bullmq_extra.js memory``.
+
+* concurrent: flush the DB; ``--concurrency`` coroutines each enqueue one job at a time with
+  ``Producer.enqueue`` (an ASGI app under load) until N jobs, no worker -> enqueue jobs/s (same
+  protocol as ``bench/bullmq_extra.js concurrent`` with ``queue.add``).
+
+The throughput run also reports Redis CPU per job (``INFO cpu`` used_cpu_sys + used_cpu_user before
+the enqueue and after the last job is done; ``bench/bullmq_extra.js cpu`` does the same for BullMQ).
 
 "done" = the worker's ``on_settled`` callback reported the job: its outcome is committed to Redis
 (acked and recorded in one settle script call). All guarantees stay on: events, audit,
@@ -65,6 +77,19 @@ class Noop(Payload):
     t0: float
 
 
+class MemSmall(Payload):  # the memory benchmark's payload {"n": i}
+    n: int
+
+
+class Mem300(Payload):  # a realistic payload: about 300 bytes of JSON
+    n: int
+    s: str
+
+
+MEM_JOBS = {"small": "mem", "300": "mem300"}
+PAD = "x" * 280
+
+
 def register(concurrency: int) -> QueueSpec:
     """The bench queue with the worker concurrency as its registry default (not a settings override:
     an override makes every enqueue merge it into the defaults, a cost queues without one do not pay)."""
@@ -72,7 +97,7 @@ def register(concurrency: int) -> QueueSpec:
         QueueSpec(
             QUEUE,
             FAMILY,
-            jobs={JOB: Noop},
+            jobs={JOB: Noop, MEM_JOBS["small"]: MemSmall, MEM_JOBS["300"]: Mem300},
             description="benchmark no-op jobs",
             defaults=QueueDefaults(concurrency=concurrency),
         )
@@ -356,13 +381,21 @@ def throughput(args: argparse.Namespace) -> None:
         finally:
             await producer.close()
 
+    cpu0 = redis_cpu_s()
     enq_s = run_loop(settings, enqueue())
     out = tmp_out()
     t_spawn = time.time()
     p = spawn_worker(args, n, out)
     finish(p)
+    cpu_us = (redis_cpu_s() - cpu0) * 1e6 / n
     res = base_result(args, "throughput", f"Producer.enqueue_many chunks of {chunk}")
-    res.update({"enqueue_s": round(enq_s, 4), "enqueue_rate": round(n / enq_s, 1)})
+    res.update(
+        {
+            "enqueue_s": round(enq_s, 4),
+            "enqueue_rate": round(n / enq_s, 1),
+            "redis_cpu_us_per_job": round(cpu_us, 2),
+        }
+    )
     d = load_rows(out)
     if d is None:
         res["error"] = f"worker did not finish {n} jobs within {args.timeout}s (rc={p.returncode})"
@@ -381,6 +414,103 @@ def throughput(args: argparse.Namespace) -> None:
             "process_spawn_to_done_s": round(last_done - t_spawn, 4),
         }
     )
+    emit(res)
+
+
+def redis_cpu_s() -> float:
+    """The scratch Redis's CPU time so far (system + user), seconds."""
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        cpu = r.info("cpu")
+    finally:
+        r.close()
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def memory(args: argparse.Namespace) -> None:
+    from tq import keys
+    from tq.connection import async_client
+    from tq.handlers import HandlerRegistry
+    from tq.producer import Producer
+    from tq.worker import Worker, ensure_group
+
+    settings = settings_for(args)
+    flushdb()
+    n, job = args.n, MEM_JOBS[args.payload]
+
+    def data(i: int) -> dict[str, Any]:
+        return {"n": i, "s": PAD} if args.payload == "300" else {"n": i}
+
+    async def run() -> dict[str, Any]:
+        client = async_client(settings)
+        producer = Producer(client, settings)
+        await _warm_async(producer)
+        await ensure_group(client, QUEUE)
+        await producer.enqueue(QUEUE, job, data(-1))  # the queue's own keys exist before the measure
+        before = int((await client.info("memory"))["used_memory"])
+        await producer.enqueue_many(QUEUE, [(job, data(i)) for i in range(n)], chunk=args.chunk)
+        after = int((await client.info("memory"))["used_memory"])
+        done, all_done = 0, asyncio.Event()
+
+        def settled(_queue: str, job_ids: list[str]) -> None:
+            nonlocal done
+            done += len(job_ids)
+            if done >= n + 1:
+                all_done.set()
+
+        handlers = HandlerRegistry()
+
+        async def noop(ctx: Any, payload: Any) -> None:
+            return None
+
+        handlers.register(QUEUE, job)(noop)
+        worker = Worker(client, [get_queue(QUEUE)], handlers, settings, on_settled=settled)
+        await worker.start()
+        await all_done.wait()
+        await worker.stop()
+        ids = await client.zrevrange(keys.completed_index(QUEUE), 0, -1)
+        used = [await client.memory_usage(keys.job(QUEUE, i.decode()), samples=0) for i in ids]
+        index = await client.memory_usage(keys.completed_index(QUEUE), samples=0)
+        await client.aclose()
+        return {
+            "bytes_per_waiting_job": round((after - before) / n, 1),
+            "bytes_per_completed_job": round(sum(used) / len(used) + index / len(ids), 1),
+            "completed_sampled": len(ids),
+        }
+
+    res = base_result(args, "memory", f"Producer.enqueue_many chunks of {args.chunk}")
+    res.update({"payload": args.payload, **run_loop(settings, run())})
+    emit(res)
+
+
+def concurrent(args: argparse.Namespace) -> None:
+    from tq.producer import Producer
+
+    settings = settings_for(args)
+    flushdb()
+    n, callers = args.n, args.concurrency
+
+    async def run() -> float:
+        producer = Producer(settings=settings)
+        left = n
+
+        async def caller() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await producer.enqueue(QUEUE, JOB, {"t0": time.time()})
+
+        try:
+            await _warm_async(producer)
+            t = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(callers)))
+            return time.perf_counter() - t
+        finally:
+            await producer.close()
+
+    enq_s = run_loop(settings, run())
+    res = base_result(args, "concurrent", f"Producer.enqueue, {callers} coroutines, one job at a time each")
+    res.update({"enqueue_s": round(enq_s, 4), "enqueue_rate": round(n / enq_s, 1)})
     emit(res)
 
 
@@ -589,7 +719,7 @@ def single(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["throughput", "latency", "single", "worker"])
+    ap.add_argument("mode", choices=["throughput", "latency", "single", "memory", "concurrent", "worker"])
     ap.add_argument("--n", type=int, default=None, help="jobs (20000; latency 2000)")
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--rate", type=float, default=200.0, help="latency mode: jobs/s")
@@ -597,6 +727,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0, help="max seconds for the worker")
     ap.add_argument("--variant", default=None, help="sync|async (latency, single), +idem, +metrics")
     ap.add_argument("--out", default="")
+    ap.add_argument("--payload", choices=sorted(MEM_JOBS), default="small", help="memory mode: the payload")
     args = ap.parse_args()
     if args.n is None:
         args.n = 2000 if args.mode == "latency" else 20000
@@ -606,7 +737,9 @@ def main() -> None:
     if args.mode == "worker":
         run_loop(settings_for(args), worker_main(args))
     else:
-        {"throughput": throughput, "latency": latency, "single": single}[args.mode](args)
+        modes = {"throughput": throughput, "latency": latency, "single": single, "memory": memory}
+        modes["concurrent"] = concurrent
+        modes[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tq import keys
 from tq.connection import text
-from tq.envelope import Event, EventType, replayed_json
+from tq.envelope import Event, EventType, new_job_id
 from tq.errors import ConfirmationRequired, NotFound
 from tq.paging import Page
 from tq.registry import get_queue
@@ -193,11 +192,21 @@ async def _replay(client: Any, queue: str, letters: list[DeadLetter]) -> ReplayR
             env = json.loads(d.envelope)
             if not isinstance(env, dict) or "payload" not in env:
                 raise ValueError
-        except (ValueError, RecursionError):  # a forged entry has no envelope to run again: it stays
+            max_attempts = env.get("max_attempts")
+            job_args = [
+                d.dlq_id,
+                d.job_id,
+                new_job_id(),
+                d.name or str(env.get("name", "")),
+                json.dumps(env["payload"], separators=(",", ":")),
+                str(env.get("idempotency_key") or ""),
+                str(env.get("trace_id") or ""),
+                "" if max_attempts is None else int(max_attempts),
+            ]
+        except (ValueError, TypeError, RecursionError):  # forged: no envelope to run again, it stays
             skipped += 1
             continue
-        new_id = uuid.uuid4().hex
-        args += [d.dlq_id, d.job_id, new_id, replayed_json(env, new_id, now, d.job_id), d.name]
+        args += job_args
     if len(args) == 4:
         return ReplayResult(0, skipped, [])
     reply = await scripts.replay(keys=[keys.dlq(queue), keys.stream(queue), keys.counters(queue)], args=args)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import binascii
 import functools
 import json
+import os
+import re
 import time
 from enum import Enum
 from typing import Any, Literal
@@ -41,63 +44,133 @@ class Envelope(BaseModel):
 
 
 # ---- the wire encoding ------------------------------------------------------------------------
-# A new job's envelope is written by ``new_job_json`` (the producer's hot path: no model built, the
-# payload already validated and encoded) and read back by consumers with
-# ``Envelope.model_validate_json``; a replay rewrites a dead-lettered one with ``replayed_json``.
-# tests/engine/test_envelope.py checks that what these write parses back into ``Envelope`` with the
-# same values, and that every field they leave out has a default.
+# A job's stream entry carries its envelope as separate fields (names below), the payload once, as
+# the producer encoded it. The job record (``tq.keys.job``) holds the same fields only while no
+# entry carries them (delayed, in backoff, finished), so a job's payload is stored once. Field
+# names are one or two letters and optional fields are left out: a waiting job's stream entry is
+# most of what it costs in Redis (docs/engine.md, "Storage").
+#
+#   i id   n name   p payload JSON   t enqueued at (ms)   k idempotency key   tr trace id
+#   nb not before (ms)   rp replay of   m max attempts   a attempt (retries)   sx suspect flag
+#
+# Entries written before this layout carry the whole envelope as JSON in ``j`` (``LEGACY_FIELD``):
+# they are still read (``entry_envelope``), and the scripts keep handling records with ``e``.
+
+LEGACY_FIELD = b"j"
+_ID_ALPHABET = bytes.maketrans(b"+/", b"_.")  # base64 without the '-' a CLI would take for an option
 
 
-@functools.lru_cache(maxsize=4096)
-def _json_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+def new_job_id() -> str:
+    """128 random bits as 22 characters (base64 with '_' and '.'): as unique as a uuid4, and ten
+    characters shorter than its hex in every key, entry and index that names the job."""
+    return binascii.b2a_base64(os.urandom(16), newline=False)[:22].translate(_ID_ALPHABET).decode()
 
 
-def _json_opt(value: str | None) -> str:
-    """A string (or None) as JSON; queue and job names repeat, so their encoding is cached."""
-    return "null" if value is None else _json_str(value)
+def _ms(value: bytes | None) -> float | None:
+    return int(value) / 1000 if value else None
 
 
-@functools.lru_cache(maxsize=256, typed=True)
-def _json_time(value: float) -> str:
-    """A time as JSON: every job of a bulk chunk shares one, and a float's repr costs more than
-    the rest of the envelope."""
-    return repr(value)
+_PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,128}")  # Envelope.id's pattern
+_PLAIN_NAME = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]{1,200}')  # no JSON escaping needed
+_PLAIN_FIELDS = frozenset((b"i", b"n", b"p", b"t"))
 
 
-def new_job_json(
-    job_id: str,
-    queue: str,
-    name: str,
-    payload_json: str,
-    enqueued_at: float,
-    idempotency_key: str | None = None,
-    trace_id: str | None = None,
-    not_before: float | None = None,
-) -> str:
-    """The JSON of a new job's ``Envelope`` (attempt 1; ``max_attempts`` and ``replay_of`` left to
-    their defaults), assembled around ``payload_json``, the payload already validated and encoded.
-    ``job_id`` must need no JSON escaping (the producer's ids are hex)."""
-    return (
-        f'{{"id":"{job_id}","queue":{_json_opt(queue)},"name":{_json_opt(name)},"payload":{payload_json},'
-        f'"attempt":1,"idempotency_key":{_json_opt(idempotency_key)},"trace_id":{_json_opt(trace_id)},'
-        f'"enqueued_at":{_json_time(enqueued_at)}'
-        + ("}" if not_before is None else f',"not_before":{_json_time(not_before)}}}')
-    )
+@functools.lru_cache(maxsize=256)
+def _queue_json(queue: str) -> bytes:
+    return json.dumps(queue).encode()
 
 
-def replayed_json(envelope: dict[str, Any], job_id: str, enqueued_at: float, replay_of: str) -> str:
-    """A dead-lettered job's envelope (parsed JSON) as a new job replaying it: a new id, attempt 1,
-    due now, linked to the job it replays; payload, name, keys and trace id kept."""
-    envelope = {
-        **envelope,
-        "id": job_id,
-        "attempt": 1,
-        "enqueued_at": enqueued_at,
-        "not_before": None,
-        "replay_of": replay_of,
-    }
-    return json.dumps(envelope, separators=(",", ":"))
+def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Envelope:
+    """The envelope of a stream entry (either layout); ``entry_ms``: when the entry was added (its
+    id), the enqueue time of a fresh entry. Raises ``ValueError`` (a pydantic ``ValidationError``
+    among them) for a forged or corrupt entry."""
+    legacy = fields.get(LEGACY_FIELD)
+    if legacy is not None:
+        return Envelope.model_validate_json(legacy)
+    if fields.keys() == _PLAIN_FIELDS:  # a fresh job (the consumer's hot path): one JSON parse
+        job_id, name, t = fields[b"i"], fields[b"n"], fields[b"t"]
+        if _PLAIN_ID.fullmatch(job_id) and _PLAIN_NAME.fullmatch(name) and t.isdigit() and len(t) > 3:
+            # the payload's JSON is embedded as written; what it could add besides an object is
+            # refused by the model (extra keys forbidden) or is what a forged 'i' or 'm' could say
+            doc = b"".join(
+                (
+                    b'{"id":"',
+                    job_id,
+                    b'","queue":',
+                    _queue_json(queue),
+                    b',"name":"',
+                    name,
+                    b'","payload":',
+                    fields[b"p"],
+                    b',"enqueued_at":',
+                    t[:-3],
+                    b".",
+                    t[-3:],
+                    b"}",
+                )
+            )
+            return Envelope.model_validate_json(doc)
+    try:
+        payload = json.loads(fields[b"p"])
+        raw = {
+            "id": fields[b"i"].decode(),
+            "queue": queue,
+            "name": fields[b"n"].decode(),
+            "payload": payload,
+            "enqueued_at": _ms(fields.get(b"t")) or entry_ms / 1000,
+        }
+        for field, key in ((b"k", "idempotency_key"), (b"tr", "trace_id"), (b"rp", "replay_of")):
+            if field in fields:
+                raw[key] = fields[field].decode()
+        if b"nb" in fields:
+            raw["not_before"] = _ms(fields[b"nb"])
+        if b"m" in fields:
+            raw["max_attempts"] = int(fields[b"m"])
+    except (KeyError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"entry without a readable {exc} field") from None
+    return Envelope.model_validate(raw)
+
+
+def entry_payload_json(fields: dict[bytes, bytes], env: Envelope) -> str:
+    """The payload JSON as the entry holds it (re-encoded only for a legacy entry)."""
+    raw = fields.get(b"p")
+    return raw.decode() if raw is not None else json.dumps(env.payload, separators=(",", ":"))
+
+
+def record_envelope(h: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None) -> dict[str, Any]:
+    """What a job record (merged with its stream entry's fields, when it has one) says of the job's
+    envelope, as a dict of ``Envelope`` fields; either layout, forgiving (for inspection)."""
+    legacy = h.get(b"e") or (entry or {}).get(LEGACY_FIELD)
+    if legacy:
+        try:
+            env = json.loads(legacy)
+            return env if isinstance(env, dict) else {}
+        except (ValueError, RecursionError):
+            return {}
+    f = {**(entry or {}), **h}
+    out: dict[str, Any] = {}
+    try:
+        out["payload"] = json.loads(f[b"p"]) if b"p" in f else {}
+    except (ValueError, RecursionError):
+        out["payload"] = f[b"p"].decode(errors="replace")
+    for field, key in (
+        (b"n", "name"),
+        (b"k", "idempotency_key"),
+        (b"tr", "trace_id"),
+        (b"rp", "replay_of"),
+    ):
+        if field in f:
+            out[key] = f[field].decode(errors="replace")
+    if b"t" in f:
+        out["enqueued_at"] = int(f[b"t"]) / 1000
+    if f.get(b"m"):
+        out["max_attempts"] = int(f[b"m"])
+    return out
+
+
+def envelope_json(env: Envelope) -> str:
+    """An envelope as the JSON the DLQ entry keeps (``tq.dlq``)."""
+    return env.model_dump_json()
 
 
 class EventType(str, Enum):
@@ -183,10 +256,12 @@ class Event(BaseModel):
 
 
 def entry_job_id(fields: dict[bytes, bytes]) -> str | None:
-    """The job id of a stream entry's envelope without validating the rest, or None when the entry
-    is forged or corrupt (not JSON, no id, absurdly nested...)."""
+    """The job id of a stream entry (either layout) without validating the rest, or None when the
+    entry is forged or corrupt (not JSON, no id, absurdly nested...)."""
+    if b"i" in fields:
+        return fields[b"i"].decode(errors="replace")
     try:
-        job_id = json.loads(fields.get(b"j", b""))["id"]
+        job_id = json.loads(fields.get(LEGACY_FIELD, b""))["id"]
     except (KeyError, ValueError, TypeError, RecursionError):
         return None
     return str(job_id)

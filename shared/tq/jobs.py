@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 from tq import config, keys
 from tq.connection import text
 from tq.dlq import replay_one
-from tq.envelope import Event, EventType, JobState, entry_job_id
+from tq.envelope import Event, EventType, JobState, entry_job_id, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
 from tq.registry import get_queue
@@ -66,9 +66,25 @@ class JobRecord:
         return out
 
 
-def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> JobRecord:
-    env = json.loads(h.get(b"e") or b"{}")
-    state = JobState(text(h.get(b"s")) or "waiting")
+def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _record(
+    queue: str,
+    job_id: str,
+    h: dict[bytes, bytes],
+    pending: bool,
+    entry: dict[bytes, bytes] | None = None,
+    dead: dict[bytes, bytes] | None = None,
+) -> JobRecord:
+    """A job from its record, the stream entry of a waiting or active job (its envelope is there)
+    and the DLQ entry of a dead one (its payload and stack are there). Either storage layout."""
+    env = record_envelope(h, entry)
+    if dead and not env.get("payload"):
+        kept = {k: v for k, v in env.items() if k != "payload"}
+        env = {**record_envelope({b"e": dead.get(b"e", b"")}), **kept}
+    state = JobState(text(h.get(b"s")) or "waiting")  # a waiting job's record holds only its entry id
     if state is JobState.WAITING and pending:
         state = JobState.ACTIVE
     result: Any = None
@@ -77,12 +93,13 @@ def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> Jo
             result = json.loads(h[b"r"])
         except ValueError:
             result = text(h[b"r"])
+    stack = h.get(b"es") or (dead or {}).get(b"es")
     return JobRecord(
         id=job_id,
         queue=queue,
         name=text(h.get(b"n")) or env.get("name", ""),
         state=state,
-        attempts=int(h.get(b"a") or 0),
+        attempts=int(h.get(b"a") or (1 if state is JobState.COMPLETED else 0)),  # a first one: no 'a'
         payload=env.get("payload", {}),
         enqueued_at=_ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
         started_at=_ms_to_s(h.get(b"st")),
@@ -91,26 +108,18 @@ def _record(queue: str, job_id: str, h: dict[bytes, bytes], pending: bool) -> Jo
         due_at=_ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
         error_type=text(h.get(b"et")) or None,
         error=text(h.get(b"em")) or None,
-        stack=text(h.get(b"es")) or None,
+        stack=text(stack) or None,
         failures=json.loads(h[b"h"]) if h.get(b"h") else [],
         result=result,
         idempotency_key=env.get("idempotency_key"),
         trace_id=env.get("trace_id"),
         max_attempts=env.get("max_attempts"),
         dlq_id=text(h.get(b"dl")) or None,
-        replay_of=text(h.get(b"rp")) or None,
+        replay_of=text(h.get(b"rp")) or env.get("replay_of") or None,
         replayed_as=text(h.get(b"ra")) or None,
         consumer=text(h.get(b"c")) or None,
         entry_id=text(h.get(b"x")) or None,
     )
-
-
-async def _pending_ids(client: Any, queue: str, entry_ids: list[str]) -> set[str]:
-    if not entry_ids:
-        return set()
-    lo, hi = min(entry_ids, key=_eid_key), max(entry_ids, key=_eid_key)
-    rows = await _xpending(client, keys.stream(queue), lo, hi, 10_000)
-    return {text(r["message_id"]) for r in rows}
 
 
 async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> list[dict[str, Any]]:
@@ -124,18 +133,25 @@ async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> l
 
 
 def _eid_key(eid: str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair."""
     ms, _, seq = eid.partition("-")
     return int(ms), int(seq or 0)
 
 
 async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
+    """One job, read in one round trip (``scripts/inspect.lua``)."""
     get_queue(queue)
-    h = await client.hgetall(keys.job(queue, job_id))
-    if not h:
+    reply = await Scripts(client).inspect(
+        keys=[keys.job(queue, job_id), keys.stream(queue), keys.dlq(queue), keys.completed_index(queue)],
+        args=[keys.GROUP, job_id],
+    )
+    if not reply:
         raise NotFound(f"no job {job_id} on {queue} (never enqueued, or trimmed by retention)")
-    eid = text(h.get(b"x"))
-    pending = eid in await _pending_ids(client, queue, [eid]) if eid else False
-    return _record(queue, job_id, h, pending)
+    h, entry, pending, dead, finished = reply
+    rec = _pairs(h)
+    if finished and b"f" not in rec:
+        rec[b"f"] = str(int(float(finished))).encode()
+    return _record(queue, job_id, rec, bool(pending), _pairs(entry), _pairs(dead))
 
 
 def _matches(rec: JobRecord, needle: str | None) -> bool:
@@ -176,17 +192,22 @@ async def list_jobs(
     chunk = max(limit, 100)
     pos = cursor
     while len(found) < limit and scanned < scan_limit:
+        entries: dict[str, dict[bytes, bytes]] = {}  # a waiting or active job's envelope is in its entry
+        finished: dict[str, float] = {}  # a completed job's finish time is its index score
         if state in (JobState.WAITING, JobState.ACTIVE):
-            ids, next_pos = await _stream_ids(client, queue, state, pos, chunk)
+            ids, next_pos, entries = await _stream_ids(client, queue, state, pos, chunk)
         else:
-            ids, next_pos = await _index_ids(client, queue, state, pos, chunk)
+            ids, next_pos, finished = await _index_ids(client, queue, state, pos, chunk)
         if not ids:
             pos = None
             break
         scanned += len(ids)
         rows = await _load(client, queue, ids)
+        dead = await _dead_entries(client, queue, rows) if state is JobState.DEAD else {}
         for job_id, h in rows:
-            rec = _record(queue, job_id, h, pending=state is JobState.ACTIVE)
+            if state is JobState.COMPLETED and job_id in finished and b"f" not in h:
+                h[b"f"] = str(int(finished[job_id])).encode()
+            rec = _record(queue, job_id, h, state is JobState.ACTIVE, entries.get(job_id), dead.get(job_id))
             if rec.state is state and _matches(rec, search):
                 found.append(rec)
                 if len(found) == limit:
@@ -210,9 +231,19 @@ def _cursor_after(
     return str(int(chunk_pos or 0) + idx + 1)
 
 
+async def _dead_entries(
+    client: Any, queue: str, rows: list[tuple[str, dict[bytes, bytes]]]
+) -> dict[str, dict[bytes, bytes]]:
+    """The DLQ entries of dead jobs (their payload and stack are there), by job id."""
+    dead = [(job_id, text(h[b"dl"])) for job_id, h in rows if h.get(b"dl")]
+    found = await _entries(client, keys.dlq(queue), [dl for _, dl in dead])
+    by_dlq = dict(found)
+    return {job_id: by_dlq[dl] for job_id, dl in dead if dl in by_dlq}
+
+
 async def _stream_ids(
     client: Any, queue: str, state: JobState, pos: str | None, count: int
-) -> tuple[list[str], str | None]:
+) -> tuple[list[str], str | None, dict[str, dict[bytes, bytes]]]:
     """Job ids of waiting (undelivered) or active (pending) entries after the entry cursor ``pos``."""
     stream = keys.stream(queue)
     if pos and pos.startswith("job:"):  # resume after a job: find its entry
@@ -232,9 +263,9 @@ async def _stream_ids(
             start = delivered
         raw = await client.xrange(stream, min=f"({start}", max="+", count=count)
         entries = [(text(e), f) for e, f in raw]
-    ids = [job_id for _eid, f in entries if (job_id := entry_job_id(f)) is not None]  # forged: not jobs
+    by_id = {job_id: f for _eid, f in entries if (job_id := entry_job_id(f)) is not None}  # forged: not jobs
     next_pos = entries[-1][0] if len(entries) == count else None
-    return ids, next_pos
+    return list(by_id), next_pos, by_id
 
 
 async def _entries(client: Any, stream: str, eids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -247,15 +278,16 @@ async def _entries(client: Any, stream: str, eids: list[str]) -> list[tuple[str,
 
 async def _index_ids(
     client: Any, queue: str, state: JobState, pos: str | None, count: int
-) -> tuple[list[str], str | None]:
+) -> tuple[list[str], str | None, dict[str, float]]:
+    """Ids of one chunk of an index, and their scores (a completed job's is when it finished)."""
     offset = int(pos or 0)
     if state in (JobState.DELAYED, JobState.FAILED):
-        raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1)
+        raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1, withscores=True)
     else:
         index = keys.completed_index(queue) if state is JobState.COMPLETED else keys.dead_index(queue)
-        raw = await client.zrevrange(index, offset, offset + count - 1)
-    ids = [text(i) for i in raw]
-    return ids, (str(offset + count) if len(ids) == count else None)
+        raw = await client.zrevrange(index, offset, offset + count - 1, withscores=True)
+    scores = {text(i): float(score) for i, score in raw}
+    return list(scores), (str(offset + count) if len(raw) == count else None), scores
 
 
 async def retry_job(client: Any, queue: str, job_id: str) -> str:

@@ -8,7 +8,6 @@ producer built from settings.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from hiredis import pack_command
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -24,13 +24,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys
 from tq.connection import async_client, is_cluster, sync_client
-from tq.envelope import new_job_json
+from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
 from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 
 Delay = float | int | timedelta | None
+SHARED_BATCH = 25  # concurrent single enqueues: jobs per shared script call, at most
+SHARED_IN_FLIGHT = 4  # ... and such calls in flight (see Producer._flush_loop)
 CHUNKS_IN_FLIGHT = 4  # bulk chunks sent ahead of their replies: overlaps encoding and round trips,
 # and holds at most this many pooled connections however large the batch
 
@@ -51,6 +53,9 @@ class _Prepared:
     req: JobRequest
     payload: str  # JSON
     delay: float
+
+
+_Queued = tuple[QueueSpec, "_Prepared", "asyncio.Future[EnqueueResult]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +125,15 @@ class _Encoder:
         return _Prepared(req, payload, _delay_s(req.delay))
 
     def job_args(self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any]) -> None:
-        """Append one prepared job's script argument: id, envelope, name, key and due time joined
-        by the unit separator (one argument per job keeps the client's command packing cheap)."""
+        """Append one prepared job's script argument: id, name, key, trace id, due time and payload
+        joined by the unit separator (one argument per job keeps the client's command packing
+        cheap). The id is chosen here, before anything is sent: a resent call finds its job."""
         req = job.req
-        job_id = os.urandom(16).hex()  # 128 random bits, like uuid4, at a third of the cost
-        not_before = now + job.delay if job.delay else None
-        body = new_job_json(
-            job_id, spec.name, req.name, job.payload, now, req.idempotency_key, req.trace_id, not_before
+        due = int((now + job.delay) * 1000) if job.delay else 0
+        out.append(
+            f"{new_job_id()}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{req.trace_id or ''}"
+            f"\x1f{due}\x1f{job.payload}"
         )
-        due = int(not_before * 1000) if not_before else 0
-        out.append(f"{job_id}\x1f{body}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{due}")
 
     def one(self, queue: str, req: JobRequest) -> list[Any]:
         """The script's arguments for a single job."""
@@ -163,12 +167,21 @@ class _Encoder:
 
 
 class Producer:
+    """Concurrent ``enqueue`` callers share round trips: a caller with no enqueue in flight sends
+    its job at once (a lone caller waits for nothing); callers arriving while one is in flight
+    queue their (validated) jobs, and as soon as it returns they go together, one script call per
+    queue and per SHARED_BATCH jobs, SHARED_IN_FLIGHT such calls at most in flight, each caller
+    getting its own id or error. No timer: a batch is whatever queued meanwhile."""
+
     def __init__(self, client: Any | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.client = client if client is not None else async_client(self.settings)
         self._owns_client = client is None
         self._scripts = Scripts(self.client)
         self._enc = _Encoder(self.settings)
+        self._in_flight = 0  # single enqueues sent and not yet answered
+        self._queued: list[_Queued] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         if self._owns_client:
@@ -207,9 +220,84 @@ class Producer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> EnqueueResult:
-        args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
-        reply = await self._scripts.enqueue(keys=self._enc.keys(queue), args=args)
+        spec = get_queue(queue)
+        prepared = self._enc.prepare(spec, JobRequest(job, data, idempotency_key, delay, trace_id))
+        flusher = self._flusher
+        if flusher is not None and flusher.get_loop() is not asyncio.get_running_loop():
+            self._flusher, self._queued = None, []  # left by an event loop that has ended
+        if self._in_flight or self._flusher is not None:  # share the next round trip
+            future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            self._queued.append((spec, prepared, future))
+            return await future
+        self._in_flight += 1
+        try:
+            now = time.time()
+            args = self._enc.head(spec, int(now * 1000))
+            self._enc.job_args(spec, prepared, now, args)
+            reply = await self._call(self._enc.keys(queue), args)
+        finally:
+            self._in_flight -= 1
+            self._flush_queued()
         return self._enc.results(reply)[0]
+
+    def _flush_queued(self) -> None:
+        if self._queued and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        """Send what queued, as soon as it queued, with at most SHARED_IN_FLIGHT calls in flight of at
+        most SHARED_BATCH jobs: while Redis runs one batch, the callers answered by the previous one
+        prepare the next (their validation and encoding overlap the round trip)."""
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while self._queued or sending:
+                if self._queued and len(sending) < SHARED_IN_FLIGHT:
+                    batch = self._queued[:SHARED_BATCH]
+                    del self._queued[:SHARED_BATCH]
+                    by_queue: dict[str, list[_Queued]] = {}
+                    for item in batch:
+                        by_queue.setdefault(item[0].name, []).append(item)
+                    sending.update(
+                        asyncio.create_task(self._send_queued(items)) for items in by_queue.values()
+                    )
+                else:
+                    done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a failure reached its callers; here it only ends the loop
+                # one pass of the loop (not a timer): callers just answered queue their next jobs
+                await asyncio.sleep(0)
+        finally:
+            self._flusher = None
+            self._flush_queued()  # a failure above: what queued meanwhile still goes
+
+    async def _send_queued(self, items: list[_Queued]) -> None:
+        spec = items[0][0]
+        now = time.time()
+        args = self._enc.head(spec, int(now * 1000))
+        for _spec, prepared, _future in items:
+            self._enc.job_args(spec, prepared, now, args)
+        try:
+            results = self._enc.results(await self._call(self._enc.keys(spec.name), args))
+        except BaseException as exc:  # every caller of the batch gets the error (a cancellation too)
+            for _s, _p, future in items:
+                if not future.done():
+                    future.set_exception(
+                        exc if isinstance(exc, Exception) else RedisConnectionError(str(exc))
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_s, _p, future), result in zip(items, results, strict=True):
+            if not future.done():  # a caller that gave up (cancelled) has no one to tell
+                future.set_result(result)
+
+    async def _call(self, keys_: list[str], args: list[Any]) -> Any:
+        """One enqueue script call, sent again once when the connection fails: the reply may be lost
+        after the script ran, and the same ids find the jobs that call created (no duplicate)."""
+        try:
+            return await self._scripts.enqueue(keys=keys_, args=args)
+        except (RedisConnectionError, RedisTimeoutError):
+            return await self._scripts.enqueue(keys=keys_, args=args)
 
     async def enqueue_many(
         self,
@@ -229,7 +317,7 @@ class Producer:
                 if len(sent) >= CHUNKS_IN_FLIGHT:
                     replies.append(await sent.popleft())
                 args = self._enc.chunk_args(queue, prepared[start : start + chunk])
-                sent.append(asyncio.ensure_future(self._scripts.enqueue(keys=ks, args=args)))
+                sent.append(asyncio.ensure_future(self._call(ks, args)))
                 await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
             while sent:
                 replies.append(await sent.popleft())
@@ -278,7 +366,8 @@ class SyncProducer:
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+                # packed by hiredis directly: redis-py's packer re-checks every argument's type
+                conn.send_packed_command([pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))])
                 return conn.read_response()
             except NoScriptError:
                 self.client.script_load(script.script)
@@ -314,14 +403,22 @@ class SyncProducer:
             self._enc.chunk_args(queue, prepared[i : i + chunk]) for i in range(0, len(prepared), chunk)
         ]
         ks = self._enc.keys(queue)
-        if self._cluster:  # a cluster pipeline refuses scripts: one call per chunk
-            replies = [self._scripts.enqueue(keys=ks, args=a) for a in batches]
-        else:
-            with self.client.pipeline(transaction=False) as pipe:
-                for a in batches:
-                    self._scripts.enqueue(keys=ks, args=a, client=pipe)
-                replies = pipe.execute()
+        for attempt in (1, 2):  # sent again once on a connection failure: the ids make it idempotent
+            try:
+                replies = self._send_batches(ks, batches)
+                break
+            except (RedisConnectionError, RedisTimeoutError):
+                if attempt == 2:
+                    raise
         return [r for reply in replies for r in self._enc.results(reply)]
+
+    def _send_batches(self, ks: list[str], batches: list[list[Any]]) -> list[Any]:
+        if self._cluster:  # a cluster pipeline refuses scripts: one call per chunk
+            return [self._scripts.enqueue(keys=ks, args=a) for a in batches]
+        with self.client.pipeline(transaction=False) as pipe:
+            for a in batches:
+                self._scripts.enqueue(keys=ks, args=a, client=pipe)
+            return list(pipe.execute())
 
 
 # ---- module-level API with a default producer -------------------------------------------------

@@ -57,6 +57,7 @@ from redis.exceptions import RedisError
 from tq import keys
 from tq.connection import text
 from tq.election import LeaderLock, run_periodic
+from tq.envelope import JobState
 from tq.errors import TqError
 from tq.producer import Producer, payload_json
 from tq.registry import get_queue
@@ -444,8 +445,10 @@ class Scheduler:
 
     async def _outcome(self, queue: str, job_id: str) -> str | None:
         """The job's state from its record (``active`` when delivered); None when the record is gone."""
-        rec = await self.client.hget(keys.job(queue, job_id), "s")
-        return text(rec) if rec is not None else None
+        state, entry = await self.client.hmget(keys.job(queue, job_id), "s", "x")
+        if state is None:  # a waiting job's record holds only its entry id
+            return JobState.WAITING.value if entry is not None else None
+        return text(state)
 
     async def _evaluate(self, spec: ScheduleSpec, state: dict[str, Any], now: float) -> None:
         name, skey = spec.name, keys.schedule_state(spec.name)

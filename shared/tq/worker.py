@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys
-from tq.envelope import Envelope, entry_job_id
+from tq.envelope import Envelope, entry_envelope, entry_job_id, entry_payload_json, envelope_json
 from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.loopwatch import LoopWatchdog
@@ -194,6 +194,8 @@ class _Op:
         a: str = "",
         b: str = "",
         *,
+        enqueued_ms: int | str = "",
+        payload: str = "",
         ready_at: float = 0.0,
         invalid: bool = False,
         reclaimed: bool = False,
@@ -221,6 +223,8 @@ class _Op:
                 _clean(trace),
                 _clean(a),
                 b,
+                str(enqueued_ms),
+                payload,  # last: the script takes the rest of the argument as it is
             )
         )
 
@@ -229,6 +233,7 @@ def _job_op(
     kind: str,
     eid: bytes,
     env: Envelope,
+    payload: str,
     attempt: int,
     started: float,
     duration_ms: float,
@@ -238,6 +243,10 @@ def _job_op(
     invalid: bool = False,
     reclaimed: bool = False,
 ) -> _Op:
+    """An op on a job that was read: it carries the envelope's fields (``payload``: its JSON as
+    the entry held it) for the job record, which keeps them once the entry is deleted."""
+    if kind == "d":  # the DLQ entry keeps the whole envelope
+        a = envelope_json(env)
     return _Op(
         kind,
         eid,
@@ -250,6 +259,8 @@ def _job_op(
         env.trace_id or "",
         a,
         b,
+        enqueued_ms=int(env.enqueued_at * 1000),
+        payload=payload,
         ready_at=env.not_before or env.enqueued_at,
         invalid=invalid,
         reclaimed=reclaimed,
@@ -257,6 +268,11 @@ def _job_op(
 
 
 _ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generously
+
+
+def _raw(fields: dict[bytes, bytes]) -> bytes:
+    """An unreadable entry's content, kept for inspection: the legacy envelope, or its payload."""
+    return fields.get(b"j") or fields.get(b"p") or b" ".join(k + b"=" + v[:200] for k, v in fields.items())
 
 
 def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
@@ -584,26 +600,33 @@ class QueueRunner:
         self._wake_settle.set()
 
     async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
-        raw = fields.get(b"j", b"")
+        size = sum(len(v) for v in fields.values())
         limit = self.w.settings.max_payload_bytes
-        if len(raw) > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
+        if size > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
             return _unreadable(
-                eid, raw, started, f"entry of {len(raw)} bytes; payloads are limited to {limit}"
+                eid, _raw(fields), started, f"entry of {size} bytes; payloads are limited to {limit}"
             )
         try:
-            env = Envelope.model_validate_json(raw)
+            env = entry_envelope(fields, self.queue, _entry_ms(eid))
         except ValidationError as exc:
-            return _unreadable(eid, raw, started, "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
+            reason = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
+            return _unreadable(eid, _raw(fields), started, reason)
+        except ValueError as exc:  # not JSON, a field missing
+            return _unreadable(eid, _raw(fields), started, str(exc))
         attempt = _attempt(fields, env)
+        payload_json = entry_payload_json(fields, env)
 
         def op(kind: str, a: str = "", b: str = "") -> _Op:
-            return _job_op(kind, eid, env, attempt, started, (time.time() - started) * 1000, a, b)
+            return _job_op(
+                kind, eid, env, payload_json, attempt, started, (time.time() - started) * 1000, a, b
+            )
 
         def dead(error_type: str, message: str, stack: str = "") -> _Op:
             return _job_op(
                 "d",
                 eid,
                 env,
+                payload_json,
                 attempt,
                 started,
                 (time.time() - started) * 1000,
@@ -792,9 +815,9 @@ class QueueRunner:
             now = time.time()
             for (eid, fields), mark in zip(claimed, marks, strict=True):
                 try:
-                    env = Envelope.model_validate_json(fields.get(b"j", b""))
-                except ValidationError:
-                    op = _unreadable(eid, fields.get(b"j", b""), now, "unreadable entry reclaimed")
+                    env = entry_envelope(fields, self.queue, _entry_ms(eid))
+                except ValueError:
+                    op = _unreadable(eid, _raw(fields), now, "unreadable entry reclaimed")
                     op.reclaimed = True
                     ops.append(op)
                     continue
@@ -812,11 +835,18 @@ class QueueRunner:
                     f"{self.cfg.visibility_timeout_s:g}s while holding attempt {attempt}",
                     suspect=mark is not None,
                 )
+                payload_json = entry_payload_json(fields, env)
                 if attempt >= self.max_attempts(env):
-                    ops.append(_job_op("d", eid, env, attempt, now, 0.0, b=failure, reclaimed=True))
+                    ops.append(
+                        _job_op("d", eid, env, payload_json, attempt, now, 0.0, b=failure, reclaimed=True)
+                    )
                 else:  # run again now: a crash is not a reason to wait out a backoff
                     due = str(int(now * 1000))
-                    ops.append(_job_op("r", eid, env, attempt, now, 0.0, a=due, b=failure, reclaimed=True))
+                    ops.append(
+                        _job_op(
+                            "r", eid, env, payload_json, attempt, now, 0.0, a=due, b=failure, reclaimed=True
+                        )
+                    )
             if ops:
                 await self.flush(ops)
                 charged = sum(op.reclaimed for op in ops)

@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from support import fast_settings, wait_for
 from tq import keys
+from tq.envelope import entry_envelope
 from tq.handlers import HandlerRegistry
 from tq.producer import Producer
 from tq.registry import PRODUCT_QUEUE_NAMES, all_queues, get_queue
@@ -117,12 +118,12 @@ def test_schema_is_strict_json_schema() -> None:
 
 def test_enqueue_prints_an_id_and_the_job_exists(redis_url: str, r: redis.Redis) -> None:
     job_id = ok("enqueue", Q, "send-email", "--data", EMAIL, "--trace-id", "cli-1").strip()
-    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
-    rec = r.hgetall(keys.job(Q, job_id))
-    assert rec[b"s"] == b"waiting" and json.loads(rec[b"e"])["name"] == "send-email"
-    env = json.loads(rec[b"e"])
+    assert re.fullmatch(r"[A-Za-z0-9_.]{22}", job_id)
+    [(eid, fields)] = r.xrange(keys.stream(Q))
+    assert r.hgetall(keys.job(Q, job_id)) == {b"x": eid}  # a waiting job's record: its entry id
+    env = entry_envelope(fields, Q, 0).model_dump()
+    assert env["name"] == "send-email" and env["id"] == job_id
     assert env["payload"]["to"] == "a@example.com" and env["trace_id"] == "cli-1"
-    assert r.xlen(keys.stream(Q)) == 1
 
     job = ok_json("job", Q, job_id)  # before any consumer exists
     assert [job[k] for k in ("id", "state", "name", "trace_id")] == [job_id, "waiting", "send-email", "cli-1"]
@@ -238,7 +239,7 @@ def test_dlq_list_show_replay_delete_purge(redis_url: str, r: redis.Redis) -> No
     assert "no DLQ entry" in refused("dlq", "show", Q, "1-0")
 
     new_id = ok("dlq", "replay", Q, target["dlq_id"]).strip()
-    assert re.fullmatch(r"[0-9a-f]{32}", new_id) and new_id != target["job_id"]
+    assert re.fullmatch(r"[A-Za-z0-9_.]{22}", new_id) and new_id != target["job_id"]
     replayed = ok_json("job", Q, new_id)
     assert replayed["state"] == "waiting" and replayed["replay_of"] == target["job_id"]
     assert replayed["payload"] == target["payload"]

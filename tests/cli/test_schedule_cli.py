@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 from tq import keys
+from tq.envelope import entry_envelope
 from tq_cli.main import app
 from typer.testing import CliRunner, Result
 
@@ -65,8 +66,8 @@ def test_add_list_suspend_resume_run_now_remove(redis_url: str, r: redis.Redis) 
     assert ok_json("schedule", "list")[0]["suspend"] is False
 
     job_id = ok("schedule", "run-now", "nightly-rollup").strip()
-    record = r.hgetall(keys.job("analytics:process", job_id))
-    payload = json.loads(record[b"e"])["payload"]
+    [(_eid, fields)] = r.xrange(keys.stream("analytics:process"))
+    payload = entry_envelope(fields, "analytics:process", 0).payload
     assert payload["day"] != "$yesterday" and len(payload["day"]) == 10  # filled in: an ISO date
     assert ok_json("schedule", "list")[1]["lastJobId"] == job_id
 

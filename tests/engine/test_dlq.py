@@ -98,10 +98,11 @@ async def test_entry_records_every_field_for_a_handler_exception(redis_client: A
     assert d.idempotency_key == "welcome-a"
     assert d.enqueued_at is not None and t0 - 0.01 <= d.enqueued_at <= d.failed_at
     assert json.loads(d.envelope)["id"] == job_id
-    # the job record points at its DLQ entry, and the dead job gave its idempotency key back
+    # the job record points at its DLQ entry, and the dead job keeps its idempotency key (its TTL)
     rec = await get_job(redis_client, Q, job_id)
     assert rec.state is JobState.DEAD and rec.dlq_id == d.dlq_id
-    assert not await redis_client.exists(keys.idempotency(Q, "welcome-a"))
+    assert rec.payload == EMAIL_FULL and rec.stack == d.stack  # read from the DLQ entry, stored once
+    assert await redis_client.get(keys.idempotency(Q, "welcome-a")) == job_id.encode()
     assert await dlq.get_dead(redis_client, Q, d.dlq_id) == d
 
 
@@ -255,7 +256,7 @@ async def test_concurrent_replays_of_one_entry_enqueue_once(redis_client: Any, r
     assert len(new_ids) == 1
     assert all(isinstance(o, NotFound) for o in outcomes if not isinstance(o, str))
     entries = await redis_client.xrange(keys.stream(Q))
-    assert [json.loads(f[b"j"])["id"] for _, f in entries] == new_ids
+    assert [f[b"i"].decode() for _, f in entries] == new_ids
 
 
 async def test_replay_many_filtered_limited_oldest_first(redis_client: Any, redis_url: str) -> None:

@@ -1,16 +1,17 @@
-"""The envelope's wire encoding: what the producer and a replay write parses back into ``Envelope``
-with the same values (the consumer's side), for every kind of input."""
+"""The envelope's wire encoding: what the enqueue script writes into a stream entry (fields named in
+``tq.envelope``) parses back into ``Envelope`` with the same values (the consumer's side), for every
+kind of input; entries of the legacy layout (the whole envelope as JSON in ``j``) still parse."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tq.envelope import Envelope, new_job_json, replayed_json
+from tq.envelope import Envelope, entry_envelope, entry_job_id, new_job_id, record_envelope
 
 TEXTS = ["plain", "ünïcødé ✓ 名前", 'quo"te\\back', "emoji 🚀", "tab\tnew\nline", "\u2028\u2029", "\x1e\x7f"]
 PAYLOADS: list[dict[str, Any]] = [
@@ -19,82 +20,129 @@ PAYLOADS: list[dict[str, Any]] = [
     {"to": "a@example.com", "nested": {"list": [1, None, True, "ß"]}, "none": None},
     {"text": "ünïcødé \x1f \u0000 🚀", "big": 2**62, "neg": -0.0, "tiny": 1e-300},
 ]
+ENTRY_MS = 1732345678999
 
 
-def _new(
+def _entry(
     queue: str = "email:send",
     name: str = "send-email",
     payload: dict[str, Any] | None = None,
-    enqueued_at: float = 1732345678.123456,
+    enqueued_ms: int = 1732345678123,
     idempotency_key: str | None = None,
     trace_id: str | None = None,
-    not_before: float | None = None,
-) -> tuple[dict[str, Any], str]:
-    """The values a producer gives, and the JSON it writes for them (the payload encoded the way
-    ``tq.producer.payload_json`` does: compact, unicode kept)."""
-    job_id = os.urandom(16).hex()
+) -> tuple[dict[str, Any], dict[bytes, bytes]]:
+    """The values a producer gives, and the entry fields the enqueue script writes for them (the
+    payload encoded the way ``tq.producer.payload_json`` does: compact, unicode kept)."""
+    job_id = new_job_id()
     payload = {} if payload is None else payload
     payload_json = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    raw = new_job_json(job_id, queue, name, payload_json, enqueued_at, idempotency_key, trace_id, not_before)
+    assert "\x1f" not in payload_json  # the enqueue script splits its arguments on the unit separator
+    fields = {b"i": job_id, b"n": name, b"p": payload_json, b"t": str(enqueued_ms)}
+    if idempotency_key is not None:
+        fields[b"k"] = idempotency_key
+    if trace_id is not None:
+        fields[b"tr"] = trace_id
     given_ = {
         "id": job_id,
         "queue": queue,
         "name": name,
         "payload": payload,
-        "enqueued_at": enqueued_at,
+        "enqueued_at": enqueued_ms / 1000,
         "idempotency_key": idempotency_key,
         "trace_id": trace_id,
-        "not_before": not_before,
     }
-    return given_, raw
+    return given_, {k: v.encode() for k, v in fields.items()}
 
 
-def _check(given_: dict[str, Any], raw: str) -> Envelope:
-    env = Envelope.model_validate_json(raw)
+def _check(given_: dict[str, Any], fields: dict[bytes, bytes]) -> Envelope:
+    env = entry_envelope(fields, given_["queue"], ENTRY_MS)
     assert env.model_dump() == Envelope(**given_).model_dump()
     assert (env.attempt, env.max_attempts, env.replay_of) == (1, None, None)
-    assert "\x1f" not in raw  # the enqueue script splits its arguments on the unit separator
+    assert entry_job_id(fields) == given_["id"]
     return env
+
+
+def test_new_ids_are_short_unique_and_safe_everywhere() -> None:
+    ids = {new_job_id() for _ in range(20_000)}
+    assert len(ids) == 20_000
+    for job_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_.]{22}", job_id)  # a key, a URL segment, a CLI argument
+        Envelope(id=job_id, queue="q", name="n", payload={}, enqueued_at=1.0)
 
 
 @pytest.mark.parametrize("text", TEXTS)
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_new_job_parses_back_with_the_same_values(text: str, payload: dict[str, Any]) -> None:
-    _check(*_new(queue=f"q:{text}", name=f"job-{text}", payload=payload))
-    _check(*_new(payload=payload, idempotency_key=f"key-{text}", trace_id=f"trace-{text}"))
+    _check(*_entry(queue=f"q:{text}", name=f"job-{text}", payload=payload))
+    _check(*_entry(payload=payload, idempotency_key=f"key-{text}", trace_id=f"trace-{text}"))
 
 
-@pytest.mark.parametrize("not_before", [None, 1732345679.5, 1732345678.123457, 1e10, 2.0])
-@pytest.mark.parametrize("enqueued_at", [1732345678.123456, 1.0, 0.1 + 0.2, 1e-05, 1e21])
-def test_times_parse_back_exactly(enqueued_at: float, not_before: float | None) -> None:
-    env = _check(*_new(enqueued_at=enqueued_at, not_before=not_before))
-    assert env.enqueued_at == enqueued_at and env.not_before == not_before
+def test_optional_fields_are_left_out_and_defaulted() -> None:
+    given_, fields = _entry()
+    assert set(fields) == {b"i", b"n", b"p", b"t"}
+    env = _check(given_, fields)
+    assert env.idempotency_key is None and env.trace_id is None and env.not_before is None
 
 
-def test_a_bulk_chunk_shares_one_time_and_still_encodes_each_exactly() -> None:
-    base = 1732345678.25
-    for i in range(600):  # more times than the encoder caches
-        t = base + i / 1000
-        env = _check(*_new(enqueued_at=base, not_before=t))
-        assert env.not_before == t
+def test_an_entry_without_enqueue_time_takes_its_entry_time() -> None:
+    _given, fields = _entry()
+    del fields[b"t"]
+    assert entry_envelope(fields, "email:send", ENTRY_MS).enqueued_at == ENTRY_MS / 1000
 
 
-def test_none_fields_are_written_as_null_or_left_out() -> None:
-    given_, raw = _new()
-    written = json.loads(raw)
-    assert written["idempotency_key"] is None and written["trace_id"] is None
-    assert "not_before" not in written
-    _check(given_, raw)
+def test_promoted_and_replayed_fields_parse() -> None:
+    _given, fields = _entry(payload={"to": "x"})
+    fields.update({b"nb": b"1732345680000", b"rp": b"old-id", b"m": b"3", b"a": b"2", b"sx": b"1"})
+    env = entry_envelope(fields, "email:send", ENTRY_MS)
+    assert (env.not_before, env.replay_of, env.max_attempts) == (1732345680.0, "old-id", 3)
 
 
-def test_every_field_left_out_has_a_default() -> None:
-    """The encoder states no field the model lacks, and leaves out only fields with defaults."""
-    _given, raw = _new(idempotency_key="k", trace_id="t", not_before=2.0e9)
-    written = set(json.loads(raw))
-    fields = Envelope.model_fields
-    assert written <= set(fields)
-    assert all(not fields[name].is_required() for name in set(fields) - written)
-    assert list(json.loads(raw)) == [name for name in fields if name in written]  # the model's order
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {b"i": b"x", b"n": b"send-email", b"p": b"{not json", b"t": b"1"},
+        {b"i": b"x", b"n": b"send-email", b"p": b"[1]", b"t": b"1"},
+        {b"n": b"send-email", b"p": b"{}", b"t": b"1"},
+        {b"i": b"bad id!", b"n": b"send-email", b"p": b"{}"},
+        {b"i": b"x", b"n": b"send-email", b"p": b"[" * 5000 + b"]" * 5000},
+        {b"i": b"x", b"n": b"\xff", b"p": b"{}"},
+        {b"j": b"{}"},
+        {b"j": b"\x00\x01"},
+    ],
+)
+def test_forged_entries_raise_value_error(fields: dict[bytes, bytes]) -> None:
+    with pytest.raises(ValueError):
+        entry_envelope(fields, "email:send", ENTRY_MS)
+
+
+def test_legacy_entries_and_records_still_parse() -> None:
+    legacy = {
+        "id": "a" * 32,
+        "queue": "email:send",
+        "name": "send-email",
+        "payload": {"to": "x"},
+        "attempt": 1,
+        "idempotency_key": "k",
+        "trace_id": None,
+        "enqueued_at": 1732345678.123456,
+    }
+    raw = json.dumps(legacy).encode()
+    env = entry_envelope({b"j": raw, b"a": b"2"}, "email:send", ENTRY_MS)
+    assert env.model_dump() == Envelope(**legacy).model_dump()
+    assert entry_job_id({b"j": raw}) == "a" * 32
+    assert record_envelope({b"s": b"failed", b"e": raw})["payload"] == {"to": "x"}
+
+
+def test_record_envelope_merges_record_and_entry() -> None:
+    _given, fields = _entry(payload={"to": "x"}, idempotency_key="k")
+    out = record_envelope({b"x": b"1-0"}, fields)
+    expected = {
+        "payload": {"to": "x"},
+        "name": "send-email",
+        "idempotency_key": "k",
+        "enqueued_at": 1732345678.123,
+    }
+    assert out == expected
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
@@ -108,8 +156,7 @@ JSON_SCALARS = st.none() | st.booleans() | st.integers() | FINITE | st.text()
     payload=st.dictionaries(st.text(max_size=10), JSON_SCALARS, max_size=5),
     key=st.none() | st.text(min_size=1, max_size=50),
     trace=st.none() | st.text(min_size=1, max_size=50),
-    enqueued_at=st.floats(min_value=0, max_value=4e9),
-    delay=st.none() | st.floats(min_value=0.001, max_value=1e6),
+    enqueued_ms=st.integers(min_value=1, max_value=4_000_000_000_000),
 )
 def test_new_job_round_trips_any_input(
     queue: str,
@@ -117,23 +164,6 @@ def test_new_job_round_trips_any_input(
     payload: dict[str, Any],
     key: str | None,
     trace: str | None,
-    enqueued_at: float,
-    delay: float | None,
+    enqueued_ms: int,
 ) -> None:
-    not_before = None if delay is None else enqueued_at + delay
-    _check(*_new(queue, name, payload, enqueued_at, key, trace, not_before))
-
-
-def test_replay_rewrites_only_the_new_jobs_fields() -> None:
-    given_, raw = _new(payload=PAYLOADS[3], idempotency_key="ключ", trace_id="t-1", not_before=1.8e9)
-    old = json.loads(raw)
-    env = Envelope.model_validate_json(replayed_json(old, "n" * 32, 1.9e9, given_["id"]))
-    assert env.model_dump() == {
-        **Envelope(**given_).model_dump(),
-        "id": "n" * 32,
-        "attempt": 1,
-        "enqueued_at": 1.9e9,
-        "not_before": None,
-        "replay_of": given_["id"],
-    }
-    assert old == json.loads(raw)  # the parsed original is left as it was
+    _check(*_entry(queue, name, payload, enqueued_ms, key, trace))

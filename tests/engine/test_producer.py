@@ -12,7 +12,9 @@ import redis
 import redis.asyncio
 from support import fast_settings
 from tq import keys, producer
+from tq.envelope import entry_envelope
 from tq.errors import InvalidPayload, PayloadTooLarge, UnknownJob, UnknownQueue
+from tq.jobs import get_job
 from tq.payloads import SendEmail
 from tq.producer import JobRequest, Producer, SyncProducer
 
@@ -27,13 +29,14 @@ async def test_enqueue_writes_record_and_entry(redis_client: Any, redis_url: str
     p = Producer(redis_client, fast_settings(redis_url))
     job_id = await p.enqueue("email:send", "send-email", EMAIL, trace_id="t-1")
     rec = await redis_client.hgetall(keys.job("email:send", job_id))
-    assert rec[b"s"] == b"waiting" and json.loads(rec[b"e"])["name"] == "send-email"
-    env = json.loads(rec[b"e"])
-    assert env["payload"] == {**EMAIL, "locale": "en", "variables": {}, "email_queue_id": None}
-    assert (env["id"], env["queue"], env["attempt"], env["trace_id"]) == (job_id, "email:send", 1, "t-1")
     entries = await redis_client.xrange(keys.stream("email:send"))
-    assert len(entries) == 1 and json.loads(entries[0][1][b"j"])["id"] == job_id
-    assert rec[b"x"] == entries[0][0]
+    assert len(entries) == 1 and rec == {b"x": entries[0][0]}  # the record: the entry id alone
+    eid, fields = entries[0]
+    env = entry_envelope(fields, "email:send", int(eid.split(b"-")[0]))
+    assert env.payload == {**EMAIL, "locale": "en", "variables": {}, "email_queue_id": None}
+    assert (env.id, env.queue, env.name) == (job_id, "email:send", "send-email")
+    assert (env.attempt, env.trace_id) == (1, "t-1")
+    assert set(fields) == {b"i", b"n", b"p", b"t", b"tr"}  # the payload once, no empty field
 
 
 @pytest.mark.parametrize(
@@ -131,7 +134,7 @@ async def test_enqueue_many_holds_a_bounded_number_of_connections(redis_url: str
         results = await p.enqueue_many("email:send", [("send-email", EMAIL)] * 600, chunk=10)
         assert len(results) == 600 and await client.xlen(keys.stream("email:send")) == 600
         entries = await client.xrange(keys.stream("email:send"))
-        assert {r.id for r in results} == {json.loads(fields[b"j"])["id"] for _, fields in entries}
+        assert {r.id for r in results} == {fields[b"i"].decode() for _, fields in entries}
     finally:
         await client.aclose()
 
@@ -176,8 +179,8 @@ async def test_module_level_helpers(redis_url: str) -> None:
     producer._default = None
     try:
         job_id = await producer.enqueue_search_index("index-article", {"article_id": 5})
-        rec = await producer.default_producer().client.hgetall(keys.job("search:index", job_id))
-        assert json.loads(rec[b"e"])["name"] == "index-article"
+        rec = await get_job(producer.default_producer().client, "search:index", job_id)
+        assert (rec.name, rec.payload["article_id"]) == ("index-article", 5)
         with pytest.raises(UnknownJob):
             await producer.enqueue_search_index("send-email", EMAIL)
     finally:
@@ -212,3 +215,54 @@ async def test_bad_keys_are_refused(redis_client: Any, redis_url: str, option: s
     with pytest.raises(InvalidPayload, match=option):
         await p.enqueue("email:send", "send-email", EMAIL, **{option: value})
     assert await _keys(redis_client) == []
+
+
+async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
+    redis_client: Any, redis_url: str
+) -> None:
+    """100 coroutines enqueueing at once: a handful of script calls, each caller its own id (or its
+    own error, or the first job of its idempotency key); a lone caller still sends at once."""
+    p = Producer(redis_client, fast_settings(redis_url))
+    await p.enqueue("email:send", "send-email", EMAIL)  # the script loaded: count only enqueues
+    calls0 = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+
+    async def one(i: int) -> Any:
+        data = {"to": 5} if i == 7 else EMAIL  # one invalid payload among them
+        key = "shared" if i % 10 == 0 else None
+        try:
+            return await p.enqueue_detailed("email:send", "send-email", data, idempotency_key=key)
+        except InvalidPayload as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(i) for i in range(100)))
+    calls = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls0
+    # the first alone, the others in shared calls of at most SHARED_BATCH
+    assert calls <= 2 + 99 // producer.SHARED_BATCH, f"{calls} script calls for 100 concurrent enqueues"
+    assert isinstance(results[7], InvalidPayload)
+    ok = [r for i, r in enumerate(results) if i != 7]
+    keyed = [r for i, r in enumerate(results) if i % 10 == 0]
+    assert len({r.id for r in keyed}) == 1 and sum(not r.duplicate for r in keyed) == 1
+    assert len({r.id for r in ok}) == 99 - 9  # the keyed ones share one job
+    assert await redis_client.xlen(keys.stream("email:send")) == 1 + 90
+    # a lone caller: one script call, sent at once
+    before = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    await p.enqueue("email:send", "send-email", EMAIL)
+    assert (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - before == 1
+
+
+async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis_url: str) -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    from support.redis_server import free_port
+
+    client = redis.asyncio.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # nothing listens
+    p = Producer(client, fast_settings(redis_url))
+    try:
+        results = await asyncio.gather(
+            *(p.enqueue("email:send", "send-email", EMAIL) for _ in range(60)), return_exceptions=True
+        )
+        assert len(results) == 60 and all(isinstance(r, redis.exceptions.ConnectionError) for r in results)
+        await asyncio.sleep(0.01)
+        assert p._flusher is None and not p._queued  # nothing left behind
+    finally:
+        await client.aclose()

@@ -5,7 +5,6 @@ scheduler processes."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 import redis
 from support import fast_settings, helper_command, helper_env, scheduler_proc, wait_for
 from tq import keys, schedules
+from tq.envelope import entry_envelope
 from tq.errors import InvalidPayload, UnknownJob, UnknownQueue
 from tq.registry import unregister_queue
 from tq.schedules import ConcurrencyPolicy, Scheduler, ScheduleSpec
@@ -55,7 +55,8 @@ def spec(**kw: Any) -> ScheduleSpec:
 
 
 async def jobs_of(client: Any) -> list[dict[str, Any]]:
-    return [json.loads(f[b"j"]) for _, f in await client.xrange(keys.stream(Q))]
+    entries = await client.xrange(keys.stream(Q))
+    return [entry_envelope(f, Q, int(e.split(b"-")[0])).model_dump() for e, f in entries]
 
 
 # ---- the model ------------------------------------------------------------------------------------

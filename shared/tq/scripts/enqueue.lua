@@ -1,23 +1,24 @@
--- Enqueue a batch of jobs onto one queue: idempotency check, job record, stream entry or delay.
--- The record holds state, envelope (with name and enqueue time) and stream entry id.
+-- Enqueue a batch of jobs onto one queue: id and idempotency checks, job record, stream entry or delay.
+-- The payload is stored once: in the stream entry of a job due now (its record holds only the entry
+-- id), in the record of a delayed job (moved to the entry when it is due). Field names: tq.envelope.
 -- KEYS: 1 stream, 2 delayed, 3 counters, 4 config
 -- ARGV: 1 key prefix, 2 now (ms), 3 queue, 4 default idempotency ttl (s), 5 publish events (0/1),
---       then one per job, 5 fields joined by the unit separator (\31): id, envelope json, job name,
---       idempotency key or '', due (ms) or '0' (JSON and the checked key never contain \31)
--- Returns per job: its id, or 'dup:<id of the job that holds the key>'.
+--       then one per job, 6 fields joined by the unit separator (\31): id, job name, idempotency key
+--       or '', trace id or '', due (ms) or '0', payload json (last: JSON never holds a raw \31;
+--       the producer checks the others)
+-- Returns per job: its id, or 'dup:<id of the job that holds the key>'. An id whose record exists is
+-- answered as enqueued and nothing is written: a producer resending a call whose reply it lost
+-- (the connection dropped after the script ran) gets its job, not a second one. Every record has
+-- the field 'x' (its entry id; empty while it has no entry), so creating a record is an HSETNX of
+-- it, which is also the check.
 local prefix, now, queue = ARGV[1], ARGV[2], ARGV[3]
 local ttl = false -- read from the live config only when a job carries a key
 local events = ARGV[5] == '1'
 local out, added = {}, 0
+local JOB = '^' .. string.rep('([^\31]*)\31', 5) .. '(.*)$' -- a job's 6 fields, in one match
 for i = 6, #ARGV do
-  local packed = ARGV[i]
-  local s1 = string.find(packed, '\31', 1, true)
-  local s2 = string.find(packed, '\31', s1 + 1, true)
-  local s3 = string.find(packed, '\31', s2 + 1, true)
-  local s4 = string.find(packed, '\31', s3 + 1, true)
-  local id, env = string.sub(packed, 1, s1 - 1), string.sub(packed, s1 + 1, s2 - 1)
-  local name, idem = string.sub(packed, s2 + 1, s3 - 1), string.sub(packed, s3 + 1, s4 - 1)
-  local due = string.sub(packed, s4 + 1)
+  local id, name, idem, trace, due, payload = string.match(ARGV[i], JOB)
+  local jk = prefix .. 'job:' .. id
   local holder = false
   if idem ~= '' then
     ttl = ttl or redis.call('HGET', KEYS[4], 'idempotency_ttl_s') or ARGV[4]
@@ -27,26 +28,40 @@ for i = 6, #ARGV do
       if holder then holder = string.gsub(holder, '^done:', '') end
     end
   end
-  if holder then
+  if holder == id then
+    out[#out + 1] = id
+  elseif holder then
     out[#out + 1] = 'dup:' .. holder
   else
-    local jk = prefix .. 'job:' .. id
+    local f = {'n', name, 'p', payload, 't', now}
+    if idem ~= '' then f[#f + 1] = 'k'; f[#f + 1] = idem end
+    if trace ~= '' then f[#f + 1] = 'tr'; f[#f + 1] = trace end
     local kind
     if tonumber(due) > tonumber(now) then
-      redis.call('HSET', jk, 's', 'delayed', 'e', env, 'q', due)
-      redis.call('ZADD', KEYS[2], due, id)
-      kind = 'job.delayed'
+      if redis.call('HSETNX', jk, 'x', '') == 1 then
+        redis.call('HSET', jk, 's', 'delayed', 'q', due, unpack(f))
+        redis.call('ZADD', KEYS[2], due, id)
+        kind = 'job.delayed'
+      end
     else
-      local xid = redis.call('XADD', KEYS[1], '*', 'j', env)
-      redis.call('HSET', jk, 's', 'waiting', 'e', env, 'x', xid)
-      kind = 'job.waiting'
+      -- a waiting job's record is its entry id alone (no state field: a record without one is waiting)
+      local xid = redis.call('XADD', KEYS[1], '*', 'i', id, unpack(f))
+      if redis.call('HSETNX', jk, 'x', xid) == 1 then
+        kind = 'job.waiting'
+      else
+        redis.call('XDEL', KEYS[1], xid) -- this very job, sent again: its record exists
+      end
     end
-    if events then
-      redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
-        .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+    if not kind then
+      out[#out + 1] = id
+    else
+      if events then
+        redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
+          .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+      end
+      out[#out + 1] = id
+      added = added + 1
     end
-    out[#out + 1] = id
-    added = added + 1
   end
 end
 if added > 0 then redis.call('HINCRBY', KEYS[3], 'enqueued', added) end

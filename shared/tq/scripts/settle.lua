@@ -5,14 +5,17 @@
 --       7 audit (0/1; never trimmed here: the AuditWriter deletes what it wrote, the worker's intake
 --       waits while the backlog is at its bound - tq.audit), 8 publish events (0/1), 9 consumer id,
 --       10 DLQ cap (its oldest entries beyond it are trimmed, counted as dlq_trimmed),
---       then one per op, its 11 fields joined by the unit separator (\31) - one argument per job
+--       then one per op, its 13 fields joined by the unit separator (\31) - one argument per job
 --       keeps the client's command packing cheap: kind, entry id, job id, job name, attempt,
---       started (ms), duration (ms), idempotency key, trace id, a, b
+--       started (ms), duration (ms), idempotency key, trace id, a, b, enqueued (ms), payload json
+--       (last: the rest of the argument). Once its entry is deleted a job's record keeps its
+--       envelope's fields (n, t, p, k, tr: tq.envelope), except a dead one's payload, which its DLQ
+--       entry holds.
 --   kind c (completed):   a = result summary
 --   kind s (skipped):     a = reason
 --   kind r (retry):       a = due (ms), b = failure json {type, message, stack[, suspect]}; suspect:
 --                         the job was running when its consumer died, it runs alone next time
---   kind d (dead-letter): b = failure json; a = the raw entry when there is no job record (forged entry)
+--   kind d (dead-letter): b = failure json; a = the envelope json (the raw entry of a forged entry)
 --   kind q (requeue an unstarted entry, no attempt charged; job id '' when unreadable)
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -47,15 +50,22 @@ end
 local function trim(index, keep)
   local over = redis.call('ZCARD', index) - keep
   if over > 0 then
-    local popped = redis.call('ZPOPMIN', index, over)
-    for i = 1, #popped, 2 do redis.call('DEL', prefix .. 'job:' .. popped[i]) end
+    local popped, records = redis.call('ZPOPMIN', index, over), {}
+    for i = 1, #popped, 2 do records[#records + 1] = prefix .. 'job:' .. popped[i] end
+    for s = 1, #records, 1000 do -- one DEL per thousand records (Lua's unpack has a limit)
+      redis.call('DEL', unpack(records, s, math.min(#records, s + 999)))
+    end
   end
 end
 
+local OP = '^' .. string.rep('([^\31]*)\31', 12) .. '(.*)$' -- an op's 13 fields, in one match
+
 local function fields(packed)
+  local matched = {string.match(packed, OP)}
+  if #matched == 13 then return matched end
   local out, pos = {}, 1
   while true do
-    local sep = string.find(packed, '\31', pos, true)
+    local sep = #out < 12 and string.find(packed, '\31', pos, true)
     if not sep then
       out[#out + 1] = string.sub(packed, pos)
       return out
@@ -65,13 +75,38 @@ local function fields(packed)
   end
 end
 
-local marked = redis.call('EXISTS', KEYS[8]) == 1
+-- One command for many ids, in slices (Lua's unpack has a limit); returns the sum of the replies.
+local function each_slice(ids, cmd, key, extra)
+  local n = 0
+  for s = 1, #ids, 1000 do
+    local args = {cmd, key}
+    if extra then args[3] = extra end
+    for k = s, math.min(#ids, s + 999) do args[#args + 1] = ids[k] end
+    n = n + redis.call(unpack(args))
+  end
+  return n
+end
+
+local ops, eids, gone, completed = {}, {}, {}, {}
 for i = 11, #ARGV do
-  local f = fields(ARGV[i])
-  local kind, eid, id, name, attempt, started, duration, idem, trace, a, b = unpack(f, 1, 11)
-  if marked then redis.call('HDEL', KEYS[8], eid) end
-  -- XACK answers 0 when the entry is no longer ours to settle (settled already, or reclaimed).
-  if redis.call('XACK', KEYS[1], group, eid) == 1 then
+  ops[#ops + 1] = fields(ARGV[i])
+  eids[#eids + 1] = ops[#ops][2]
+end
+if redis.call('EXISTS', KEYS[8]) == 1 then each_slice(eids, 'HDEL', KEYS[8]) end
+-- One XACK for the batch; it answers how many entries were still pending. An entry that was not
+-- (settled before, by this consumer or after a reclaim) is no longer ours to settle, and its entry
+-- was deleted when it was settled: when the count falls short, an op is ours iff its entry exists.
+local all_ours = each_slice(eids, 'XACK', KEYS[1], group) == #eids
+local seen = {}
+for _, f in ipairs(ops) do
+  local kind, eid, id, name, attempt, started, duration, idem, trace, a, b, enq, payload = unpack(f, 1, 13)
+  enq, payload = enq or '', payload or ''
+  local ours = all_ours
+  if not ours then
+    ours = not seen[eid] and #redis.call('XRANGE', KEYS[1], eid, eid) > 0
+    seen[eid] = true
+  end
+  if ours then
     settled = settled + 1
     local jk = prefix .. 'job:' .. id
     if kind == 'q' then
@@ -83,18 +118,31 @@ for i = 11, #ARGV do
       end
       n_requeued = n_requeued + 1
     else
-      redis.call('XDEL', KEYS[1], eid)
+      gone[#gone + 1] = eid -- deleted below, with the batch's others
+      -- the envelope's fields the record keeps (its entry is gone); 'e': a record of the legacy layout
+      local env_fields = {'n', name}
+      if enq ~= '' then env_fields[3] = 't'; env_fields[4] = enq end
+      if idem ~= '' then env_fields[#env_fields + 1] = 'k'; env_fields[#env_fields + 1] = idem end
+      if trace ~= '' then env_fields[#env_fields + 1] = 'tr'; env_fields[#env_fields + 1] = trace end
+      if kind ~= 'd' and payload ~= '' then
+        env_fields[#env_fields + 1] = 'p'; env_fields[#env_fields + 1] = payload
+      end
       if kind == 'c' or kind == 's' then
-        redis.call('HSET', jk, 's', 'completed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'r', a,
-          'c', consumer)
-        redis.call('HDEL', jk, 'x')
-        redis.call('ZADD', KEYS[4], now, id)
+        if a ~= '' then env_fields[#env_fields + 1] = 'r'; env_fields[#env_fields + 1] = a end
+        -- 'x' emptied, not deleted: every record keeps the field (enqueue.lua); a legacy record's 'e'
+        -- stays until the record is trimmed (it says what its fields say). No 'f': a completed job
+        -- finished when it started plus its duration, and 'a' is left out for a first attempt (each
+        -- field less counts in every retained record: about 70 bytes in a hash with a long payload)
+        if attempt ~= '1' then env_fields[#env_fields + 1] = 'a'; env_fields[#env_fields + 1] = attempt end
+        redis.call('HSET', jk, 's', 'completed', 'st', started, 'd', duration, 'c', consumer, 'x', '',
+          unpack(env_fields))
+        completed[#completed + 1] = now; completed[#completed + 1] = id -- indexed below, in one ZADD
         if kind == 'c' then
           if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, 'done:' .. id, 'XX', 'KEEPTTL') end
           n_completed = n_completed + 1
-          publish_completed(id, name, '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
-          audit('job.completed', id, name, 'completed', trace,
-            '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}')
+          local data = '{"attempt":' .. attempt .. ',"duration_ms":' .. duration .. '}'
+          publish_completed(id, name, data)
+          audit('job.completed', id, name, 'completed', trace, data)
         else
           n_skipped = n_skipped + 1
           publish('job.skipped', id, name, {reason = a})
@@ -110,8 +158,9 @@ for i = 11, #ARGV do
         local details = cjson.encode({attempt = failure.attempt, error_type = failure.type, error = failure.message})
         if kind == 'r' then
           redis.call('HSET', jk, 's', 'failed', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'q', a,
-            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer)
-          redis.call('HDEL', jk, 'x')
+            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'h', cjson.encode(history), 'c', consumer,
+            'x', '', unpack(env_fields))
+          if payload ~= '' then redis.call('HDEL', jk, 'e') end
           if failure.suspect then redis.call('HSET', jk, 'sx', '1') else redis.call('HDEL', jk, 'sx') end
           redis.call('ZADD', KEYS[2], a, id)
           n_retried = n_retried + 1
@@ -127,15 +176,13 @@ for i = 11, #ARGV do
           local did = redis.call('XADD', KEYS[3], 'MAXLEN', dlq_max, '*', 'id', id, 'q', queue, 'n', name,
             'et', failure.type, 'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now,
             'ff', history[1].at, 'e', env, 'tr', trace, 'h', h)
+          -- payload and stack are in the DLQ entry (dl), once; the record keeps the rest
           redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'es', failure.stack, 'h', h, 'dl', did, 'c', consumer)
-          redis.call('HDEL', jk, 'x')
+            'em', failure.message, 'h', h, 'dl', did, 'c', consumer, 'x', '', unpack(env_fields))
+          redis.call('HDEL', jk, 'e', 'es', 'p')
           redis.call('ZADD', KEYS[5], now, id)
-          -- A dead job gives its idempotency key back, so the caller can submit the work again.
-          if idem ~= '' then
-            local ik = prefix .. 'idem:' .. idem
-            if redis.call('GET', ik) == id then redis.call('DEL', ik) end
-          end
+          -- A dead job keeps its idempotency key until the key's TTL ends (docs/engine.md): a replay
+          -- runs the work again under it, a new enqueue with the key answers with this job.
           n_dead = n_dead + 1
           local data = {attempt = failure.attempt, error_type = failure.type, error = failure.message, dlq_id = did}
           publish('job.failed', id, name, data)
@@ -145,6 +192,10 @@ for i = 11, #ARGV do
       end
     end
   end
+end
+if #gone > 0 then each_slice(gone, 'XDEL', KEYS[1]) end
+for s = 1, #completed, 2000 do
+  redis.call('ZADD', KEYS[4], unpack(completed, s, math.min(#completed, s + 1999)))
 end
 trim(KEYS[4], keep_completed)
 trim(KEYS[5], keep_failed)

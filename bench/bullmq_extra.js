@@ -1,0 +1,134 @@
+// The modes the peer harness (peers-bench/bullmq/bench.js) lacks, same protocol and Redis:
+//   node bench/bullmq_extra.js memory --n 100000 --payload small|300
+//       Redis memory per waiting job (INFO used_memory before/after Queue.addBulk of N jobs), then
+//       per retained completed job (MEMORY USAGE of 1000 completed job hashes plus their share
+//       of the completed set, after a Worker ran them with removeOnComplete: false).
+//   node bench/bullmq_extra.js concurrent --n 20000 --concurrency 100
+//       --concurrency async callers each doing `await queue.add` one job at a time until N jobs, no
+//       worker -> enqueue jobs/s (tq_bench.py concurrent does the same with Producer.enqueue).
+//   node bench/bullmq_extra.js cpu --n 50000 --concurrency 50
+//       Redis CPU per job: INFO cpu (used_cpu_sys + used_cpu_user) before and after Queue.addBulk
+//       of N no-op jobs plus their processing by one Worker (removeOnComplete: true, as the
+//       harness's throughput run).
+// Needs NODE_PATH with bullmq and ioredis (bench/run.sh sets it). The DB is FLUSHED.
+'use strict';
+const { Queue, Worker } = require('bullmq');
+const IORedis = require('ioredis');
+
+const REDIS_URL = process.env.PEERBENCH_REDIS_URL || 'redis://127.0.0.1:6391/0';
+const QUEUE = 'peerbench';
+const conn = () => new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
+const version = require('bullmq/package.json').version;
+
+function parseArgs(argv) {
+  const a = { mode: argv[0], n: 100000, concurrency: 50, chunk: 1000, payload: 'small', retained: 1000 };
+  for (let i = 1; i < argv.length; i += 2) {
+    const k = argv[i].replace(/^--/, '');
+    a[k] = k === 'payload' ? argv[i + 1] : Number(argv[i + 1]);
+  }
+  return a;
+}
+
+// The benchmark payload {"n": i}, or a realistic one of about 300 bytes of JSON.
+const PAD = 'x'.repeat(280);
+// The CPU run sends the harness's payload {t0: now}, as tq's throughput run does.
+const payload = (a, i) => (a.mode === 'cpu' ? { t0: Date.now() / 1000 } : a.payload === '300' ? { n: i, s: PAD } : { n: i });
+
+async function info(r, section, field) {
+  const text = await r.info(section);
+  const m = text.match(new RegExp(`^${field}:([0-9.]+)`, 'm'));
+  return Number(m[1]);
+}
+
+async function cpuSeconds(r) {
+  return (await info(r, 'cpu', 'used_cpu_sys')) + (await info(r, 'cpu', 'used_cpu_user'));
+}
+
+async function addAll(q, a, opts) {
+  for (let base = 0; base < a.n; base += a.chunk) {
+    const jobs = [];
+    for (let i = base; i < Math.min(a.n, base + a.chunk); i++) jobs.push({ name: 'noop', data: payload(a, i), opts });
+    await q.addBulk(jobs);
+  }
+}
+
+function drain(a, opts) {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const w = new Worker(QUEUE, async () => {}, { connection: conn(), concurrency: a.concurrency, ...opts });
+    w.on('completed', () => { if (++done === a.n) w.close().then(resolve, reject); });
+    w.on('error', reject);
+  });
+}
+
+async function memory(a) {
+  const r = conn();
+  await r.flushdb();
+  const q = new Queue(QUEUE, { connection: conn() });
+  await q.waitUntilReady();
+  await q.add('warmup', {}, { removeOnComplete: true }); // the queue's own keys exist before the measure
+  await q.drain();
+  const before = await info(r, 'memory', 'used_memory');
+  await addAll(q, a, {});
+  const after = await info(r, 'memory', 'used_memory');
+  await drain(a, { removeOnComplete: false });
+  const ids = await r.zrevrange(`bull:${QUEUE}:completed`, 0, a.retained - 1);
+  let bytes = 0;
+  for (const id of ids) bytes += Number(await r.call('MEMORY', 'USAGE', `bull:${QUEUE}:${id}`, 'SAMPLES', '0'));
+  const zcard = await r.zcard(`bull:${QUEUE}:completed`);
+  const zbytes = Number(await r.call('MEMORY', 'USAGE', `bull:${QUEUE}:completed`, 'SAMPLES', '0'));
+  await q.close();
+  await r.quit();
+  console.log(JSON.stringify({
+    system: 'bullmq', version, mode: 'memory', n: a.n, payload: a.payload,
+    bytes_per_waiting_job: +((after - before) / a.n).toFixed(1),
+    bytes_per_completed_job: +(bytes / ids.length + zbytes / zcard).toFixed(1),
+    completed_sampled: ids.length,
+  }));
+}
+
+async function cpu(a) {
+  const r = conn();
+  await r.flushdb();
+  const q = new Queue(QUEUE, { connection: conn() });
+  await q.waitUntilReady();
+  const before = await cpuSeconds(r);
+  await addAll(q, a, { removeOnComplete: true });
+  await drain(a, {});
+  const after = await cpuSeconds(r);
+  await q.close();
+  await r.quit();
+  console.log(JSON.stringify({
+    system: 'bullmq', version, mode: 'cpu', n: a.n, concurrency: a.concurrency,
+    redis_cpu_us_per_job: +(((after - before) * 1e6) / a.n).toFixed(2),
+  }));
+}
+
+async function concurrent(a) {
+  const r = conn();
+  await r.flushdb();
+  const q = new Queue(QUEUE, { connection: conn() });
+  await q.waitUntilReady();
+  let left = a.n;
+  const caller = async () => {
+    while (left > 0) {
+      left -= 1;
+      await q.add('noop', { t0: Date.now() / 1000 }, { removeOnComplete: true });
+    }
+  };
+  const t = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: a.concurrency }, caller));
+  const s = Number(process.hrtime.bigint() - t) / 1e9;
+  await q.close();
+  await r.quit();
+  console.log(JSON.stringify({
+    system: 'bullmq', version, mode: 'concurrent', n: a.n, concurrency: a.concurrency,
+    enqueue_api: `Queue.add, ${a.concurrency} async callers, one job at a time each`,
+    enqueue_s: +s.toFixed(4), enqueue_rate: +(a.n / s).toFixed(1),
+  }));
+}
+
+const a = parseArgs(process.argv.slice(2));
+const fn = { memory, cpu, concurrent }[a.mode];
+if (!fn) { console.error('mode must be memory|cpu|concurrent'); process.exit(2); }
+fn(a).then(() => process.exit(0)).catch((e) => { console.error(e); process.exit(1); });

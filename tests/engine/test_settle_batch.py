@@ -1,0 +1,62 @@
+"""The settle script acks a batch with one XACK; an op whose entry was settled before (a second
+settle, a duplicate in the batch) is skipped, the others settle, each exactly once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from support import fast_settings
+from tq import keys
+from tq.envelope import JobState
+from tq.jobs import get_job, list_jobs
+from tq.producer import Producer
+from tq.scripts import Scripts
+
+Q = "email:send"
+EMAIL = {"to": "a@example.com", "template": "welcome"}
+
+
+def _op(eid: bytes, fields: dict[bytes, bytes]) -> str:
+    now = str(int(time.time() * 1000))
+    parts = ["c", eid.decode(), fields[b"i"].decode(), "send-email", "1", now, "1.5", "", "", "", ""]
+    return "\x1f".join([*parts, fields[b"t"].decode(), fields[b"p"].decode()])
+
+
+async def _settle(client: Any, ops: list[str]) -> int:
+    ks = [
+        keys.stream(Q),
+        keys.delayed(Q),
+        keys.dlq(Q),
+        keys.completed_index(Q),
+        keys.dead_index(Q),
+        keys.counters(Q),
+        keys.audit(Q),
+        keys.started(Q),
+    ]
+    args = [keys.prefix(Q), keys.GROUP, int(time.time() * 1000), Q, 1000, 1000, 0, 0, "c1", *ops]
+    return int(await Scripts(client).settle(keys=ks, args=args))
+
+
+async def test_a_batch_settles_each_pending_entry_once(redis_client: Any, redis_url: str) -> None:
+    p = Producer(redis_client, fast_settings(redis_url))
+    ids = [await p.enqueue(Q, "send-email", EMAIL) for _ in range(3)]
+    await redis_client.xgroup_create(keys.stream(Q), keys.GROUP, id="0")
+    [(_s, entries)] = await redis_client.xreadgroup(keys.GROUP, "c1", {keys.stream(Q): ">"}, count=3)
+    a, b, c = (_op(eid, f) for eid, f in entries)
+    assert await _settle(redis_client, [a, b]) == 2
+    assert await _settle(redis_client, [b, c, c]) == 1  # b settled before, c listed twice
+    assert await _settle(redis_client, [a]) == 0
+    assert int(await redis_client.hget(keys.counters(Q), "completed")) == 3
+    assert await redis_client.xlen(keys.stream(Q)) == 0
+    for job_id in ids:
+        rec = await redis_client.hgetall(keys.job(Q, job_id))
+        assert rec[b"s"] == b"completed" and rec[b"x"] == b"" and rec[b"p"].startswith(b'{"to":')
+    assert await redis_client.zcard(keys.completed_index(Q)) == 3
+    # a completed record keeps no finish time (its index score) nor a first attempt's number
+    rec = await get_job(redis_client, Q, ids[0])
+    finished = await redis_client.zscore(keys.completed_index(Q), ids[0])
+    assert rec.attempts == 1 and rec.finished_at == finished / 1000 and rec.payload["to"] == EMAIL["to"]
+    listed = (await list_jobs(redis_client, Q, JobState.COMPLETED)).items
+    scores = [await redis_client.zscore(keys.completed_index(Q), r.id) for r in listed]
+    assert [r.finished_at for r in listed] == [score / 1000 for score in scores] and len(listed) == 3
