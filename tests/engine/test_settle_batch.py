@@ -34,7 +34,7 @@ async def _settle(client: Any, ops: list[str]) -> int:
         keys.audit(Q),
         keys.started(Q),
     ]
-    args = [keys.prefix(Q), keys.GROUP, int(time.time() * 1000), Q, 1000, 1000, 0, 0, "c1", *ops]
+    args = [keys.prefix(Q), keys.GROUP, int(time.time() * 1000), Q, 1000, 1000, 0, 0, "c1", 50_000, *ops]
     return int(await Scripts(client).settle(keys=ks, args=args))
 
 
