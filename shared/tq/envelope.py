@@ -56,6 +56,7 @@ class Envelope(BaseModel):
 # Entries written before this layout carry the whole envelope as JSON in ``j`` (``LEGACY_FIELD``):
 # they are still read (``entry_envelope``), and the scripts keep handling records with ``e``.
 
+WIRE_FORMAT_VERSION = 1  # docs/wire-format.md: the contract with non-Python producers; bump on any change
 LEGACY_FIELD = b"j"
 _ID_ALPHABET = bytes.maketrans(b"+/", b"_.")  # base64 without the '-' a CLI would take for an option
 
