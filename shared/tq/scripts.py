@@ -6,7 +6,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove")
+SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove", "cancel", "progress")
 
 
 @cache
@@ -26,3 +26,5 @@ class Scripts:
         self.promote = client.register_script(source("promote"))
         self.replay = client.register_script(source("replay"))
         self.remove = client.register_script(source("remove"))
+        self.cancel = client.register_script(source("cancel"))
+        self.progress = client.register_script(source("progress"))

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
-from tq import config, dlq, jobs
+from tq import cancel, config, dlq, jobs
 from tq.envelope import JobState
 from tq.errors import TqError
 from tq.models import QueueMetricAggregate
@@ -31,6 +31,7 @@ from tq_services.admin.schemas import (
     BulkJobsRequest,
     BulkOutcome,
     BulkResult,
+    CancelResult,
     Consumer,
     DeadLetterAction,
     DeadLetterDetail,
@@ -237,6 +238,19 @@ async def remove_job(request: Request, queue: Queue, job_id: JobId, _: Owner) ->
         was = await jobs.remove_job(admin_state(request).redis, queue, job_id)
     note(request, removed_from=was.value)
     return RemoveResult(queue=queue, job_id=job_id, removed_from=was)
+
+
+@router.post(
+    "/{queue}/jobs/{job_id}/cancel",
+    name="job.cancel",
+    summary="Cancel a job: remove it if it waits, cancel its run if it runs",
+    responses={404: {"description": "no such job"}, 409: {"description": "the job already ended"}},
+)
+async def cancel_job(request: Request, queue: Queue, job_id: JobId, _: Owner) -> CancelResult:
+    with tq_errors():
+        done = await cancel.cancel_job(admin_state(request).redis, queue, job_id)
+    note(request, outcome=done.outcome.value, was=done.was.value)
+    return CancelResult(queue=queue, job_id=job_id, outcome=done.outcome.value, was=done.was)
 
 
 # ---- dead-letter queue -------------------------------------------------------------------------
