@@ -79,7 +79,10 @@ async def test_cancel_waiting_and_delayed_jobs_removes_them(redis_client: Any, r
     assert await p.enqueue(Q, "send-email", EMAIL, idempotency_key="k-wait") == waiting
     assert (await _counters(redis_client)).get("cancelled") == 2
     cancelled = [e for e in seen if e["type"] == "job.cancelled"]
-    assert [(e["job_id"], e["data"]["was"]) for e in cancelled] == [(waiting, "waiting"), (delayed, "delayed")]
+    assert [(e["job_id"], e["data"]["was"]) for e in cancelled] == [
+        (waiting, "waiting"),
+        (delayed, "delayed"),
+    ]
     rows = await _audit(redis_client, Q)
     assert [(r["id"], r["a"], r["o"]) for r in rows] == [
         (waiting, "job.cancelled", "cancelled"),

@@ -82,7 +82,11 @@ async def main(args: argparse.Namespace) -> None:
     register()
     client = aioredis.Redis.from_url(args.url)
     worker = Worker(
-        client, [get_queue(QUEUE)], handlers(args.consumer_id), settings(args.url), consumer_id=args.consumer_id
+        client,
+        [get_queue(QUEUE)],
+        handlers(args.consumer_id),
+        settings(args.url),
+        consumer_id=args.consumer_id,
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

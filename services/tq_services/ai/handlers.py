@@ -147,6 +147,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             run_id = run.id
             session.add(AiEventLog(run_id=run_id, job_id=ctx.job_id, event="started", model=model))
         await ctx.publish(EventType.AI_TASK, stage="started", article_id=article_id, model=model)
+        await ctx.progress(0.1, f"asking {model}")
 
         started = time.perf_counter()
         completion: Completion | None = None
@@ -178,6 +179,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
                     )
                 )
             await ctx.publish(EventType.AI_TASK, stage="model_answered", article_id=article_id, **usage)
+            await ctx.progress(0.8, f"{completion.model} answered ({completion.tokens_out} tokens): applying")
 
             async with session.begin():
                 article = await session.get(Article, article_id, populate_existing=True)
@@ -235,6 +237,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             )
             raise
     await ctx.publish(EventType.AI_TASK, stage="done", article_id=article_id, **usage)
+    await ctx.progress(1.0, "done")
     return {"run_id": run_id, **usage, **result}
 
 
@@ -600,6 +603,7 @@ def _review(
 async def _review_locally(ctx: JobContext, article_id: int, checks: set[str]) -> dict[str, Any]:
     """Readability and structure need no model (nor a provider): no AiRun, the same reports."""
     await ctx.publish(EventType.AI_TASK, stage="started", article_id=article_id)
+    await ctx.progress(0.1, "reviewing locally (no model)")
     async with sessions(get_settings().database_url)() as session, session.begin():
         article = await session.get(Article, article_id)
         if article is None:
@@ -614,6 +618,7 @@ async def _review_locally(ctx: JobContext, article_id: int, checks: set[str]) ->
             "score": score,
         }
     await ctx.publish(EventType.AI_TASK, stage="done", article_id=article_id)
+    await ctx.progress(1.0, "done")
     return result
 
 

@@ -250,6 +250,7 @@ async def test_generate_draft_records_the_run_and_stores_a_draft(
         rec.id,
     )
     assert rec.result["draft_id"] == draft.id and rec.result["tokens_out"] == 300
+    assert (rec.progress, rec.progress_message) == (1.0, "done")  # ctx.progress per LLM stage
     assert (await _get(db_engine, article_id)).body == BODY  # never overwritten
 
     assert [e["data"]["stage"] for e in events] == ["started", "model_answered", "done"]
