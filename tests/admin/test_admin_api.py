@@ -397,6 +397,19 @@ async def test_cancel_waiting_delayed_running_and_finished_jobs(
     assert rows[3].details["result"] == {"outcome": "requested", "was": "active"}
 
 
+async def test_bulk_cancel_reports_each_job(
+    http: httpx.AsyncClient, owner: dict[str, str], redis_client: Any, served: Served
+) -> None:
+    producer = Producer(redis_client, served.settings)
+    ids = [await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": i}) for i in (1, 2)]
+    body = {"action": "cancel", "job_ids": [*ids, "never-enqueued"]}
+    r = (await http.post(f"{BASE}/{Q}/jobs/bulk", json=body, headers=owner)).json()
+    assert (r["action"], r["done"], r["failed"]) == ("cancel", 2, 1)
+    assert [o["ok"] for o in r["outcomes"]] == [True, True, False]
+    assert "no job never-enqueued" in r["outcomes"][2]["error"]
+    assert int(await redis_client.xlen(keys.stream(Q))) == 0
+
+
 # ---- DLQ ----------------------------------------------------------------------------------------
 
 

@@ -197,7 +197,7 @@ async def get_job(request: Request, queue: Queue, job_id: JobId, _: Reader) -> J
     return JobDetail.model_validate({**rec.to_dict(), "timeline": rec.timeline()})
 
 
-@router.post("/{queue}/jobs/bulk", name="jobs.bulk", summary="Retry or remove the selected jobs")
+@router.post("/{queue}/jobs/bulk", name="jobs.bulk", summary="Retry, remove or cancel the selected jobs")
 async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Owner) -> BulkResult:
     _known(queue)
     client = admin_state(request).redis
@@ -208,6 +208,9 @@ async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Ow
                 outcomes.append(
                     BulkOutcome(id=job_id, ok=True, job_id=await jobs.retry_job(client, queue, job_id))
                 )
+            elif body.action is JobAction.CANCEL:
+                await cancel.cancel_job(client, queue, job_id)
+                outcomes.append(BulkOutcome(id=job_id, ok=True))
             else:
                 await jobs.remove_job(client, queue, job_id)
                 outcomes.append(BulkOutcome(id=job_id, ok=True))

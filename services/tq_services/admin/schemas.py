@@ -42,6 +42,7 @@ MAX_BULK = 500  # ids one bulk call acts on
 class JobAction(StrEnum):
     RETRY = "retry"
     REMOVE = "remove"
+    CANCEL = "cancel"  # tq.cancel: waiting/delayed removed, running cancelled on its worker
 
 
 class DeadLetterAction(StrEnum):
@@ -50,7 +51,7 @@ class DeadLetterAction(StrEnum):
 
 
 class BulkJobsRequest(BaseModel):
-    """Retry or remove the selected jobs, each on its own (one failing does not stop the rest)."""
+    """Retry, remove or cancel the selected jobs, each on its own (one failing does not stop the rest)."""
 
     model_config = ConfigDict(extra="forbid")
 
