@@ -355,3 +355,34 @@ async def test_cancel_reaches_a_process_that_missed_the_message(redis_client: An
     """The only worker does not subscribe to tq:control (its message is lost): the durable marker,
     polled every touch interval (1 s here), still cancels the job."""
     await _cancel_on_other_process(redis_client, redis_url, ("cw-deaf", "--no-control"))
+
+
+async def test_a_cancelled_job_is_counted_in_the_metrics(redis_client: Any, redis_url: str) -> None:
+    from prometheus_client import CollectorRegistry
+    from tq.registry import get_queue
+    from tq.worker import Worker
+    from tq_services.metrics import JobMetrics
+
+    registry = CollectorRegistry()
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+    began = asyncio.Event()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        began.set()
+        await asyncio.sleep(60)
+
+    worker = Worker(redis_client, [get_queue(Q)], h, s, observer=JobMetrics(registry, [get_queue(Q)]))
+    await worker.start()
+    try:
+        job_id = await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL)
+        await asyncio.wait_for(began.wait(), 10)
+        await cancel_job(redis_client, Q, job_id, s)
+        assert await wait_settled(redis_client, Q, job_id, 10) is JobState.CANCELLED
+    finally:
+        await worker.stop()
+    labels = {"queue": Q, "job": "send-email"}
+    assert registry.get_sample_value("tq_jobs_cancelled_total", labels) == 1
+    assert registry.get_sample_value("tq_jobs_completed_total", labels) == 0
+    assert registry.get_sample_value("tq_job_duration_seconds_count", labels) == 0  # not an attempt's end
