@@ -640,6 +640,43 @@ def test_tq_serve_admin_and_token_create(redis_url: str, tmp_path: Path) -> None
         assert proc.wait(15) == 0
 
 
+def test_the_cli_cancels_through_the_api(redis_url: str, tmp_path: Path) -> None:
+    from tq_cli.main import app as cli
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    s = admin_settings(redis_url, sqlite_database(tmp_path))
+
+    async def enqueue() -> list[str]:
+        client = async_client(s.settings)
+        try:
+            producer = Producer(client, s.settings)
+            return [await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": 1}, delay=d) for d in (None, 600)]
+        finally:
+            await client.aclose()
+
+    waiting, delayed = asyncio.run(enqueue())
+    with serving(s) as served:
+        tok = token(s, subject="cli-user")
+
+        def tq(*args: str) -> Any:
+            return runner.invoke(cli, ["--api", served.url, "--token", tok, *args])
+
+        result = tq("job", "cancel", Q, waiting)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == f"{waiting} cancelled: it was waiting and was removed; it never runs"
+        result = tq("job", "cancel", Q, delayed, "--json")
+        assert json.loads(result.stdout)["was"] == "delayed"
+        result = tq("job", "cancel", Q, waiting)
+        assert result.exit_code == 2 and "no job" in result.output
+    rows = asyncio.run(audit_rows(s.settings.database_url, "admin.job.cancel"))
+    assert [(r.actor, r.outcome) for r in rows] == [
+        ("cli-user", "ok"),
+        ("cli-user", "ok"),
+        ("cli-user", "not_found"),
+    ]
+
+
 def test_the_cli_acts_through_the_api_with_api_and_token(redis_url: str, tmp_path: Path) -> None:
     from tq_cli.main import app as cli
     from typer.testing import CliRunner
