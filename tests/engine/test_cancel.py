@@ -20,7 +20,7 @@ import pytest
 from support import cancel_worker, fast_settings, helper_command, helper_env, running, wait_for
 from tq import jobs, keys
 from tq.cancel import CancelOutcome, JobFinished, cancel_job, wait_settled
-from tq.envelope import JobState
+from tq.envelope import EVENT_DATA_MODELS, CancelledData, Event, JobState
 from tq.errors import NotFound
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
@@ -79,6 +79,8 @@ async def test_cancel_waiting_and_delayed_jobs_removes_them(redis_client: Any, r
     assert await p.enqueue(Q, "send-email", EMAIL, idempotency_key="k-wait") == waiting
     assert (await _counters(redis_client)).get("cancelled") == 2
     cancelled = [e for e in seen if e["type"] == "job.cancelled"]
+    for e in cancelled:  # what the cancel script publishes passes the admin's validation
+        CancelledData.model_validate(Event.model_validate(e).data)
     assert [(e["job_id"], e["data"]["was"]) for e in cancelled] == [
         (waiting, "waiting"),
         (delayed, "delayed"),
@@ -155,6 +157,11 @@ async def test_cancel_a_running_job_in_process(redis_client: Any, redis_url: str
     assert await redis_client.zcard(keys.delayed(Q)) == 0 and await redis_client.xlen(keys.dlq(Q)) == 0
     assert not await redis_client.hlen(keys.cancels(Q)), "the marker is dropped at settle"
     assert [e["data"] for e in seen if e["type"] == "job.cancelled"] == [{"was": "active", "attempt": 1}]
+    for e in seen:  # what the settle script publishes passes the admin's validation (tq.envelope)
+        event = Event.model_validate(e)
+        model = EVENT_DATA_MODELS.get(event.type)
+        if model is not None:
+            model.model_validate(event.data)
     assert [r["o"] for r in await _audit(redis_client, Q) if r["id"] == job_id] == ["cancelled"]
     listed = await jobs.list_jobs(redis_client, Q, JobState.CANCELLED)
     assert [j.id for j in listed.items] == [job_id]
