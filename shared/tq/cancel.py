@@ -116,7 +116,8 @@ class CancelWatch:
         self.client = client
         # queue -> job id whose cancel was asked -> when this process learnt it (monotonic)
         self.asked: dict[str, dict[str, float]] = {}
-        self.running: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (queue, job id) -> its task
+        # (queue, job id) -> the task running its handler, and the handler's JobContext
+        self.running: dict[tuple[str, str], tuple[asyncio.Task[Any], Any]] = {}
         self.cancelling: set[tuple[str, str]] = set()  # tasks this watch cancelled, not yet handled
 
     def wanted(self, queue: str, job_id: str) -> bool:
@@ -131,16 +132,18 @@ class CancelWatch:
 
     def _cancel_task(self, queue: str, job_id: str) -> None:
         job = (queue, job_id)
-        task = self.running.get(job)
-        if task is not None and job not in self.cancelling:
+        held = self.running.get(job)
+        if held is not None and job not in self.cancelling:
             self.cancelling.add(job)
+            task, ctx = held
+            ctx.cancel_requested = True  # the handler can tell this cancel from the worker's stop
             task.cancel(f"job {job_id} cancelled")
 
-    def started(self, queue: str, job_id: str) -> None:
-        """The current task runs the job's handler from now on."""
+    def started(self, queue: str, job_id: str, ctx: Any) -> None:
+        """The current task runs the job's handler (with ``ctx``, its ``JobContext``) from now on."""
         task = asyncio.current_task()
         if task is not None:
-            self.running[(queue, job_id)] = task
+            self.running[(queue, job_id)] = (task, ctx)
 
     def ended(self, queue: str, job_id: str) -> bool:
         """The handler returned or raised: forget its task. True when this watch cancelled it and

@@ -25,6 +25,9 @@ class JobContext:
     consumer_id: str
     redis: Any = field(repr=False)
     reporter: ProgressReporter | None = field(default=None, repr=False)  # made at the first progress()
+    # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
+    # then means "cancelled for good", not the worker stopping (which runs the job again)
+    cancel_requested: bool = False
 
     @property
     def job_id(self) -> str:

@@ -658,7 +658,7 @@ class QueueRunner:
             cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
             if cancels.wanted(self.queue, env.id):  # cancelled between its fetch and its start: never runs
                 return op("x")
-            cancels.started(self.queue, env.id)
+            cancels.started(self.queue, env.id, ctx)
             try:
                 try:
                     if time_limit:

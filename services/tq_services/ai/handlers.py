@@ -74,6 +74,7 @@ SEO_QUEUE = "ai:seo"
 REVIEW_QUEUE = "ai:review"
 ERROR_MAX = 2000
 INTERRUPTED = "Interrupted: the worker stopped during the call; the job runs again"
+CANCELLED = "Cancelled during the call (tq job cancel): the job ends cancelled and does not run again"
 SUMMARY_SLACK = 1.25  # a summary may run this much over max_words before it counts as malformed
 APPROVE_FROM, NEEDS_CHANGES_FROM = 70.0, 40.0
 MODEL_CHECKS = frozenset({"originality", "seo", "ai_probability"})  # the rest are computed locally
@@ -192,8 +193,10 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
                 session.add(
                     AiEventLog(run_id=run_id, job_id=ctx.job_id, event="done", model=completion.model)
                 )
-        except asyncio.CancelledError:  # the worker stopped mid-call (grace over): the job runs again
-            await asyncio.shield(_interrupted(settings, run_id, time.perf_counter() - started))
+        except asyncio.CancelledError:  # the worker stopped mid-call (grace over): the job runs again;
+            # or the job was cancelled (tq.cancel): it does not
+            elapsed = time.perf_counter() - started
+            await asyncio.shield(_interrupted(settings, run_id, elapsed, cancelled=ctx.cancel_requested))
             raise
         except Exception as exc:
             # a RateLimited job goes back uncharged: never its last attempt
@@ -241,15 +244,16 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
     return {"run_id": run_id, **usage, **result}
 
 
-async def _interrupted(settings: Settings, run_id: int, elapsed_s: float) -> None:
-    """Record a run cut short by a shutdown: its job stays pending and is run again after reclaim."""
+async def _interrupted(settings: Settings, run_id: int, elapsed_s: float, cancelled: bool) -> None:
+    """Record a run cut short by a shutdown (its job stays pending and is run again after reclaim),
+    or by a cancel of its job (``failed``: it is not run again)."""
     async with sessions(settings.database_url)() as session, session.begin():
         await session.execute(
             update(AiRun)
             .where(AiRun.id == run_id, AiRun.status == "running")
             .values(
-                status="retrying",
-                error=INTERRUPTED,
+                status="failed" if cancelled else "retrying",
+                error=CANCELLED if cancelled else INTERRUPTED,
                 finished_at=utcnow(),
                 duration_ms=round(elapsed_s * 1000, 3),
             )
