@@ -109,8 +109,8 @@ class CancelWatch:
     """One worker's view of cancel requests: the job ids asked (from ``tq:control`` and the polled
     markers) and the handler tasks it runs, so that a request cancels the right task.
 
-    The hot path pays one dict insert and delete per job (``started``/``ended``) and a set lookup
-    (``wanted``); the markers are read once per touch interval (``poll``), one HKEYS per queue."""
+    The hot path pays one dict insert and delete per job (``begin``/``ended``) and a lookup of the
+    requests; the markers are read once per touch interval (``poll``), one HKEYS per queue."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -119,10 +119,6 @@ class CancelWatch:
         # (queue, job id) -> the task running its handler, and the handler's JobContext
         self.running: dict[tuple[str, str], tuple[asyncio.Task[Any], Any]] = {}
         self.cancelling: set[tuple[str, str]] = set()  # tasks this watch cancelled, not yet handled
-
-    def wanted(self, queue: str, job_id: str) -> bool:
-        asked = self.asked.get(queue)
-        return asked is not None and job_id in asked
 
     def request(self, queue: str, job_id: str) -> None:
         """A cancel was asked: cancel the job's task if it runs here; remember it otherwise (it may
@@ -139,11 +135,17 @@ class CancelWatch:
             ctx.cancel_requested = True  # the handler can tell this cancel from the worker's stop
             task.cancel(f"job {job_id} cancelled")
 
-    def started(self, queue: str, job_id: str, ctx: Any) -> None:
-        """The current task runs the job's handler (with ``ctx``, its ``JobContext``) from now on."""
+    def begin(self, queue: str, job_id: str, ctx: Any) -> bool:
+        """The current task is about to run the job's handler (with ``ctx``, its ``JobContext``):
+        False when the job's cancel was already asked (it must not run), else it is registered
+        so that a cancel finds its task."""
+        asked = self.asked.get(queue)
+        if asked and job_id in asked:
+            return False
         task = asyncio.current_task()
         if task is not None:
             self.running[(queue, job_id)] = (task, ctx)
+        return True
 
     def ended(self, queue: str, job_id: str) -> bool:
         """The handler returned or raised: forget its task. True when this watch cancelled it and

@@ -656,9 +656,8 @@ class QueueRunner:
             time_limit = self.job_timeouts.get(env.name, 0.0)
             deadline: asyncio.Timeout | None = None
             cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
-            if cancels.wanted(self.queue, env.id):  # cancelled between its fetch and its start: never runs
+            if not cancels.begin(self.queue, env.id, ctx):  # cancelled between fetch and start: never runs
                 return op("x")
-            cancels.started(self.queue, env.id, ctx)
             try:
                 try:
                     if time_limit:
