@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
-from support import cancel_worker, fast_settings, helper_command, helper_env, running, wait_for
+from support import cancel_worker, fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
 from tq import jobs, keys
 from tq.cancel import CancelOutcome, JobFinished, cancel_job, wait_settled
 from tq.envelope import EVENT_DATA_MODELS, CancelledData, Event, JobState
@@ -393,3 +393,48 @@ async def test_a_cancelled_job_is_counted_in_the_metrics(redis_client: Any, redi
     assert registry.get_sample_value("tq_jobs_cancelled_total", labels) == 1
     assert registry.get_sample_value("tq_jobs_completed_total", labels) == 0
     assert registry.get_sample_value("tq_job_duration_seconds_count", labels) == 0  # not an attempt's end
+
+
+async def test_cancel_and_the_time_limit_and_the_stop_keep_their_meanings(
+    redis_client: Any, redis_url: str
+) -> None:
+    """Under a time limit, a cancel still ends the job ``cancelled`` (not ``JobTimeout``) and the
+    limit still fails the job it hits; a handler that raises CancelledError on its own fails
+    (issue 15); the worker's stop past its grace leaves a running job pending, not cancelled."""
+    s = fast_settings(redis_url, queues={Q: {"concurrency": 3, "timeout_s": 1.0, **tiny_retry(attempts=1)}})
+    h = HandlerRegistry()
+    began: dict[str, asyncio.Event] = {}
+    seen_cancel: dict[str, bool] = {}
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        began.setdefault(ctx.job_id, asyncio.Event()).set()
+        if payload.template == "raises":
+            raise asyncio.CancelledError("the handler's own")
+        try:
+            await asyncio.sleep(30)
+        finally:
+            seen_cancel[ctx.job_id] = ctx.cancel_requested
+
+    p = Producer(redis_client, s)
+    async with running(redis_client, s, h):
+        asked = await p.enqueue(Q, "send-email", EMAIL)
+        timed = await p.enqueue(Q, "send-email", EMAIL)
+        raises = await p.enqueue(Q, "send-email", {**EMAIL, "template": "raises"})
+        await asyncio.wait_for(began.setdefault(asked, asyncio.Event()).wait(), 10)
+        await cancel_job(redis_client, Q, asked, s)
+        assert await wait_settled(redis_client, Q, asked, 10) is JobState.CANCELLED
+        assert await wait_settled(redis_client, Q, timed, 10) is JobState.DEAD
+        assert await wait_settled(redis_client, Q, raises, 10) is JobState.DEAD
+    assert seen_cancel == {asked: True, timed: False}
+    assert (await jobs.get_job(redis_client, Q, timed)).error_type == "JobTimeout"
+    assert (await jobs.get_job(redis_client, Q, raises)).error_type == "CancelledError"
+
+    # the stop: the job stays pending for reclaim; nothing is counted cancelled
+    s2 = fast_settings(redis_url, shutdown_grace_s=0.1)
+    stopped = await p.enqueue(Q, "send-email", EMAIL)
+    async with running(redis_client, s2, h):
+        await asyncio.wait_for(began.setdefault(stopped, asyncio.Event()).wait(), 10)
+    rec = await jobs.get_job(redis_client, Q, stopped)
+    assert rec.state is JobState.ACTIVE and seen_cancel[stopped] is False
+    assert (await _counters(redis_client)).get("cancelled") == 1
