@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -14,7 +15,7 @@ import typer
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
-from tq import config, dlq, jobs
+from tq import cancel, config, dlq, jobs
 from tq.connection import async_client
 from tq.envelope import JobState
 from tq.errors import ConfirmationRequired, TqError
@@ -207,15 +208,40 @@ def list_jobs(
 
 
 @app.command("job")
-def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
-    """One job: payload, attempts, errors with stack, timeline."""
+def show_job(
+    queue: Annotated[str, typer.Argument(metavar="QUEUE", help="the queue, or `cancel` to cancel a job")],
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="the job (after `cancel`: its queue)")],
+    cancel_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="after `cancel`: the job")] = None,
+    wait: Annotated[
+        float, typer.Option(min=0, help="cancel: seconds to wait for a running job's outcome")
+    ] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """One job: payload, attempts, progress, errors with stack, timeline.
+
+    `tq job cancel QUEUE ID` cancels it: a waiting or delayed job is removed (it never runs); a
+    running one is cancelled on the replica that runs it and ends `cancelled`."""
+    if queue == "cancel":
+        if cancel_id is None:
+            raise _fail("usage: tq job cancel QUEUE ID")
+        _cancel(job_id, cancel_id, wait, as_json)
+        return
+    if cancel_id is not None:
+        raise _fail(f"unexpected argument {cancel_id!r}: tq job QUEUE ID, or tq job cancel QUEUE ID")
     rec = _run(lambda c: jobs.get_job(c, queue, job_id), remote=lambda api: api.get_job(queue, job_id))
     if as_json:
         _emit_json({**rec.to_dict(), "timeline": rec.timeline()})
         return
     for key, value in rec.to_dict().items():
-        if key not in ("stack", "payload", "failures") and value not in (None, [], ""):
+        if (
+            key not in ("stack", "payload", "failures")
+            and not key.startswith("progress")
+            and value not in (None, [], "")
+        ):
             console.print(f"[bold]{key}[/bold]: {value}")
+    if rec.progress is not None:
+        note = f" - {rec.progress_message}" if rec.progress_message else ""
+        console.print(f"[bold]progress[/bold]: {rec.progress:.0%}{note} (at {_when(rec.progress_at)})")
     console.print("[bold]payload[/bold]:", json.dumps(rec.payload, indent=2))
     for step in rec.timeline():
         console.print(
@@ -223,6 +249,47 @@ def show_job(queue: str, job_id: str, as_json: JsonOpt = False) -> None:
         )
     if rec.stack:
         console.print("[bold]stack[/bold]:\n" + rec.stack)
+
+
+def _cancel(queue: str, job_id: str, wait: float, as_json: bool) -> None:
+    """``tq job cancel``: cancel, then (a running job) wait up to ``wait`` s for its outcome."""
+
+    async def local(client: Any) -> dict[str, Any]:
+        done = await cancel.cancel_job(client, queue, job_id)
+        out: dict[str, Any] = {"outcome": done.outcome.value, "was": done.was.value}
+        if done.outcome is cancel.CancelOutcome.REQUESTED and wait:
+            final = await cancel.wait_settled(client, queue, job_id, wait)
+            out["state"] = final.value if final is not None else None
+        return out
+
+    def remote(api: Any) -> dict[str, Any]:
+        out = api.cancel_job(queue, job_id)
+        out = {"outcome": out["outcome"], "was": out["was"]}
+        if out["outcome"] == "requested" and wait:
+            deadline = time.monotonic() + wait
+            out["state"] = None
+            while time.monotonic() < deadline:
+                state = api.get_job(queue, job_id).state
+                if state.value in ("completed", "dead", "cancelled"):
+                    out["state"] = state.value
+                    break
+                time.sleep(0.2)
+        return out
+
+    out = _run(local, remote=remote)
+    if as_json:
+        _emit_json({"queue": queue, "job_id": job_id, **out})
+        return
+    if out["outcome"] == "removed":
+        typer.echo(f"{job_id} cancelled: it was {out['was']} and was removed; it never runs")
+    elif not wait:
+        typer.echo(f"{job_id} is running: cancel requested")
+    elif out.get("state") == "cancelled":
+        typer.echo(f"{job_id} cancelled while running")
+    elif out.get("state"):
+        typer.echo(f"{job_id} ended {out['state']} before the cancel reached it")
+    else:
+        typer.echo(f"{job_id} is still running after {wait:g}s: its consumer cancels it at its next check")
 
 
 @app.command()

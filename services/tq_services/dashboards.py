@@ -394,9 +394,13 @@ def queue_drilldown() -> dict[str, Any]:
     lay.row("Queue $queue")
     lay.timeseries(
         "Throughput",
-        [(throughput(m), "completed"), (enqueue_rate(m), "enqueued")],
+        [
+            (throughput(m), "completed"),
+            (enqueue_rate(m), "enqueued"),
+            (f"sum by (queue) (rate(tq_jobs_cancelled_total{{{m}}}[{RATE}]))", "cancelled"),
+        ],
         "ops",
-        "Jobs completed and enqueued per second",
+        "Jobs completed, enqueued and cancelled (tq job cancel, on a worker) per second",
         w=12,
     )
     lay.timeseries(

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from tq import keys
 from tq.connection import text
 from tq.loopwatch import NO_JOB
-from tq.observe import COMPLETED, DEAD, RATE_WAIT_REASONS, RETRIED, Settled
+from tq.observe import CANCELLED, COMPLETED, DEAD, RATE_WAIT_REASONS, RETRIED, Settled
 from tq.registry import QueueSpec
 from tq.schedules import TICK_OUTCOMES
 from tq.settings import get_settings
@@ -125,7 +125,8 @@ class JobMetrics:
     Per settled job (``tq.observe.Settled``): completed -> ``tq_jobs_completed_total``; a failed
     attempt scheduled again -> ``tq_jobs_failed_total{outcome="retried"}``; a dead-letter ->
     ``outcome="invalid"`` for bad input (``tq.observe.INVALID_ERRORS``), else
-    ``outcome="dead_lettered"``; taken over from a dead consumer -> ``tq_jobs_reclaimed_total``
+    ``outcome="dead_lettered"``; cancelled on this worker -> ``tq_jobs_cancelled_total``; taken
+    over from a dead consumer -> ``tq_jobs_reclaimed_total``
     as well (and its retried/dead_lettered count). ``tq_job_duration_seconds`` observes every
     completed/failed attempt this process ran or rejected (not reclaimed ones: they did not run
     here), so its count equals completed + failed of those; ``tq_job_wait_seconds`` observes
@@ -140,6 +141,12 @@ class JobMetrics:
             "tq_jobs_failed",
             "Failed attempts by outcome: retried, dead_lettered, invalid (bad input, never run)",
             ["queue", "job", "outcome"],
+            registry=registry,
+        )
+        self.cancelled = Counter(
+            "tq_jobs_cancelled",
+            "Jobs cancelled on a worker (running, or fetched and not yet started; tq.cancel)",
+            ["queue", "job"],
             registry=registry,
         )
         self.reclaimed = Counter(
@@ -225,6 +232,7 @@ class JobMetrics:
                     self.duration.labels(spec.name, job),
                     self.wait.labels(spec.name, job),
                 )
+                self.cancelled.labels(spec.name, job)  # at zero from start-up, like every series
             self._series[spec.name] = per_job
             self._reclaimed[spec.name] = self.reclaimed.labels(spec.name)
 
@@ -273,6 +281,10 @@ class JobMetrics:
                 outcome = "retried"
             elif kind == DEAD:
                 outcome = "invalid" if op.invalid else "dead_lettered"
+            elif kind == CANCELLED:  # counted only: not an attempt's outcome (no duration observed)
+                job = op.name if op.name in per_job else UNKNOWN_JOB
+                self.cancelled.labels(queue, job).inc()
+                continue
             else:  # skipped or released: no attempt was made
                 continue
             job = op.name if op.name in per_job else UNKNOWN_JOB

@@ -21,6 +21,7 @@ class JobState(str, Enum):
     FAILED = "failed"  # an attempt failed; waiting in backoff for the next attempt
     COMPLETED = "completed"
     DEAD = "dead"  # failed for good: in the dead-letter queue
+    CANCELLED = "cancelled"  # cancelled while running (tq.cancel): not retried, not dead-lettered
 
 
 class Envelope(BaseModel):
@@ -182,6 +183,7 @@ class EventType(str, Enum):
     JOB_RETRYING = "job.retrying"
     JOB_FAILED = "job.failed"
     JOB_REMOVED = "job.removed"
+    JOB_CANCELLED = "job.cancelled"  # cancelled (tq.cancel); data: from (the state it was in), attempt
     JOB_PROGRESS = "job.progress"  # a handler's own progress (``JobContext.publish``)
     DLQ_ADDED = "dlq.added"
     DLQ_REPLAYED = "dlq.replayed"
@@ -235,7 +237,28 @@ class AiTaskData(BaseModel):
     message: str | None = None
 
 
+class ProgressData(BaseModel):
+    """``job.progress``: ``JobContext.progress`` sends ``fraction`` (0-1) and ``message``; other
+    producers of the kind (a plugin's own events) add their own fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fraction: float | None = Field(None, ge=0, le=1)
+    message: str | None = Field(None, max_length=500)
+
+
+class CancelledData(BaseModel):
+    """``job.cancelled``: the state the job was cancelled from and the attempt it was on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    was: Literal["waiting", "delayed", "failed", "active"]
+    attempt: int
+
+
 EVENT_DATA_MODELS: dict[EventType, type[BaseModel]] = {
+    EventType.JOB_PROGRESS: ProgressData,
+    EventType.JOB_CANCELLED: CancelledData,
     EventType.DLQ_STATS: DlqStatsData,
     EventType.WORKFLOW_STEP: WorkflowStepData,
     EventType.AI_TASK: AiTaskData,

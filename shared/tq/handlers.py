@@ -11,6 +11,7 @@ from typing import Any
 
 from tq import keys
 from tq.envelope import EVENT_DATA_MODELS, Envelope, Event, EventType
+from tq.progress import ProgressReporter
 from tq.registry import get_queue
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
@@ -23,6 +24,10 @@ class JobContext:
     max_attempts: int
     consumer_id: str
     redis: Any = field(repr=False)
+    reporter: ProgressReporter | None = field(default=None, repr=False)  # made at the first progress()
+    # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
+    # then means "cancelled for good", not the worker stopping (which runs the job again)
+    cancel_requested: bool = False
 
     @property
     def job_id(self) -> str:
@@ -35,6 +40,14 @@ class JobContext:
     @property
     def trace_id(self) -> str | None:
         return self.envelope.trace_id
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job is (``fraction`` 0-1) and what it does now: written to its record
+        and published as ``job.progress``, throttled per job (``tq.progress``); the last report is
+        always written. A fraction outside 0-1 raises ``ValueError``."""
+        if self.reporter is None:
+            self.reporter = ProgressReporter(self.redis, self.queue, self.job_id, self.envelope.name)
+        await self.reporter.report(fraction, message)
 
     async def publish(self, kind: EventType, **data: Any) -> None:
         """Publish a progress event for this job on ``tq:events``. Kinds with a data model

@@ -50,6 +50,9 @@ class JobRecord:
     replayed_as: str | None = None
     consumer: str | None = None
     entry_id: str | None = None
+    progress: float | None = None  # the handler's last ctx.progress (tq.progress): fraction 0-1
+    progress_message: str | None = None
+    progress_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,7 +64,7 @@ class JobRecord:
         out: list[dict[str, Any]] = [{"at": self.enqueued_at, "event": "enqueued"}]
         # a failure's own "at" is epoch milliseconds (as stored); every step's "at" is seconds
         out += [{**f, "at": f.get("at", 0) / 1000, "event": "attempt failed"} for f in self.failures]
-        if self.state in (JobState.COMPLETED, JobState.DEAD) and self.finished_at:
+        if self.state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED) and self.finished_at:
             out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
         return out
 
@@ -119,6 +122,9 @@ def _record(
         replayed_as=text(h.get(b"ra")) or None,
         consumer=text(h.get(b"c")) or None,
         entry_id=text(h.get(b"x")) or None,
+        progress=float(h[b"pg"]) if h.get(b"pg") else None,
+        progress_message=text(h.get(b"pm")) or None,
+        progress_at=_ms_to_s(h.get(b"pt")),
     )
 
 
@@ -284,7 +290,9 @@ async def _index_ids(
     if state in (JobState.DELAYED, JobState.FAILED):
         raw = await client.zrange(keys.delayed(queue), offset, offset + count - 1, withscores=True)
     else:
-        index = keys.completed_index(queue) if state is JobState.COMPLETED else keys.dead_index(queue)
+        # cancelled jobs share the completed index (and its retention)
+        finished = (JobState.COMPLETED, JobState.CANCELLED)
+        index = keys.completed_index(queue) if state in finished else keys.dead_index(queue)
         raw = await client.zrevrange(index, offset, offset + count - 1, withscores=True)
     scores = {text(i): float(score) for i, score in raw}
     return list(scores), (str(offset + count) if len(raw) == count else None), scores
@@ -357,6 +365,7 @@ async def counts(client: Any, queue: str) -> dict[str, Any]:
         "delayed": delayed,
         "completed": t.get("completed", 0),
         "dead": dead,
+        "cancelled": t.get("cancelled", 0),
         "retried": t.get("retried", 0),
         "enqueued": t.get("enqueued", 0),
         "paused": cfg.paused,

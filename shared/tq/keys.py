@@ -55,7 +55,7 @@ def dead_index(queue: str) -> str:
 
 def counters(queue: str) -> str:
     """HASH of monotonic totals: enqueued, completed, skipped, retried, dead, requeued, reclaimed,
-    replayed."""
+    replayed, cancelled."""
     return prefix(queue) + "counters"
 
 
@@ -70,6 +70,13 @@ def progress(queue: str) -> str:
     job). A consumer takes its entries in stream order, so after it dies its pending entries above
     that id were fetched but never started: a reclaim gives them back free."""
     return prefix(queue) + "progress"
+
+
+def cancels(queue: str) -> str:
+    """HASH job id -> when its cancel was asked (ms): the durable cancel markers of running jobs
+    (``tq.cancel``). Every consumer polls it, so a replica that missed the control message still
+    cancels; a marker is dropped when its job settles as cancelled or is found finished."""
+    return prefix(queue) + "cancels"
 
 
 def crash_watch(queue: str) -> str:

@@ -24,6 +24,7 @@ RETRIED = "r"  # failed an attempt, scheduled for another (delayed ZSET)
 DEAD = "d"  # dead-lettered
 SKIPPED = "s"  # idempotency key already completed by another job: acked without running
 RELEASED = "q"  # fetched but never started (shutdown or pause): given back, no attempt charged
+CANCELLED = "x"  # cancelled while running, or fetched and cancelled before its start (tq.cancel)
 
 # Why a queue's intake waited at its rate limit (tq.ratelimit): no permit left in the window across
 # replicas, or a pause a handler asked with RateLimited.
@@ -41,7 +42,7 @@ class Settled(Protocol):
 
     @property
     def kind(self) -> str:
-        """One of COMPLETED, RETRIED, DEAD, SKIPPED, RELEASED."""
+        """One of COMPLETED, RETRIED, DEAD, SKIPPED, RELEASED, CANCELLED."""
         ...
 
     @property

@@ -6,7 +6,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove", "inspect")
+SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove", "inspect", "cancel", "progress")
 
 
 @cache
@@ -27,3 +27,5 @@ class Scripts:
         self.replay = client.register_script(source("replay"))
         self.remove = client.register_script(source("remove"))
         self.inspect = client.register_script(source("inspect"))
+        self.cancel = client.register_script(source("cancel"))
+        self.progress = client.register_script(source("progress"))

@@ -37,6 +37,7 @@ TASKS = (
     "promoter",
     "reclaimer",
     "touch",
+    "cancels",  # the poll of cancel markers (tq.cancel)
     "config",
     "heartbeat",
     "control",

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys
+from tq.cancel import CancelWatch, control_message
 from tq.envelope import Envelope, entry_envelope, entry_job_id, entry_payload_json, envelope_json
 from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
@@ -677,13 +678,21 @@ class QueueRunner:
                 await self.w.client.hset(keys.started(self.queue), eid, self.w.consumer_id)
             time_limit = self.job_timeouts.get(env.name, 0.0)
             deadline: asyncio.Timeout | None = None
+            cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
+            if not cancels.begin(self.queue, env.id, ctx):  # cancelled between fetch and start: never runs
+                return op("x")
             try:
-                if time_limit:
-                    async with asyncio.timeout(time_limit) as deadline:
+                try:
+                    if time_limit:
+                        async with asyncio.timeout(time_limit) as deadline:
+                            result = await handler(ctx, payload)
+                    else:
                         result = await handler(ctx, payload)
-                else:
-                    result = await handler(ctx, payload)
+                finally:
+                    cancelled = cancels.ended(self.queue, env.id)
             except BaseException as exc:  # costs nothing on success; any failure is the job's
+                if cancelled:  # tq.cancel: ends 'cancelled', not retried, not dead-lettered
+                    return op("x")
                 if not isinstance(exc, Exception) and _own_cancellation(exc):
                     raise
                 stack = traceback.format_exc()
@@ -704,6 +713,8 @@ class QueueRunner:
                 return op("r", a=str(int(due * 1000)), b=_failure(error_type, message, stack))
         finally:
             gate.leave(alone=suspect)
+            if ctx.reporter is not None:  # its last report lands before the outcome
+                await ctx.reporter.close()
         return op("c", a="" if result is None else json.dumps(result, default=str)[:2000])
 
     # ---- settling ----------------------------------------------------------------------------
@@ -967,6 +978,7 @@ class Worker:
         self.scripts = Scripts(client)
         self.runners = {q.name: QueueRunner(self, q) for q in queues}
         self.stopping = False
+        self.cancels = CancelWatch(client)  # cancel requests and the handler tasks they cancel
         self.gate = IsolationGate()  # suspects run alone in this process (see QueueRunner.reclaim_once)
         self.started_at = time.time()
         self._duties: list[asyncio.Task[None]] = []
@@ -987,6 +999,7 @@ class Worker:
             # retried within its interval: a Redis back after an outage sees this consumer at once
             self._duty("heartbeat", self.settings.heartbeat_ttl_s / 3, self.heartbeat_once, cap=True),
             self._duty("touch", self._touch_interval, self._touch),
+            self._duty("cancels", self._touch_interval, self._poll_cancels),  # markers: tq.cancel
         ]
         if listen_control:
             self._duties.append(
@@ -1010,7 +1023,11 @@ class Worker:
         return max(0.02, min(r.cfg.visibility_timeout_s for r in self.runners.values()) / 3)
 
     async def on_control(self, message: dict[str, Any] | str | bytes) -> None:
-        """A control message names the queue whose config changed."""
+        """A control message names the queue whose config changed, or a job to cancel (tq.cancel)."""
+        asked = control_message(message)
+        if asked is not None:
+            self.cancels.request(*asked)
+            return
         if isinstance(message, (bytes, str)):
             message = json.loads(message)
         runner = self.runners.get(str(message.get("queue", "")))  # type: ignore[union-attr]
@@ -1079,6 +1096,9 @@ class Worker:
     async def _refresh(self) -> None:
         for r in self.runners.values():
             await r.refresh_config()
+
+    async def _poll_cancels(self) -> None:
+        await self.cancels.poll(self.runners)
 
     async def _touch(self) -> None:
         for r in self.runners.values():

@@ -19,6 +19,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from support import fast_settings
 from support.admin import (
     ADMIN_KEY,
     NO_HANDLER_JOB,
@@ -35,13 +36,17 @@ from support.admin import (
 )
 from support.redis_server import free_port
 from tq import keys
+from tq.cancel import wait_settled
 from tq.config import read as read_config
 from tq.connection import async_client
 from tq.db import make_engine
+from tq.envelope import JobState
+from tq.handlers import HandlerRegistry, JobContext
 from tq.models import AuditLog
 from tq.producer import Producer
-from tq.registry import all_queues
+from tq.registry import all_queues, get_queue
 from tq.stats import StatsLeader
+from tq.worker import Worker
 
 BASE = "/api/owner/queues"
 
@@ -92,6 +97,7 @@ async def test_openapi_publishes_every_endpoint_with_bearer_auth(http: httpx.Asy
         (q + "/jobs", "get"),
         (q + "/jobs/{job_id}", "get"),
         (q + "/jobs/{job_id}/retry", "post"),
+        (q + "/jobs/{job_id}/cancel", "post"),
         (q + "/jobs/{job_id}", "delete"),
         (q + "/pause", "post"),
         (q + "/resume", "post"),
@@ -328,6 +334,82 @@ async def test_dead_job_detail_retry_and_remove(
     assert rows[1].details["result"] == {"job_id": new_id}
 
 
+async def test_cancel_waiting_delayed_running_and_finished_jobs(
+    http: httpx.AsyncClient, owner: dict[str, str], redis_client: Any, served: Served
+) -> None:
+    producer = Producer(redis_client, served.settings)
+    waiting = await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": 1})
+    delayed = await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": 2}, delay=3600)
+    r = await http.post(f"{BASE}/{Q}/jobs/{waiting}/cancel", headers=owner)
+    assert r.status_code == 200
+    assert r.json() == {"queue": Q, "job_id": waiting, "outcome": "removed", "was": "waiting"}
+    r = await http.post(f"{BASE}/{Q_ENCODED}/jobs/{delayed}/cancel", headers=owner)
+    assert r.json()["outcome"] == "removed" and r.json()["was"] == "delayed"
+    assert_error(await http.post(f"{BASE}/{Q}/jobs/{waiting}/cancel", headers=owner), 404, "not_found")
+
+    # running on a worker (in this process): requested, then the job ends cancelled
+    handlers = HandlerRegistry()
+    began, cleaned = asyncio.Event(), asyncio.Event()
+
+    @handlers.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: Any) -> None:
+        await ctx.progress(0.25, "sending")
+        began.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned.set()
+
+    worker = Worker(redis_client, [get_queue(Q)], handlers, fast_settings(served.settings.redis_url))
+    await worker.start()
+    try:
+        running = await producer.enqueue(Q, "send-email", {"to": "a@example.com", "template": "w"})
+        await asyncio.wait_for(began.wait(), 10)
+        detail = (await http.get(f"{BASE}/{Q}/jobs/{running}", headers=owner)).json()
+        assert (detail["state"], detail["progress"], detail["progress_message"]) == (
+            "active",
+            0.25,
+            "sending",
+        )
+        r = await http.post(f"{BASE}/{Q}/jobs/{running}/cancel", headers=owner)
+        assert r.json() == {"queue": Q, "job_id": running, "outcome": "requested", "was": "active"}
+        await asyncio.wait_for(cleaned.wait(), 10)
+        assert await wait_settled(redis_client, Q, running, 10) is JobState.CANCELLED
+    finally:
+        await worker.stop()
+    detail = (await http.get(f"{BASE}/{Q}/jobs/{running}", headers=owner)).json()
+    assert detail["state"] == "cancelled" and detail["timeline"][-1]["event"] == "cancelled"
+    listed = (await http.get(f"{BASE}/{Q}/jobs", params={"state": "cancelled"}, headers=owner)).json()
+    assert [j["id"] for j in listed["items"]] == [running]
+    err = assert_error(await http.post(f"{BASE}/{Q}/jobs/{running}/cancel", headers=owner), 409, "conflict")
+    assert "already cancelled" in err["message"]
+    summary = (await http.get(f"{BASE}/{Q}/stats", headers=owner)).json()
+    assert summary["counts"]["cancelled"] == 3
+
+    rows = await audit_rows(served.settings.database_url, "admin.job.cancel")
+    assert [(r.outcome, r.target) for r in rows] == [
+        ("ok", f"{Q}/{waiting}"),
+        ("ok", f"{Q}/{delayed}"),
+        ("not_found", f"{Q}/{waiting}"),
+        ("ok", f"{Q}/{running}"),
+        ("conflict", f"{Q}/{running}"),
+    ]
+    assert rows[3].details["result"] == {"outcome": "requested", "was": "active"}
+
+
+async def test_bulk_cancel_reports_each_job(
+    http: httpx.AsyncClient, owner: dict[str, str], redis_client: Any, served: Served
+) -> None:
+    producer = Producer(redis_client, served.settings)
+    ids = [await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": i}) for i in (1, 2)]
+    body = {"action": "cancel", "job_ids": [*ids, "never-enqueued"]}
+    r = (await http.post(f"{BASE}/{Q}/jobs/bulk", json=body, headers=owner)).json()
+    assert (r["action"], r["done"], r["failed"]) == ("cancel", 2, 1)
+    assert [o["ok"] for o in r["outcomes"]] == [True, True, False]
+    assert "no job never-enqueued" in r["outcomes"][2]["error"]
+    assert int(await redis_client.xlen(keys.stream(Q))) == 0
+
+
 # ---- DLQ ----------------------------------------------------------------------------------------
 
 
@@ -403,6 +485,8 @@ async def test_unknown_queue_job_and_entry_are_404(http: httpx.AsyncClient, owne
         ("GET", f"{nq}/jobs", None),
         ("GET", f"{nq}/jobs/abc", None),
         ("POST", f"{nq}/jobs/abc/retry", None),
+        ("POST", f"{nq}/jobs/abc/cancel", None),
+        ("POST", f"{BASE}/{Q}/jobs/never-enqueued/cancel", None),
         ("DELETE", f"{nq}/jobs/abc", None),
         ("POST", f"{nq}/pause", None),
         ("POST", f"{nq}/resume", None),
@@ -554,6 +638,43 @@ def test_tq_serve_admin_and_token_create(redis_url: str, tmp_path: Path) -> None
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+
+
+def test_the_cli_cancels_through_the_api(redis_url: str, tmp_path: Path) -> None:
+    from tq_cli.main import app as cli
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    s = admin_settings(redis_url, sqlite_database(tmp_path))
+
+    async def enqueue() -> list[str]:
+        client = async_client(s.settings)
+        try:
+            producer = Producer(client, s.settings)
+            return [await producer.enqueue(Q, NO_HANDLER_JOB, {"limit": 1}, delay=d) for d in (None, 600)]
+        finally:
+            await client.aclose()
+
+    waiting, delayed = asyncio.run(enqueue())
+    with serving(s) as served:
+        tok = token(s, subject="cli-user")
+
+        def tq(*args: str) -> Any:
+            return runner.invoke(cli, ["--api", served.url, "--token", tok, *args])
+
+        result = tq("job", "cancel", Q, waiting)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == f"{waiting} cancelled: it was waiting and was removed; it never runs"
+        result = tq("job", "cancel", Q, delayed, "--json")
+        assert json.loads(result.stdout)["was"] == "delayed"
+        result = tq("job", "cancel", Q, waiting)
+        assert result.exit_code == 2 and "no job" in result.output
+    rows = asyncio.run(audit_rows(s.settings.database_url, "admin.job.cancel"))
+    assert [(r.actor, r.outcome) for r in rows] == [
+        ("cli-user", "ok"),
+        ("cli-user", "ok"),
+        ("cli-user", "not_found"),
+    ]
 
 
 def test_the_cli_acts_through_the_api_with_api_and_token(redis_url: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ docs/admin.md); other screenshots go to ``TQ_TEST_ARTIFACTS`` (default: the test
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -464,5 +465,48 @@ async def test_jobs_per_second_is_not_zero_for_a_queue_that_completed_jobs(
                 page.locator(f'#queue-table tr[data-queue="{Q}"] [data-field="waiting"]')
             ).to_have_text("0")
             await expect(rate_cell).to_have_text(re.compile(r"^0\.[0-9]*[1-9][0-9]*$"))
+        await page.close()
+    assert problems == []
+
+
+async def test_job_page_shows_progress_live_and_cancels_a_running_job(
+    browser: Any, artifacts: Path, redis_url: str, tmp_path: Path, redis_client: Any
+) -> None:
+    """Issue 18: the job page's progress bar follows the job's ``job.progress`` events, and its
+    Cancel button cancels the running job on its worker (the handler's cleanup runs)."""
+    s = admin_settings(redis_url, sqlite_database(tmp_path))
+    handlers = HandlerRegistry()
+    cleaned: list[str] = []
+
+    @handlers.register(Q, "send-email")
+    async def send(ctx: Any, payload: Any) -> None:
+        try:
+            for step in range(1, 1000):
+                await ctx.progress(min(0.99, step / 100), f"step {step}")
+                await asyncio.sleep(0.6)  # one report per throttle interval: each one lands
+        finally:
+            cleaned.append(ctx.job_id)
+
+    expect = playwright_api.expect
+    with serving(s) as served:
+        page, problems = await open_page(browser, served.url, s)
+        async with running(redis_client, s.settings, handlers, queue=Q):
+            job_id = await Producer(redis_client, s.settings).enqueue(Q, "send-email", EMAIL)
+            await page.goto(f"{served.url}/#/queue/{Q}/job/{job_id}")
+            await expect(page.locator("#job-progress")).to_be_visible()
+            # live: later reports arrive over the event stream without a reload
+            await expect(page.locator("#job-progress-text")).to_contain_text(re.compile(r"step [3-9]"))
+            text = await page.locator("#job-progress-text").text_content()
+            assert text is not None and re.fullmatch(r"\d+% - step \d+", text), text
+            value = float(await page.locator("#job-progress-bar").get_attribute("value") or 0)
+            assert 0.02 <= value < 1
+            await shot(page, artifacts, "job-progress", docs=True)
+            await page.get_by_role("button", name="Cancel job").click()
+            await expect(page.locator("#job-fields")).to_contain_text("cancelled", timeout=10_000)
+            await expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+            await wait_for(lambda: cleaned == [job_id], what="the handler's cleanup")
+        rec = await redis_client.hget(keys.job(Q, job_id), "s")
+        assert rec == b"cancelled"
+        assert int(await redis_client.hget(keys.counters(Q), "cancelled") or 0) == 1
         await page.close()
     assert problems == []

@@ -82,6 +82,10 @@ class AdminClient:
     def get_job(self, queue: str, job_id: str) -> JobRecord:
         return _job(self._call("GET", f"/{self._q(queue)}/jobs/{quote(job_id, safe='')}"))
 
+    def cancel_job(self, queue: str, job_id: str) -> dict[str, Any]:
+        """``{"outcome": "removed"|"requested", "was": state}`` (``tq.cancel``)."""
+        return dict(self._call("POST", f"/{self._q(queue)}/jobs/{quote(job_id, safe='')}/cancel"))
+
     def set_paused(self, queue: str, paused: bool) -> None:
         self._call("POST", f"/{self._q(queue)}/{'pause' if paused else 'resume'}")
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
-from tq import config, dlq, jobs
+from tq import cancel, config, dlq, jobs
 from tq.envelope import JobState
 from tq.errors import TqError
 from tq.models import QueueMetricAggregate
@@ -31,6 +31,7 @@ from tq_services.admin.schemas import (
     BulkJobsRequest,
     BulkOutcome,
     BulkResult,
+    CancelResult,
     Consumer,
     DeadLetterAction,
     DeadLetterDetail,
@@ -196,7 +197,7 @@ async def get_job(request: Request, queue: Queue, job_id: JobId, _: Reader) -> J
     return JobDetail.model_validate({**rec.to_dict(), "timeline": rec.timeline()})
 
 
-@router.post("/{queue}/jobs/bulk", name="jobs.bulk", summary="Retry or remove the selected jobs")
+@router.post("/{queue}/jobs/bulk", name="jobs.bulk", summary="Retry, remove or cancel the selected jobs")
 async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Owner) -> BulkResult:
     _known(queue)
     client = admin_state(request).redis
@@ -207,6 +208,9 @@ async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Ow
                 outcomes.append(
                     BulkOutcome(id=job_id, ok=True, job_id=await jobs.retry_job(client, queue, job_id))
                 )
+            elif body.action is JobAction.CANCEL:
+                await cancel.cancel_job(client, queue, job_id)
+                outcomes.append(BulkOutcome(id=job_id, ok=True))
             else:
                 await jobs.remove_job(client, queue, job_id)
                 outcomes.append(BulkOutcome(id=job_id, ok=True))
@@ -237,6 +241,19 @@ async def remove_job(request: Request, queue: Queue, job_id: JobId, _: Owner) ->
         was = await jobs.remove_job(admin_state(request).redis, queue, job_id)
     note(request, removed_from=was.value)
     return RemoveResult(queue=queue, job_id=job_id, removed_from=was)
+
+
+@router.post(
+    "/{queue}/jobs/{job_id}/cancel",
+    name="job.cancel",
+    summary="Cancel a job: remove it if it waits, cancel its run if it runs",
+    responses={404: {"description": "no such job"}, 409: {"description": "the job already ended"}},
+)
+async def cancel_job(request: Request, queue: Queue, job_id: JobId, _: Owner) -> CancelResult:
+    with tq_errors():
+        done = await cancel.cancel_job(admin_state(request).redis, queue, job_id)
+    note(request, outcome=done.outcome.value, was=done.was.value)
+    return CancelResult(queue=queue, job_id=job_id, outcome=done.outcome.value, was=done.was)
 
 
 # ---- dead-letter queue -------------------------------------------------------------------------

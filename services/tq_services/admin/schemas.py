@@ -8,7 +8,7 @@ The answers mirror the tq library's own records (``tq.jobs.JobRecord``, ``tq.dlq
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from tq.envelope import JobState
@@ -42,6 +42,7 @@ MAX_BULK = 500  # ids one bulk call acts on
 class JobAction(StrEnum):
     RETRY = "retry"
     REMOVE = "remove"
+    CANCEL = "cancel"  # tq.cancel: waiting/delayed removed, running cancelled on its worker
 
 
 class DeadLetterAction(StrEnum):
@@ -50,7 +51,7 @@ class DeadLetterAction(StrEnum):
 
 
 class BulkJobsRequest(BaseModel):
-    """Retry or remove the selected jobs, each on its own (one failing does not stop the rest)."""
+    """Retry, remove or cancel the selected jobs, each on its own (one failing does not stop the rest)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +92,7 @@ class QueueCounts(BaseModel):
     )
     completed: int
     dead: int
+    cancelled: int = Field(0, description="jobs cancelled so far (removed before they ran, or while running)")
     retried: int
     enqueued: int
     paused: bool
@@ -305,6 +307,9 @@ class Job(BaseModel):
     replayed_as: str | None
     consumer: str | None
     entry_id: str | None
+    progress: float | None = Field(None, description="the handler's last reported fraction done (0-1)")
+    progress_message: str | None = Field(None, description="the message of its last progress report")
+    progress_at: float | None = Field(None, description="when it reported it (epoch s)")
 
 
 class TimelineStep(BaseModel):
@@ -341,6 +346,18 @@ class RemoveResult(BaseModel):
     queue: str
     job_id: str
     removed_from: JobState
+
+
+class CancelResult(BaseModel):
+    """What a cancel did (``tq.cancel``)."""
+
+    queue: str
+    job_id: str
+    outcome: Literal["removed", "requested"] = Field(
+        description="removed: it was waiting or delayed and never runs; requested: it was running "
+        "(or fetched), the consumer holding it cancels it and it ends `cancelled`"
+    )
+    was: JobState = Field(description="the state it was cancelled from")
 
 
 # ---- dead-letter queue -------------------------------------------------------------------------

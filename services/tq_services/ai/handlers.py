@@ -74,6 +74,7 @@ SEO_QUEUE = "ai:seo"
 REVIEW_QUEUE = "ai:review"
 ERROR_MAX = 2000
 INTERRUPTED = "Interrupted: the worker stopped during the call; the job runs again"
+CANCELLED = "Cancelled during the call (tq job cancel): the job ends cancelled and does not run again"
 SUMMARY_SLACK = 1.25  # a summary may run this much over max_words before it counts as malformed
 APPROVE_FROM, NEEDS_CHANGES_FROM = 70.0, 40.0
 MODEL_CHECKS = frozenset({"originality", "seo", "ai_probability"})  # the rest are computed locally
@@ -147,6 +148,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             run_id = run.id
             session.add(AiEventLog(run_id=run_id, job_id=ctx.job_id, event="started", model=model))
         await ctx.publish(EventType.AI_TASK, stage="started", article_id=article_id, model=model)
+        await ctx.progress(0.1, f"asking {model}")
 
         started = time.perf_counter()
         completion: Completion | None = None
@@ -178,6 +180,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
                     )
                 )
             await ctx.publish(EventType.AI_TASK, stage="model_answered", article_id=article_id, **usage)
+            await ctx.progress(0.8, f"{completion.model} answered ({completion.tokens_out} tokens): applying")
 
             async with session.begin():
                 article = await session.get(Article, article_id, populate_existing=True)
@@ -190,8 +193,10 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
                 session.add(
                     AiEventLog(run_id=run_id, job_id=ctx.job_id, event="done", model=completion.model)
                 )
-        except asyncio.CancelledError:  # the worker stopped mid-call (grace over): the job runs again
-            await asyncio.shield(_interrupted(settings, run_id, time.perf_counter() - started))
+        except asyncio.CancelledError:  # the worker stopped mid-call (grace over): the job runs again;
+            # or the job was cancelled (tq.cancel): it does not
+            elapsed = time.perf_counter() - started
+            await asyncio.shield(_interrupted(settings, run_id, elapsed, cancelled=ctx.cancel_requested))
             raise
         except Exception as exc:
             # a RateLimited job goes back uncharged: never its last attempt
@@ -235,18 +240,20 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             )
             raise
     await ctx.publish(EventType.AI_TASK, stage="done", article_id=article_id, **usage)
+    await ctx.progress(1.0, "done")
     return {"run_id": run_id, **usage, **result}
 
 
-async def _interrupted(settings: Settings, run_id: int, elapsed_s: float) -> None:
-    """Record a run cut short by a shutdown: its job stays pending and is run again after reclaim."""
+async def _interrupted(settings: Settings, run_id: int, elapsed_s: float, cancelled: bool) -> None:
+    """Record a run cut short by a shutdown (its job stays pending and is run again after reclaim),
+    or by a cancel of its job (``failed``: it is not run again)."""
     async with sessions(settings.database_url)() as session, session.begin():
         await session.execute(
             update(AiRun)
             .where(AiRun.id == run_id, AiRun.status == "running")
             .values(
-                status="retrying",
-                error=INTERRUPTED,
+                status="failed" if cancelled else "retrying",
+                error=CANCELLED if cancelled else INTERRUPTED,
                 finished_at=utcnow(),
                 duration_ms=round(elapsed_s * 1000, 3),
             )
@@ -600,6 +607,7 @@ def _review(
 async def _review_locally(ctx: JobContext, article_id: int, checks: set[str]) -> dict[str, Any]:
     """Readability and structure need no model (nor a provider): no AiRun, the same reports."""
     await ctx.publish(EventType.AI_TASK, stage="started", article_id=article_id)
+    await ctx.progress(0.1, "reviewing locally (no model)")
     async with sessions(get_settings().database_url)() as session, session.begin():
         article = await session.get(Article, article_id)
         if article is None:
@@ -614,6 +622,7 @@ async def _review_locally(ctx: JobContext, article_id: int, checks: set[str]) ->
             "score": score,
         }
     await ctx.publish(EventType.AI_TASK, stage="done", article_id=article_id)
+    await ctx.progress(1.0, "done")
     return result
 
 

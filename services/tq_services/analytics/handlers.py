@@ -76,12 +76,13 @@ async def process_events(ctx: JobContext, payload: ProcessEvents) -> dict[str, A
     async with sessions(get_settings().database_url)() as session, session.begin():
         if backfill:
             days = _backfill_days(payload, now)
-            done = [await rollups.rollup_day(session, day, now) for day in days]
+            done = await _rollup_days(ctx, session, days, now, 0.0)
             result: dict[str, Any] = {"mode": "backfill", "days": [d.as_dict() for d in done]}
         else:
             after = await rollups.read_watermark(session)
             batch = await rollups.next_batch(session, after, payload.limit)
-            done = [await rollups.rollup_day(session, day, now) for day in batch.days]
+            await ctx.progress(0.2, f"{batch.events} new events over {len(batch.days)} day(s)")
+            done = await _rollup_days(ctx, session, batch.days, now, 0.2)
             if batch.last_event_id is not None:
                 await rollups.advance_watermark(session, batch.last_event_id)
             result = {
@@ -95,10 +96,23 @@ async def process_events(ctx: JobContext, payload: ProcessEvents) -> dict[str, A
     return result
 
 
+async def _rollup_days(
+    ctx: JobContext, session: Any, days: list[date], now: datetime, base: float
+) -> list[rollups.DayRollup]:
+    """Roll up ``days`` in order, reporting progress after each (from ``base`` to 0.95)."""
+    done = []
+    for n, day in enumerate(days, 1):
+        done.append(await rollups.rollup_day(session, day, now))
+        await ctx.progress(base + (0.95 - base) * n / len(days), f"rolled up {day} ({n} of {len(days)})")
+    return done
+
+
 @default_handlers.register(PROCESS_QUEUE, "rollup-daily")
 async def rollup_daily(ctx: JobContext, payload: RollupDaily) -> dict[str, Any]:
+    await ctx.progress(0.0, f"rolling up {payload.day}")
     async with sessions(get_settings().database_url)() as session, session.begin():
         done = await rollups.rollup_day(session, payload.day, datetime.now(UTC))
+        await ctx.progress(0.9, f"{payload.day}: {done.events} events rolled up; committing")
     log.info("rollup-daily %s: %d events", payload.day, done.events)
     return done.as_dict()
 
@@ -141,6 +155,7 @@ async def snapshot_dashboard(ctx: JobContext, payload: SnapshotDashboard) -> dic
         raise InvalidAnalyticsRequest(f"unknown dashboard {payload.dashboard!r} (known: {known})") from None
     settings = get_settings()
     analytics = get_analytics_settings()
+    await ctx.progress(0.0, f"building dashboard {dashboard.value}")
     async with sessions(settings.database_url)() as session:
         data = await snapshots.build_dashboard(
             session,
@@ -150,6 +165,7 @@ async def snapshot_dashboard(ctx: JobContext, payload: SnapshotDashboard) -> dic
             analytics.analytics_top_n,
         )
     key = snapshots.dashboard_key(dashboard.value)
+    await ctx.progress(0.8, f"storing the snapshot at {key}")
     generated_at = await snapshots.store(ctx.redis, key, f"dashboard:{dashboard.value}", data, payload.ttl_s)
     return {"key": key, "generated_at": generated_at, "ttl_s": payload.ttl_s}
 

@@ -51,6 +51,7 @@ async def optimize_image(ctx: JobContext, payload: OptimizeImage) -> dict[str, A
             raise MediaNotFound(f"file {payload.media_id} does not exist")
     try:
         original = await store.read(payload.source, media.media_max_source_bytes)
+        await ctx.progress(0.1, f"source read ({len(original)} bytes): encoding variants")
         result = await asyncio.to_thread(
             optimize,
             original,
@@ -70,9 +71,12 @@ async def optimize_image(ctx: JobContext, payload: OptimizeImage) -> dict[str, A
     prefix = f"variants/{payload.media_id}/{uuid.uuid4().hex[:12]}"
     written: list[FileVariant] = []
     try:
-        for variant in result.variants:
+        count = len(result.variants)
+        await ctx.progress(0.5, f"{count} variants encoded: storing")
+        for done, variant in enumerate(result.variants, 1):
             key = f"{prefix}/{variant.width}.{EXTENSIONS[variant.format]}"
             await store.write(key, variant.data)
+            await ctx.progress(0.5 + 0.45 * done / count, f"stored variant {done} of {count}: {key}")
             written.append(
                 FileVariant(
                     path=key,
@@ -113,6 +117,7 @@ async def optimize_image(ctx: JobContext, payload: OptimizeImage) -> dict[str, A
             await store.delete(path)
         except Exception as exc:  # a leftover file is harmless; the job's effects are committed
             log.warning("media %s: old variant %s not deleted: %s", payload.media_id, path, exc)
+    await ctx.progress(1.0, f"{len(written)} variants committed")
     elapsed_ms = (time.perf_counter() - started) * 1000
     bytes_out = sum(v.bytes for v in written)
     log.info(

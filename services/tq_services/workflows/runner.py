@@ -167,6 +167,10 @@ class Run:
             status=status,
             error=error,
         )
+        if status in ("running", "completed"):  # the job's progress: steps done of the workflow's steps
+            done = row.step_index + (status == "completed")
+            label = f"step {row.step_index + 1} of {len(self.steps)} ({row.step_name}) {status}"
+            await self.ctx.progress(done / len(self.steps), label)
 
     async def open_attempt(self, index: int, step: st.Step) -> tuple[WorkflowStepExecution, bool]:
         """The step's unfinished attempt (True: left open by an earlier run), or a new one."""

@@ -17,12 +17,13 @@
 --                         the job was running when its consumer died, it runs alone next time
 --   kind d (dead-letter): b = failure json; a = the envelope json (the raw entry of a forged entry)
 --   kind q (requeue an unstarted entry, no attempt charged; job id '' when unreadable)
+--   kind x (cancelled, tq.cancel: recorded 'cancelled' in the completed index, its marker dropped)
 -- Returns the number of ops that found their entry still pending (others were settled before).
 local prefix, group, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep_completed, keep_failed = tonumber(ARGV[5]), tonumber(ARGV[6])
 local audit_on, events, consumer, dlq_max = ARGV[7] == '1', ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local n_completed, n_skipped, n_retried, n_dead, n_requeued, settled = 0, 0, 0, 0, 0, 0
-local n_dlq_trimmed = 0
+local n_dlq_trimmed, n_cancelled = 0, 0
 
 -- Events of jobs that ran are built by concatenation (hot path: their id is pattern-checked and
 -- their name is in the registry); every other event goes through cjson (names may be forged).
@@ -148,6 +149,15 @@ for _, f in ipairs(ops) do
           publish('job.skipped', id, name, {reason = a})
           audit('job.completed', id, name, 'skipped', trace, cjson.encode({attempt = tonumber(attempt), reason = a}))
         end
+      elseif kind == 'x' then  -- cancelled (tq.cancel): final, the idempotency key stays bound
+        -- kept like a completed record (its entry is gone): the envelope's fields, 'x' emptied
+        redis.call('HSET', jk, 's', 'cancelled', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'c', consumer,
+          'x', '', unpack(env_fields))
+        redis.call('HDEL', prefix .. 'cancels', id)
+        completed[#completed + 1] = now; completed[#completed + 1] = id -- indexed below, in one ZADD
+        n_cancelled = n_cancelled + 1
+        publish('job.cancelled', id, name, {was = 'active', attempt = tonumber(attempt)})
+        audit('job.cancelled', id, name, 'cancelled', trace, cjson.encode({attempt = tonumber(attempt), was = 'active'}))
       else
         local failure = cjson.decode(b)
         failure.attempt = tonumber(attempt)
@@ -204,5 +214,6 @@ if n_skipped > 0 then redis.call('HINCRBY', KEYS[6], 'skipped', n_skipped) end
 if n_retried > 0 then redis.call('HINCRBY', KEYS[6], 'retried', n_retried) end
 if n_dead > 0 then redis.call('HINCRBY', KEYS[6], 'dead', n_dead) end
 if n_requeued > 0 then redis.call('HINCRBY', KEYS[6], 'requeued', n_requeued) end
+if n_cancelled > 0 then redis.call('HINCRBY', KEYS[6], 'cancelled', n_cancelled) end
 if n_dlq_trimmed > 0 then redis.call('HINCRBY', KEYS[6], 'dlq_trimmed', n_dlq_trimmed) end
 return settled

@@ -25,6 +25,7 @@ from support import fast_settings, running, settled_job, tiny_retry, wait_for
 from support.llm_server import LlmServer, Step, fail, llm_server, reply, reply_json
 from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
+from tq.cancel import cancel_job, wait_settled
 from tq.db import make_sessionmaker
 from tq.envelope import JobState
 from tq.handlers import default_handlers
@@ -37,7 +38,7 @@ from tq_services import seed as seed_families
 from tq_services.ai.answers import SeoAnswer, parse_answer
 from tq_services.ai.checks import analyze, keyword_density
 from tq_services.ai.errors import MalformedAnswer
-from tq_services.ai.handlers import INTERRUPTED
+from tq_services.ai.handlers import CANCELLED, INTERRUPTED
 from tq_services.ai.models import AiDraft, AiEventLog, AiMessage, AIReport, AiRun, ArticleQualityReport
 from tq_services.content.models import Article, ArticleVersion, Translation
 from tq_services.store import dispose_engines
@@ -250,6 +251,7 @@ async def test_generate_draft_records_the_run_and_stores_a_draft(
         rec.id,
     )
     assert rec.result["draft_id"] == draft.id and rec.result["tokens_out"] == 300
+    assert (rec.progress, rec.progress_message) == (1.0, "done")  # ctx.progress per LLM stage
     assert (await _get(db_engine, article_id)).body == BODY  # never overwritten
 
     assert [e["data"]["stage"] for e in events] == ["started", "model_answered", "done"]
@@ -676,4 +678,27 @@ async def test_a_run_cut_short_by_shutdown_is_recorded_and_its_job_left_for_recl
     assert (run.status, run.error) == ("retrying", INTERRUPTED)
     assert run.finished_at is not None and run.duration_ms is not None
     assert (await redis_client.xpending(keys.stream(CQ), keys.GROUP))["pending"] == 1  # for reclaim
+    assert not await _rows(db_engine, AiDraft, AiDraft.article_id == article_id)
+
+
+async def test_a_run_cut_short_by_a_cancel_is_recorded_failed_and_not_run_again(
+    env: Settings, redis_client: Any, db_engine: AsyncEngine, llm: LlmServer
+) -> None:
+    """Issue 18: tq job cancel during the model call. Unlike the worker's stop, the job ends
+    cancelled and its run is recorded failed with the reason (the handler tells them apart)."""
+    article_id = await _article(db_engine)
+    llm.script(reply("too late", delay_s=2.0))
+    job_id = await Producer(redis_client, env).enqueue(CQ, "generate-summary", {"article_id": article_id})
+    async with running(redis_client, env, default_handlers, CQ):
+
+        async def calling() -> bool:
+            return [r.status for r in await _rows(db_engine, AiRun, AiRun.job_id == job_id)] == ["running"]
+
+        await wait_for(calling, what="the model call to start")
+        await cancel_job(redis_client, CQ, job_id, env)
+        assert await wait_settled(redis_client, CQ, job_id, 10) is JobState.CANCELLED
+    [run] = await _rows(db_engine, AiRun, AiRun.job_id == job_id)
+    assert (run.status, run.error) == ("failed", CANCELLED)
+    rec = await jobs.get_job(redis_client, CQ, job_id)
+    assert rec.state is JobState.CANCELLED and rec.progress == 0.1  # "asking the model" was its last report
     assert not await _rows(db_engine, AiDraft, AiDraft.article_id == article_id)

@@ -337,6 +337,8 @@ async def test_process_events_follows_the_watermark_and_replays_idempotently(
     first = await _ok(redis_client, env, PQ, "process-events", {})
     assert (first["mode"], first["events"], first["more"]) == ("watermark", 270, False)
     assert [d["day"] for d in first["days"]] == [day1.isoformat(), day2.isoformat()]
+    [rec] = (await jobs.list_jobs(redis_client, PQ, JobState.COMPLETED, limit=1)).items
+    assert (rec.progress, rec.progress_message) == (0.95, f"rolled up {day2} (2 of 2)")  # per day
     async with make_sessionmaker(db_engine)() as session:
         mark = await session.get(AnalyticsWatermark, WATERMARK)
         top = max(await session.scalars(select(AnalyticsEvent.id)))

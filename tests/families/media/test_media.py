@@ -163,6 +163,7 @@ async def test_orientation_applied_metadata_stripped_no_upscaling(
     )
     assert rec.state is JobState.COMPLETED, rec
     assert rec.result["variants"] == 6 and rec.result["width"] == 200 and rec.result["height"] == 400
+    assert (rec.progress, rec.progress_message) == (1.0, "6 variants committed")  # ctx.progress
 
     row, variants = await _row(db_engine, file_id)
     assert (row.status, row.width, row.height, row.format, row.bytes) == (

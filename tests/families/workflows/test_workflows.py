@@ -304,6 +304,7 @@ async def test_steps_run_in_order_and_record_every_attempt(
         record = await _settled(redis_client, job_id)
     assert record.state is JobState.COMPLETED, record.stack
     assert record.result["status"] == "completed" and record.result["output"] == {"waited_s": 0.2}
+    assert (record.progress, record.progress_message) == (1.0, "step 4 of 4 (step-3) completed")
     [instance] = await _instances(db_engine, workflow_id)
     assert instance.status == "completed" and instance.job_id == job_id and instance.input == {"who": "test"}
     assert instance.started_at is not None and instance.finished_at is not None

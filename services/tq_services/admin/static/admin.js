@@ -281,6 +281,14 @@ function onFrame(block) {
   if (frame.event === "heartbeat") return setLive(true, "live");
   if (frame.event === "state") return setQueues(data.queues);
   if (frame.event === "resync") return api("GET", QUEUES).then(setQueues).catch(() => {});
+  if (frame.event === "job.progress") {
+    // the open job's bar moves with each report; nothing else changes, so nothing is read again
+    const v = state.view;
+    if (v.kind === "job" && v.queue === data.queue && v.id === data.job_id && data.data && typeof data.data.fraction === "number") {
+      showProgress(data.data.fraction, data.data.message);
+    }
+    return;
+  }
   if (frame.event === "queue.stats" && state.queues.has(data.queue)) {
     state.queues.get(data.queue).stats = data.data;
     queuesChanged();
@@ -854,6 +862,7 @@ function selectionChanged(kind) {
   if (kind === "jobs") {
     $("jobs-retry").disabled = n === 0;
     $("jobs-remove").disabled = n === 0;
+    $("jobs-cancel").disabled = n === 0;
     $("jobs-selected").textContent = n ? `${n} selected` : "";
   } else {
     $("dlq-replay-selected").disabled = n === 0;
@@ -905,11 +914,13 @@ async function bulkJobs(action) {
   const ids = [...state.selected.jobs];
   if (!ids.length) return;
   if (action === "remove" && !confirm(`Remove ${ids.length} job(s) from ${v.queue}?`)) return;
+  if (action === "cancel" && !confirm(`Cancel ${ids.length} job(s) of ${v.queue}?`)) return;
   const r = await load(nav, api("POST", `${QUEUES}/${q(v.queue)}/jobs/bulk`, { action, job_ids: ids }));
   if (!r || !current(nav)) return;
   state.selected.jobs.clear();
-  reportBulk(r, action === "retry" ? "Retried" : "Removed");
-  $("jobs-status").textContent = `${action === "retry" ? "Retried" : "Removed"} ${r.done} job(s)`;
+  const done = { retry: "Retried", remove: "Removed", cancel: "Cancelled" }[action];
+  reportBulk(r, done);
+  $("jobs-status").textContent = `${done} ${r.done} job(s)`;
   await load(nav, loadJobs(nav, false));
 }
 
@@ -1074,12 +1085,20 @@ async function replayAllAsk() {
 // ---- one job ---------------------------------------------------------------------------------
 function clearJob() {
   $("job-body").hidden = true;
+  $("job-progress").hidden = true;
   $("job-actions").hidden = true;
   $("job-fields").replaceChildren();
   $("job-payload").textContent = "";
   $("job-stack").textContent = "";
   clearTable($("job-failures"));
   $("job-timeline").replaceChildren();
+}
+
+// the job's progress (ctx.progress): a bar, the percent and the handler's message
+function showProgress(fraction, message) {
+  $("job-progress-bar").value = fraction;
+  $("job-progress-text").textContent = `${Math.round(fraction * 100)}%${message ? " - " + message : ""}`;
+  $("job-progress").hidden = false;
 }
 
 function showJob(nav, queue, id) {
@@ -1145,6 +1164,9 @@ async function loadJob(nav, queue, id, refresh) {
     li.append(timeEl(t.at), " ", what);
     ol.append(li);
   }
+  if (j.progress !== null && j.progress !== undefined) showProgress(j.progress, j.progress_message);
+  else $("job-progress").hidden = true;
+  $("job-cancel").hidden = !["waiting", "active", "delayed", "failed"].includes(j.state);
   $("job-retry").hidden = !["dead", "failed", "delayed"].includes(j.state);
   $("job-remove").hidden = j.state === "active";
   $("job-actions").hidden = false;
@@ -1266,6 +1288,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("jobs-more").addEventListener("click", () => load(state.nav, loadJobs(state.nav, true)));
   $("jobs-retry").addEventListener("click", () => bulkJobs("retry"));
   $("jobs-remove").addEventListener("click", () => bulkJobs("remove"));
+  $("jobs-cancel").addEventListener("click", () => bulkJobs("cancel"));
   $("dlq-form").addEventListener("submit", (e) => {
     e.preventDefault();
     $("dlq-confirm").hidden = true;
@@ -1315,6 +1338,18 @@ document.addEventListener("DOMContentLoaded", () => {
     const v = state.view;
     const r = await load(state.nav, api("POST", `${QUEUES}/${q(v.queue)}/jobs/${q(v.id)}/retry`));
     if (r) location.hash = `#/queue/${q(v.queue)}/job/${q(r.job_id)}`;
+  });
+  $("job-cancel").addEventListener("click", async () => {
+    const v = state.view;
+    if (!confirm(`Cancel job ${v.id}?`)) return;
+    const r = await load(state.nav, api("POST", `${QUEUES}/${q(v.queue)}/jobs/${q(v.id)}/cancel`));
+    if (!r) return;
+    if (r.outcome === "removed") {
+      location.hash = "#/queue/" + q(v.queue) + "/jobs";
+      say(`Job ${v.id} was ${r.was}: removed, it never runs.`);
+    } else {
+      say(`Cancel requested: the worker running job ${v.id} cancels it.`);
+    }
   });
   $("job-remove").addEventListener("click", async () => {
     const v = state.view;
