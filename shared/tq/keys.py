@@ -16,8 +16,9 @@ def prefix(queue: str) -> str:
 
 
 def stream(queue: str) -> str:
-    """STREAM: the waiting and active jobs; entry fields ``j`` (the envelope JSON) and, on a retry,
-    ``a`` (its attempt) and ``sx`` (a suspect: run it alone)."""
+    """STREAM: the waiting and active jobs; each entry carries its job's envelope as short fields
+    (``i`` id, ``n`` name, ``p`` payload, ``t`` enqueued, and ``k``/``tr``/``nb``/``rp``/``m``/``a``/
+    ``sx`` when set: docs/wire-format.md); an entry of the legacy layout has ``j``, the whole JSON."""
     return prefix(queue) + "stream"
 
 
