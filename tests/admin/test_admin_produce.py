@@ -48,7 +48,8 @@ from tq_services.admin.auth import Principal, Role
 from tq_services.admin.state import AdminState
 
 REPO = Path(__file__).resolve().parents[2]
-SECTION = "## Producing from other languages over HTTP"
+# the heading of each doc's HTTP producing section: its bash blocks run as written
+SECTIONS = {"README.md": "### Over HTTP", "admin.md": "## Producing from other languages over HTTP"}
 BASH_BLOCK = re.compile(r"^( *)```bash\n(.*?)^ *```", re.S | re.M)
 SHOWN = re.compile(r"^ *# (\d{3}) (\{.*)$", re.M)  # "# 201 {...}": the status and answer the docs show
 JOB = "send-email"
@@ -478,13 +479,28 @@ async def test_openapi_describes_every_registry_jobs_payload(http: httpx.AsyncCl
 # ---- the docs' examples --------------------------------------------------------------------------
 
 
+def _until_next_heading(text: str, level: int) -> str:
+    """``text`` up to the next Markdown heading of ``level`` or higher (fenced code skipped: its
+    ``#`` lines are shell comments)."""
+    fenced = False
+    kept: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(rf"#{{1,{level}}} ", line):
+            break
+        kept.append(line)
+    return "".join(kept)
+
+
 def curl_blocks() -> list[tuple[str, str]]:
     """(file, shell block) of each bash block of the "Producing from other languages" sections."""
     found = []
     for path in (REPO / "README.md", REPO / "docs" / "admin.md"):
         text = path.read_text()
-        section = text[text.index(SECTION) :]
-        section = section[: section.index("\n## ", len(SECTION))]
+        heading = SECTIONS[path.name]
+        section = text[text.index(heading) + len(heading) :]
+        section = _until_next_heading(section, level=heading.index(" "))
         found += [(path.name, textwrap.dedent(indent + body)) for indent, body in BASH_BLOCK.findall(section)]
     return found
 
