@@ -174,7 +174,22 @@ async def _handle_annotations(
             await _remember_token(client, queue, token)
     confirm = annotations.get(PURGE)
     if confirm:
-        if confirm == queue:
+        if not status.get("observedGeneration"):
+            # A purge names no token to remember, so a QueueConfig this operator never reconciled
+            # (new, or restored from a backup or a Git repository with an old request) never purges.
+            msg = (
+                f"{PURGE} on a QueueConfig not yet reconciled is ignored (a restored or re-synced "
+                "object may carry an old request): annotate the existing object to purge"
+            )
+            out["lastPurge"] = {
+                "request": confirm,
+                "result": "Refused",
+                "message": msg,
+                "purged": 0,
+                "at": _now(),
+            }
+            kopf.event(body, type="Warning", reason="PurgeRefused", message=msg)
+        elif confirm == queue:
             n = await dlq.purge(client, queue, confirm)
             msg = f"purged {n} DLQ entries of {queue}"
             out["lastPurge"] = {

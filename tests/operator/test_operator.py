@@ -213,13 +213,18 @@ async def test_one_shot_annotations_are_removed_and_a_recreated_token_replays_no
             assert r.status < 300, await r.text()
         await wait_obj(api, "email", lambda o: o is None, "deleted")
         restored = qc("email", retry={"attempts": 1})  # as a backup or a Git repository holds it
-        restored["metadata"]["annotations"] = {replay: "restore-me"}
+        restored["metadata"]["annotations"] = {replay: "restore-me", purge: Q}
         await create(api, restored)
         obj = await wait_obj(
-            api, "email", lambda o: ready(o) and replay not in annotations_of(o), "the handled token dropped"
+            api,
+            "email",
+            lambda o: ready(o) and not {replay, purge} & set(annotations_of(o)),
+            "the handled token and the old purge request dropped",
         )
-        assert await dlq_len(redis_client) == 2  # nothing replayed a second time
+        assert await dlq_len(redis_client) == 2  # nothing replayed a second time, nothing purged
         assert "lastReplay" not in obj["status"]
+        assert obj["status"]["lastPurge"]["result"] == "Refused"
+        assert "not yet reconciled" in obj["status"]["lastPurge"]["message"]
 
         await annotate(api, "email", **{replay: "new-token"})  # a new token still replays
         await wait_obj(
