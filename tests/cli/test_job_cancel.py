@@ -15,6 +15,7 @@ import redis
 from support import cancel_worker, helper_command, helper_env
 from tq import keys
 from tq.producer import SyncProducer
+from tq.registry import unregister_queue
 from tq_cli.main import app
 from typer.testing import CliRunner, Result
 
@@ -89,3 +90,4 @@ def test_cancel_a_running_job_on_a_worker_process(redis_url: str, r: redis.Redis
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
+        unregister_queue(cancel_worker.QUEUE)  # the registry is process-wide

@@ -25,6 +25,7 @@ from tq.errors import NotFound
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import Producer
+from tq.registry import unregister_queue
 
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
@@ -319,6 +320,13 @@ def workers(url: str, *args: tuple[str, ...]) -> Iterator[list[subprocess.Popen[
 
 async def _cancel_on_other_process(redis_client: Any, redis_url: str, *worker_args: tuple[str, ...]) -> str:
     cancel_worker.register()
+    try:
+        return await _cancel_on_registered(redis_client, redis_url, *worker_args)
+    finally:  # the registry is process-wide: later tests see only the product's queues
+        unregister_queue(CQ)
+
+
+async def _cancel_on_registered(redis_client: Any, redis_url: str, *worker_args: tuple[str, ...]) -> str:
     s = cancel_worker.settings(redis_url)
     p = Producer(redis_client, s)
     with workers(redis_url, *worker_args) as procs:

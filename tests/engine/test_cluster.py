@@ -261,7 +261,10 @@ async def test_consume_retry_dead_letter_and_replay(client: Any, cluster_url: st
         assert (await jobs.get_job(client, Q, replayed)).state is JobState.COMPLETED
         result = await dlq.replay(client, Q2)  # replay all: the script on Q2's master
         assert result.replayed == 1
-        assert await dlq.purge(client, Q2, confirm=Q2) == 0
+        # the replayed job is refused again (non-retryable): back in the DLQ, where purge finds it
+        await wait_for(lambda: client.xlen(keys.dlq(Q2)), what="the replayed job dead-lettered again")
+        assert await dlq.purge(client, Q2, confirm=Q2) == 1
+        assert await client.xlen(keys.dlq(Q2)) == 0
     finally:
         await worker.stop()
     assert await client.hget(keys.counters(Q), "dead") == b"1"

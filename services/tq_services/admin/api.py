@@ -87,6 +87,23 @@ class RequestContext:
         await self.app(scope, receive, with_headers)
 
 
+# A chunked body past the cap: this much more of it is read and dropped (for at most this long)
+# before the 413, so a client still sending a modest overflow reads the answer instead of a reset.
+DISCARD_BYTES = 1024 * 1024
+DISCARD_S = 1.0
+
+
+async def _discard_rest(receive: Receive) -> None:
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DISCARD_S):
+            while dropped <= DISCARD_BYTES:
+                message = await receive()
+                dropped += len(message.get("body", b""))
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+
+
 class BodyGuard:
     """Pure ASGI, for requests with a body: the token is checked before any of the body is read
     (without a valid one: 401 and ``Connection: close``, the body never read), and the body is
@@ -136,6 +153,8 @@ class BodyGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _discard_rest(receive)
                 await self._too_large(scope, send, state, principal, too_large)
                 return
             chunks.append(chunk)
