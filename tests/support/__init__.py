@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import threading
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tq import keys
 from tq.envelope import JobState
 from tq.handlers import HandlerRegistry
 from tq.jobs import JobRecord, get_job
@@ -108,6 +110,25 @@ async def running(
         yield worker
     finally:
         await worker.stop()
+
+
+@asynccontextmanager
+async def published_events(client: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every event published on ``tq:events`` while the block runs, decoded, in order."""
+    seen: list[dict[str, Any]] = []
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.EVENTS_CHANNEL)
+
+    async def pump() -> None:
+        async for msg in pubsub.listen():
+            seen.append(json.loads(msg["data"]))
+
+    task = asyncio.create_task(pump())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        await pubsub.aclose()
 
 
 def docker_answers() -> bool:
