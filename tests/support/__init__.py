@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -110,6 +111,19 @@ async def running(
         yield worker
     finally:
         await worker.stop()
+
+
+async def serve_until_sigterm(worker: Worker, client: Any, listen_control: bool = True) -> None:
+    """The body of a helper worker process: start the worker, print READY, stop it gracefully on
+    SIGTERM, close its client, print STOPPED (the tests read both lines)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await worker.start(listen_control=listen_control)
+    print("READY", flush=True)
+    await stop.wait()
+    await worker.stop()
+    await client.aclose()
+    print("STOPPED", flush=True)
 
 
 @asynccontextmanager
