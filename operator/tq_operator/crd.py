@@ -23,7 +23,7 @@ from tq import generated
 from tq.registry import PRODUCT_QUEUE_NAMES, QueueSpec, get_queue
 
 from tq_operator import jobschedule
-from tq_operator.schema import structural_schema
+from tq_operator.schema import custom_resource_definition, printer_column, structural_schema
 from tq_operator.settings import OperatorSettings
 from tq_operator.spec import GROUP, KIND, VERSION, QueueConfigSpec, QueueConfigStatus, format_duration
 
@@ -59,83 +59,43 @@ _HEADER = (
 
 
 def build_crd() -> dict[str, Any]:
-    spec_schema = structural_schema(QueueConfigSpec)
-    status_schema = structural_schema(QueueConfigStatus)
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/part-of": "tq", "app.kubernetes.io/component": "operator"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
-                "categories": ["tq"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(),
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": "Runtime config of one tq queue, applied live by its consumers.",
-                            "type": "object",
-                            "properties": {
-                                "apiVersion": {
-                                    "description": f"the API version: {GROUP}/{VERSION}",
-                                    "type": "string",
-                                },
-                                "kind": {"description": f"the kind: {KIND}", "type": "string"},
-                                "metadata": {"description": "the object's metadata", "type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                            "required": ["spec"],
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return custom_resource_definition(
+        group=GROUP,
+        version=VERSION,
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description="Runtime config of one tq queue, applied live by its consumers.",
+        printer_columns=_printer_columns(),
+        spec_schema=structural_schema(QueueConfigSpec),
+        status_schema=structural_schema(QueueConfigStatus),
+    )
 
 
 def _printer_columns() -> list[dict[str, Any]]:
-    def column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path, "description": description}
-        if priority:
-            out["priority"] = priority  # shown by `kubectl get -o wide`
-        return out
-
     return [
-        column("Queue", "string", ".spec.queue", "the queue this configures"),
-        column("Concurrency", "integer", ".spec.concurrency", "in-flight jobs per replica (empty: default)"),
-        column("Paused", "boolean", ".spec.paused", "consumers take no new jobs"),
-        column("Waiting", "integer", ".status.depth.waiting", "jobs waiting to run"),
-        column("DLQ", "integer", ".status.depth.dlq", "jobs in the dead-letter queue"),
-        column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
+        printer_column("Queue", "string", ".spec.queue", "the queue this configures"),
+        printer_column(
+            "Concurrency", "integer", ".spec.concurrency", "in-flight jobs per replica (empty: default)"
+        ),
+        printer_column("Paused", "boolean", ".spec.paused", "consumers take no new jobs"),
+        printer_column("Waiting", "integer", ".status.depth.waiting", "jobs waiting to run"),
+        printer_column("DLQ", "integer", ".status.depth.dlq", "jobs in the dead-letter queue"),
+        printer_column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
         # -o wide only (priority 1): has every live consumer taken the generation the operator wrote?
-        column(
+        printer_column(
             "Applied",
             "string",
             '.status.conditions[?(@.type=="Applied")].status',
             "Applied condition: every live consumer runs this generation",
             priority=1,
         ),
-        column("Generation", "integer", ".metadata.generation", "the spec's generation", priority=1),
-        column(
+        printer_column("Generation", "integer", ".metadata.generation", "the spec's generation", priority=1),
+        printer_column(
             "Observed", "integer", ".status.observedGeneration", "the generation last reconciled", priority=1
         ),
-        column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),
+        printer_column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),
     ]
 
 

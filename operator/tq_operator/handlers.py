@@ -28,11 +28,9 @@ from tq import config, dlq, jobs, keys
 from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 
 from tq_operator import kube, metrics, scaling
-from tq_operator.conditions import condition as _condition
+from tq_operator.conditions import StatusUpdate
 from tq_operator.conditions import error_text as _error_text
 from tq_operator.conditions import now as _now
-from tq_operator.conditions import same_conditions as _same_conditions
-from tq_operator.conditions import set_condition
 from tq_operator.crd import PLURAL
 from tq_operator.settings import get_operator_settings
 from tq_operator.spec import GROUP, VERSION, QueueConfigSpec, SpecError, to_override, to_runtime_config
@@ -231,24 +229,8 @@ async def _reconcile(
     """The outcome (``ok``, ``invalid``, ``conflict``; tq_operator.metrics counts it)."""
     client = memo["redis"]
     generation = int(meta.get("generation") or 0)
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
-    old_conditions = [dict(c) for c in conditions]
-    out: dict[str, Any] = {}
-
-    def cond(type_: str, value: str, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, value, reason, message, generation)
-
-    def flush() -> None:
-        if status.get("observedGeneration") != generation:
-            patch.status["observedGeneration"] = generation
-        if not _same_conditions(conditions, old_conditions):
-            patch.status["conditions"] = conditions
-        for k, v in out.items():
-            if not k.startswith("_") and status.get(k) != v:
-                patch.status[k] = v
-        for annotation in out.get("_remove", []):
-            patch.metadata.setdefault("annotations", {})[annotation] = None
+    st = StatusUpdate(status, patch, generation)
+    cond, flush, out = st.set, st.flush, st.fields
 
     try:
         parsed = QueueConfigSpec.model_validate(dict(spec))
@@ -256,12 +238,7 @@ async def _reconcile(
         cfg = to_runtime_config(parsed, generation=generation)  # checked merged; Paused reads it
     except (ValidationError, SpecError) as exc:
         message = _error_text(exc)
-        ready = _condition(conditions, "Ready")
-        if (ready.get("reason"), ready.get("message")) != ("InvalidSpec", message):
-            logger.warning(f"invalid spec: {message}")
-            kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
-        cond("Ready", "False", "InvalidSpec", message)
-        flush()
+        st.refuse(body, logger, "InvalidSpec", message, log=f"invalid spec: {message}")
         return "invalid"
 
     queue = parsed.queue
@@ -273,7 +250,7 @@ async def _reconcile(
         cond("Ready", "False", "Conflict", message)
         flush()
         return "conflict"
-    if _condition(conditions, "Conflict"):
+    if st.condition("Conflict"):
         cond("Conflict", "False", "NoConflict", f"this QueueConfig owns queue {queue}")
 
     try:
@@ -289,9 +266,7 @@ async def _reconcile(
         counts = await jobs.counts(client, queue)
         live, done = await applied(client, queue, generation)
     except _REDIS_DOWN as exc:
-        cond("Ready", "False", "RedisUnavailable", f"cannot reach Redis: {exc}")
-        flush()
-        raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
+        raise st.redis_unavailable(exc, REDIS_RETRY_S) from exc
 
     uid = str(meta.get("uid") or "")
     members = list(by_family.get(scaling.family_key(namespace, queue), [])) if by_family else []
@@ -301,7 +276,7 @@ async def _reconcile(
     owners = {m.queue: (o.uid if (o := _owner_of(by_queue, namespace, m.queue)) else m.uid) for m in members}
     owners[queue] = uid  # checked above: this QueueConfig owns its queue
     if parsed.replicas is None:
-        conditions = [c for c in conditions if c.get("type") != "Scaled"]
+        st.conditions = [c for c in st.conditions if c.get("type") != "Scaled"]
     else:
         desired = scaling.desired_replicas(members, owners)
         assert desired is not None  # this QueueConfig sets replicas
@@ -327,7 +302,7 @@ async def _reconcile(
     except kube.APIError as exc:  # the refresh timer tries again
         logger.warning(f"cannot pause or resume KEDA scaling of family {family}: {exc}")
 
-    was_paused = _condition(conditions, "Paused").get("status")
+    was_paused = st.condition("Paused").get("status")
     if cfg.paused:
         cond("Paused", "True", "PausedBySpec", f"consumers of {queue} take no new jobs")
     else:

@@ -18,7 +18,7 @@ from pydantic import Field
 from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 from tq.schedules import ScheduleSpec
 
-from tq_operator.schema import structural_schema
+from tq_operator.schema import custom_resource_definition, printer_column, structural_schema
 from tq_operator.spec import GROUP, VERSION, Condition, _CamelModel
 
 KIND = "JobSchedule"
@@ -135,80 +135,38 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path, "description": description}
-    if priority:
-        out["priority"] = priority  # shown by `kubectl get -o wide`
-    return out
-
-
 def printer_columns() -> list[dict[str, Any]]:
     return [
-        _column("Queue", "string", ".spec.queue", "the queue the job is enqueued on"),
-        _column("Job", "string", ".spec.job", "the job's name"),
-        _column("Schedule", "string", ".status.schedule", "cron and time zone, or the interval"),
-        _column("Suspended", "boolean", ".status.suspended", "the schedule in Redis is suspended"),
-        _column("Last", "string", ".status.lastScheduleTime", "the last tick handled"),
-        _column("Next", "string", ".status.nextScheduleTime", "the next tick"),
-        _column("Outcome", "string", ".status.lastJobOutcome", "state of the last job enqueued"),
-        _column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
-        _column("Last Job", "string", ".status.lastJobId", "the last job's id", priority=1),
-        _column("Policy", "string", ".spec.concurrencyPolicy", "Allow or Forbid", priority=1),
-        _column("Fired", "integer", ".status.ticks.fired", "ticks that enqueued a job", priority=1),
-        _column("Missed", "integer", ".status.ticks.missed", "ticks missed", priority=1),
-        _column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),
+        printer_column("Queue", "string", ".spec.queue", "the queue the job is enqueued on"),
+        printer_column("Job", "string", ".spec.job", "the job's name"),
+        printer_column("Schedule", "string", ".status.schedule", "cron and time zone, or the interval"),
+        printer_column("Suspended", "boolean", ".status.suspended", "the schedule in Redis is suspended"),
+        printer_column("Last", "string", ".status.lastScheduleTime", "the last tick handled"),
+        printer_column("Next", "string", ".status.nextScheduleTime", "the next tick"),
+        printer_column("Outcome", "string", ".status.lastJobOutcome", "state of the last job enqueued"),
+        printer_column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
+        printer_column("Last Job", "string", ".status.lastJobId", "the last job's id", priority=1),
+        printer_column("Policy", "string", ".spec.concurrencyPolicy", "Allow or Forbid", priority=1),
+        printer_column("Fired", "integer", ".status.ticks.fired", "ticks that enqueued a job", priority=1),
+        printer_column("Missed", "integer", ".status.ticks.missed", "ticks missed", priority=1),
+        printer_column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),
     ]
 
 
 def build_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/part-of": "tq", "app.kubernetes.io/component": "operator"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
-                "categories": ["tq"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer_columns(),
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "description": "A recurring job: the operator writes it to Redis, where "
-                            "the elected scheduler of the worker processes enqueues it at each tick, "
-                            "exactly once.",
-                            "type": "object",
-                            "properties": {
-                                "apiVersion": {
-                                    "description": f"the API version: {GROUP}/{VERSION}",
-                                    "type": "string",
-                                },
-                                "kind": {"description": f"the kind: {KIND}", "type": "string"},
-                                "metadata": {"description": "the object's metadata", "type": "object"},
-                                "spec": spec_schema(),
-                                "status": structural_schema(JobScheduleStatus),
-                            },
-                            "required": ["spec"],
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return custom_resource_definition(
+        group=GROUP,
+        version=VERSION,
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description="A recurring job: the operator writes it to Redis, where the elected scheduler of "
+        "the worker processes enqueues it at each tick, exactly once.",
+        printer_columns=printer_columns(),
+        spec_schema=spec_schema(),
+        status_schema=structural_schema(JobScheduleStatus),
+    )
 
 
 # --- the chart's values --------------------------------------------------------------------------

@@ -39,10 +39,8 @@ from tq.errors import InvalidPayload, UnknownJob, UnknownQueue
 from tq.schedules import ManagedSchedule, ScheduleSpec, UnknownSchedule
 
 from tq_operator import metrics
-from tq_operator.conditions import condition as _condition
+from tq_operator.conditions import StatusUpdate
 from tq_operator.conditions import error_text as _error_text
-from tq_operator.conditions import same_conditions as _same_conditions
-from tq_operator.conditions import set_condition
 from tq_operator.handlers import IDLE_S, REDIS_DOWN, REDIS_RETRY_S, REFRESH_S
 from tq_operator.jobschedule import PLURAL
 from tq_operator.spec import GROUP, VERSION
@@ -111,30 +109,11 @@ async def _reconcile(
     namespace = str(meta.get("namespace") or "")
     owner = owner_of_resource(namespace, name)
     generation = int(meta.get("generation") or 0)
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
-    old_conditions = [dict(c) for c in conditions]
-    out: dict[str, Any] = {}
-
-    def cond(type_: str, value: str, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, value, reason, message, generation)
-
-    def flush() -> None:
-        if status.get("observedGeneration") != generation:
-            patch.status["observedGeneration"] = generation
-        if not _same_conditions(conditions, old_conditions):
-            patch.status["conditions"] = conditions
-        for k, v in out.items():
-            if status.get(k) != v:
-                patch.status[k] = v
+    st = StatusUpdate(status, patch, generation)
+    cond, flush, out = st.set, st.flush, st.fields
 
     def refuse(reason: str, message: str) -> None:
-        ready = _condition(conditions, "Ready")
-        if (ready.get("reason"), ready.get("message")) != (reason, message):
-            logger.warning(f"{reason}: {message}")
-            kopf.event(body, type="Warning", reason=reason, message=message)
-        cond("Ready", "False", reason, message)
-        flush()
+        st.refuse(body, logger, reason, message)
 
     try:
         parsed = parse(spec, name, time.time())
@@ -174,15 +153,13 @@ async def _reconcile(
         refuse(_refusal(exc), _error_text(exc))
         return "invalid"
     except REDIS_DOWN as exc:
-        cond("Ready", "False", "RedisUnavailable", f"cannot reach Redis: {exc}")
-        flush()
-        raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
+        raise st.redis_unavailable(exc, REDIS_RETRY_S) from exc
 
-    if _condition(conditions, "Conflict"):
+    if st.condition("Conflict"):
         cond("Conflict", "False", "NoConflict", f"this JobSchedule manages the schedule {name}")
     out.update(observed(current, state))
 
-    was_suspended = _condition(conditions, "Suspended").get("status")
+    was_suspended = st.condition("Suspended").get("status")
     if current.suspend:
         if parsed.suspend:
             cond("Suspended", "True", "SuspendedBySpec", "spec.suspend: ticks pass without a job")

@@ -74,3 +74,74 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             value = [{k: rule[k] for k in ("rule", "message", "fieldPath") if k in rule} for rule in value]
         out[key] = value
     return out
+
+
+def printer_column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
+    """One of a CRD's ``additionalPrinterColumns`` (what ``kubectl get`` shows)."""
+    out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path, "description": description}
+    if priority:
+        out["priority"] = priority  # shown by `kubectl get -o wide`
+    return out
+
+
+def custom_resource_definition(
+    *,
+    group: str,
+    version: str,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    description: str,
+    printer_columns: list[dict[str, Any]],
+    spec_schema: dict[str, Any],
+    status_schema: dict[str, Any],
+) -> dict[str, Any]:
+    """A namespaced tq CRD with one served version, a status subresource and a required spec: the
+    shape QueueConfig (``tq_operator.crd``) and JobSchedule (``tq_operator.jobschedule``) share."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{group}",
+            "labels": {"app.kubernetes.io/part-of": "tq", "app.kubernetes.io/component": "operator"},
+        },
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
+                "categories": ["tq"],
+            },
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer_columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "description": description,
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {
+                                    "description": f"the API version: {group}/{version}",
+                                    "type": "string",
+                                },
+                                "kind": {"description": f"the kind: {kind}", "type": "string"},
+                                "metadata": {"description": "the object's metadata", "type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }

@@ -30,6 +30,8 @@ from support.admin import (
     assert_error,
     auth,
     dead_letters,
+    insert_metric_aggregates,
+    metric_aggregate,
     serving,
     sqlite_database,
     token,
@@ -772,37 +774,17 @@ async def test_metrics_are_the_queues_5_minute_aggregates(
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from tq.models import QueueMetricAggregate
-
     now = datetime.now(UTC).replace(second=0, microsecond=0)
 
-    def agg(queue: str, bucket: datetime, **counts: Any) -> dict[str, Any]:
-        zero = dict.fromkeys(
-            ("enqueued", "completed", "failed", "retried", "dead", "max_waiting", "max_dlq"), 0
-        )
-        return {
-            "queue": queue,
-            "bucket_start": bucket,
-            "avg_duration_ms": None,
-            "p95_duration_ms": None,
-            **zero,
-            **counts,
-        }
-
-    engine = make_engine(served.settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                QueueMetricAggregate.__table__.insert(),
-                [
-                    agg(Q, now - timedelta(minutes=10), completed=7, failed=1),
-                    agg(Q, now - timedelta(minutes=5), completed=9, avg_duration_ms=12.5),
-                    agg(Q, now - timedelta(days=3), completed=1),
-                    agg("ai:content", now - timedelta(minutes=5), completed=100),
-                ],
-            )
-    finally:
-        await engine.dispose()
+    await insert_metric_aggregates(
+        served.settings.database_url,
+        [
+            metric_aggregate(Q, now - timedelta(minutes=10), completed=7, failed=1),
+            metric_aggregate(Q, now - timedelta(minutes=5), completed=9, avg_duration_ms=12.5),
+            metric_aggregate(Q, now - timedelta(days=3), completed=1),
+            metric_aggregate("ai:content", now - timedelta(minutes=5), completed=100),
+        ],
+    )
     r = await http.get(f"{BASE}/{Q_ENCODED}/metrics", headers=owner)
     assert r.status_code == 200
     assert [(m["completed"], m["failed"], m["avg_duration_ms"]) for m in r.json()] == [

@@ -24,11 +24,18 @@ from typing import Any
 
 import pytest
 from support import running, tiny_retry, wait_for
-from support.admin import NO_HANDLER_JOB, Q, admin_settings, dead_letters, serving, sqlite_database, token
+from support.admin import (
+    NO_HANDLER_JOB,
+    Q,
+    admin_settings,
+    dead_letters,
+    insert_metric_aggregates,
+    serving,
+    sqlite_database,
+    token,
+)
 from tq import keys, schedules
-from tq.db import make_engine
 from tq.handlers import HandlerRegistry
-from tq.models import QueueMetricAggregate
 from tq.producer import Producer
 from tq.registry import all_queues, get_queue
 from tq.worker import Worker
@@ -113,12 +120,7 @@ async def aggregates(database_url: str) -> None:
                     "max_dlq": 0,
                 }
             )
-    engine = make_engine(database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(QueueMetricAggregate.__table__.insert(), rows)
-    finally:
-        await engine.dispose()
+    await insert_metric_aggregates(database_url, rows)
 
 
 async def test_console_views_live_updates_bulk_actions_and_screenshots(

@@ -26,6 +26,8 @@ from support.admin import (
     assert_error,
     auth,
     dead_letters,
+    insert_metric_aggregates,
+    metric_aggregate,
     serving,
     sqlite_database,
     token,
@@ -33,7 +35,7 @@ from support.admin import (
 from tq import config, keys, schedules
 from tq.db import make_engine
 from tq.handlers import HandlerRegistry
-from tq.models import AuditLog, QueueMetricAggregate
+from tq.models import AuditLog
 from tq.producer import Producer
 
 BASE = "/api/owner"
@@ -272,35 +274,17 @@ async def test_overview_adds_up_every_queues_aggregates(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     bucket = now - timedelta(minutes=now.minute % 5 + 5)
 
-    def agg(queue: str, at: datetime, **counts: Any) -> dict[str, Any]:
-        zero = dict.fromkeys(
-            ("enqueued", "completed", "failed", "retried", "dead", "max_waiting", "max_dlq"), 0
-        )
-        return {
-            "queue": queue,
-            "bucket_start": at,
-            "avg_duration_ms": None,
-            "p95_duration_ms": None,
-            **zero,
-            **counts,
-        }
-
-    engine = make_engine(served.settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                QueueMetricAggregate.__table__.insert(),
-                [
-                    agg(Q, bucket, completed=7, failed=2, dead=1, enqueued=9),
-                    agg("ai:content", bucket, completed=100, enqueued=100),
-                    agg(Q, bucket - timedelta(minutes=5), completed=3),
-                    agg(Q, now - timedelta(hours=5), completed=11),
-                    agg(Q, now - timedelta(days=3), completed=13),
-                    agg(Q, now - timedelta(days=30), completed=1000),
-                ],
-            )
-    finally:
-        await engine.dispose()
+    await insert_metric_aggregates(
+        served.settings.database_url,
+        [
+            metric_aggregate(Q, bucket, completed=7, failed=2, dead=1, enqueued=9),
+            metric_aggregate("ai:content", bucket, completed=100, enqueued=100),
+            metric_aggregate(Q, bucket - timedelta(minutes=5), completed=3),
+            metric_aggregate(Q, now - timedelta(hours=5), completed=11),
+            metric_aggregate(Q, now - timedelta(days=3), completed=13),
+            metric_aggregate(Q, now - timedelta(days=30), completed=1000),
+        ],
+    )
     hour = (await http.get(f"{BASE}/overview/metrics", headers=owner)).json()
     assert hour["range"] == "hour" and hour["bucket_s"] == 300
     assert [(p["completed"], p["failed"], p["dead"]) for p in hour["points"]] == [(3, 0, 0), (107, 2, 1)]

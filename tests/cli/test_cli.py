@@ -8,54 +8,21 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 from support import fast_settings, wait_for
+from support.cli import ok, ok_json, refused, tq
 from tq import keys
 from tq.envelope import entry_envelope
 from tq.handlers import HandlerRegistry
 from tq.producer import Producer
 from tq.registry import PRODUCT_QUEUE_NAMES, all_queues, get_queue
 from tq.worker import Worker
-from tq_cli.main import app
-from typer.testing import CliRunner, Result
 
 Q = "email:send"
 EMAIL = json.dumps({"to": "a@example.com", "template": "welcome"})
-runner = CliRunner()
-
-
-def tq(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str) -> str:
-    result = tq(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def ok_json(*args: str) -> Any:
-    return json.loads(ok(*args, "--json"))
-
-
-def refused(*args: str) -> str:
-    """Exit status 2 with the reason; the output with Rich's line wrapping undone."""
-    result = tq(*args)
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return " ".join(result.output.split())
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def tq_keys(r: redis.Redis) -> list[bytes]:
@@ -287,7 +254,7 @@ def test_unreachable_redis_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TQ_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     clear_settings_caches()
     try:
-        result = runner.invoke(app, ["queues"])
+        result = tq("queues")
     finally:
         clear_settings_caches()
     assert result.exit_code == 1

@@ -8,43 +8,16 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 from support import cancel_worker, helper_command, helper_env
+from support.cli import ok, refused
 from tq import keys
 from tq.producer import SyncProducer
 from tq.registry import unregister_queue
-from tq_cli.main import app
-from typer.testing import CliRunner, Result
 
 Q = "email:send"
 EMAIL = json.dumps({"to": "a@example.com", "template": "welcome"})
-runner = CliRunner()
-
-
-def tq(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str) -> str:
-    result = tq(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def refused(*args: str) -> str:
-    result = tq(*args)
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    return " ".join(result.output.split())
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_cancel_a_waiting_job_removes_it(redis_url: str, r: redis.Redis) -> None:

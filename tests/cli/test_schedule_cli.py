@@ -3,45 +3,11 @@ remove, and install-defaults (the families' periodic jobs)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 import redis
+from support.cli import ok, ok_json, refused
 from tq import keys
 from tq.envelope import entry_envelope
-from tq_cli.main import app
-from typer.testing import CliRunner, Result
-
-runner = CliRunner()
-
-
-def tq(*args: str) -> Result:
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str) -> str:
-    result = tq(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def ok_json(*args: str) -> Any:
-    return json.loads(ok(*args, "--json"))
-
-
-def refused(*args: str) -> str:
-    result = tq(*args)
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    return " ".join(result.output.split())
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_add_list_suspend_resume_run_now_remove(redis_url: str, r: redis.Redis) -> None:

@@ -7,17 +7,25 @@ and audited; the durable marker reaches a process that missed the control messag
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from support import cancel_worker, fast_settings, helper_command, helper_env, running, tiny_retry, wait_for
+from support import (
+    cancel_worker,
+    fast_settings,
+    helper_command,
+    helper_env,
+    published_events,
+    running,
+    tiny_retry,
+    wait_for,
+)
 from tq import jobs, keys
 from tq.cancel import CancelOutcome, JobFinished, cancel_job, wait_settled
 from tq.envelope import EVENT_DATA_MODELS, CancelledData, Event, JobState
@@ -30,24 +38,6 @@ from tq.registry import unregister_queue
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
 CQ = cancel_worker.QUEUE
-
-
-@asynccontextmanager
-async def events(client: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.EVENTS_CHANNEL)
-
-    async def pump() -> None:
-        async for msg in pubsub.listen():
-            seen.append(json.loads(msg["data"]))
-
-    task = asyncio.create_task(pump())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        await pubsub.aclose()
 
 
 async def _counters(client: Any, queue: str = Q) -> dict[str, int]:
@@ -65,7 +55,7 @@ async def test_cancel_waiting_and_delayed_jobs_removes_them(redis_client: Any, r
     p = Producer(redis_client, s)
     waiting = await p.enqueue(Q, "send-email", EMAIL, idempotency_key="k-wait")
     delayed = await p.enqueue(Q, "send-email", EMAIL, delay=3600)
-    async with events(redis_client) as seen:
+    async with published_events(redis_client) as seen:
         done = await cancel_job(redis_client, Q, waiting, s)
         assert (done.outcome, done.was) == (CancelOutcome.REMOVED, JobState.WAITING)
         done = await cancel_job(redis_client, Q, delayed, s)
@@ -136,7 +126,7 @@ async def test_cancel_a_running_job_in_process(redis_client: Any, redis_url: str
             cleaned.append(ctx.job_id)
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h) as worker:
+    async with published_events(redis_client) as seen, running(redis_client, s, h) as worker:
         job_id = await p.enqueue(Q, "send-email", EMAIL)
         await asyncio.wait_for(started.wait(), 10)
         done = await cancel_job(redis_client, Q, job_id, s)
@@ -219,7 +209,7 @@ async def test_cancel_racing_completion_has_one_outcome(redis_client: Any, redis
     p = Producer(redis_client, s)
     rng = random.Random(7)
     refused = 0
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         ids = []
         for _ in range(n):
             job_id = await p.enqueue(Q, "send-email", EMAIL)
@@ -269,7 +259,7 @@ async def test_cancel_after_the_handler_returned_loses_to_completion(
         returned.append(ctx.job_id)
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h) as worker:
+    async with published_events(redis_client) as seen, running(redis_client, s, h) as worker:
         runner = worker.runners[Q]
         async with runner._flushing:  # the settler waits: the outcome stays in memory
             job_id = await p.enqueue(Q, "send-email", EMAIL)

@@ -5,39 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support import fast_settings, running, settled_job
+from support import fast_settings, published_events, running, settled_job
 from tq import jobs, keys, progress
 from tq.envelope import Event, ProgressData
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import Producer
-
-
-@asynccontextmanager
-async def events(client: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every event on ``tq:events`` while the block runs."""
-    seen: list[dict[str, Any]] = []
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.EVENTS_CHANNEL)
-
-    async def pump() -> None:
-        async for msg in pubsub.listen():
-            seen.append(json.loads(msg["data"]))
-
-    task = asyncio.create_task(pump())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        await pubsub.aclose()
-
 
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
@@ -65,7 +42,7 @@ async def test_progress_is_written_published_and_throttled(redis_client: Any, re
         await ctx.progress(1.0, "all done")  # the last report: inside the interval, still written
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         job_id = await p.enqueue(Q, "send-email", EMAIL)
         rec = await settled_job(redis_client, Q, job_id)
         await asyncio.sleep(0.2)

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support import fast_settings, running, tiny_retry, wait_for
+from support import fast_settings, published_events, running, tiny_retry, wait_for
 from tq import config, dlq, jobs, keys
 from tq.envelope import JobState
 from tq.errors import NonRetryableError
@@ -31,24 +29,6 @@ async def _count(client: Any, name: str, queue: str = Q) -> int:
     return int(await client.hget(keys.counters(queue), name) or 0)
 
 
-@asynccontextmanager
-async def events(client: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(keys.EVENTS_CHANNEL)
-
-    async def pump() -> None:
-        async for msg in pubsub.listen():
-            seen.append(json.loads(msg["data"]))
-
-    task = asyncio.create_task(pump())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        await pubsub.aclose()
-
-
 async def test_completes_with_validated_payload_and_acks(redis_client: Any, redis_url: str) -> None:
     s = fast_settings(redis_url)
     h = HandlerRegistry()
@@ -60,7 +40,7 @@ async def test_completes_with_validated_payload_and_acks(redis_client: Any, redi
         return {"sent_to": payload.to}
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         ids = [await p.enqueue(Q, "send-email", EMAIL) for _ in range(20)]
         await wait_for(lambda: _count(redis_client, "completed"), what="completions")
         await wait_for(lambda: len([e for e in seen if e["type"] == "job.completed"]) == 20, what="events")
@@ -100,7 +80,7 @@ async def test_retries_follow_backoff_and_fifth_failure_dead_letters(
         raise ConnectionError(f"smtp down on attempt {ctx.attempt}")
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         job_id = await p.enqueue(Q, "send-email", EMAIL, trace_id="trace-42", idempotency_key="once")
         await wait_for(lambda: redis_client.xlen(keys.dlq(Q)), what="dead letter")
         await wait_for(lambda: any(e["type"] == "dlq.added" for e in seen), what="dlq event")
@@ -184,7 +164,7 @@ async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
     for fields in forged:
         await redis_client.xadd(stream, fields)
     good = await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL)
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         await wait_for(lambda: _count(redis_client, "completed"), what="the good job")
         await wait_for(lambda: _count(redis_client, "dead"), what="dead letters")
         await wait_for(async_eq(lambda: _count(redis_client, "dead"), 9), what="all bad ones")
@@ -443,7 +423,7 @@ async def test_every_event_follows_the_one_schema(redis_client: Any, redis_url: 
         await ctx.publish(EventType.JOB_PROGRESS, step=1)
 
     p = Producer(redis_client, s)
-    async with events(redis_client) as seen, running(redis_client, s, h):
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
         await p.enqueue(Q, "send-email", EMAIL)
         await p.enqueue(Q, "send-email", EMAIL, delay=0.05)
         await p.enqueue(Q, "send-email", {**EMAIL, "template": "bad"}, idempotency_key="e-1")

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -14,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tq import keys
 from tq.envelope import JobState
 from tq.handlers import HandlerRegistry
 from tq.jobs import JobRecord, get_job
@@ -108,6 +111,38 @@ async def running(
         yield worker
     finally:
         await worker.stop()
+
+
+async def serve_until_sigterm(worker: Worker, client: Any, listen_control: bool = True) -> None:
+    """The body of a helper worker process: start the worker, print READY, stop it gracefully on
+    SIGTERM, close its client, print STOPPED (the tests read both lines)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await worker.start(listen_control=listen_control)
+    print("READY", flush=True)
+    await stop.wait()
+    await worker.stop()
+    await client.aclose()
+    print("STOPPED", flush=True)
+
+
+@asynccontextmanager
+async def published_events(client: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every event published on ``tq:events`` while the block runs, decoded, in order."""
+    seen: list[dict[str, Any]] = []
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.EVENTS_CHANNEL)
+
+    async def pump() -> None:
+        async for msg in pubsub.listen():
+            seen.append(json.loads(msg["data"]))
+
+    task = asyncio.create_task(pump())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        await pubsub.aclose()
 
 
 def docker_answers() -> bool:

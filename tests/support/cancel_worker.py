@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import redis.asyncio as aioredis
 from tq.handlers import HandlerRegistry, JobContext
@@ -21,6 +20,8 @@ from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue, unregister_queue
 from tq.settings import Settings
 from tq.worker import Worker
+
+from support import serve_until_sigterm
 
 QUEUE = "cancelq"
 STARTED = "tq:{cancelq}:test:started"  # under tq:* so the suite cleans it
@@ -88,14 +89,7 @@ async def main(args: argparse.Namespace) -> None:
         settings(args.url),
         consumer_id=args.consumer_id,
     )
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start(listen_control=not args.no_control)
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
-    await client.aclose()
-    print("STOPPED", flush=True)
+    await serve_until_sigterm(worker, client, listen_control=not args.no_control)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 
 import redis.asyncio as aioredis
 from tq.handlers import HandlerRegistry, JobContext
@@ -23,6 +22,8 @@ from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue, unregister_queue
 from tq.settings import Settings
 from tq.worker import Worker
+
+from support import serve_until_sigterm
 
 QUEUE = "chaos"
 RUNS_KEY = "tq:{chaos}:test:runs"  # under tq:* so the suite cleans it even on a Redis it did not start
@@ -68,14 +69,7 @@ async def main(args: argparse.Namespace) -> None:
         await ctx.redis.hincrby(RUNS_KEY, str(payload.n), 1)
 
     worker = Worker(client, [get_queue(QUEUE)], handlers, settings, consumer_id=args.consumer_id)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start()
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
-    await client.aclose()
-    print("STOPPED", flush=True)
+    await serve_until_sigterm(worker, client)
 
 
 if __name__ == "__main__":

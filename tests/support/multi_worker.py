@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import sys
 
 import redis.asyncio as aioredis
@@ -22,6 +21,8 @@ from tq.payloads import Payload
 from tq.registry import QueueSpec, get_queue, register_queue
 from tq.settings import Settings
 from tq.worker import Worker
+
+from support import serve_until_sigterm
 
 QUEUE = "multi"
 # under the queue's prefix: the suite's cleanup (tq:* keys) removes them, and one hash tag
@@ -88,15 +89,7 @@ async def main(url: str, consumer_id: str, concurrency: int) -> None:
             await ctx.redis.decr(mine)
 
     worker = Worker(client, [get_queue(QUEUE)], handlers, settings(url, concurrency), consumer_id=consumer_id)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start()
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
-    await client.aclose()
-    print("STOPPED", flush=True)
+    await serve_until_sigterm(worker, client)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ in ``LIMITED``), as a handler does on a provider's 429 with Retry-After, and com
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 
@@ -22,6 +21,8 @@ from tq.payloads import Payload
 from tq.registry import QueueSpec, get_queue, register_queue
 from tq.settings import Settings
 from tq.worker import Worker
+
+from support import serve_until_sigterm
 
 QUEUE = "rated"
 STARTS = "tq:{rated}:test:starts"  # LIST of "<epoch s> <consumer> <n> <attempt>" (under tq:*: cleaned)
@@ -74,14 +75,7 @@ async def main(url: str, consumer_id: str, concurrency: int) -> None:
         await ctx.redis.rpush(STARTS, f"{time.time():.6f} {ctx.consumer_id} {payload.n} {ctx.attempt}")
 
     worker = Worker(client, [get_queue(QUEUE)], handlers, settings(url, concurrency), consumer_id=consumer_id)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start()
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
-    await client.aclose()
-    print("STOPPED", flush=True)
+    await serve_until_sigterm(worker, client)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -376,6 +377,33 @@ async def test_ssrf_loopback_and_metadata_are_refused_without_the_flag(
     assert await _active(db_engine, loopback) and await _active(db_engine, metadata)
 
 
+def _retry_after_receiver(
+    status: int, answers: dict[str, list[str]], arrivals: dict[str, list[float]]
+) -> type[BaseHTTPRequestHandler]:
+    """A receiver that notes each POST's arrival under its path in ``arrivals`` and answers
+    ``status`` with the next Retry-After of ``answers[path]`` (``date:N``: an HTTP date N s ahead),
+    200 once the path's answers are used up."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            arrivals.setdefault(self.path, []).append(time.monotonic())
+            todo = answers[self.path]
+            header = todo.pop(0) if todo else None
+            if header is not None and header.startswith("date:"):
+                header = formatdate(time.time() + int(header[5:]), usegmt=True)
+            self.send_response(status if header is not None else 200)
+            if header is not None:
+                self.send_header("retry-after", header)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
 async def test_503_retry_after_seconds_or_http_date_sets_the_next_attempt(
     database_url: str,
     redis_url: str,
@@ -385,28 +413,9 @@ async def test_503_retry_after_seconds_or_http_date_sets_the_next_attempt(
 ) -> None:
     """A 503 with Retry-After (delta-seconds, or an HTTP date) is retried after that long, not the
     queue's backoff (10 ms here); a Retry-After beyond the queue's backoff max is capped at it."""
-    from email.utils import formatdate
-
     arrivals: dict[str, list[float]] = {}
-    answers: dict[str, list[str | None]] = {"/secs": ["1"], "/date": ["date:2"], "/long": ["3600"]}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            seen = arrivals.setdefault(self.path, [])
-            seen.append(time.monotonic())
-            todo = answers[self.path]
-            header = todo.pop(0) if todo else None
-            if header is not None and header.startswith("date:"):
-                header = formatdate(time.time() + int(header[5:]), usegmt=True)
-            self.send_response(503 if header is not None else 200)
-            if header is not None:
-                self.send_header("retry-after", header)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    answers: dict[str, list[str]] = {"/secs": ["1"], "/date": ["date:2"], "/long": ["3600"]}
+    Handler = _retry_after_receiver(503, answers, arrivals)
 
     monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
     clear_settings_caches()
@@ -450,21 +459,7 @@ async def test_429_retry_after_pauses_the_whole_queue_without_charging(
     queue's intake pauses that long, so a delivery to another endpoint waits as well."""
     arrivals: dict[str, list[float]] = {}
     answers: dict[str, list[str]] = {"/busy": ["1"], "/other": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            arrivals.setdefault(self.path, []).append(time.monotonic())
-            todo = answers[self.path]
-            header = todo.pop(0) if todo else None
-            self.send_response(429 if header is not None else 200)
-            if header is not None:
-                self.send_header("retry-after", header)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    Handler = _retry_after_receiver(429, answers, arrivals)
 
     monkeypatch.setenv("TQ_WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
     clear_settings_caches()
