@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -143,7 +142,7 @@ async def test_httpx_and_sqlalchemy_calls_are_children_of_the_run(
     redis_client: Any, redis_url: str, tmp_path: Any
 ) -> None:
     class Ok(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(204)
             self.end_headers()
 
@@ -258,6 +257,12 @@ def test_exporter_asked_by_the_standard_variables() -> None:
         exporter_asked({"OTEL_TRACES_EXPORTER": "zipkin"})
 
 
+def _start_traced_worker(redis_url: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        helper_command("traced_worker", redis_url), env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
 async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_url: str) -> None:
     """A real worker process switched on by OTEL_* exports its spans to a local OTLP/HTTP receiver;
     they continue the trace this process's producer started."""
@@ -266,7 +271,7 @@ async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_ur
     register()
 
     class Ok(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -282,9 +287,7 @@ async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_ur
             OTEL_SERVICE_NAME="tq-trace-test",
             OTEL_BSP_SCHEDULE_DELAY="100",
         )
-        proc = subprocess.Popen(
-            helper_command("traced_worker", redis_url), env=env, stderr=subprocess.PIPE, text=True
-        )
+        proc = _start_traced_worker(redis_url, env)
         try:
             with in_memory_tracing() as exporter:
                 p = Producer(redis_client, s)
@@ -314,4 +317,3 @@ async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_ur
         (http_call,) = [sp for sp in receiver.named("GET") if sp.parent_span_id == run.span_id]
         assert http_call.trace_id == run.trace_id
     assert "exception" in runs[bad].events
-    assert sys.executable  # the helper ran under this interpreter (helper_command)

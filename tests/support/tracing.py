@@ -18,8 +18,8 @@ from opentelemetry.util._once import Once
 
 
 def _reset_global_provider() -> None:
-    trace._TRACER_PROVIDER = None  # noqa: SLF001 (no public reset exists)
-    trace._TRACER_PROVIDER_SET_ONCE = Once()  # noqa: SLF001
+    trace._TRACER_PROVIDER = None  # no public reset exists
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 @contextmanager
