@@ -13,6 +13,7 @@ An older entry whose ``tr`` is a plain correlation id starts a new trace that na
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,11 @@ SYSTEM = "tq"  # messaging.system
 _OFF_PROVIDERS = (ProxyTracerProvider, NoOpTracerProvider)  # no SDK installed: tracing is off
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _cached: tuple[object, Tracer] | None = None
+# The cheap check reads the API's global provider slot (None until one is set) instead of calling
+# get_tracer_provider(), which looks up os.environ on every call (~0.7 us, measured: more than the
+# rest of a single enqueue's Python work). The API version is pinned; without the slot, or with a
+# provider named by OTEL_PYTHON_TRACER_PROVIDER (loaded lazily by the API), the public call is used.
+_FAST_SLOT = hasattr(trace, "_TRACER_PROVIDER") and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
 NO_SPAN = contextlib.nullcontext()  # what job_span gives with tracing off: shared, nothing allocated
 
 
@@ -57,8 +63,8 @@ def tracer() -> Tracer | None:
     """The engine's tracer, or None while no SDK tracer provider is installed (the cheap check of
     the hot paths: a global read and a class test)."""
     global _cached
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, _OFF_PROVIDERS):
+    provider = trace._TRACER_PROVIDER if _FAST_SLOT else trace.get_tracer_provider()
+    if provider is None or isinstance(provider, _OFF_PROVIDERS):
         return None
     cached = _cached
     if cached is None or cached[0] is not provider:
