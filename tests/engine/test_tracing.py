@@ -19,7 +19,7 @@ from support.tracing import in_memory_tracing
 from tq import keys, tracing
 from tq.db import make_engine
 from tq.envelope import JobState
-from tq.errors import NonRetryableError
+from tq.errors import NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import JobRequest, Producer, SyncProducer
@@ -317,3 +317,39 @@ async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_ur
         (http_call,) = [sp for sp in receiver.named("GET") if sp.parent_span_id == run.span_id]
         assert http_call.trace_id == run.trace_id
     assert "exception" in runs[bad].events
+
+
+async def test_time_limit_and_rate_limited_outcomes(redis_client: Any, redis_url: str) -> None:
+    """A run cancelled at its time limit is an error (TimeoutError); a RateLimited run is not: it
+    goes back to the stream uncharged, and its next run continues the same trace."""
+    s = fast_settings(redis_url, queues={Q: {"timeout_s": 0.2, **tiny_retry(attempts=1)}})
+    h = HandlerRegistry()
+    limited_once: list[str] = []
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        if payload.template == "slow":
+            await asyncio.sleep(5)
+        elif not limited_once:
+            limited_once.append(ctx.job_id)
+            raise RateLimited(0.1)
+
+    with in_memory_tracing() as exporter:
+        p = Producer(redis_client, s)
+        slow = await p.enqueue(Q, "send-email", {**EMAIL, "template": "slow"})
+        limited = await p.enqueue(Q, "send-email", EMAIL)
+        async with running(redis_client, s, h):
+            assert (await settled_job(redis_client, Q, slow)).state == JobState.DEAD
+            assert (await settled_job(redis_client, Q, limited)).state == JobState.COMPLETED
+        runs = _consumers(exporter)
+    (timed_out,) = [r for r in runs if r.attributes["messaging.message.id"] == slow]
+    assert timed_out.attributes["tq.job.outcome"] == "dead"
+    assert timed_out.status.status_code == StatusCode.ERROR
+    assert [e.attributes["exception.type"] for e in timed_out.events] == ["TimeoutError"]
+    again = sorted(
+        (r for r in runs if r.attributes["messaging.message.id"] == limited), key=lambda r: r.start_time
+    )
+    assert [r.attributes["tq.job.outcome"] for r in again] == ["rate_limited", "completed"]
+    assert [r.attributes["tq.job.attempt"] for r in again] == [1, 1]  # uncharged
+    assert again[0].status.status_code == StatusCode.UNSET
+    assert again[0].context.trace_id == again[1].context.trace_id
