@@ -466,6 +466,8 @@ def memory(args: argparse.Namespace) -> None:
     settings = settings_for(args)
     flushdb()
     n, job = args.n, MEM_JOBS[args.payload]
+    if trace_on(args):
+        start_tracing()
 
     def data(i: int) -> dict[str, Any]:
         return {"n": i, "s": PAD} if args.payload == "300" else {"n": i}
