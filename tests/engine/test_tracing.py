@@ -353,3 +353,21 @@ async def test_time_limit_and_rate_limited_outcomes(redis_client: Any, redis_url
     assert [r.attributes["tq.job.attempt"] for r in again] == [1, 1]  # uncharged
     assert again[0].status.status_code == StatusCode.UNSET
     assert again[0].context.trace_id == again[1].context.trace_id
+
+
+async def test_a_callers_traceparent_is_the_publish_spans_parent(redis_client: Any, redis_url: str) -> None:
+    """A producer in another process (or language) passes its traceparent as ``trace_id``."""
+    remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with in_memory_tracing() as exporter:
+        p = Producer(redis_client, fast_settings(redis_url))
+        await p.enqueue(Q, "send-email", EMAIL, trace_id=remote)
+        await p.enqueue(Q, "send-email", EMAIL, trace_id="corr-9")  # a plain id: an attribute
+        first, second = sorted(_producers(exporter), key=lambda sp: sp.start_time)
+    assert _hex(first.context.trace_id, 32) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert first.parent is not None and _hex(first.parent.span_id, 16) == "00f067aa0ba902b7"
+    assert second.parent is None and second.attributes["tq.trace_id"] == "corr-9"
+    entries = await _entry_fields(redis_client)
+    assert [f[b"tr"].decode() for f in entries] == [
+        f"00-{_hex(sp.context.trace_id, 32)}-{_hex(sp.context.span_id, 16)}-{int(sp.context.trace_flags):02x}"
+        for sp in (first, second)
+    ]
