@@ -7,14 +7,25 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
-from support import fast_settings, helper_command, helper_env, http_server, running, settled_job, tiny_retry
+from support import (
+    fast_settings,
+    helper_command,
+    helper_env,
+    http_server,
+    running,
+    settled_job,
+    tiny_retry,
+    traced_worker,
+)
 from support.otlp_receiver import otlp_receiver
+from support.traced_worker import QUEUE
 from support.tracing import in_memory_tracing
 from tq import keys, tracing
 from tq.db import make_engine
@@ -23,6 +34,7 @@ from tq.errors import NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
 from tq.producer import JobRequest, Producer, SyncProducer
+from tq.registry import unregister_queue
 from tq_services.tracing import TracingConfigError, exporter_asked
 
 Q = "email:send"
@@ -263,12 +275,18 @@ def _start_traced_worker(redis_url: str, env: dict[str, str]) -> subprocess.Pope
     )
 
 
-async def test_worker_process_exports_over_otlp_http(redis_client: Any, redis_url: str) -> None:
+@pytest.fixture
+def trace_queue() -> Iterator[None]:
+    traced_worker.register()  # the helper process's queue, known here to enqueue to it
+    yield
+    unregister_queue(QUEUE)
+
+
+async def test_worker_process_exports_over_otlp_http(
+    redis_client: Any, redis_url: str, trace_queue: None
+) -> None:
     """A real worker process switched on by OTEL_* exports its spans to a local OTLP/HTTP receiver;
     they continue the trace this process's producer started."""
-    from support.traced_worker import QUEUE, register
-
-    register()
 
     class Ok(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
