@@ -6,6 +6,7 @@
     python bench/tq_bench.py worker ...   (internal: the worker process)
 
 ``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single) and
+``trace`` (OpenTelemetry on in the producer and the worker: ``start_tracing``),
 ``idem`` (every job carries a unique idempotency key; off otherwise), ``metrics`` (the worker
 feeds the same Prometheus observer as ``tq serve``: ``tq_services.metrics.JobMetrics``, and renders
 a full scrape, depth gauges read from Redis included, every ``OBSERVE_INTERVAL_S``) and ``stats``
@@ -144,6 +145,29 @@ def stats_on(args: argparse.Namespace) -> bool:
     return "stats" in variant_tokens(args)
 
 
+def trace_on(args: argparse.Namespace) -> bool:
+    return "trace" in variant_tokens(args)
+
+
+def start_tracing() -> None:
+    """The ``trace`` variant: the SDK tracer provider with the production batch processor and an
+    exporter that encodes each batch to OTLP protobuf (what the OTLP/HTTP exporter sends) and drops
+    it: the cost in this process of every span, without a collector's network round trips."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class EncodeAndDrop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(EncodeAndDrop()))
+    trace.set_tracer_provider(provider)
+
+
 def use_async(args: argparse.Namespace) -> bool:
     return "async" in variant_tokens(args)
 
@@ -153,7 +177,8 @@ def worker_desc(args: argparse.Namespace, s: Settings) -> str:
         f"tq Worker, 1 process, concurrency={args.concurrency}, read_batch={s.read_batch}, "
         f"events={'on' if s.events else 'off'}, audit={'on' if s.audit_enabled else 'off'}, "
         f"idempotency={'on' if idem_on(args) else 'off'}, uvloop={'on' if s.uvloop else 'off'}, "
-        f"metrics={'on' if metrics_on(args) else 'off'}, stats={'on' if stats_on(args) else 'off'}"
+        f"metrics={'on' if metrics_on(args) else 'off'}, stats={'on' if stats_on(args) else 'off'}, "
+        f"tracing={'on' if trace_on(args) else 'off'}"
         + (f" (every {OBSERVE_INTERVAL_S}s)" if metrics_on(args) or stats_on(args) else "")
     )
 
@@ -210,6 +235,8 @@ async def worker_main(args: argparse.Namespace) -> None:
     from tq.worker import Worker
 
     settings = settings_for(args)
+    if trace_on(args):
+        start_tracing()
     rec = Recorder(args.n, args.out)  # t_worker_start: after imports, before the worker object
     pending = rec.pending
     handlers = HandlerRegistry()
@@ -361,6 +388,8 @@ def throughput(args: argparse.Namespace) -> None:
     settings = settings_for(args)
     flushdb()
     n, chunk, idem = args.n, args.chunk, idem_on(args)
+    if trace_on(args):
+        start_tracing()
 
     async def enqueue() -> float:
         producer = Producer(settings=settings)
@@ -437,6 +466,8 @@ def memory(args: argparse.Namespace) -> None:
     settings = settings_for(args)
     flushdb()
     n, job = args.n, MEM_JOBS[args.payload]
+    if trace_on(args):
+        start_tracing()
 
     def data(i: int) -> dict[str, Any]:
         return {"n": i, "s": PAD} if args.payload == "300" else {"n": i}
@@ -654,6 +685,8 @@ def single(args: argparse.Namespace) -> None:
     settings = settings_for(args)
     flushdb()
     n, idem = args.n, idem_on(args)
+    if trace_on(args):
+        start_tracing()
     stats_client = redis.Redis.from_url(REDIS_URL)
     counter = _SendCounter()
     counter.install()

@@ -61,6 +61,12 @@ def _global_options(
     if api and not token:
         raise _fail("--api needs --token (mint one with `tq token create`)")
     _api.update(url=api, token=token)
+    from tq_services.tracing import TracingConfigError, setup_from_env
+
+    try:  # off unless OTEL_* asks (docs/engine.md, "Tracing"); before anything connects
+        setup_from_env()
+    except TracingConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _through_api(remote: Callable[[Any], T] | None) -> T:

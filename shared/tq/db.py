@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tq.settings import get_settings
 
@@ -81,7 +82,7 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
         path = _sqlite_file(u)
         if path is not None:
             path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(u, **kwargs)
+        engine = sa_asyncio.create_async_engine(u, **kwargs)
         wal = path is not None
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -98,7 +99,8 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(u, **kwargs)
+    # looked up on the module at each call: tracing's SQLAlchemy instrumentation wraps it there
+    return sa_asyncio.create_async_engine(u, **kwargs)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

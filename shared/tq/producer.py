@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tq import keys
+from tq import keys, tracing
 from tq.connection import async_client, is_cluster, sync_client
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
@@ -124,14 +124,17 @@ class _Encoder:
                 raise InvalidPayload(spec.name, req.name, [(label, "must be 1-256 printable characters")])
         return _Prepared(req, payload, _delay_s(req.delay))
 
-    def job_args(self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any]) -> None:
+    def job_args(
+        self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any], trace: str | None = None
+    ) -> None:
         """Append one prepared job's script argument: id, name, key, trace id, due time and payload
         joined by the unit separator (one argument per job keeps the client's command packing
-        cheap). The id is chosen here, before anything is sent: a resent call finds its job."""
+        cheap). The id is chosen here, before anything is sent: a resent call finds its job.
+        ``trace``: the bulk call's traceparent, in place of each request's own trace id."""
         req = job.req
         due = int((now + job.delay) * 1000) if job.delay else 0
         out.append(
-            f"{new_job_id()}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{req.trace_id or ''}"
+            f"{new_job_id()}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{trace or req.trace_id or ''}"
             f"\x1f{due}\x1f{job.payload}"
         )
 
@@ -148,13 +151,13 @@ class _Encoder:
         spec = get_queue(queue)
         return [self.prepare(spec, j if isinstance(j, JobRequest) else JobRequest(j[0], j[1])) for j in jobs]
 
-    def chunk_args(self, queue: str, jobs: Sequence[_Prepared]) -> list[Any]:
+    def chunk_args(self, queue: str, jobs: Sequence[_Prepared], trace: str | None = None) -> list[Any]:
         """The script's arguments for one chunk of prepared jobs."""
         spec = get_queue(queue)
         now = time.time()
         args = self.head(spec, int(now * 1000))
         for job in jobs:
-            self.job_args(spec, job, now, args)
+            self.job_args(spec, job, now, args, trace)
         return args
 
     @staticmethod
@@ -219,6 +222,23 @@ class Producer:
         idempotency_key: str | None = None,
         delay: Delay = None,
         trace_id: str | None = None,
+    ) -> EnqueueResult:
+        span = tracing.publish(queue, job, 1, trace_id)
+        if span is None:  # tracing off: the plain path
+            return await self._enqueue_detailed(queue, job, data, idempotency_key, delay, trace_id)
+        with span:
+            result = await self._enqueue_detailed(queue, job, data, idempotency_key, delay, span.traceparent)
+            span.sent(result.id)
+            return result
+
+    async def _enqueue_detailed(
+        self,
+        queue: str,
+        job: str,
+        data: Mapping[str, Any] | BaseModel,
+        idempotency_key: str | None,
+        delay: Delay,
+        trace_id: str | None,
     ) -> EnqueueResult:
         spec = get_queue(queue)
         prepared = self._enc.prepare(spec, JobRequest(job, data, idempotency_key, delay, trace_id))
@@ -309,6 +329,15 @@ class Producer:
         """Bulk enqueue: every job is validated first (nothing is written if one is invalid), then
         one script call per ``chunk`` jobs, each sent while the next chunk is encoded."""
         prepared = self._enc.prepare_all(queue, jobs)
+        span = tracing.publish(queue, None, len(prepared), None)
+        if span is None:
+            return await self._enqueue_prepared(queue, prepared, chunk, None)
+        with span:
+            return await self._enqueue_prepared(queue, prepared, chunk, span.traceparent)
+
+    async def _enqueue_prepared(
+        self, queue: str, prepared: list[_Prepared], chunk: int, trace: str | None
+    ) -> list[EnqueueResult]:
         ks = self._enc.keys(queue)
         sent: deque[asyncio.Future[Any]] = deque()  # at most CHUNKS_IN_FLIGHT, each on a pooled connection
         replies = []
@@ -316,7 +345,7 @@ class Producer:
             for start in range(0, len(prepared), chunk):
                 if len(sent) >= CHUNKS_IN_FLIGHT:
                     replies.append(await sent.popleft())
-                args = self._enc.chunk_args(queue, prepared[start : start + chunk])
+                args = self._enc.chunk_args(queue, prepared[start : start + chunk], trace)
                 sent.append(asyncio.ensure_future(self._call(ks, args)))
                 await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
             while sent:
@@ -387,8 +416,15 @@ class SyncProducer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> str:
-        args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
-        return self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
+        span = tracing.publish(queue, job, 1, trace_id)
+        if span is None:  # tracing off: the plain path
+            args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
+            return self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
+        with span:
+            args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, span.traceparent))
+            job_id = self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
+            span.sent(job_id)
+            return job_id
 
     def enqueue_many(
         self,
@@ -399,8 +435,18 @@ class SyncProducer:
     ) -> list[EnqueueResult]:
         """Bulk enqueue, validated first; the chunks' script calls go in one pipeline."""
         prepared = self._enc.prepare_all(queue, jobs)
+        span = tracing.publish(queue, None, len(prepared), None)
+        if span is None:
+            return self._enqueue_prepared(queue, prepared, chunk, None)
+        with span:
+            return self._enqueue_prepared(queue, prepared, chunk, span.traceparent)
+
+    def _enqueue_prepared(
+        self, queue: str, prepared: list[_Prepared], chunk: int, trace: str | None
+    ) -> list[EnqueueResult]:
         batches = [
-            self._enc.chunk_args(queue, prepared[i : i + chunk]) for i in range(0, len(prepared), chunk)
+            self._enc.chunk_args(queue, prepared[i : i + chunk], trace)
+            for i in range(0, len(prepared), chunk)
         ]
         ks = self._enc.keys(queue)
         for attempt in (1, 2):  # sent again once on a connection failure: the ids make it idempotent

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from tq import config, keys
+from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
 from tq.envelope import Envelope, entry_envelope, entry_job_id, entry_payload_json, envelope_json
 from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
@@ -683,11 +683,12 @@ class QueueRunner:
                 return op("x")
             try:
                 try:
-                    if time_limit:
-                        async with asyncio.timeout(time_limit) as deadline:
+                    with tracing.job_span(self.queue, env, attempt, max_attempts):  # no-op: tracing off
+                        if time_limit:
+                            async with asyncio.timeout(time_limit) as deadline:
+                                result = await handler(ctx, payload)
+                        else:
                             result = await handler(ctx, payload)
-                    else:
-                        result = await handler(ctx, payload)
                 finally:
                     cancelled = cancels.ended(self.queue, env.id)
             except BaseException as exc:  # costs nothing on success; any failure is the job's

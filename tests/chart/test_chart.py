@@ -322,6 +322,11 @@ BAD_VALUES = [
     pytest.param({"antiAffinity": "sometimes"}, "antiAffinity", id="bad-enum"),
     pytest.param({"env": {"REDIS_URL": "x"}}, "REDIS_URL", id="env-not-tq"),
     pytest.param({"env": {"TQ_LLM_API_KEY": "sk-x"}}, "TQ_LLM_API_KEY", id="credential-in-env"),
+    pytest.param(
+        {"env": {"OTEL_EXPORTER_OTLP_HEADERS": "api-key=x"}},
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        id="tracing-credential-in-env",
+    ),
     pytest.param({"metrics": {"serviceMonitor": {"honorLabels": False}}}, "honorLabels", id="typo-nested"),
     pytest.param(
         {"securityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation", id="insecure"
@@ -631,6 +636,16 @@ def render_values(values: dict[str, Any]) -> list[Doc]:
         for d in yaml.safe_load_all(text)
         if d
     ]
+
+
+def test_tracing_variables_reach_every_tq_container() -> None:
+    """``env`` takes the OTEL_* variables that switch tracing on (docs/engine.md, "Tracing")."""
+    otel = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"}
+    deployments = of_kind(render_values({"env": otel}), "Deployment")
+    assert deployments
+    for name, deployment in deployments.items():
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert {k: env[k]["value"] for k in otel if k in env} == otel, name
 
 
 def keda_triggers(values: dict[str, Any]) -> list[Doc]:

@@ -14,6 +14,7 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 import httpx
+from tq import tracing
 
 from tq_services.messaging.errors import DeliveryDeferred, DeliveryRejected
 from tq_services.messaging.render import Rendered
@@ -47,18 +48,27 @@ async def send_smtp(settings: MessagingSettings, to: str, rendered: Rendered) ->
     """Send one message; returns the text of the server's final 250 answer."""
     msg = build_message(settings, to, rendered)
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    span = tracing.client_span(  # no instrumentation covers aiosmtplib: a span of our own
+        "smtp send",
+        {
+            "server.address": settings.smtp_host,
+            "server.port": settings.smtp_port,
+            "tq.smtp.tls": settings.smtp_tls,
+        },
+    )
     try:
-        _, response = await aiosmtplib.send(
-            msg,
-            hostname=settings.smtp_host,
-            port=settings.smtp_port,
-            username=settings.smtp_username,
-            password=password,
-            use_tls=settings.smtp_tls == "tls",
-            start_tls=settings.smtp_tls == "starttls",
-            validate_certs=settings.smtp_validate_certs,
-            timeout=settings.smtp_timeout_s,
-        )
+        with span:
+            _, response = await aiosmtplib.send(
+                msg,
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=password,
+                use_tls=settings.smtp_tls == "tls",
+                start_tls=settings.smtp_tls == "starttls",
+                validate_certs=settings.smtp_validate_certs,
+                timeout=settings.smtp_timeout_s,
+            )
     except aiosmtplib.SMTPRecipientsRefused as exc:
         # one recipient per message: its refusal decides
         worst = max(exc.recipients, key=lambda r: r.code)

@@ -483,3 +483,30 @@ async def test_otp_by_sms_200_400_503(
     logs = _our_logs(caplog)
     for code in codes:
         assert code not in logs
+
+
+async def test_smtp_send_is_a_child_span_of_the_run_when_tracing_is_on(
+    env: Settings, redis_client: Any, db_engine: AsyncEngine, smtp: tuple[MailHandler, int]
+) -> None:
+    from opentelemetry.trace import SpanKind
+    from support.tracing import in_memory_tracing
+
+    with in_memory_tracing() as exporter:
+        p = Producer(redis_client, env)
+        async with running(redis_client, env, default_handlers, EQ):
+            job_id = await p.enqueue(
+                EQ,
+                "send-email",
+                {"to": "traced@example.com", "template": "welcome", "variables": {"name": "T"}},
+            )
+            assert (await _settled(redis_client, EQ, job_id)).state is JobState.COMPLETED
+        spans = exporter.get_finished_spans()
+    (run,) = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    (send,) = [s for s in spans if s.name == "smtp send"]
+    assert send.kind == SpanKind.CLIENT
+    assert send.parent is not None and send.parent.span_id == run.context.span_id
+    assert send.attributes["server.address"] == "127.0.0.1"
+    assert send.attributes["server.port"] == smtp[1]
+    assert [m["To"] for m in smtp[0].messages] == ["traced@example.com"]
+    (log,) = [row for row in await _rows(db_engine, EmailLog) if row.job_id == job_id]
+    assert log.trace_id is not None and log.trace_id.startswith("00-")  # the run's traceparent
