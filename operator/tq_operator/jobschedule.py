@@ -4,9 +4,8 @@ is from ``tq_operator.spec``; and the chart's values schema for ``jobSchedules``
 
 ``make crd`` (``python -m tq_operator.crd``) writes it with the other generated files.
 
-``concurrencyPolicy`` is ``Allow`` or ``Forbid``. ``Replace`` (cancel the previous run, start the
-new one) is left out of the enum until the engine can cancel a running job: removing only a
-waiting one would make ``Replace`` mean two different things depending on timing.
+``concurrencyPolicy`` is ``Allow``, ``Forbid`` or ``Replace`` (the engine's scheduler cancels the
+previous unfinished job through ``tq.cancel``, then runs the tick).
 """
 
 from __future__ import annotations
@@ -116,10 +115,6 @@ def spec_schema() -> dict[str, Any]:
     props["queue"]["enum"] = list(PRODUCT_QUEUE_NAMES)
     props["job"]["enum"] = sorted({j for js in jobs.values() for j in js})
     props["payload"]["x-kubernetes-preserve-unknown-fields"] = True
-    props["concurrencyPolicy"]["description"] = (
-        props["concurrencyPolicy"]["description"]
-        + ". Replace is not offered until the engine can cancel a running job"
-    )
     pairs = ", ".join(f"{_cel_string(q)}: [{', '.join(map(_cel_string, js))}]" for q, js in jobs.items())
     schema["x-kubernetes-validations"] = [
         {
@@ -146,7 +141,7 @@ def printer_columns() -> list[dict[str, Any]]:
         printer_column("Outcome", "string", ".status.lastJobOutcome", "state of the last job enqueued"),
         printer_column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition"),
         printer_column("Last Job", "string", ".status.lastJobId", "the last job's id", priority=1),
-        printer_column("Policy", "string", ".spec.concurrencyPolicy", "Allow or Forbid", priority=1),
+        printer_column("Policy", "string", ".spec.concurrencyPolicy", "Allow, Forbid or Replace", priority=1),
         printer_column("Fired", "integer", ".status.ticks.fired", "ticks that enqueued a job", priority=1),
         printer_column("Missed", "integer", ".status.ticks.missed", "ticks missed", priority=1),
         printer_column("Age", "date", ".metadata.creationTimestamp", "age of the resource"),

@@ -27,7 +27,8 @@ before it, so a clock that goes back repeats nothing). Older ticks since the las
 (an outage): they are counted, never run - at most one run per evaluation, never a burst. ``T`` runs
 unless it is later than the starting deadline (then it is missed too), the schedule is suspended
 (its ticks pass silently: resuming does not run them) or ``Forbid`` finds the previous job
-unfinished (skipped). A run is ``Producer.enqueue`` with the idempotency key
+unfinished (skipped); ``Replace`` first cancels that unfinished job (``tq.cancel``). A run is
+``Producer.enqueue`` with the idempotency key
 ``schedule:<name>:<T epoch seconds>``, then the state's last tick moves to ``T`` (a script that only
 moves it forward). A leader that dies between the two leaves the last tick behind; the next leader
 enqueues ``T`` again under the same key and gets the first job's id back: each tick is enqueued
@@ -55,10 +56,11 @@ from pydantic.alias_generators import to_camel
 from redis.exceptions import RedisError
 
 from tq import keys
+from tq.cancel import JobFinished, cancel_job
 from tq.connection import text
 from tq.election import LeaderLock, run_periodic
 from tq.envelope import JobState
-from tq.errors import TqError
+from tq.errors import NotFound, TqError
 from tq.producer import Producer, payload_json
 from tq.registry import get_queue
 from tq.settings import Settings, get_settings
@@ -95,7 +97,7 @@ class ConcurrencyPolicy(StrEnum):
 
     ALLOW = "Allow"
     FORBID = "Forbid"
-    # Replace (cancel the previous run, start the new one) waits for job cancellation in the engine.
+    REPLACE = "Replace"  # the previous job is cancelled (tq.cancel), then the tick runs
 
 
 class UnknownSchedule(TqError, LookupError):
@@ -135,7 +137,8 @@ class ScheduleSpec(BaseModel):
     concurrency_policy: ConcurrencyPolicy = Field(
         ConcurrencyPolicy.ALLOW,
         description="Allow: every tick runs; Forbid: a tick is skipped while the previous job of the "
-        "schedule is waiting, running, delayed or in retry backoff",
+        "schedule is waiting, running, delayed or in retry backoff; Replace: that previous job is "
+        "cancelled (removed when not started, cancelled cooperatively when running) and the tick runs",
     )
     starting_deadline_seconds: PositiveInt | None = Field(
         None, description="a tick later than this is missed, not run (unset: the latest tick always runs)"
@@ -450,6 +453,14 @@ class Scheduler:
             return JobState.WAITING.value if entry is not None else None
         return text(state)
 
+    async def _replace(self, name: str, state: dict[str, Any]) -> None:
+        """Replace: cancel the schedule's unfinished previous job before its next tick runs."""
+        try:
+            done = await cancel_job(self.client, state["queue"], state["job"], self.settings)
+        except (NotFound, JobFinished):  # it ended meanwhile: nothing to replace
+            return
+        log.info("schedule %s: previous job %s %s (Replace)", name, done.job_id, done.outcome.value)
+
     async def _evaluate(self, spec: ScheduleSpec, state: dict[str, Any], now: float) -> None:
         name, skey = spec.name, keys.schedule_state(spec.name)
         if state["job"] and state["queue"] and state["outcome"] in UNFINISHED:  # observe the last job
@@ -477,6 +488,8 @@ class Scheduler:
         elif spec.concurrency_policy is ConcurrencyPolicy.FORBID and state["outcome"] in UNFINISHED:
             skipped = 1
         else:
+            if spec.concurrency_policy is ConcurrencyPolicy.REPLACE and state["outcome"] in UNFINISHED:
+                await self._replace(name, state)
             try:
                 job_id = await self.producer.enqueue(
                     spec.queue,

@@ -125,7 +125,7 @@ OWN = {"queue": "email:send", "job": "process-email-queue", "intervalSeconds": 3
     [
         pytest.param({"schedules": {"x": {**OWN, "intervalSecs": 3}}}, "intervalSecs", id="unknown-field"),
         pytest.param(
-            {"schedules": {"x": {**OWN, "concurrencyPolicy": "Replace"}}}, "concurrencyPolicy", id="replace"
+            {"schedules": {"x": {**OWN, "concurrencyPolicy": "Overlap"}}}, "concurrencyPolicy", id="policy"
         ),
         pytest.param({"schedules": {"x": {**OWN, "intervalSeconds": 0}}}, "intervalSeconds", id="interval-0"),
         pytest.param({"schedules": {"x": {**OWN, "cron": "* * * * *"}}}, "oneOf", id="cron-and-interval"),

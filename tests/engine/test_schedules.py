@@ -182,6 +182,27 @@ async def test_forbid_skips_while_the_previous_job_is_unfinished(redis_client: A
     assert await redis_client.xlen(keys.stream(Q)) == 2
 
 
+async def test_replace_cancels_the_unfinished_previous_job(redis_client: Any, registered: None) -> None:
+    clock = Clock(T0)
+    await schedules.add(redis_client, spec(concurrencyPolicy=ConcurrencyPolicy.REPLACE), now=clock.now)
+    sched = Scheduler(redis_client, fast_settings(""), clock=clock)
+    clock.now = T0 + 61
+    await sched.tick()
+    first = schedules.parse_state(await redis_client.hgetall(keys.schedule_state("every-minute")))["job"]
+    clock.now = T0 + 121  # nobody ran the first job: it is cancelled (removed, never runs), the tick runs
+    await sched.tick()
+    state = schedules.parse_state(await redis_client.hgetall(keys.schedule_state("every-minute")))
+    assert (state["fired"], state["skipped"], state["outcome"]) == (2, 0, "waiting")
+    assert state["job"] != first and await redis_client.xlen(keys.stream(Q)) == 1
+    assert not await redis_client.exists(keys.job(Q, first))
+    assert int(await redis_client.hget(keys.counters(Q), "cancelled")) == 1
+    await redis_client.hset(keys.job(Q, state["job"]), "s", "completed")  # a finished job is left alone
+    clock.now = T0 + 181
+    await sched.tick()
+    assert await redis_client.xlen(keys.stream(Q)) == 2
+    assert int(await redis_client.hget(keys.counters(Q), "cancelled")) == 1
+
+
 async def test_suspended_ticks_pass_silently(redis_client: Any, registered: None) -> None:
     clock = Clock(T0)
     await schedules.add(redis_client, spec(), now=clock.now)

@@ -111,7 +111,7 @@ def test_enums_are_the_registrys_and_replace_is_left_out_with_the_reason() -> No
     jobs = {j for q in PRODUCT_QUEUE_NAMES for j in get_queue(q).jobs}
     assert set(spec["properties"]["job"]["enum"]) == jobs
     policy = spec["properties"]["concurrencyPolicy"]
-    assert policy["enum"] == ["Allow", "Forbid"] and "Replace is not offered" in policy["description"]
+    assert policy["enum"] == ["Allow", "Forbid", "Replace"] and "cancelled" in policy["description"]
     assert "name" not in spec["properties"]  # metadata.name
     for _, node in schema_nodes(openapi_schema()):
         for rule in node.get("x-kubernetes-validations", []):
@@ -136,7 +136,7 @@ INVALID: dict[str, tuple[Mutation, str]] = {
     "unknown field": (_set(intervalSecs=60), "intervalSecs"),
     "interval 0": (_set(intervalSeconds=0), "intervalSeconds"),
     "deadline 0": (_set(startingDeadlineSeconds=0), "startingDeadlineSeconds"),
-    "Replace": (_set(concurrencyPolicy="Replace"), "concurrencyPolicy"),
+    "unknown policy": (_set(concurrencyPolicy="Overlap"), "concurrencyPolicy"),
     "no queue": (_set(queue=None), "queue"),
     # CEL (the model's validator for the same rule)
     "cron and interval": (_set(cron="* * * * *"), "exactly one of cron and intervalSeconds"),
