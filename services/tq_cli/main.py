@@ -686,7 +686,7 @@ def schedule_add(
         reasons = [f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}" for e in exc.errors()]
         raise _fail("; ".join(reasons)) from None
     except ValueError as exc:  # the policy
-        raise _fail(f"{exc} (Allow or Forbid)") from None
+        raise _fail(f"{exc} (Allow, Forbid or Replace)") from None
     _run(lambda c: schedules.add(c, spec))
     typer.echo(f"schedule {name}: {schedules.describe(spec)} -> {queue} {job}")
 

@@ -53,7 +53,10 @@ def test_add_list_suspend_resume_run_now_remove(redis_url: str, r: redis.Redis) 
         (["--cron", "0 2 * *"], "invalid cron expression"),
         (["--every", "60", "--cron", "0 2 * * *", "--data", '{"day": "$today"}'], "exactly one"),
         (["--cron", "0 2 * * *", "--tz", "Nowhere/City", "--data", '{"day": "$today"}'], "unknown time zone"),
-        (["--cron", "0 2 * * *", "--policy", "Replace", "--data", '{"day": "$today"}'], "Allow or Forbid"),
+        (
+            ["--cron", "0 2 * * *", "--policy", "Overlap", "--data", '{"day": "$today"}'],
+            "Allow, Forbid or Replace",
+        ),
         (["--every", "60", "--data", "{"], "not valid JSON"),
     ],
 )
