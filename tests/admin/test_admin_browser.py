@@ -249,10 +249,10 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
 
         # ---- find a job by id from anywhere
         await page.get_by_role("link", name="Overview").click()
-        await page.get_by_label("Find job").fill(retrying)
+        await page.get_by_role("searchbox", name="Find job").fill(retrying)
         await page.get_by_role("button", name="Find", exact=True).click()
         await expect(page.locator("#job-title")).to_have_text(f"{Q} / {retrying}")
-        await page.get_by_label("Find job").fill("no-such-job")
+        await page.get_by_role("searchbox", name="Find job").fill("no-such-job")
         await page.get_by_role("button", name="Find", exact=True).click()
         await expect(page.locator("#message")).to_contain_text("no job no-such-job in any queue")
         await expect(page.locator("#job-body")).to_be_hidden()
