@@ -660,6 +660,7 @@ class QueueRunner:
             max_attempts=max_attempts,
             consumer_id=self.w.consumer_id,
             redis=self.w.client,
+            scripts=self.w.scripts,
         )
         suspect = b"sx" in fields
         gate = self.w.gate
