@@ -478,7 +478,7 @@ class QueueRunner:
         observer as a new wait unless the previous round waited for the same reason."""
         began = time.monotonic()
         await self._wait(self._wake_reader, seconds)
-        hook = getattr(self.w.observer, "rate_waited", None)
+        hook = self.w.rate_waited_hook
         if hook is not None:
             try:
                 hook(self.queue, reason, time.monotonic() - began, reason != waited)
@@ -517,7 +517,7 @@ class QueueRunner:
             seconds = await self.limiter.pause(seconds)
         except (RedisError, OSError) as err:  # this replica still pauses; the others go on
             log.warning("%s: could not pause the queue across replicas: %s", self.queue, err)
-        hook = getattr(self.w.observer, "job_rate_limited", None)
+        hook = self.w.job_rate_limited_hook
         if hook is not None:
             try:
                 hook(self.queue, job)
@@ -970,6 +970,13 @@ class Worker:
         self.client = client
         self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
         self.observer = observer  # once per settled batch, after the commit: metrics (tq.observe)
+        # its optional hooks (tq.observe.RateObserver), looked up once rather than at each call
+        self.rate_waited_hook: Callable[[str, str, float, bool], None] | None = getattr(
+            observer, "rate_waited", None
+        )
+        self.job_rate_limited_hook: Callable[[str, str], None] | None = getattr(
+            observer, "job_rate_limited", None
+        )
         # every long-lived task runs under it: failures logged, retried with backoff, counted
         self.supervisor = Supervisor(on_restart=getattr(observer, "task_restarted", None))
         self.watchdog: LoopWatchdog | None = None  # started with the worker
