@@ -294,6 +294,21 @@ def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
     )
 
 
+def settle_keys(queue: str) -> list[str]:
+    """The KEYS of the settle script (``scripts/settle.lua``) for ``queue``."""
+    return [
+        keys.stream(queue),
+        keys.delayed(queue),
+        keys.dlq(queue),
+        keys.completed_index(queue),
+        keys.dead_index(queue),
+        keys.counters(queue),
+        keys.audit(queue),
+        keys.started(queue),
+        keys.cancels(queue),
+    ]
+
+
 class QueueRunner:
     def __init__(self, worker: Worker, spec: QueueSpec) -> None:
         self.w = worker
@@ -316,16 +331,7 @@ class QueueRunner:
         self.limiter = RateLimiter(worker.client, spec.name, worker.consumer_id, worker.settings.block_ms)
         self.rate_paused_until = 0.0
         self._flushing = asyncio.Lock()  # one settle call at a time: settle_now waits for the one in flight
-        self._settle_keys = [
-            self.stream,
-            keys.delayed(self.queue),
-            keys.dlq(self.queue),
-            keys.completed_index(self.queue),
-            keys.dead_index(self.queue),
-            keys.counters(self.queue),
-            keys.audit(self.queue),
-            keys.started(self.queue),
-        ]
+        self._settle_keys = settle_keys(self.queue)
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
