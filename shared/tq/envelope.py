@@ -68,8 +68,15 @@ def new_job_id() -> str:
     return binascii.b2a_base64(os.urandom(16), newline=False)[:22].translate(_ID_ALPHABET).decode()
 
 
-def _ms(value: bytes | None) -> float | None:
+def ms_to_s(value: bytes | None) -> float | None:
+    """A stored time in ms (entry and record fields) as epoch seconds; None when absent."""
     return int(value) / 1000 if value else None
+
+
+def entry_id_order(eid: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, seq)."""
+    ms, _, seq = (eid if isinstance(eid, bytes) else eid.encode()).partition(b"-")
+    return int(ms or 0), int(seq or 0)
 
 
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,128}")  # Envelope.id's pattern
@@ -119,13 +126,13 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
             "queue": queue,
             "name": fields[b"n"].decode(),
             "payload": payload,
-            "enqueued_at": _ms(fields.get(b"t")) or entry_ms / 1000,
+            "enqueued_at": ms_to_s(fields.get(b"t")) or entry_ms / 1000,
         }
         for field, key in ((b"k", "idempotency_key"), (b"tr", "trace_id"), (b"rp", "replay_of")):
             if field in fields:
                 raw[key] = fields[field].decode()
         if b"nb" in fields:
-            raw["not_before"] = _ms(fields[b"nb"])
+            raw["not_before"] = ms_to_s(fields[b"nb"])
         if b"m" in fields:
             raw["max_attempts"] = int(fields[b"m"])
     except (KeyError, UnicodeDecodeError, RecursionError) as exc:

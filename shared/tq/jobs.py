@@ -13,15 +13,11 @@ from redis.exceptions import ResponseError
 from tq import config, keys
 from tq.connection import text
 from tq.dlq import replay_one
-from tq.envelope import Event, EventType, JobState, entry_job_id, record_envelope
+from tq.envelope import Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
 from tq.registry import get_queue
 from tq.scripts import Scripts
-
-
-def _ms_to_s(value: bytes | None) -> float | None:
-    return int(value) / 1000 if value else None
 
 
 @dataclass
@@ -104,11 +100,11 @@ def _record(
         state=state,
         attempts=int(h.get(b"a") or (1 if state is JobState.COMPLETED else 0)),  # a first one: no 'a'
         payload=env.get("payload", {}),
-        enqueued_at=_ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
-        started_at=_ms_to_s(h.get(b"st")),
-        finished_at=_ms_to_s(h.get(b"f")),
+        enqueued_at=ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
+        started_at=ms_to_s(h.get(b"st")),
+        finished_at=ms_to_s(h.get(b"f")),
         duration_ms=float(h[b"d"]) if h.get(b"d") else None,
-        due_at=_ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
+        due_at=ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
         error_type=text(h.get(b"et")) or None,
         error=text(h.get(b"em")) or None,
         stack=text(stack) or None,
@@ -124,7 +120,7 @@ def _record(
         entry_id=text(h.get(b"x")) or None,
         progress=float(h[b"pg"]) if h.get(b"pg") else None,
         progress_message=text(h.get(b"pm")) or None,
-        progress_at=_ms_to_s(h.get(b"pt")),
+        progress_at=ms_to_s(h.get(b"pt")),
     )
 
 
@@ -136,12 +132,6 @@ async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> l
         if "NOGROUP" in str(exc):
             return []
         raise
-
-
-def _eid_key(eid: str) -> tuple[int, int]:
-    """A stream entry id as a sortable pair."""
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:

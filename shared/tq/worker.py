@@ -34,7 +34,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
-from tq.envelope import Envelope, entry_envelope, entry_job_id, entry_payload_json, envelope_json
+from tq.envelope import (
+    LEGACY_FIELD,
+    Envelope,
+    entry_envelope,
+    entry_id_order,
+    entry_job_id,
+    entry_payload_json,
+    envelope_json,
+)
 from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.loopwatch import LoopWatchdog
@@ -92,12 +100,6 @@ def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
 
 def _b(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _id_key(eid: bytes | str) -> tuple[int, int]:
-    """A stream entry id as a sortable pair (ms, seq)."""
-    ms, _, seq = _b(eid).partition(b"-")
-    return int(ms or 0), int(seq or 0)
 
 
 def _entry_ms(eid: bytes) -> int:
@@ -273,7 +275,8 @@ _ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generousl
 
 def _raw(fields: dict[bytes, bytes]) -> bytes:
     """An unreadable entry's content, kept for inspection: the legacy envelope, or its payload."""
-    return fields.get(b"j") or fields.get(b"p") or b" ".join(k + b"=" + v[:200] for k, v in fields.items())
+    kept = fields.get(LEGACY_FIELD) or fields.get(b"p")
+    return kept or b" ".join(k + b"=" + v[:200] for k, v in fields.items())
 
 
 def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
@@ -842,7 +845,8 @@ class QueueRunner:
                     continue
                 taken = progress.get(owners.get(eid, b""))
                 if mark is None and (
-                    (taken is not None and _id_key(eid) > _id_key(taken))  # fetched, never started
+                    # fetched, never started
+                    (taken is not None and entry_id_order(eid) > entry_id_order(taken))
                     or (watch_since and _entry_ms(eid) > watch_since)  # likewise: no start mark
                 ):
                     ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
