@@ -146,16 +146,31 @@ def entry_payload_json(fields: dict[bytes, bytes], env: Envelope) -> str:
     return raw.decode() if raw is not None else json.dumps(env.payload, separators=(",", ":"))
 
 
-def record_envelope(h: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None) -> dict[str, Any]:
+def record_envelope(
+    h: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None, dead: dict[bytes, bytes] | None = None
+) -> dict[str, Any]:
     """What a job record (merged with its stream entry's fields, when it has one) says of the job's
-    envelope, as a dict of ``Envelope`` fields; either layout, forgiving (for inspection)."""
+    envelope, as a dict of ``Envelope`` fields; either layout, forgiving (for inspection). A dead
+    job's record has no payload: it is taken from its DLQ entry (``dead``, the envelope ``e``)."""
+    env = _record_envelope(h, entry)
+    if dead and not env.get("payload"):
+        return {
+            **_record_envelope({b"e": dead.get(b"e", b"")}, None),
+            **{k: v for k, v in env.items() if k != "payload"},
+        }
+    return env
+
+
+def _record_envelope(h: dict[bytes, bytes], entry: dict[bytes, bytes] | None) -> dict[str, Any]:
     legacy = h.get(b"e") or (entry or {}).get(LEGACY_FIELD)
     if legacy:
         try:
             env = json.loads(legacy)
-            return env if isinstance(env, dict) else {}
         except (ValueError, RecursionError):
-            return {}
+            env = None
+        if isinstance(env, dict):
+            return env
+        # unreadable: what the record's own fields say (settled by this release, it has them)
     f = {**(entry or {}), **h}
     out: dict[str, Any] = {}
     try:
