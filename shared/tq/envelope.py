@@ -24,6 +24,9 @@ class JobState(str, Enum):
     CANCELLED = "cancelled"  # cancelled while running (tq.cancel): not retried, not dead-lettered
 
 
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})  # the job ended
+
+
 class Envelope(BaseModel):
     """Immutable for the life of a job: the attempt number travels beside it in the stream entry."""
 

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 from tq import config, keys
 from tq.connection import text
 from tq.dlq import replay_one
-from tq.envelope import Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
+from tq.envelope import FINISHED_STATES, Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
 from tq.registry import get_queue
@@ -60,7 +60,7 @@ class JobRecord:
         out: list[dict[str, Any]] = [{"at": self.enqueued_at, "event": "enqueued"}]
         # a failure's own "at" is epoch milliseconds (as stored); every step's "at" is seconds
         out += [{**f, "at": f.get("at", 0) / 1000, "event": "attempt failed"} for f in self.failures]
-        if self.state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED) and self.finished_at:
+        if self.state in FINISHED_STATES and self.finished_at:
             out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
         return out
 
