@@ -338,6 +338,7 @@ class QueueRunner:
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
+        self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
@@ -574,7 +575,7 @@ class QueueRunner:
         while self.taken != written:
             written = self.taken
             try:
-                await self.w.client.hset(keys.progress(self.queue), self.w.consumer_id, written)
+                await self.w.client.hset(self._progress_key, self.w.consumer_id, written)
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
 
@@ -610,7 +611,7 @@ class QueueRunner:
         self._wake_settle.set()
 
     async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
-        size = sum(len(v) for v in fields.values())
+        size = sum(map(len, fields.values()))  # no generator frame per job
         limit = self.w.settings.max_payload_bytes
         if size > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
             return _unreadable(
