@@ -819,6 +819,8 @@ class QueueRunner:
         for _ in range(100):  # bounded per round
             # whose entries these are, and how far each owner got (keys.progress), before claiming
             owners = await self._idle_owners(start, min_idle)
+            if not owners:  # nothing idle from here on: no XAUTOCLAIM (the usual round)
+                break
             progress = await self._progress_of(set(owners.values()))
             reply = await self.w.client.xautoclaim(
                 self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
