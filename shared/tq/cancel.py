@@ -160,11 +160,6 @@ class CancelWatch:
         task = asyncio.current_task()
         return task is None or task.uncancel() == 0
 
-    def settled(self, queue: str, job_id: str) -> None:
-        asked = self.asked.get(queue)
-        if asked is not None:
-            asked.pop(job_id, None)
-
     async def poll(self, queues: Iterable[str]) -> None:
         """Read the markers of ``queues``: cancel what runs here, remember the rest, and drop the
         markers of jobs that already ended (a cancel that lost the race against the job's end)."""
