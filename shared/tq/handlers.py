@@ -27,6 +27,7 @@ class JobContext:
     redis: Any = field(repr=False)
     reporter: ProgressReporter | None = field(default=None, repr=False)  # made at the first progress()
     scripts: Scripts | None = field(default=None, repr=False)  # the worker's: progress() uses its script
+    events: bool = True  # the worker's TQ_EVENTS: progress() publishes job.progress only when on
     # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
     # then means "cancelled for good", not the worker stopping (which runs the job again)
     cancel_requested: bool = False
@@ -50,7 +51,7 @@ class JobContext:
         if self.reporter is None:
             script = self.scripts.progress if self.scripts is not None else None
             self.reporter = ProgressReporter(
-                self.redis, self.queue, self.job_id, self.envelope.name, script=script
+                self.redis, self.queue, self.job_id, self.envelope.name, self.events, script
             )
         await self.reporter.report(fraction, message)
 

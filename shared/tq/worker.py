@@ -677,6 +677,7 @@ class QueueRunner:
             consumer_id=self.w.consumer_id,
             redis=self.w.client,
             scripts=self.w.scripts,
+            events=self.w.settings.events,
         )
         suspect = b"sx" in fields
         gate = self.w.gate
