@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from tq import keys
+from tq.connection import text
 from tq.db import make_engine
 from tq.models import AuditLog
 from tq.registry import all_queues
@@ -94,10 +95,6 @@ async def record(
     raise TypeError(
         f"record() needs an AsyncSession, AsyncConnection or AsyncEngine, not {session_or_engine!r}"
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _s(fields: dict[bytes, bytes], name: bytes) -> str:
@@ -348,7 +345,7 @@ class AuditWriter:
                 return 0
             ids = [entry_id for entry_id, _ in entries if entry_id is not None]
             # An entry deleted from the stream while pending comes back without fields: ack it, write nothing.
-            rows = [entry_to_row(fields, _text(entry_id)) for entry_id, fields in entries if fields]
+            rows = [entry_to_row(fields, text(entry_id)) for entry_id, fields in entries if fields]
             if rows:
                 try:
                     written = await self._write(rows)

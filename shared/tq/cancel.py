@@ -20,14 +20,13 @@ from enum import Enum
 from typing import Any
 
 from tq import keys
-from tq.envelope import JobState
+from tq.envelope import FINISHED_STATES, JobState
 from tq.errors import NotFound, TqError
 from tq.jobs import get_job
 from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 
-FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
-_FINISHED_RAW = {s.value.encode() for s in FINISHED}
+_FINISHED_RAW = {s.value.encode() for s in FINISHED_STATES}
 
 
 class JobFinished(TqError):
@@ -54,7 +53,7 @@ async def cancel_job(client: Any, queue: str, job_id: str, settings: Settings | 
     scripts = Scripts(client)
     for _ in range(10):  # the job may move between the read and the script: read again
         rec = await get_job(client, queue, job_id)
-        if rec.state in FINISHED:
+        if rec.state in FINISHED_STATES:
             raise JobFinished(f"job {job_id} is already {rec.state.value}; there is nothing to cancel")
         answer = await scripts.cancel(
             keys=[
@@ -98,7 +97,7 @@ async def wait_settled(client: Any, queue: str, job_id: str, timeout_s: float) -
             state = (await get_job(client, queue, job_id)).state
         except NotFound:
             return None
-        if state in FINISHED:
+        if state in FINISHED_STATES:
             return state
         if time.monotonic() >= deadline:
             return None
@@ -160,11 +159,6 @@ class CancelWatch:
         self.cancelling.discard(job)
         task = asyncio.current_task()
         return task is None or task.uncancel() == 0
-
-    def settled(self, queue: str, job_id: str) -> None:
-        asked = self.asked.get(queue)
-        if asked is not None:
-            asked.pop(job_id, None)
 
     async def poll(self, queues: Iterable[str]) -> None:
         """Read the markers of ``queues``: cancel what runs here, remember the rest, and drop the

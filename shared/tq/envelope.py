@@ -24,6 +24,9 @@ class JobState(str, Enum):
     CANCELLED = "cancelled"  # cancelled while running (tq.cancel): not retried, not dead-lettered
 
 
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})  # the job ended
+
+
 class Envelope(BaseModel):
     """Immutable for the life of a job: the attempt number travels beside it in the stream entry."""
 
@@ -68,8 +71,15 @@ def new_job_id() -> str:
     return binascii.b2a_base64(os.urandom(16), newline=False)[:22].translate(_ID_ALPHABET).decode()
 
 
-def _ms(value: bytes | None) -> float | None:
+def ms_to_s(value: bytes | None) -> float | None:
+    """A stored time in ms (entry and record fields) as epoch seconds; None when absent."""
     return int(value) / 1000 if value else None
+
+
+def entry_id_order(eid: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, seq)."""
+    ms, _, seq = (eid if isinstance(eid, bytes) else eid.encode()).partition(b"-")
+    return int(ms or 0), int(seq or 0)
 
 
 _PLAIN_ID = re.compile(rb"[A-Za-z0-9_.:-]{1,128}")  # Envelope.id's pattern
@@ -119,13 +129,13 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
             "queue": queue,
             "name": fields[b"n"].decode(),
             "payload": payload,
-            "enqueued_at": _ms(fields.get(b"t")) or entry_ms / 1000,
+            "enqueued_at": ms_to_s(fields.get(b"t")) or entry_ms / 1000,
         }
         for field, key in ((b"k", "idempotency_key"), (b"tr", "trace_id"), (b"rp", "replay_of")):
             if field in fields:
                 raw[key] = fields[field].decode()
         if b"nb" in fields:
-            raw["not_before"] = _ms(fields[b"nb"])
+            raw["not_before"] = ms_to_s(fields[b"nb"])
         if b"m" in fields:
             raw["max_attempts"] = int(fields[b"m"])
     except (KeyError, UnicodeDecodeError, RecursionError) as exc:
@@ -139,16 +149,31 @@ def entry_payload_json(fields: dict[bytes, bytes], env: Envelope) -> str:
     return raw.decode() if raw is not None else json.dumps(env.payload, separators=(",", ":"))
 
 
-def record_envelope(h: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None) -> dict[str, Any]:
+def record_envelope(
+    h: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None, dead: dict[bytes, bytes] | None = None
+) -> dict[str, Any]:
     """What a job record (merged with its stream entry's fields, when it has one) says of the job's
-    envelope, as a dict of ``Envelope`` fields; either layout, forgiving (for inspection)."""
+    envelope, as a dict of ``Envelope`` fields; either layout, forgiving (for inspection). A dead
+    job's record has no payload: it is taken from its DLQ entry (``dead``, the envelope ``e``)."""
+    env = _record_envelope(h, entry)
+    if dead and not env.get("payload"):
+        return {
+            **_record_envelope({b"e": dead.get(b"e", b"")}, None),
+            **{k: v for k, v in env.items() if k != "payload"},
+        }
+    return env
+
+
+def _record_envelope(h: dict[bytes, bytes], entry: dict[bytes, bytes] | None) -> dict[str, Any]:
     legacy = h.get(b"e") or (entry or {}).get(LEGACY_FIELD)
     if legacy:
         try:
             env = json.loads(legacy)
-            return env if isinstance(env, dict) else {}
         except (ValueError, RecursionError):
-            return {}
+            env = None
+        if isinstance(env, dict):
+            return env
+        # unreadable: what the record's own fields say (settled by this release, it has them)
     f = {**(entry or {}), **h}
     out: dict[str, Any] = {}
     try:

@@ -13,6 +13,7 @@ from tq import keys
 from tq.envelope import EVENT_DATA_MODELS, Envelope, Event, EventType
 from tq.progress import ProgressReporter
 from tq.registry import get_queue
+from tq.scripts import Scripts
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 
@@ -25,6 +26,8 @@ class JobContext:
     consumer_id: str
     redis: Any = field(repr=False)
     reporter: ProgressReporter | None = field(default=None, repr=False)  # made at the first progress()
+    scripts: Scripts | None = field(default=None, repr=False)  # the worker's: progress() uses its script
+    events: bool = True  # the worker's TQ_EVENTS: progress() publishes job.progress only when on
     # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
     # then means "cancelled for good", not the worker stopping (which runs the job again)
     cancel_requested: bool = False
@@ -46,7 +49,10 @@ class JobContext:
         and published as ``job.progress``, throttled per job (``tq.progress``); the last report is
         always written. A fraction outside 0-1 raises ``ValueError``."""
         if self.reporter is None:
-            self.reporter = ProgressReporter(self.redis, self.queue, self.job_id, self.envelope.name)
+            script = self.scripts.progress if self.scripts is not None else None
+            self.reporter = ProgressReporter(
+                self.redis, self.queue, self.job_id, self.envelope.name, self.events, script
+            )
         await self.reporter.report(fraction, message)
 
     async def publish(self, kind: EventType, **data: Any) -> None:

@@ -13,15 +13,11 @@ from redis.exceptions import ResponseError
 from tq import config, keys
 from tq.connection import text
 from tq.dlq import replay_one
-from tq.envelope import Event, EventType, JobState, entry_job_id, record_envelope
+from tq.envelope import FINISHED_STATES, Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
 from tq.registry import get_queue
 from tq.scripts import Scripts
-
-
-def _ms_to_s(value: bytes | None) -> float | None:
-    return int(value) / 1000 if value else None
 
 
 @dataclass
@@ -64,7 +60,7 @@ class JobRecord:
         out: list[dict[str, Any]] = [{"at": self.enqueued_at, "event": "enqueued"}]
         # a failure's own "at" is epoch milliseconds (as stored); every step's "at" is seconds
         out += [{**f, "at": f.get("at", 0) / 1000, "event": "attempt failed"} for f in self.failures]
-        if self.state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED) and self.finished_at:
+        if self.state in FINISHED_STATES and self.finished_at:
             out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
         return out
 
@@ -80,13 +76,12 @@ def _record(
     pending: bool,
     entry: dict[bytes, bytes] | None = None,
     dead: dict[bytes, bytes] | None = None,
+    finished_ms: float | None = None,
 ) -> JobRecord:
-    """A job from its record, the stream entry of a waiting or active job (its envelope is there)
-    and the DLQ entry of a dead one (its payload and stack are there). Either storage layout."""
-    env = record_envelope(h, entry)
-    if dead and not env.get("payload"):
-        kept = {k: v for k, v in env.items() if k != "payload"}
-        env = {**record_envelope({b"e": dead.get(b"e", b"")}), **kept}
+    """A job from its record, the stream entry of a waiting or active job (its envelope is there),
+    the DLQ entry of a dead one (its payload and stack are there) and a completed one's score in
+    the completed index (``finished_ms``: its record keeps no finish time). Either storage layout."""
+    env = record_envelope(h, entry, dead)
     state = JobState(text(h.get(b"s")) or "waiting")  # a waiting job's record holds only its entry id
     if state is JobState.WAITING and pending:
         state = JobState.ACTIVE
@@ -100,15 +95,15 @@ def _record(
     return JobRecord(
         id=job_id,
         queue=queue,
-        name=text(h.get(b"n")) or env.get("name", ""),
+        name=env.get("name", ""),
         state=state,
         attempts=int(h.get(b"a") or (1 if state is JobState.COMPLETED else 0)),  # a first one: no 'a'
         payload=env.get("payload", {}),
-        enqueued_at=_ms_to_s(h.get(b"t")) or env.get("enqueued_at"),
-        started_at=_ms_to_s(h.get(b"st")),
-        finished_at=_ms_to_s(h.get(b"f")),
+        enqueued_at=env.get("enqueued_at"),
+        started_at=ms_to_s(h.get(b"st")),
+        finished_at=ms_to_s(h.get(b"f")) or (int(finished_ms) / 1000 if finished_ms else None),
         duration_ms=float(h[b"d"]) if h.get(b"d") else None,
-        due_at=_ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
+        due_at=ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
         error_type=text(h.get(b"et")) or None,
         error=text(h.get(b"em")) or None,
         stack=text(stack) or None,
@@ -118,13 +113,13 @@ def _record(
         trace_id=env.get("trace_id"),
         max_attempts=env.get("max_attempts"),
         dlq_id=text(h.get(b"dl")) or None,
-        replay_of=text(h.get(b"rp")) or env.get("replay_of") or None,
+        replay_of=env.get("replay_of") or None,
         replayed_as=text(h.get(b"ra")) or None,
         consumer=text(h.get(b"c")) or None,
         entry_id=text(h.get(b"x")) or None,
         progress=float(h[b"pg"]) if h.get(b"pg") else None,
         progress_message=text(h.get(b"pm")) or None,
-        progress_at=_ms_to_s(h.get(b"pt")),
+        progress_at=ms_to_s(h.get(b"pt")),
     )
 
 
@@ -138,12 +133,6 @@ async def _xpending(client: Any, stream: str, lo: str, hi: str, count: int) -> l
         raise
 
 
-def _eid_key(eid: str) -> tuple[int, int]:
-    """A stream entry id as a sortable pair."""
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)
-
-
 async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
     """One job, read in one round trip (``scripts/inspect.lua``)."""
     get_queue(queue)
@@ -154,10 +143,8 @@ async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
     if not reply:
         raise NotFound(f"no job {job_id} on {queue} (never enqueued, or trimmed by retention)")
     h, entry, pending, dead, finished = reply
-    rec = _pairs(h)
-    if finished and b"f" not in rec:
-        rec[b"f"] = str(int(float(finished))).encode()
-    return _record(queue, job_id, rec, bool(pending), _pairs(entry), _pairs(dead))
+    finished_ms = float(finished) if finished else None
+    return _record(queue, job_id, _pairs(h), bool(pending), _pairs(entry), _pairs(dead), finished_ms)
 
 
 def _matches(rec: JobRecord, needle: str | None) -> bool:
@@ -199,7 +186,7 @@ async def list_jobs(
     pos = cursor
     while len(found) < limit and scanned < scan_limit:
         entries: dict[str, dict[bytes, bytes]] = {}  # a waiting or active job's envelope is in its entry
-        finished: dict[str, float] = {}  # a completed job's finish time is its index score
+        finished: dict[str, float] = {}  # index scores: a completed job's is its finish time
         if state in (JobState.WAITING, JobState.ACTIVE):
             ids, next_pos, entries = await _stream_ids(client, queue, state, pos, chunk)
         else:
@@ -211,9 +198,11 @@ async def list_jobs(
         rows = await _load(client, queue, ids)
         dead = await _dead_entries(client, queue, rows) if state is JobState.DEAD else {}
         for job_id, h in rows:
-            if state is JobState.COMPLETED and job_id in finished and b"f" not in h:
-                h[b"f"] = str(int(finished[job_id])).encode()
-            rec = _record(queue, job_id, h, state is JobState.ACTIVE, entries.get(job_id), dead.get(job_id))
+            active = state is JobState.ACTIVE
+            finished_ms = (
+                finished.get(job_id) if state is JobState.COMPLETED else None
+            )  # a score, not a due time
+            rec = _record(queue, job_id, h, active, entries.get(job_id), dead.get(job_id), finished_ms)
             if rec.state is state and _matches(rec, search):
                 found.append(rec)
                 if len(found) == limit:

@@ -102,6 +102,9 @@ class _Encoder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._keys: dict[str, list[str]] = {}  # per queue: built once (never mutated by callers)
+        # per queue: the spec and the head's fixed part (prefix, name, idempotency TTL, events),
+        # resolved once: merging the defaults with TQ_QUEUES costs more than the job's own encoding
+        self._heads: dict[str, tuple[QueueSpec, tuple[str, str, int, int]]] = {}
 
     def keys(self, queue: str) -> list[str]:
         ks = self._keys.get(queue)
@@ -111,8 +114,13 @@ class _Encoder:
         return ks
 
     def head(self, spec: QueueSpec, now_ms: int) -> list[Any]:
-        d = spec.effective_defaults(self.settings)
-        return [keys.prefix(spec.name), now_ms, spec.name, d.idempotency_ttl_s, int(self.settings.events)]
+        cached = self._heads.get(spec.name)
+        if cached is None or cached[0] is not spec:  # a queue registered again (tests) is read again
+            d = spec.effective_defaults(self.settings)
+            fixed = (keys.prefix(spec.name), spec.name, d.idempotency_ttl_s, int(self.settings.events))
+            cached = self._heads[spec.name] = (spec, fixed)
+        prefix, name, ttl, events = cached[1]
+        return [prefix, now_ms, name, ttl, events]
 
     def prepare(self, spec: QueueSpec, req: JobRequest) -> _Prepared:
         """Validate a request and encode its payload: every error surfaces here, before any write."""

@@ -28,13 +28,16 @@ CLOSE_TIMEOUT_S = 2.0  # the last write at the job's end waits at most this long
 class ProgressReporter:
     """One job's progress writer (made by ``JobContext.progress`` at its first report)."""
 
-    def __init__(self, client: Any, queue: str, job_id: str, name: str, events: bool = True) -> None:
+    def __init__(
+        self, client: Any, queue: str, job_id: str, name: str, events: bool = True, script: Any = None
+    ) -> None:
         self.client = client
         self.queue = queue
         self.job_id = job_id
         self.name = name
         self.events = events
-        self._script = client.register_script(source("progress"))
+        # the worker's registered script (``tq.scripts.Scripts.progress``); registered here without one
+        self._script = script if script is not None else client.register_script(source("progress"))
         self._last_write = 0.0  # monotonic time of the last write
         self._pending: ProgressData | None = None  # reported, not yet written
         self._timer: asyncio.Task[None] | None = None

@@ -59,7 +59,7 @@ from tq import keys
 from tq.cancel import JobFinished, cancel_job
 from tq.connection import text
 from tq.election import LeaderLock, run_periodic
-from tq.envelope import JobState
+from tq.envelope import FINISHED_STATES, JobState
 from tq.errors import NotFound, TqError
 from tq.producer import Producer, payload_json
 from tq.registry import get_queue
@@ -72,7 +72,7 @@ Clock = Callable[[], float]
 
 FIRED, SKIPPED, MISSED = "fired", "skipped", "missed"  # the tick outcomes metrics count
 TICK_OUTCOMES = (FIRED, SKIPPED, MISSED)
-UNFINISHED = frozenset({"waiting", "active", "delayed", "failed"})  # job states Forbid waits for
+UNFINISHED = frozenset(s.value for s in JobState if s not in FINISHED_STATES)  # what Forbid waits for
 MAX_COUNTED_MISSES = 10_000  # missed ticks counted per evaluation (a long outage of a fast cron)
 STATE_FIELDS = (
     "created",

@@ -34,7 +34,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
-from tq.envelope import Envelope, entry_envelope, entry_job_id, entry_payload_json, envelope_json
+from tq.envelope import (
+    LEGACY_FIELD,
+    Envelope,
+    entry_envelope,
+    entry_id_order,
+    entry_job_id,
+    entry_payload_json,
+    envelope_json,
+)
 from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.loopwatch import LoopWatchdog
@@ -55,6 +63,10 @@ _STACK_LIMIT = 8000
 # (Redis busy: a long script, DEBUG SLEEP, a hung connection without a socket timeout).
 INTAKE_STALL_S = 3.0
 LOOP_BLOCK_S = 1.0  # the loop-lag watchdog reports a loop blocked this long (tq.loopwatch)
+# the progress mark (keys.progress) is written at most this often: jobs taken meanwhile share the
+# next write, so a busy queue pays ~100 HSETs/s, not one per job (a job taken inside it that kills
+# its process is given back free once; the crash watch charges its next run)
+PROGRESS_MARK_INTERVAL_S = 0.01
 
 
 def _own_cancellation(exc: BaseException) -> bool:
@@ -92,12 +104,6 @@ def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
 
 def _b(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _id_key(eid: bytes | str) -> tuple[int, int]:
-    """A stream entry id as a sortable pair (ms, seq)."""
-    ms, _, seq = _b(eid).partition(b"-")
-    return int(ms or 0), int(seq or 0)
 
 
 def _entry_ms(eid: bytes) -> int:
@@ -273,7 +279,8 @@ _ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generousl
 
 def _raw(fields: dict[bytes, bytes]) -> bytes:
     """An unreadable entry's content, kept for inspection: the legacy envelope, or its payload."""
-    return fields.get(b"j") or fields.get(b"p") or b" ".join(k + b"=" + v[:200] for k, v in fields.items())
+    kept = fields.get(LEGACY_FIELD) or fields.get(b"p")
+    return kept or b" ".join(k + b"=" + v[:200] for k, v in fields.items())
 
 
 def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
@@ -292,6 +299,21 @@ def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
         b=_failure("InvalidEnvelope", reason),
         invalid=True,
     )
+
+
+def settle_keys(queue: str) -> list[str]:
+    """The KEYS of the settle script (``scripts/settle.lua``) for ``queue``."""
+    return [
+        keys.stream(queue),
+        keys.delayed(queue),
+        keys.dlq(queue),
+        keys.completed_index(queue),
+        keys.dead_index(queue),
+        keys.counters(queue),
+        keys.audit(queue),
+        keys.started(queue),
+        keys.cancels(queue),
+    ]
 
 
 class QueueRunner:
@@ -316,19 +338,11 @@ class QueueRunner:
         self.limiter = RateLimiter(worker.client, spec.name, worker.consumer_id, worker.settings.block_ms)
         self.rate_paused_until = 0.0
         self._flushing = asyncio.Lock()  # one settle call at a time: settle_now waits for the one in flight
-        self._settle_keys = [
-            self.stream,
-            keys.delayed(self.queue),
-            keys.dlq(self.queue),
-            keys.completed_index(self.queue),
-            keys.dead_index(self.queue),
-            keys.counters(self.queue),
-            keys.audit(self.queue),
-            keys.started(self.queue),
-        ]
+        self._settle_keys = settle_keys(self.queue)
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
+        self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
@@ -478,7 +492,7 @@ class QueueRunner:
         observer as a new wait unless the previous round waited for the same reason."""
         began = time.monotonic()
         await self._wait(self._wake_reader, seconds)
-        hook = getattr(self.w.observer, "rate_waited", None)
+        hook = self.w.rate_waited_hook
         if hook is not None:
             try:
                 hook(self.queue, reason, time.monotonic() - began, reason != waited)
@@ -517,7 +531,7 @@ class QueueRunner:
             seconds = await self.limiter.pause(seconds)
         except (RedisError, OSError) as err:  # this replica still pauses; the others go on
             log.warning("%s: could not pause the queue across replicas: %s", self.queue, err)
-        hook = getattr(self.w.observer, "job_rate_limited", None)
+        hook = self.w.job_rate_limited_hook
         if hook is not None:
             try:
                 hook(self.queue, job)
@@ -553,9 +567,10 @@ class QueueRunner:
             await self._wait(self._wake_slots, None)
 
     def _note_taken(self, eid: bytes) -> None:
-        """Record, written behind (one HSET in flight at a time, none per job), the newest entry
-        taken to run (``keys.progress``): entries are taken in stream order, so a reclaim after a
-        crash charges only the entries at or below it and gives the rest back free."""
+        """Record, written behind (one HSET in flight at a time, at most one per
+        ``PROGRESS_MARK_INTERVAL_S``, not one per job), the newest entry taken to run
+        (``keys.progress``): entries are taken in stream order, so a reclaim after a crash charges
+        only the entries at or below it and gives the rest back free."""
         self.taken = eid
         if self._progress_writer is None or self._progress_writer.done():
             self._progress_writer = asyncio.create_task(self._write_progress())
@@ -565,9 +580,10 @@ class QueueRunner:
         while self.taken != written:
             written = self.taken
             try:
-                await self.w.client.hset(keys.progress(self.queue), self.w.consumer_id, written)
+                await self.w.client.hset(self._progress_key, self.w.consumer_id, written)
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
+            await asyncio.sleep(PROGRESS_MARK_INTERVAL_S)  # the jobs taken meanwhile: one write
 
     def busy_slots(self) -> list[asyncio.Task[None]]:
         return [t for t in self.slots.values() if not t.done()]
@@ -601,7 +617,7 @@ class QueueRunner:
         self._wake_settle.set()
 
     async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
-        size = sum(len(v) for v in fields.values())
+        size = sum(map(len, fields.values()))  # no generator frame per job
         limit = self.w.settings.max_payload_bytes
         if size > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
             return _unreadable(
@@ -660,6 +676,8 @@ class QueueRunner:
             max_attempts=max_attempts,
             consumer_id=self.w.consumer_id,
             redis=self.w.client,
+            scripts=self.w.scripts,
+            events=self.w.settings.events,
         )
         suspect = b"sx" in fields
         gate = self.w.gate
@@ -808,6 +826,8 @@ class QueueRunner:
         for _ in range(100):  # bounded per round
             # whose entries these are, and how far each owner got (keys.progress), before claiming
             owners = await self._idle_owners(start, min_idle)
+            if not owners:  # nothing idle from here on: no XAUTOCLAIM (the usual round)
+                break
             progress = await self._progress_of(set(owners.values()))
             reply = await self.w.client.xautoclaim(
                 self.stream, keys.GROUP, self.w.consumer_id, min_idle, start_id=start, count=100
@@ -835,7 +855,8 @@ class QueueRunner:
                     continue
                 taken = progress.get(owners.get(eid, b""))
                 if mark is None and (
-                    (taken is not None and _id_key(eid) > _id_key(taken))  # fetched, never started
+                    # fetched, never started
+                    (taken is not None and entry_id_order(eid) > entry_id_order(taken))
                     or (watch_since and _entry_ms(eid) > watch_since)  # likewise: no start mark
                 ):
                     ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
@@ -969,6 +990,13 @@ class Worker:
         self.client = client
         self.on_settled = on_settled  # (queue, job ids) after their outcome is committed: benchmarks, tests
         self.observer = observer  # once per settled batch, after the commit: metrics (tq.observe)
+        # its optional hooks (tq.observe.RateObserver), looked up once rather than at each call
+        self.rate_waited_hook: Callable[[str, str, float, bool], None] | None = getattr(
+            observer, "rate_waited", None
+        )
+        self.job_rate_limited_hook: Callable[[str, str], None] | None = getattr(
+            observer, "job_rate_limited", None
+        )
         # every long-lived task runs under it: failures logged, retried with backoff, counted
         self.supervisor = Supervisor(on_restart=getattr(observer, "task_restarted", None))
         self.watchdog: LoopWatchdog | None = None  # started with the worker

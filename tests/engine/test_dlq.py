@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from support import fast_settings, running, tiny_retry, wait_for
 from tq import dlq, keys
-from tq.envelope import JobState
+from tq.envelope import JobState, entry_id_order
 from tq.errors import ConfirmationRequired, NotFound, UnknownQueue
 from tq.handlers import HandlerRegistry, JobContext
-from tq.jobs import _eid_key, get_job
+from tq.jobs import get_job
 from tq.producer import Producer
 from tq.settings import Settings
 
@@ -132,7 +132,7 @@ async def test_list_newest_first_with_cursor_paging(redis_client: Any, redis_url
     assert [len(p) for p in pages] == [10, 10, 5]
     seen = [d.dlq_id for p in pages for d in p]
     assert seen == newest_first  # newest first, no duplicates, nothing skipped
-    assert [_eid_key(i) for i in seen] == sorted((_eid_key(i) for i in seen), reverse=True)
+    assert [entry_id_order(i) for i in seen] == sorted((entry_id_order(i) for i in seen), reverse=True)
     assert sorted(d.job_id for p in pages for d in p) == sorted(job_ids)
     # a full last page still reports no next cursor
     exact = await dlq.list_dead(redis_client, Q, limit=5, cursor=seen[19])

@@ -65,6 +65,23 @@ async def test_progress_is_written_published_and_throttled(redis_client: Any, re
     assert seen_mid and seen_mid[0][1] is not None and seen_mid[0][2].startswith("step ")
 
 
+async def test_progress_with_events_off_is_written_not_published(redis_client: Any, redis_url: str) -> None:
+    s = fast_settings(redis_url, events=False)
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        await ctx.progress(0.5, "half")
+
+    p = Producer(redis_client, s)
+    async with published_events(redis_client) as seen, running(redis_client, s, h):
+        job_id = await p.enqueue(Q, "send-email", EMAIL)
+        rec = await settled_job(redis_client, Q, job_id)
+        await asyncio.sleep(0.2)
+    assert rec.progress == 0.5 and rec.progress_message == "half"
+    assert not [e for e in seen if e["type"] == "job.progress"], "TQ_EVENTS off: nothing published"
+
+
 async def test_progress_rejects_a_fraction_outside_0_to_1(redis_client: Any) -> None:
     reporter = progress.ProgressReporter(redis_client, Q, "x1", "send-email")
     with pytest.raises(ValueError, match="progress"):

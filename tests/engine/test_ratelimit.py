@@ -262,8 +262,7 @@ async def test_limited_waits_and_rate_limited_jobs_are_counted(redis_client: Any
     await config.write(redis_client, Q, config.override(rate_limit={"jobs": 3, "per_s": 0.5}))
     settings = fast_settings(redis_url)
     producer = Producer(redis_client, settings)
-    async with running(redis_client, settings, handlers, Q) as worker:
-        worker.observer = metrics
+    async with running(redis_client, settings, handlers, Q, observer=metrics):
         await producer.enqueue_many(Q, [JobRequest("work", {"n": n}) for n in range(6)])
         await wait_for(lambda: len(seen) == 6, timeout=5, what="six jobs at 3 per 0.5 s")
         job = await producer.enqueue(Q, "limited", {"n": 100, "retry_after": 0.3})

@@ -12,6 +12,7 @@ from tq.envelope import JobState
 from tq.jobs import get_job, list_jobs
 from tq.producer import Producer
 from tq.scripts import Scripts
+from tq.worker import settle_keys
 
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
@@ -24,18 +25,8 @@ def _op(eid: bytes, fields: dict[bytes, bytes]) -> str:
 
 
 async def _settle(client: Any, ops: list[str]) -> int:
-    ks = [
-        keys.stream(Q),
-        keys.delayed(Q),
-        keys.dlq(Q),
-        keys.completed_index(Q),
-        keys.dead_index(Q),
-        keys.counters(Q),
-        keys.audit(Q),
-        keys.started(Q),
-    ]
     args = [keys.prefix(Q), keys.GROUP, int(time.time() * 1000), Q, 1000, 1000, 0, 0, "c1", 50_000, *ops]
-    return int(await Scripts(client).settle(keys=ks, args=args))
+    return int(await Scripts(client).settle(keys=settle_keys(Q), args=args))
 
 
 async def test_a_batch_settles_each_pending_entry_once(redis_client: Any, redis_url: str) -> None:

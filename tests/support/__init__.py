@@ -20,6 +20,7 @@ from tq import keys
 from tq.envelope import JobState
 from tq.handlers import HandlerRegistry
 from tq.jobs import JobRecord, get_job
+from tq.observe import Observer
 from tq.registry import get_queue
 from tq.settings import Settings
 from tq.worker import Worker
@@ -103,9 +104,12 @@ async def running(
     handlers: HandlerRegistry,
     queue: str = "email:send",
     consumer_id: str | None = None,
+    observer: Observer | None = None,
 ) -> AsyncIterator[Worker]:
     """A started worker on one queue, stopped gracefully at the end."""
-    worker = Worker(client, [get_queue(queue)], handlers, settings, consumer_id=consumer_id)
+    worker = Worker(
+        client, [get_queue(queue)], handlers, settings, consumer_id=consumer_id, observer=observer
+    )
     await worker.start()
     try:
         yield worker

@@ -1,6 +1,7 @@
 -- Settle a batch of delivered entries atomically: each op acks its entry and records the outcome.
 -- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit),
---       8 started markers (tq:{q}:started: cleared for every op while it exists)
+--       8 started markers (tq:{q}:started: cleared for every op while it exists),
+--       9 cancel markers (tq:{q}:cancels: a cancelled job's is dropped)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit (0/1; never trimmed here: the AuditWriter deletes what it wrote, the worker's intake
 --       waits while the backlog is at its bound - tq.audit), 8 publish events (0/1), 9 consumer id,
@@ -153,7 +154,7 @@ for _, f in ipairs(ops) do
         -- kept like a completed record (its entry is gone): the envelope's fields, 'x' emptied
         redis.call('HSET', jk, 's', 'cancelled', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'c', consumer,
           'x', '', unpack(env_fields))
-        redis.call('HDEL', prefix .. 'cancels', id)
+        redis.call('HDEL', KEYS[9], id)
         completed[#completed + 1] = now; completed[#completed + 1] = id -- indexed below, in one ZADD
         n_cancelled = n_cancelled + 1
         publish('job.cancelled', id, name, {was = 'active', attempt = tonumber(attempt)})
