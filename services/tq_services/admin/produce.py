@@ -36,11 +36,9 @@ from tq.registry import all_queues, get_queue
 
 from tq_services.admin import metrics, produce_audit
 from tq_services.admin.auditing import REFUSALS, audit_row, refused
-from tq_services.admin.auth import BEARER_CHALLENGE, Principal, authenticate, authorize_enqueue, bearer
-from tq_services.admin.deps import Credentials
+from tq_services.admin.auth import Principal, authorize_enqueue
+from tq_services.admin.deps import Credentials, caller, over_limit
 from tq_services.admin.errors import ApiError, error_code, from_tq_error
-from tq_services.admin.ratelimit import SlidingWindow
-from tq_services.admin.revocation import is_revoked
 from tq_services.admin.settings import AdminSettings
 from tq_services.admin.state import admin_state
 
@@ -85,21 +83,12 @@ class BatchEnqueued(BaseModel):
 
 async def produce_guard(request: Request) -> Principal:
     """Token, revocation, the enqueue rate limit and the role of one enqueue call."""
-    state = admin_state(request)
-    principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
-    request.state.principal = principal  # known from here on: the call is audited
-    if await is_revoked(state.redis, principal.token_id):
-        request.state.principal = None  # a revoked token is no actor: no row, like any 401
-        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
-    wait_s = await state.produce_limiter.hit(principal.token_id)
-    if wait_s:
-        settings = state.admin_settings
-        raise ApiError(
-            429,
-            f"enqueue rate limit of {settings.admin_produce_rate_limit} calls per "
-            f"{settings.admin_rate_window_s:g} s exceeded (TQ_ADMIN_PRODUCE_RATE_LIMIT)",
-            headers={"Retry-After": SlidingWindow.retry_after(wait_s)},
-        )
+    principal = await caller(request)
+    await over_limit(
+        admin_state(request).produce_limiter,
+        principal,
+        "enqueue rate limit of {limit} calls per {window_s} s exceeded (TQ_ADMIN_PRODUCE_RATE_LIMIT)",
+    )
     authorize_enqueue(principal)
     return principal
 
