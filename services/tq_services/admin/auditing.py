@@ -114,7 +114,8 @@ def _target(request: Request) -> str:
     return escape("/".join(parts) or request.url.path, 300)
 
 
-def _failure(exc: BaseException) -> tuple[int, str]:
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The status and message an exception raised in a call is answered with (for its audit row)."""
     if isinstance(exc, ApiError):
         return exc.status, exc.message
     if isinstance(exc, RequestValidationError):
@@ -139,7 +140,7 @@ class AuditedRoute(APIRoute):
                 response = await handler(request)
             except Exception as exc:
                 if audit:
-                    status, message = _failure(exc)
+                    status, message = failure(exc)
                     await _after(request, action, status, message, writes)
                 raise
             if audit and not await _after(request, action, response.status_code, "", writes) and not writes:

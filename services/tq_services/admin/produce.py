@@ -25,17 +25,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from tq.errors import InvalidPayload, PayloadTooLarge, TqError
 from tq.producer import EnqueueResult, JobRequest
 from tq.registry import all_queues, get_queue
 
 from tq_services.admin import metrics, produce_audit
-from tq_services.admin.auditing import REFUSALS, audit_row, refused
+from tq_services.admin.auditing import REFUSALS, audit_row, failure, refused
 from tq_services.admin.auth import Principal, authorize_enqueue
 from tq_services.admin.deps import Credentials, caller, over_limit
 from tq_services.admin.errors import ApiError, error_code, from_tq_error
@@ -101,16 +99,6 @@ async def _producing(request: Request, _credentials: Credentials) -> Principal:
 Producing = Annotated[Principal, Depends(_producing)]
 
 
-def _status(exc: BaseException) -> int:
-    if isinstance(exc, ApiError):
-        return exc.status
-    if isinstance(exc, RequestValidationError):
-        return 422
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code
-    return 503 if isinstance(exc, RedisError) else 500
-
-
 class ProduceRoute(APIRoute):
     """Checks the caller before the body is parsed (so an invalid call is still rate-limited and
     counted), then counts the call's outcome for the audit summary."""
@@ -126,7 +114,7 @@ class ProduceRoute(APIRoute):
                 await produce_guard(request)
                 response = await handler(request)
             except Exception as exc:
-                await _audit(request, _status(exc), str(getattr(exc, "message", "")) or type(exc).__name__)
+                await _audit(request, *failure(exc))
                 raise
             await _audit(request, response.status_code, "")
             return response
