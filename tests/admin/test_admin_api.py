@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +50,6 @@ from tq.stats import StatsLeader
 from tq.worker import Worker
 
 BASE = "/api/owner/queues"
-
-
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    with serving(admin_settings(redis_url, sqlite_database(tmp_path))) as s:
-        yield s
-
-
-@pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def owner(served: Served) -> dict[str, str]:
-    return auth(token(served, "owner", subject="alice"))
 
 
 async def audit_rows(database_url: str, action: str | None = None) -> list[AuditLog]:

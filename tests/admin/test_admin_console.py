@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 from support import running
 from support.admin import (
@@ -40,23 +38,6 @@ from tq.producer import Producer
 
 BASE = "/api/owner"
 QUEUES = BASE + "/queues"
-
-
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    with serving(admin_settings(redis_url, sqlite_database(tmp_path))) as s:
-        yield s
-
-
-@pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def owner(served: Served) -> dict[str, str]:
-    return auth(token(served, "owner", subject="alice"))
 
 
 async def audit(database_url: str, prefix: str) -> list[tuple[str, str, Any]]:
