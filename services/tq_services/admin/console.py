@@ -123,28 +123,27 @@ async def list_schedules(request: Request, _: Reader) -> list[ScheduleView]:
 
 async def _schedule_views(client: Any) -> list[ScheduleView]:
     now = time.time()
-    out = []
-    for spec, seen in await schedules.list_with_state(client):
-        out.append(
-            ScheduleView(
-                name=spec.name,
-                queue=spec.queue,
-                job=spec.job,
-                every=schedules.describe(spec),
-                suspend=spec.suspend,
-                concurrency_policy=spec.concurrency_policy.value,
-                payload=spec.payload,
-                next_run_at=None if spec.suspend else spec.next_tick(now),
-                last_run_at=seen["last"],
-                last_job_id=seen["job"],
-                last_outcome=seen["outcome"],
-                last_error=seen["error"],
-                fired=seen["fired"],
-                skipped=seen["skipped"],
-                missed=seen["missed"],
-            )
-        )
-    return out
+    return [_schedule_view(spec, seen, now) for spec, seen in await schedules.list_with_state(client)]
+
+
+def _schedule_view(spec: schedules.ScheduleSpec, seen: dict[str, Any], now: float) -> ScheduleView:
+    return ScheduleView(
+        name=spec.name,
+        queue=spec.queue,
+        job=spec.job,
+        every=schedules.describe(spec),
+        suspend=spec.suspend,
+        concurrency_policy=spec.concurrency_policy.value,
+        payload=spec.payload,
+        next_run_at=None if spec.suspend else spec.next_tick(now),
+        last_run_at=seen["last"],
+        last_job_id=seen["job"],
+        last_outcome=seen["outcome"],
+        last_error=seen["error"],
+        fired=seen["fired"],
+        skipped=seen["skipped"],
+        missed=seen["missed"],
+    )
 
 
 def _unknown_schedule(name: str) -> ApiError:
@@ -167,13 +166,11 @@ async def run_schedule_now(request: Request, name: ScheduleName, _: Owner) -> Sc
 async def _suspend(request: Request, name: str, suspend: bool) -> ScheduleView:
     client = admin_state(request).redis
     try:
-        await schedules.set_suspended(client, name, suspend)
+        spec = await schedules.set_suspended(client, name, suspend)
     except schedules.UnknownSchedule:
         raise _unknown_schedule(name) from None
-    view = next((s for s in await _schedule_views(client) if s.name == name), None)
-    if view is None:  # removed meanwhile
-        raise _unknown_schedule(name)
-    return view
+    seen = schedules.parse_state(await client.hgetall(keys.schedule_state(name)))  # this one's state only
+    return _schedule_view(spec, seen, time.time())
 
 
 @router.post("/schedules/{name}/suspend", name="schedule.suspend", summary="Stop the schedule's ticks")
