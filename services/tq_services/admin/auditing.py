@@ -50,7 +50,14 @@ from tq.models import AuditLog
 from tq_services.admin import metrics
 from tq_services.admin.auth import Principal
 from tq_services.admin.deps import guard
-from tq_services.admin.errors import ApiError, error_code, error_response, request_id, validation_fields
+from tq_services.admin.errors import (
+    ApiError,
+    error_code,
+    error_response,
+    invalid,
+    request_id,
+    validation_fields,
+)
 from tq_services.admin.state import AdminState, admin_state
 
 log = logging.getLogger(__name__)
@@ -119,7 +126,7 @@ def failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, ApiError):
         return exc.status, exc.message
     if isinstance(exc, RequestValidationError):
-        return 422, "; ".join(f"{f['field']}: {f['message']}" for f in validation_fields(exc))
+        return 422, invalid(validation_fields(exc)).message
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, str(exc.detail)
     if isinstance(exc, RedisError):  # answered 503 by errors.install; the row may say why

@@ -36,7 +36,7 @@ from tq_services.admin import metrics, produce_audit
 from tq_services.admin.auditing import REFUSALS, audit_row, failure, refused
 from tq_services.admin.auth import Principal, authorize_enqueue
 from tq_services.admin.deps import Credentials, caller, over_limit
-from tq_services.admin.errors import ApiError, error_code, from_tq_error
+from tq_services.admin.errors import ApiError, error_code, from_tq_error, invalid
 from tq_services.admin.settings import AdminSettings
 from tq_services.admin.state import admin_state
 
@@ -164,7 +164,7 @@ def _invalid(exc: InvalidPayload, where: str) -> ApiError:
         {"field": "header.Idempotency-Key" if f == "idempotency_key" else f"{where}.{f}", "message": m}
         for f, m in exc.errors
     ]
-    return ApiError(422, "; ".join(f"{f['field']}: {f['message']}" for f in fields), fields=fields)
+    return invalid(fields)
 
 
 def _too_large(exc: PayloadTooLarge, index: int | None = None) -> ApiError:

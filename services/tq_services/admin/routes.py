@@ -24,7 +24,7 @@ from tq.registry import get_queue
 from tq_services.admin.auditing import AuditedRoute, data_access, note
 from tq_services.admin.consumers import live_consumers
 from tq_services.admin.deps import Owner, Reader
-from tq_services.admin.errors import ApiError, from_tq_error
+from tq_services.admin.errors import from_tq_error, invalid
 from tq_services.admin.schemas import (
     EPOCH_MAX,
     BulkDeadLettersRequest,
@@ -179,8 +179,7 @@ async def list_jobs(
 ) -> JobPage:
     _known(queue)
     if cursor and state not in (JobState.WAITING, JobState.ACTIVE) and not cursor.isdigit():
-        field = [{"field": "query.cursor", "message": f"not a cursor of {state.value} jobs"}]
-        raise ApiError(422, f"query.cursor: not a cursor of {state.value} jobs", fields=field)
+        raise invalid([{"field": "query.cursor", "message": f"not a cursor of {state.value} jobs"}])
     with tq_errors():
         page = await jobs.list_jobs(
             admin_state(request).redis, queue, state, cursor=cursor, limit=limit, search=search
