@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tq import jobs, keys, schedules
 from tq.errors import NotFound, TqError
 from tq.models import QueueMetricAggregate
@@ -60,18 +60,23 @@ def _epoch(value: datetime) -> float:
 async def overview_metrics(request: Request, _: Reader, range: Range = Range.HOUR) -> OverviewMetrics:
     span_s, width_s = _RANGES[range]
     since = datetime.now(UTC) - timedelta(seconds=span_s)
-    stmt = select(QueueMetricAggregate).where(QueueMetricAggregate.bucket_start >= since)
+    row = QueueMetricAggregate
+    sums = [func.sum(getattr(row, name)).label(name) for name in _TOTALS]
+    recent = row.bucket_start >= since
+    # added up by the database: one row per bucket and one per queue, not one per (queue, bucket)
+    by_bucket = select(row.bucket_start, *sums).where(recent).group_by(row.bucket_start)
+    by_queue = select(row.queue, *sums).where(recent).group_by(row.queue)
     async with admin_state(request).engine.connect() as conn:
-        rows = (await conn.execute(stmt)).mappings().all()
+        buckets = (await conn.execute(by_bucket)).mappings().all()
+        queues = (await conn.execute(by_queue)).mappings().all()
     points: dict[float, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_TOTALS, 0))
-    per_queue: dict[str, dict[str, int]] = {spec.name: dict.fromkeys(_TOTALS, 0) for spec in all_queues()}
-    for row in rows:
-        at = _epoch(row["bucket_start"])
+    for b in buckets:
+        at = _epoch(b["bucket_start"])
         point = points[at - at % width_s]
-        totals = per_queue.setdefault(row["queue"], dict.fromkeys(_TOTALS, 0))
         for name in _TOTALS:
-            point[name] += int(row[name])
-            totals[name] += int(row[name])
+            point[name] += int(b[name])
+    per_queue: dict[str, dict[str, int]] = {spec.name: dict.fromkeys(_TOTALS, 0) for spec in all_queues()}
+    per_queue.update({q["queue"]: {name: int(q[name]) for name in _TOTALS} for q in queues})
     return OverviewMetrics(
         range=range.value,
         bucket_s=width_s,
