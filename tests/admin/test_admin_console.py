@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from support import running
 from support.admin import (
     NO_HANDLER_JOB,
@@ -22,6 +21,7 @@ from support.admin import (
     Served,
     admin_settings,
     assert_error,
+    audit_rows,
     auth,
     dead_letters,
     insert_metric_aggregates,
@@ -31,9 +31,7 @@ from support.admin import (
     token,
 )
 from tq import config, keys, schedules
-from tq.db import make_engine
 from tq.handlers import HandlerRegistry
-from tq.models import AuditLog
 from tq.producer import Producer
 
 BASE = "/api/owner"
@@ -41,12 +39,7 @@ QUEUES = BASE + "/queues"
 
 
 async def audit(database_url: str, prefix: str) -> list[tuple[str, str, Any]]:
-    engine = make_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(AuditLog).order_by(AuditLog.id))).all()
-    finally:
-        await engine.dispose()
+    rows = await audit_rows(database_url)
     return [(r.action, r.outcome, r.details.get("result")) for r in rows if r.action.startswith(prefix)]
 
 
