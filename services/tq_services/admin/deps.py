@@ -18,6 +18,7 @@ from tq_services.admin.ratelimit import SlidingWindow
 from tq_services.admin.revocation import is_revoked
 from tq_services.admin.state import AdminState, admin_state
 
+VERIFIED = "verified_principal"  # request.state: the caller api.BodyGuard already checked
 _bearer = HTTPBearer(auto_error=False, description="a JWT from `tq token create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -49,6 +50,10 @@ async def over_limit(limiter: SlidingWindow, principal: Principal, refusal: str)
 
 async def caller(request: Request) -> Principal:
     """The request's token checked (401 for a bad or revoked one) and kept as the call's actor."""
+    checked: Principal | None = getattr(request.state, VERIFIED, None)
+    if checked is not None:  # a request with a body: api.BodyGuard checked it before reading it
+        request.state.principal = checked
+        return checked
     state = admin_state(request)
     principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
     request.state.principal = principal  # known from here on: a failure in Redis is audited
