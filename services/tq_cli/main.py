@@ -276,7 +276,7 @@ def _cancel(queue: str, job_id: str, wait: float, as_json: bool) -> None:
             out["state"] = None
             while time.monotonic() < deadline:
                 state = api.get_job(queue, job_id).state
-                if state.value in ("completed", "dead", "cancelled"):
+                if state in cancel.FINISHED:
                     out["state"] = state.value
                     break
                 time.sleep(0.2)

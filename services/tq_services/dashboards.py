@@ -47,8 +47,13 @@ def _sel(matcher: str) -> str:
     return "{" + matcher + "}" if matcher else ""
 
 
+def counter_rate(name: str, by: str, m: str = "") -> str:
+    """A counter's per-second rate over ``RATE``, summed by the labels ``by``."""
+    return f"sum by ({by}) (rate({name}{_sel(m)}[{RATE}]))"
+
+
 def throughput(m: str) -> str:
-    return f"sum by (queue) (rate(tq_jobs_completed_total{_sel(m)}[{RATE}]))"
+    return counter_rate("tq_jobs_completed_total", "queue", m)
 
 
 def enqueue_rate(m: str) -> str:
@@ -56,7 +61,7 @@ def enqueue_rate(m: str) -> str:
 
 
 def failures(m: str) -> str:
-    return f"sum by (queue, outcome) (rate(tq_jobs_failed_total{_sel(m)}[{RATE}]))"
+    return counter_rate("tq_jobs_failed_total", "queue, outcome", m)
 
 
 def quantile(q: float, histogram: str, m: str, by: str = "queue") -> str:
@@ -73,10 +78,6 @@ def dlq_growth(m: str) -> str:
 
 def consumers_per_family(m: str) -> str:
     return f"sum by (family) (max by (queue, family) (tq_queue_consumers{_sel(m)}))"
-
-
-def counter_rate(name: str, by: str) -> str:
-    return f"sum by ({by}) (rate({name}[{RATE}]))"
 
 
 def queues_matcher(specs: Iterable[QueueSpec]) -> str:
@@ -397,7 +398,7 @@ def queue_drilldown() -> dict[str, Any]:
         [
             (throughput(m), "completed"),
             (enqueue_rate(m), "enqueued"),
-            (f"sum by (queue) (rate(tq_jobs_cancelled_total{{{m}}}[{RATE}]))", "cancelled"),
+            (counter_rate("tq_jobs_cancelled_total", "queue", m), "cancelled"),
         ],
         "ops",
         "Jobs completed, enqueued and cancelled (tq job cancel, on a worker) per second",
@@ -405,7 +406,7 @@ def queue_drilldown() -> dict[str, Any]:
     )
     lay.timeseries(
         "Failures by outcome",
-        [(f"sum by (job, outcome) (rate(tq_jobs_failed_total{{{m}}}[{RATE}]))", "{{job}} {{outcome}}")],
+        [(counter_rate("tq_jobs_failed_total", "job, outcome", m), "{{job}} {{outcome}}")],
         "ops",
         "Failed attempts per second by job: retried, dead_lettered, invalid (bad input, never run)",
         w=12,
@@ -478,7 +479,7 @@ def queue_drilldown() -> dict[str, Any]:
     )
     lay.timeseries(
         "Reclaimed",
-        [(f"sum by (queue) (rate(tq_jobs_reclaimed_total{{{m}}}[{RATE}]))", "reclaimed")],
+        [(counter_rate("tq_jobs_reclaimed_total", "queue", m), "reclaimed")],
         "ops",
         "Jobs taken over from a consumer that stopped responding, per second",
     )

@@ -110,13 +110,16 @@ class HistogramSet(Collector):
 
 
 class _JobSeries:
-    __slots__ = ("completed", "duration", "failed", "wait")
+    __slots__ = ("cancelled", "completed", "duration", "failed", "wait")
 
-    def __init__(self, completed: Any, failed: dict[str, Any], duration: _Hist, wait: _Hist) -> None:
+    def __init__(
+        self, completed: Any, failed: dict[str, Any], duration: _Hist, wait: _Hist, cancelled: Any
+    ) -> None:
         self.completed = completed
         self.failed = failed
         self.duration = duration
         self.wait = wait
+        self.cancelled = cancelled
 
 
 class JobMetrics:
@@ -231,8 +234,8 @@ class JobMetrics:
                     {o: self.failed.labels(spec.name, job, o) for o in OUTCOMES},
                     self.duration.labels(spec.name, job),
                     self.wait.labels(spec.name, job),
+                    self.cancelled.labels(spec.name, job),
                 )
-                self.cancelled.labels(spec.name, job)  # at zero from start-up, like every series
             self._series[spec.name] = per_job
             self._reclaimed[spec.name] = self.reclaimed.labels(spec.name)
 
@@ -275,6 +278,7 @@ class JobMetrics:
         bounds = self.duration.bounds  # the same buckets for both histograms
         for op in ops:
             kind = op.kind
+            job = op.name if op.name in per_job else UNKNOWN_JOB
             if kind == COMPLETED:
                 outcome = "completed"
             elif kind == RETRIED:
@@ -282,12 +286,10 @@ class JobMetrics:
             elif kind == DEAD:
                 outcome = "invalid" if op.invalid else "dead_lettered"
             elif kind == CANCELLED:  # counted only: not an attempt's outcome (no duration observed)
-                job = op.name if op.name in per_job else UNKNOWN_JOB
-                self.cancelled.labels(queue, job).inc()
+                per_job[job].cancelled.inc()
                 continue
             else:  # skipped or released: no attempt was made
                 continue
-            job = op.name if op.name in per_job else UNKNOWN_JOB
             key = (job, outcome)
             counts[key] = counts.get(key, 0) + 1
             if op.reclaimed:

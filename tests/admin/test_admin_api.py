@@ -10,15 +10,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings
 from support.admin import (
     ADMIN_KEY,
@@ -28,6 +25,7 @@ from support.admin import (
     Served,
     admin_settings,
     assert_error,
+    audit_rows,
     auth,
     dead_letters,
     insert_metric_aggregates,
@@ -41,45 +39,14 @@ from tq import keys
 from tq.cancel import wait_settled
 from tq.config import read as read_config
 from tq.connection import async_client
-from tq.db import make_engine
 from tq.envelope import JobState
 from tq.handlers import HandlerRegistry, JobContext
-from tq.models import AuditLog
 from tq.producer import Producer
 from tq.registry import all_queues, get_queue
 from tq.stats import StatsLeader
 from tq.worker import Worker
 
 BASE = "/api/owner/queues"
-
-
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    with serving(admin_settings(redis_url, sqlite_database(tmp_path))) as s:
-        yield s
-
-
-@pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def owner(served: Served) -> dict[str, str]:
-    return auth(token(served, "owner", subject="alice"))
-
-
-async def audit_rows(database_url: str, action: str | None = None) -> list[AuditLog]:
-    engine: AsyncEngine = make_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            stmt = select(AuditLog).order_by(AuditLog.id)
-            if action:
-                stmt = stmt.where(AuditLog.action == action)
-            return list((await conn.execute(stmt)).all())  # type: ignore[arg-type]
-    finally:
-        await engine.dispose()
 
 
 # ---- OpenAPI, headers, CORS -----------------------------------------------------------------------

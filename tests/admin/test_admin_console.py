@@ -8,14 +8,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from sqlalchemy import select
 from support import running
 from support.admin import (
     NO_HANDLER_JOB,
@@ -24,6 +21,7 @@ from support.admin import (
     Served,
     admin_settings,
     assert_error,
+    audit_rows,
     auth,
     dead_letters,
     insert_metric_aggregates,
@@ -33,39 +31,15 @@ from support.admin import (
     token,
 )
 from tq import config, keys, schedules
-from tq.db import make_engine
 from tq.handlers import HandlerRegistry
-from tq.models import AuditLog
 from tq.producer import Producer
 
 BASE = "/api/owner"
 QUEUES = BASE + "/queues"
 
 
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    with serving(admin_settings(redis_url, sqlite_database(tmp_path))) as s:
-        yield s
-
-
-@pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def owner(served: Served) -> dict[str, str]:
-    return auth(token(served, "owner", subject="alice"))
-
-
 async def audit(database_url: str, prefix: str) -> list[tuple[str, str, Any]]:
-    engine = make_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(AuditLog).order_by(AuditLog.id))).all()
-    finally:
-        await engine.dispose()
+    rows = await audit_rows(database_url)
     return [(r.action, r.outcome, r.details.get("result")) for r in rows if r.action.startswith(prefix)]
 
 

@@ -67,12 +67,6 @@ def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
 
 
 @pytest.fixture
-async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
 def producer(served: Served) -> dict[str, str]:
     return auth(token(served, "producer", subject="web-backend"))
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ from tq.registry import all_queues
 from tq.stats import StatsLeader
 
 SSE = "/api/realtime/queue-events"
-
-
-@pytest.fixture
-def served(redis_url: str, tmp_path: Path) -> Iterator[Served]:
-    with serving(admin_settings(redis_url, sqlite_database(tmp_path))) as s:
-        yield s
 
 
 async def publish(client: Any, n: int, *, blob: int = 10, job_prefix: str = "j") -> None:

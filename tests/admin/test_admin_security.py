@@ -19,7 +19,6 @@ import httpx
 import jwt
 import pytest
 import websockets
-from sqlalchemy import select
 from support import running, tiny_retry, wait_for
 from support.admin import (
     ADMIN_KEY,
@@ -28,6 +27,7 @@ from support.admin import (
     Served,
     admin_settings,
     assert_error,
+    audit_rows,
     auth,
     frames,
     next_frame,
@@ -38,10 +38,8 @@ from support.admin import (
 from support.redis_server import free_port
 from tq import keys
 from tq.config import read as read_config
-from tq.db import make_engine
 from tq.envelope import Event, EventType
 from tq.handlers import HandlerRegistry
-from tq.models import AuditLog
 from tq.payloads import ProcessEmailQueue
 from tq.producer import Producer
 from tq_services.admin import auditing, metrics, revocation
@@ -52,15 +50,6 @@ from tq_services.admin.realtime import sse_frame
 CAP = 4096  # TQ_ADMIN_MAX_BODY_BYTES of these tests
 BASE = "/api/owner/queues"
 SSE = "/api/realtime/queue-events"
-
-
-async def audit_rows(database_url: str) -> list[Any]:
-    engine = make_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            return list((await conn.execute(select(AuditLog).order_by(AuditLog.id))).all())
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

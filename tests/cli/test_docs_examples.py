@@ -13,13 +13,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 from support import wait_until
-from support.redis_server import free_port
+from support.mailbox import Mailbox, running_mailbox
 from support.services import messaging_db, serve_family, stop_process
 from tq import keys
 from tq.registry import get_queue
@@ -52,24 +50,10 @@ def enqueue_examples() -> list[tuple[str, str]]:
     return found
 
 
-class Mailbox:
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.recipients += envelope.rcpt_tos
-        return "250 2.0.0 queued"
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
+    with running_mailbox() as served:
+        yield served
 
 
 def test_the_readme_shows_an_enqueue_example() -> None:

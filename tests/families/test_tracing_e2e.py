@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiosmtpd.controller import Controller
 from support import wait_until
+from support.mailbox import Mailbox, running_mailbox
 from support.otlp_receiver import otlp_receiver
-from support.redis_server import free_port
 from support.services import messaging_db, serve_family, service_env, stop_process
 from tq.envelope import JobState
 from tq.jobs import get_job
@@ -28,24 +27,10 @@ DATA = '{"to": "t@example.com", "template": "welcome", "variables": {"name": "Ad
 CONSUMER, PRODUCER, CLIENT = 5, 4, 3  # the OTLP proto's SpanKind numbers
 
 
-class Mailbox:
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.recipients += envelope.rcpt_tos
-        return "250 2.0.0 queued"
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
+    with running_mailbox() as served:
+        yield served
 
 
 async def _record(redis_url: str, job_id: str) -> Any:

@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy import select
 from tq import keys
 from tq.db import make_engine
 from tq.handlers import HandlerRegistry
-from tq.models import QueueMetricAggregate
+from tq.models import AuditLog, QueueMetricAggregate
 from tq.producer import Producer
 from tq.settings import Settings
 from tq_services.admin import create_app
@@ -210,3 +211,16 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert err["message"]
     assert err["request_id"] == r.headers["x-request-id"]
     return err
+
+
+async def audit_rows(database_url: str, action: str | None = None) -> list[AuditLog]:
+    """The audit log's rows, oldest first (only ``action``'s, when given)."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            stmt = select(AuditLog).order_by(AuditLog.id)
+            if action:
+                stmt = stmt.where(AuditLog.action == action)
+            return list((await conn.execute(stmt)).all())  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()

@@ -37,7 +37,7 @@ from tq.supervise import Supervisor
 from tq_services.admin import console, errors, metrics, page, produce, produce_audit, realtime, routes
 from tq_services.admin.auditing import audit_row, refused, run_spool_flusher
 from tq_services.admin.auth import bearer, signing_key
-from tq_services.admin.deps import verified
+from tq_services.admin.deps import VERIFIED, verified
 from tq_services.admin.errors import ApiError, error_json
 from tq_services.admin.hub import Hub
 from tq_services.admin.ratelimit import SlidingWindow, produce_key
@@ -137,6 +137,7 @@ class BodyGuard:
                 scope, send, ApiError(503, errors.REDIS_UNAVAILABLE, headers={"Retry-After": "5"})
             )
             return
+        scope.setdefault("state", {})[VERIFIED] = principal  # deps.caller takes it as checked
         too_large = ApiError(
             413, f"the request body is over the {self.max_bytes} bytes allowed (TQ_ADMIN_MAX_BODY_BYTES)"
         )

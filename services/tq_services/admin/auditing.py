@@ -50,7 +50,14 @@ from tq.models import AuditLog
 from tq_services.admin import metrics
 from tq_services.admin.auth import Principal
 from tq_services.admin.deps import guard
-from tq_services.admin.errors import ApiError, error_code, error_response, request_id, validation_fields
+from tq_services.admin.errors import (
+    ApiError,
+    error_code,
+    error_response,
+    invalid,
+    request_id,
+    validation_fields,
+)
 from tq_services.admin.state import AdminState, admin_state
 
 log = logging.getLogger(__name__)
@@ -114,11 +121,12 @@ def _target(request: Request) -> str:
     return escape("/".join(parts) or request.url.path, 300)
 
 
-def _failure(exc: BaseException) -> tuple[int, str]:
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The status and message an exception raised in a call is answered with (for its audit row)."""
     if isinstance(exc, ApiError):
         return exc.status, exc.message
     if isinstance(exc, RequestValidationError):
-        return 422, "; ".join(f"{f['field']}: {f['message']}" for f in validation_fields(exc))
+        return 422, invalid(validation_fields(exc)).message
     if isinstance(exc, StarletteHTTPException):
         return exc.status_code, str(exc.detail)
     if isinstance(exc, RedisError):  # answered 503 by errors.install; the row may say why
@@ -139,7 +147,7 @@ class AuditedRoute(APIRoute):
                 response = await handler(request)
             except Exception as exc:
                 if audit:
-                    status, message = _failure(exc)
+                    status, message = failure(exc)
                     await _after(request, action, status, message, writes)
                 raise
             if audit and not await _after(request, action, response.status_code, "", writes) and not writes:

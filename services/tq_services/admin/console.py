@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tq import jobs, keys, schedules
 from tq.errors import NotFound, TqError
 from tq.models import QueueMetricAggregate
@@ -60,18 +60,23 @@ def _epoch(value: datetime) -> float:
 async def overview_metrics(request: Request, _: Reader, range: Range = Range.HOUR) -> OverviewMetrics:
     span_s, width_s = _RANGES[range]
     since = datetime.now(UTC) - timedelta(seconds=span_s)
-    stmt = select(QueueMetricAggregate).where(QueueMetricAggregate.bucket_start >= since)
+    row = QueueMetricAggregate
+    sums = [func.sum(getattr(row, name)).label(name) for name in _TOTALS]
+    recent = row.bucket_start >= since
+    # added up by the database: one row per bucket and one per queue, not one per (queue, bucket)
+    by_bucket = select(row.bucket_start, *sums).where(recent).group_by(row.bucket_start)
+    by_queue = select(row.queue, *sums).where(recent).group_by(row.queue)
     async with admin_state(request).engine.connect() as conn:
-        rows = (await conn.execute(stmt)).mappings().all()
+        buckets = (await conn.execute(by_bucket)).mappings().all()
+        queues = (await conn.execute(by_queue)).mappings().all()
     points: dict[float, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_TOTALS, 0))
-    per_queue: dict[str, dict[str, int]] = {spec.name: dict.fromkeys(_TOTALS, 0) for spec in all_queues()}
-    for row in rows:
-        at = _epoch(row["bucket_start"])
+    for b in buckets:
+        at = _epoch(b["bucket_start"])
         point = points[at - at % width_s]
-        totals = per_queue.setdefault(row["queue"], dict.fromkeys(_TOTALS, 0))
         for name in _TOTALS:
-            point[name] += int(row[name])
-            totals[name] += int(row[name])
+            point[name] += int(b[name])
+    per_queue: dict[str, dict[str, int]] = {spec.name: dict.fromkeys(_TOTALS, 0) for spec in all_queues()}
+    per_queue.update({q["queue"]: {name: int(q[name]) for name in _TOTALS} for q in queues})
     return OverviewMetrics(
         range=range.value,
         bucket_s=width_s,
@@ -123,28 +128,27 @@ async def list_schedules(request: Request, _: Reader) -> list[ScheduleView]:
 
 async def _schedule_views(client: Any) -> list[ScheduleView]:
     now = time.time()
-    out = []
-    for spec, seen in await schedules.list_with_state(client):
-        out.append(
-            ScheduleView(
-                name=spec.name,
-                queue=spec.queue,
-                job=spec.job,
-                every=schedules.describe(spec),
-                suspend=spec.suspend,
-                concurrency_policy=spec.concurrency_policy.value,
-                payload=spec.payload,
-                next_run_at=None if spec.suspend else spec.next_tick(now),
-                last_run_at=seen["last"],
-                last_job_id=seen["job"],
-                last_outcome=seen["outcome"],
-                last_error=seen["error"],
-                fired=seen["fired"],
-                skipped=seen["skipped"],
-                missed=seen["missed"],
-            )
-        )
-    return out
+    return [_schedule_view(spec, seen, now) for spec, seen in await schedules.list_with_state(client)]
+
+
+def _schedule_view(spec: schedules.ScheduleSpec, seen: dict[str, Any], now: float) -> ScheduleView:
+    return ScheduleView(
+        name=spec.name,
+        queue=spec.queue,
+        job=spec.job,
+        every=schedules.describe(spec),
+        suspend=spec.suspend,
+        concurrency_policy=spec.concurrency_policy.value,
+        payload=spec.payload,
+        next_run_at=None if spec.suspend else spec.next_tick(now),
+        last_run_at=seen["last"],
+        last_job_id=seen["job"],
+        last_outcome=seen["outcome"],
+        last_error=seen["error"],
+        fired=seen["fired"],
+        skipped=seen["skipped"],
+        missed=seen["missed"],
+    )
 
 
 def _unknown_schedule(name: str) -> ApiError:
@@ -167,13 +171,11 @@ async def run_schedule_now(request: Request, name: ScheduleName, _: Owner) -> Sc
 async def _suspend(request: Request, name: str, suspend: bool) -> ScheduleView:
     client = admin_state(request).redis
     try:
-        await schedules.set_suspended(client, name, suspend)
+        spec = await schedules.set_suspended(client, name, suspend)
     except schedules.UnknownSchedule:
         raise _unknown_schedule(name) from None
-    view = next((s for s in await _schedule_views(client) if s.name == name), None)
-    if view is None:  # removed meanwhile
-        raise _unknown_schedule(name)
-    return view
+    seen = schedules.parse_state(await client.hgetall(keys.schedule_state(name)))  # this one's state only
+    return _schedule_view(spec, seen, time.time())
 
 
 @router.post("/schedules/{name}/suspend", name="schedule.suspend", summary="Stop the schedule's ticks")

@@ -35,12 +35,18 @@ async def live_consumers(client: Any, settings: Settings, queues: list[str] | No
                 seen[cid] = (q, float(score))
     if not seen:
         return []
-    async with client.pipeline(transaction=False) as pipe:
+    async with client.pipeline(transaction=False) as pipe:  # the infos and the configs: one round trip
         for cid, (q, _) in seen.items():
             pipe.get(keys.consumer_info(q, cid))
-        infos = await pipe.execute()
+        for q in names:
+            pipe.hgetall(keys.config(q))
+        replies = await pipe.execute()
+    infos = replies[: len(seen)]
     ttl_s = settings.heartbeat_ttl_s
-    concurrency = {q: (await config.read(client, q, settings)).concurrency for q in names}
+    concurrency = {
+        q: config.from_hash(q, raw, settings).concurrency
+        for q, raw in zip(names, replies[len(seen) :], strict=True)
+    }
     out = []
     for (cid, (first_queue, expiry_ms)), raw in zip(seen.items(), infos, strict=True):
         info = _info(raw)

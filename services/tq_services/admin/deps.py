@@ -18,6 +18,7 @@ from tq_services.admin.ratelimit import SlidingWindow
 from tq_services.admin.revocation import is_revoked
 from tq_services.admin.state import AdminState, admin_state
 
+VERIFIED = "verified_principal"  # request.state: the caller api.BodyGuard already checked
 _bearer = HTTPBearer(auto_error=False, description="a JWT from `tq token create`")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
@@ -32,14 +33,34 @@ async def verified(state: AdminState, token: str | None) -> Principal:
 
 async def rate_limited(state: AdminState, principal: Principal) -> None:
     """Count one call of ``principal``; 429 with ``Retry-After`` when over the limit."""
-    wait_s = await state.limiter.hit(principal.token_id)
+    await over_limit(state.limiter, principal, "rate limit of {limit} requests per {window_s} s exceeded")
+
+
+async def over_limit(limiter: SlidingWindow, principal: Principal, refusal: str) -> None:
+    """Count one call of ``principal`` in ``limiter``; over it, 429 with ``Retry-After`` and the
+    message ``refusal`` (with the limiter's ``{limit}`` and ``{window_s}`` filled in)."""
+    wait_s = await limiter.hit(principal.token_id)
     if wait_s:
         raise ApiError(
             429,
-            f"rate limit of {state.admin_settings.admin_rate_limit} requests per "
-            f"{state.admin_settings.admin_rate_window_s:g} s exceeded",
+            refusal.format(limit=limiter.limit, window_s=f"{limiter.window_ms / 1000:g}"),
             headers={"Retry-After": SlidingWindow.retry_after(wait_s)},
         )
+
+
+async def caller(request: Request) -> Principal:
+    """The request's token checked (401 for a bad or revoked one) and kept as the call's actor."""
+    checked: Principal | None = getattr(request.state, VERIFIED, None)
+    if checked is not None:  # a request with a body: api.BodyGuard checked it before reading it
+        request.state.principal = checked
+        return checked
+    state = admin_state(request)
+    principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
+    request.state.principal = principal  # known from here on: a failure in Redis is audited
+    if await is_revoked(state.redis, principal.token_id):
+        request.state.principal = None  # a revoked token is no actor: no row, like any 401
+        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
+    return principal
 
 
 async def guard(request: Request, *, write: bool) -> Principal:
@@ -48,11 +69,7 @@ async def guard(request: Request, *, write: bool) -> Principal:
     if done is not None and (done[1] or not write):
         return done[0]
     state = admin_state(request)
-    principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
-    request.state.principal = principal  # known from here on: a failure in Redis is audited
-    if await is_revoked(state.redis, principal.token_id):
-        request.state.principal = None  # a revoked token is no actor: no row, like any 401
-        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
+    principal = await caller(request)
     await rate_limited(state, principal)
     authorize(state.admin_settings, principal, write=write)
     request.state.guarded = (principal, write)

@@ -89,6 +89,12 @@ def error_json(err: ApiError, rid: str | None) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=err.status, headers=err.headers)
 
 
+def invalid(fields: list[dict[str, str]]) -> ApiError:
+    """A 422 naming each invalid field, in ``fields`` and in its message (``field: message; ...``)."""
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
+    return ApiError(422, summary, fields=fields)
+
+
 def validation_fields(exc: RequestValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", "invalid"))}
@@ -105,9 +111,7 @@ def install(app: FastAPI) -> None:
 
     async def _validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        fields = validation_fields(exc)
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
-        return error_response(request, ApiError(422, summary, fields=fields))
+        return error_response(request, invalid(validation_fields(exc)))
 
     async def _http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

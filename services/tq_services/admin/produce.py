@@ -25,22 +25,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from tq.errors import InvalidPayload, PayloadTooLarge, TqError
 from tq.producer import EnqueueResult, JobRequest
 from tq.registry import all_queues, get_queue
 
 from tq_services.admin import metrics, produce_audit
-from tq_services.admin.auditing import REFUSALS, audit_row, refused
-from tq_services.admin.auth import BEARER_CHALLENGE, Principal, authenticate, authorize_enqueue, bearer
-from tq_services.admin.deps import Credentials
-from tq_services.admin.errors import ApiError, error_code, from_tq_error
-from tq_services.admin.ratelimit import SlidingWindow
-from tq_services.admin.revocation import is_revoked
+from tq_services.admin.auditing import REFUSALS, audit_row, failure, refused
+from tq_services.admin.auth import Principal, authorize_enqueue
+from tq_services.admin.deps import Credentials, caller, over_limit
+from tq_services.admin.errors import ApiError, error_code, from_tq_error, invalid
 from tq_services.admin.settings import AdminSettings
 from tq_services.admin.state import admin_state
 
@@ -85,21 +81,12 @@ class BatchEnqueued(BaseModel):
 
 async def produce_guard(request: Request) -> Principal:
     """Token, revocation, the enqueue rate limit and the role of one enqueue call."""
-    state = admin_state(request)
-    principal = authenticate(state.admin_settings, bearer(request.headers.get("authorization")))
-    request.state.principal = principal  # known from here on: the call is audited
-    if await is_revoked(state.redis, principal.token_id):
-        request.state.principal = None  # a revoked token is no actor: no row, like any 401
-        raise ApiError(401, "the token has been revoked", headers=BEARER_CHALLENGE)
-    wait_s = await state.produce_limiter.hit(principal.token_id)
-    if wait_s:
-        settings = state.admin_settings
-        raise ApiError(
-            429,
-            f"enqueue rate limit of {settings.admin_produce_rate_limit} calls per "
-            f"{settings.admin_rate_window_s:g} s exceeded (TQ_ADMIN_PRODUCE_RATE_LIMIT)",
-            headers={"Retry-After": SlidingWindow.retry_after(wait_s)},
-        )
+    principal = await caller(request)
+    await over_limit(
+        admin_state(request).produce_limiter,
+        principal,
+        "enqueue rate limit of {limit} calls per {window_s} s exceeded (TQ_ADMIN_PRODUCE_RATE_LIMIT)",
+    )
     authorize_enqueue(principal)
     return principal
 
@@ -110,16 +97,6 @@ async def _producing(request: Request, _credentials: Credentials) -> Principal:
 
 
 Producing = Annotated[Principal, Depends(_producing)]
-
-
-def _status(exc: BaseException) -> int:
-    if isinstance(exc, ApiError):
-        return exc.status
-    if isinstance(exc, RequestValidationError):
-        return 422
-    if isinstance(exc, StarletteHTTPException):
-        return exc.status_code
-    return 503 if isinstance(exc, RedisError) else 500
 
 
 class ProduceRoute(APIRoute):
@@ -137,7 +114,7 @@ class ProduceRoute(APIRoute):
                 await produce_guard(request)
                 response = await handler(request)
             except Exception as exc:
-                await _audit(request, _status(exc), str(getattr(exc, "message", "")) or type(exc).__name__)
+                await _audit(request, *failure(exc))
                 raise
             await _audit(request, response.status_code, "")
             return response
@@ -187,7 +164,7 @@ def _invalid(exc: InvalidPayload, where: str) -> ApiError:
         {"field": "header.Idempotency-Key" if f == "idempotency_key" else f"{where}.{f}", "message": m}
         for f, m in exc.errors
     ]
-    return ApiError(422, "; ".join(f"{f['field']}: {f['message']}" for f in fields), fields=fields)
+    return invalid(fields)
 
 
 def _too_large(exc: PayloadTooLarge, index: int | None = None) -> ApiError:

@@ -8,7 +8,7 @@ Queue names contain a colon (``ai:content``); it is accepted raw or URL-encoded 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -24,7 +24,7 @@ from tq.registry import get_queue
 from tq_services.admin.auditing import AuditedRoute, data_access, note
 from tq_services.admin.consumers import live_consumers
 from tq_services.admin.deps import Owner, Reader
-from tq_services.admin.errors import ApiError, from_tq_error
+from tq_services.admin.errors import from_tq_error, invalid
 from tq_services.admin.schemas import (
     EPOCH_MAX,
     BulkDeadLettersRequest,
@@ -179,8 +179,7 @@ async def list_jobs(
 ) -> JobPage:
     _known(queue)
     if cursor and state not in (JobState.WAITING, JobState.ACTIVE) and not cursor.isdigit():
-        field = [{"field": "query.cursor", "message": f"not a cursor of {state.value} jobs"}]
-        raise ApiError(422, f"query.cursor: not a cursor of {state.value} jobs", fields=field)
+        raise invalid([{"field": "query.cursor", "message": f"not a cursor of {state.value} jobs"}])
     with tq_errors():
         page = await jobs.list_jobs(
             admin_state(request).redis, queue, state, cursor=cursor, limit=limit, search=search
@@ -201,25 +200,30 @@ async def get_job(request: Request, queue: Queue, job_id: JobId, _: Reader) -> J
 async def bulk_jobs(request: Request, queue: Queue, body: BulkJobsRequest, _: Owner) -> BulkResult:
     _known(queue)
     client = admin_state(request).redis
+
+    async def act(job_id: str) -> str | None:
+        if body.action is JobAction.RETRY:
+            return await jobs.retry_job(client, queue, job_id)
+        if body.action is JobAction.CANCEL:
+            await cancel.cancel_job(client, queue, job_id)
+        else:
+            await jobs.remove_job(client, queue, job_id)
+        return None
+
+    return await _bulk(request, body.action.value, body.job_ids, act)
+
+
+async def _bulk(
+    request: Request, action: str, ids: list[str], act: Callable[[str], Awaitable[str | None]]
+) -> BulkResult:
+    """``act`` on each id once, in the order given, each on its own (a failure is its outcome, and
+    the rest go on); ``act`` answers the job that runs now (retry, replay) or None."""
     outcomes = []
-    for job_id in dict.fromkeys(body.job_ids):  # each once, in the order given
+    for one in dict.fromkeys(ids):
         try:
-            if body.action is JobAction.RETRY:
-                outcomes.append(
-                    BulkOutcome(id=job_id, ok=True, job_id=await jobs.retry_job(client, queue, job_id))
-                )
-            elif body.action is JobAction.CANCEL:
-                await cancel.cancel_job(client, queue, job_id)
-                outcomes.append(BulkOutcome(id=job_id, ok=True))
-            else:
-                await jobs.remove_job(client, queue, job_id)
-                outcomes.append(BulkOutcome(id=job_id, ok=True))
+            outcomes.append(BulkOutcome(id=one, ok=True, job_id=await act(one)))
         except (TqError, ValueError) as exc:
-            outcomes.append(BulkOutcome(id=job_id, ok=False, error=from_tq_error(exc).message))
-    return _bulk(request, body.action.value, outcomes)
-
-
-def _bulk(request: Request, action: str, outcomes: list[BulkOutcome]) -> BulkResult:
+            outcomes.append(BulkOutcome(id=one, ok=False, error=from_tq_error(exc).message))
     done = sum(o.ok for o in outcomes)
     note(request, action=action, done=done, failed=len(outcomes) - done, ids=[o.id for o in outcomes][:100])
     return BulkResult(action=action, done=done, failed=len(outcomes) - done, outcomes=outcomes)
@@ -384,19 +388,14 @@ async def bulk_dead_letters(
 ) -> BulkResult:
     _known(queue)
     client = admin_state(request).redis
-    outcomes = []
-    for dlq_id in dict.fromkeys(body.dlq_ids):
-        try:
-            if body.action is DeadLetterAction.REPLAY:
-                outcomes.append(
-                    BulkOutcome(id=dlq_id, ok=True, job_id=await dlq.replay_one(client, queue, dlq_id))
-                )
-            else:
-                await dlq.delete(client, queue, dlq_id)
-                outcomes.append(BulkOutcome(id=dlq_id, ok=True))
-        except (TqError, ValueError) as exc:
-            outcomes.append(BulkOutcome(id=dlq_id, ok=False, error=from_tq_error(exc).message))
-    return _bulk(request, body.action.value, outcomes)
+
+    async def act(dlq_id: str) -> str | None:
+        if body.action is DeadLetterAction.REPLAY:
+            return await dlq.replay_one(client, queue, dlq_id)
+        await dlq.delete(client, queue, dlq_id)
+        return None
+
+    return await _bulk(request, body.action.value, body.dlq_ids, act)
 
 
 @router.post("/{queue}/dlq/replay", name="dlq.replay_many", summary="Replay all, or up to N, filtered")

@@ -577,17 +577,8 @@ function renderOverviewLive() {
     box.append(el("dt", k), el("dd", v));
     dl.append(box);
   }
-  const sizes = $("dlq-sizes");
-  heads(sizes, ["queue", "dead letters"]);
-  sizes.tHead.rows[0].cells[1].className = "num";
-  sizes.tBodies[0].replaceChildren();
   const withDead = all.filter((s) => s.counts.dead > 0).sort((a, b) => b.counts.dead - a.counts.dead);
-  for (const s of withDead) {
-    const tr = el("tr", null, { "data-queue": s.queue });
-    tr.append(td(link(s.queue, `#/queue/${q(s.queue)}/dlq`)), td(s.counts.dead, { class: "num" }));
-    sizes.tBodies[0].append(tr);
-  }
-  if (!withDead.length) emptyRow(sizes, "No dead letters in any queue.", 2);
+  queueCounts($("dlq-sizes"), "dead letters", withDead.map((s) => [s.queue, s.counts.dead]), "/dlq", "No dead letters in any queue.");
   const paused = $("paused-list");
   paused.replaceChildren();
   for (const s of all.filter((s) => s.counts.paused)) {
@@ -596,6 +587,19 @@ function renderOverviewLive() {
     paused.append(li);
   }
   if (!paused.children.length) paused.append(el("li", "None: every queue is running.", { class: "empty" }));
+}
+
+// a two-column table of the overview: each queue (a link to its view + `tab`) and a count
+function queueCounts(table, label, rows, tab, empty) {
+  heads(table, ["queue", label]);
+  table.tHead.rows[0].cells[1].className = "num";
+  table.tBodies[0].replaceChildren();
+  for (const [queue, n] of rows) {
+    const tr = el("tr", null, { "data-queue": queue });
+    tr.append(td(link(queue, `#/queue/${q(queue)}${tab}`)), td(n, { class: "num" }));
+    table.tBodies[0].append(tr);
+  }
+  if (!rows.length) emptyRow(table, empty, 2);
 }
 
 async function loadHistory(nav) {
@@ -616,16 +620,8 @@ async function loadHistory(nav) {
   `jobs / ${per === "hour" ? "h" : "5 min"}`, [m.since, Date.now() / 1000]);
   $("history-empty").hidden = m.points.length > 0;
   const top = (table, field, caption) => {
-    heads(table, ["queue", field]);
-    table.tHead.rows[0].cells[1].className = "num";
-    table.tBodies[0].replaceChildren();
     const rows = m.queues.filter((t) => t[field] > 0).sort((a, b) => b[field] - a[field]).slice(0, 5);
-    for (const t of rows) {
-      const tr = el("tr", null, { "data-queue": t.queue });
-      tr.append(td(link(t.queue, `#/queue/${q(t.queue)}`)), td(t[field], { class: "num" }));
-      table.tBodies[0].append(tr);
-    }
-    if (!rows.length) emptyRow(table, caption, 2);
+    queueCounts(table, field, rows.map((t) => [t.queue, t[field]]), "", caption);
   };
   top($("busiest"), "completed", `No completed jobs in the last ${m.range}.`);
   top($("failing"), "failed", `No failed jobs in the last ${m.range}.`);
