@@ -48,7 +48,6 @@ IDLE_S = min(REFRESH_S, 2.0)
 REDIS_RETRY_S = 10.0
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_REDIS_DOWN = REDIS_DOWN
 
 
 @dataclass(frozen=True, order=True)
@@ -265,7 +264,7 @@ async def _reconcile(
             await _handle_annotations(client, queue, body, meta.get("annotations") or {}, status, out, logger)
         counts = await jobs.counts(client, queue)
         live, done = await applied(client, queue, generation)
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         raise st.redis_unavailable(exc, REDIS_RETRY_S) from exc
 
     uid = str(meta.get("uid") or "")
@@ -449,7 +448,7 @@ async def _release(
         return "invalid"  # such a spec never wrote anything
     try:
         await config.reset(memo["redis"], queue)
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
     logger.info(f"queue {queue} reset to registry defaults")
     return "ok"
