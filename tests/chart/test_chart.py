@@ -66,15 +66,20 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def render(env: str = "default", **overrides: Any) -> list[Doc]:
     """The chart's objects as `helm template` would print them, for ``env`` plus ``overrides``."""
-    values = deep_merge(env_values(env), overrides)
+    return render_values(deep_merge(env_values(env), overrides))
+
+
+def render_values(values: dict[str, Any], namespace: str = NAMESPACE) -> list[Doc]:
+    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs: list[Doc] = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
+        manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
+    return [
+        d
+        for path, text in sorted(manifests.items())
+        if not path.endswith("NOTES.txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
 
 
 def notes(env: str) -> str:
@@ -625,19 +630,6 @@ def test_keda_redis_password_from_a_secret(rendered: dict[str, list[Doc]]) -> No
         assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth["metadata"]["name"]}
 
 
-def render_values(values: dict[str, Any]) -> list[Doc]:
-    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return [
-        d
-        for p, text in sorted(manifests.items())
-        if not p.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
-
-
 def test_tracing_variables_reach_every_tq_container() -> None:
     """``env`` takes the OTEL_* variables that switch tracing on (docs/engine.md, "Tracing")."""
     otel = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"}
@@ -910,16 +902,7 @@ def test_admin_signing_key_is_kept_across_upgrades() -> None:
 
 
 def render_in(namespace: str, env: str = "default", **overrides: Any) -> list[Doc]:
-    values = deep_merge(env_values(env), overrides)
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
-    return [
-        d
-        for path, text in sorted(manifests.items())
-        if not path.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
+    return render_values(deep_merge(env_values(env), overrides), namespace)
 
 
 def cluster_scoped(docs: list[Doc]) -> set[tuple[str, str]]:
