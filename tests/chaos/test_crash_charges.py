@@ -6,22 +6,13 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 import redis
-from support import chaos_worker, fast_settings, wait_until
+from support import fast_settings, wait_until
 from support.chaos import Q, counter, drained, held_by, settled, spawn, stop_all
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
-from tq.registry import unregister_queue
 
 N = 40
-
-
-@pytest.fixture
-def chaos_queue() -> object:
-    chaos_worker.register()
-    yield
-    unregister_queue(Q)
 
 
 def test_a_crash_charges_the_started_jobs_only(redis_url: str, chaos_queue: object) -> None:

@@ -9,24 +9,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from support import chaos_worker, fast_settings, helper_command, helper_env, wait_until
+from support import fast_settings, helper_command, helper_env, wait_until
 from support.chaos import Q, counter, drained, runs, settled, spawn, stop_all
 from support.redis_server import free_port, start_redis_server
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
-from tq.registry import unregister_queue
-
-
-@pytest.fixture
-def chaos_queue() -> Iterator[None]:
-    chaos_worker.register()
-    yield
-    unregister_queue(Q)
 
 
 def _enqueue(url: str, n: int, **job: object) -> list[str]:

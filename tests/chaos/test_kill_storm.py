@@ -15,24 +15,15 @@ import signal
 import subprocess
 import threading
 
-import pytest
 import redis
-from support import chaos_worker, fast_settings, wait_until
+from support import fast_settings, wait_until
 from support.chaos import Q, counter, drained, held_by, runs, settled, spawn, stop_all
 from tq import keys
 from tq.producer import JobRequest, SyncProducer
-from tq.registry import unregister_queue
 
 N = 50_000
 KILLS = 10
 WORKERS = 3
-
-
-@pytest.fixture
-def chaos_queue() -> object:
-    chaos_worker.register()
-    yield
-    unregister_queue(Q)
 
 
 def test_repeated_sigkill_during_a_50k_run_loses_nothing(redis_url: str, chaos_queue: object) -> None:
