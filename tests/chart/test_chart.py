@@ -27,41 +27,20 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from support.chart import CHART, ENVS, NAMESPACE, RELEASE, Doc, deep_merge, env_values, render_docs
 from tq.registry import families
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "tq"
 VALUES_FILES = ("values.yaml", "values-dev.yaml", "values-staging.yaml", "values-prod.yaml")
-ENVS = ("default", "dev", "staging", "prod")
 # The Kubernetes version the chart targets (Chart.yaml kubeVersion allows it and later).
 KUBE_VERSION = "1.31.0"
-RELEASE, NAMESPACE = "tq", "tq"
 BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "rbac.authorization.k8s.io/v1"}
 BUILTIN_GROUPS |= {"networking.k8s.io/v1"}
 CUSTOM_KINDS = {"QueueConfig", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "ScaledObject"}
 CUSTOM_KINDS |= {"JobSchedule"}  # checked against its CRD in tests/chart/test_jobschedules.py
 CUSTOM_KINDS |= {"TriggerAuthentication"}
-
-Doc = dict[str, Any]
-
-
-def env_values(env: str) -> dict[str, Any]:
-    if env == "default":
-        return {}
-    loaded: dict[str, Any] = yaml.safe_load((CHART / f"values-{env}.yaml").read_text()) or {}
-    return loaded
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def render(env: str = "default", **overrides: Any) -> list[Doc]:
@@ -71,15 +50,7 @@ def render(env: str = "default", **overrides: Any) -> list[Doc]:
 
 def render_values(values: dict[str, Any], namespace: str = NAMESPACE) -> list[Doc]:
     """render() for values that set ``env`` too (a name render() keeps for the environment)."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
-    return [
-        d
-        for path, text in sorted(manifests.items())
-        if not path.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
+    return render_docs(values, namespace=namespace)
 
 
 def notes(env: str) -> str:
