@@ -277,18 +277,13 @@ def render_values_schema() -> str:
     specs["description"] = "spec fields per queue (the registry's product queues)"
     specs["additionalProperties"] = False
     specs["properties"] = {queue: {"$ref": "#/$defs/queueConfigSpec"} for queue in PRODUCT_QUEUE_NAMES}
-    props = schema["properties"]
-    props.pop("jobSchedules", None)
-    # right after queueConfigs, as in values.yaml
-    schema["properties"] = {
-        k: v
-        for key, value in props.items()
-        for k, v in (
-            [(key, value), ("jobSchedules", values_job_schedules_schema())]
-            if key == "queueConfigs"
-            else [(key, value)]
-        )
-    }
+    properties: dict[str, Any] = {}
+    for key, value in schema["properties"].items():
+        if key != "jobSchedules":
+            properties[key] = value
+        if key == "queueConfigs":  # jobSchedules right after it, as in values.yaml
+            properties["jobSchedules"] = values_job_schedules_schema()
+    schema["properties"] = properties
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
