@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from support.chart import CHART, ENVS, NAMESPACE, RELEASE, Doc, env_values, render_docs
-from support.crd_check import schema_errors
+from support.crd_check import checked_in_schema, schema_errors
 from tq_operator import crd, jobschedule
 from tq_operator.schedule_handlers import parse
 from tq_services import default_schedules, schedule_manifest
@@ -26,8 +26,7 @@ def render(values: dict[str, Any] | None = None) -> dict[str, Doc]:
 
 
 def crd_schema() -> dict[str, Any]:
-    doc = yaml.safe_load((CHART / "crds" / "jobschedule.yaml").read_text())
-    return dict(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return checked_in_schema(crd.SCHEDULE_CRD_PATH)
 
 
 def refused(values: dict[str, Any]) -> str:
