@@ -129,7 +129,8 @@ async def _reconcile(
         stored = await client.hexists(keys.SCHEDULES, name)
         if state["owner"] not in (None, owner):
             raise ManagedSchedule(name, state["owner"])
-        if not stored or state["owner"] != owner or state["generation"] != generation:
+        written = not stored or state["owner"] != owner or state["generation"] != generation
+        if written:
             await schedules.add(client, parsed, owner=owner, generation=generation)
             logger.info(f"wrote schedule {name} (generation {generation}) to Redis")
             if state["owner"] != owner:
@@ -138,8 +139,9 @@ async def _reconcile(
             current = await schedules.get(client, name)
         except (UnknownSchedule, ValueError):  # removed meanwhile, or edited by hand into nonsense
             await schedules.add(client, parsed, owner=owner, generation=generation)
-            current = parsed
-        state = schedules.parse_state(await client.hgetall(skey))
+            current, written = parsed, True
+        if written:  # the state as the write left it (owner, generation); else as read above
+            state = schedules.parse_state(await client.hgetall(skey))
     except ManagedSchedule as exc:
         message = f"the schedule {name!r} in Redis is managed by {exc.owner}"
         cond("Conflict", "True", "DuplicateName", message)
