@@ -19,12 +19,12 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import bench_procs
 import redis
 from tq import config
 from tq.payloads import Payload
@@ -68,12 +68,7 @@ async def worker_main(url: str, consumer_id: str) -> None:
 
     handlers.add(QUEUE, "noop", noop)
     worker = Worker(async_client(settings), [spec], handlers, settings, consumer_id=consumer_id)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start()
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
+    await bench_procs.serve_until_sigterm(worker)
     print("STARTS " + json.dumps(starts), flush=True)
 
 
@@ -107,15 +102,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             await c.aclose()
 
     asyncio.run(set_limit())
-    procs = []
-    for i in range(args.procs):
-        cmd = [sys.executable, str(HERE), "worker", REDIS_URL, f"rate{i}"]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+    procs = [
+        bench_procs.start([sys.executable, str(HERE), "worker", REDIS_URL, f"rate{i}"])
+        for i in range(args.procs)
+    ]
     try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "READY":
-                raise RuntimeError("a worker did not start")
+        bench_procs.wait_ready(procs)
         declared = args.jobs / args.per
         backlog = int(declared * args.seconds * 1.25) + args.jobs
         producer = SyncProducer(client, settings)

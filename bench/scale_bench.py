@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import bench_procs
 import redis
 from tq import config, keys
 from tq.payloads import Payload
@@ -97,23 +98,14 @@ async def worker_main(args: argparse.Namespace) -> None:
     for spec in specs:
         handlers.add(spec.name, "noop", noop)
     worker = Worker(async_client(settings), specs, handlers, settings, consumer_id=args.consumer_id)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start()
-    print("READY", flush=True)
-    await stop.wait()
-    await worker.stop()
+    await bench_procs.serve_until_sigterm(worker)
 
 
 def spawn_worker(url: str, consumer_id: str, names: list[str], cluster: bool) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(HERE), "worker", url, consumer_id, "--queues", ",".join(names)]
     if cluster:
         cmd.append("--cluster")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "READY":
-        raise RuntimeError(f"worker {consumer_id} did not start")
-    return proc
+    return bench_procs.start(cmd)
 
 
 def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
@@ -161,6 +153,7 @@ def timed_drain(url: str, n: int, procs_n: int, names: list[str], cluster: bool)
     asyncio.run(pause_all(True))
     procs = [spawn_worker(url, f"w{i}", names, cluster) for i in range(procs_n)]
     try:
+        bench_procs.wait_ready(procs)
         producer = SyncProducer(client, settings)
         per_queue = n // len(names)
         t_enq = time.perf_counter()
@@ -294,12 +287,13 @@ class Noop(Payload):
 register_queue(QueueSpec("scalemem", "scalemem", {"noop": Noop}, defaults=QueueDefaults(concurrency=50)))
 handlers = HandlerRegistry()
 
-@default_handlers.register("scalemem", "noop")
+@handlers.register("scalemem", "noop")
 async def noop(ctx, payload):
     return None
 
+# no schema gate: the bench family has no tables, and no database is migrated for it
 serve("scalemem", host="127.0.0.1", port=int(sys.argv[2]), settings=Settings(redis_url=sys.argv[1]),
-      handlers=handlers)
+      handlers=handlers, check_schema=False)
 """
 
 

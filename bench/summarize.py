@@ -266,21 +266,22 @@ def main(path: str) -> None:
         nf: str,
         df: str,
         target: float,
-        what: str,
+        what: str = "",
+        at_most: bool = False,  # the goal is a ceiling (memory, CPU), else a floor (rates)
     ) -> None:
+        goal = f"{'≤' if at_most else '≥'} {target:g}x"
         mn, md = med([x.get(nf) for x in num]), med([x.get(df) for x in den])
         if mn is None or md is None or md == 0:
             missing = "tq" if mn is None else ("BullMQ" if nf == df else "redis-benchmark")
-            p(f"| {name} | ≥ {target:g}x | n/a ({missing} missing in this run) | - | n/a |")
+            p(f"| {name} | {goal} | n/a ({missing} missing in this run) | - | n/a |")
             return
         r = mn / md
         a, b = by_rep(num, nf), by_rep(den, df)
         paired = [a[k] / b[k] for k in a if b.get(k)]
         per_rep = f"{min(paired):.2f}-{max(paired):.2f}" if len(paired) > 1 else "-"
-        p(
-            f"| {name} | ≥ {target:g}x | **{r:.2f}x** ({f(mn)} / {f(md)} {what}) | {per_rep} | "
-            f"{'PASS' if r >= target else 'FAIL'} |"
-        )
+        values = f"{f(mn, 1)} / {f(md, 1)}" if at_most else f"{f(mn)} / {f(md)} {what}"
+        passed = r <= target if at_most else r >= target
+        p(f"| {name} | {goal} | **{r:.2f}x** ({values}) | {per_rep} | {'PASS' if passed else 'FAIL'} |")
 
     tq_tp = [r for r in tp.get(("tq", 50, "", ""), [])]
     bq_tp = [r for r in tp.get(("bullmq", 50, "", ""), [])]
@@ -332,48 +333,30 @@ def main(path: str) -> None:
             f"{per_rep} | {'PASS' if cost < TARGET_OBSERVE_COST else 'FAIL'} |"
         )
 
-    def at_most_line(
-        name: str, num: list[dict[str, Any]], den: list[dict[str, Any]], field: str, goal: float
-    ) -> None:
-        mn, md = med([x.get(field) for x in num]), med([x.get(field) for x in den])
-        if mn is None or not md:
-            p(
-                f"| {name} | ≤ {goal:g}x | n/a ({'tq' if mn is None else 'BullMQ'} missing in this run) "
-                "| - | n/a |"
-            )
-            return
-        a, b = by_rep(num, field), by_rep(den, field)
-        paired = [a[k] / b[k] for k in a if b.get(k)]
-        per_rep = f"{min(paired):.2f}-{max(paired):.2f}" if len(paired) > 1 else "-"
-        r = mn / md
-        p(
-            f"| {name} | ≤ {goal:g}x | **{r:.2f}x** ({f(mn, 1)} / {f(md, 1)}) | {per_rep} | "
-            f"{'PASS' if r <= goal else 'FAIL'} |"
-        )
-
     for payload, label in (("small", '{"n": i}'), ("300", "a ~300-byte payload")):
         tq_mem, bq_mem = mem.get(("tq", payload), []), mem.get(("bullmq", payload), [])
         if tq_mem or bq_mem:
-            at_most_line(
-                f"Redis bytes per waiting job, {label}: tq / BullMQ",
-                tq_mem,
-                bq_mem,
-                "bytes_per_waiting_job",
-                TARGET_MEMORY,
-            )
-            at_most_line(
-                f"Redis bytes per retained completed job, {label}: tq / BullMQ",
-                tq_mem,
-                bq_mem,
-                "bytes_per_completed_job",
-                TARGET_MEMORY,
-            )
-    at_most_line(
+            for field, what in (
+                ("bytes_per_waiting_job", "waiting"),
+                ("bytes_per_completed_job", "retained completed"),
+            ):
+                ratio_line(
+                    f"Redis bytes per {what} job, {label}: tq / BullMQ",
+                    tq_mem,
+                    bq_mem,
+                    field,
+                    field,
+                    TARGET_MEMORY,
+                    at_most=True,
+                )
+    ratio_line(
         "Redis CPU per job (bulk enqueue + processing): tq / BullMQ",
         cpu.get("tq", []),
         cpu.get("bullmq", []),
         "redis_cpu_us_per_job",
+        "redis_cpu_us_per_job",
         TARGET_CPU,
+        at_most=True,
     )
     conc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:

@@ -293,6 +293,19 @@ enqueue_mail() { # TO NAME -> job id
     tq_host enqueue email:send send-email --data "{\"to\": \"$1\", \"template\": \"welcome\", \"variables\": {\"name\": \"$2\"}}"
 }
 http_code() { curl -s -o "$WORK/body" -w '%{http_code}' "$1"; }
+wait_code() { # URL CODE TRIES -> CODE once the URL answers it, else the last code seen (every 0.5 s)
+    local code=""
+    for _ in $(seq "$3"); do
+        code=$(http_code "$1")
+        [ "$code" = "$2" ] && break
+        sleep 0.5
+    done
+    echo "$code"
+}
+stop_exit() { # CONTAINER -> its exit code after SIGTERM (podman stop, 40 s before SIGKILL)
+    podman stop -t 40 "$1" >/dev/null 2>&1
+    podman inspect --format '{{.State.ExitCode}}' "$1"
+}
 ENVS=(-e "TQ_REDIS_URL=$REDIS_URL" -e TQ_DATABASE_URL=sqlite+aiosqlite:////tmp/tq.db
     -e TQ_SMTP_HOST=127.0.0.1 -e "TQ_SMTP_PORT=$SP" -e TQ_SMTP_TLS=none)
 
@@ -310,8 +323,7 @@ if "${RUN[@]}" -d --name "$W" --read-only "${ENVS[@]}" --tmpfs /tmp "$TAG" worke
     [ "$JOB" = completed ] || fail "job $JID ended '$JOB' in the read-only worker"
     grep -q 'Subject: Welcome to Teknav, Ann' "$WORK/smtp.log" || fail "the SMTP sink got no mail from the worker"
     T_STOP=$(date +%s)
-    podman stop -t 40 "$W" >/dev/null 2>&1
-    WEXIT=$(podman inspect --format '{{.State.ExitCode}}' "$W")
+    WEXIT=$(stop_exit "$W")
     [ "$WEXIT" = 0 ] || fail "the worker exited $WEXIT on SIGTERM"
     note "worker-stop=$(secs "$T_STOP")s"
     podman logs "$W" >"$WORK/worker.log" 2>&1
@@ -327,27 +339,18 @@ CONTAINERS+=("$S")
 HEALTH=- GATE=- READY=- METRICS=-
 if "${RUN[@]}" -d --name "$S" --read-only "${ENVS[@]}" --tmpfs /tmp "$TAG" serve messaging --port "$HP" \
     >/dev/null 2>"$WORK/serve-start.log"; then
-    for _ in $(seq 60); do
-        HEALTH=$(http_code "http://127.0.0.1:$HP/healthz")
-        [ "$HEALTH" = 200 ] && break
-        sleep 0.5
-    done
+    HEALTH=$(wait_code "http://127.0.0.1:$HP/healthz" 200 60)
     [ "$HEALTH" = 200 ] || fail "/healthz answered '$HEALTH'"
     # its database (in its own /tmp) is empty: not ready, and it says why
     GATE=$(http_code "http://127.0.0.1:$HP/readyz")
     [ "$GATE" = 503 ] && grep -qi schema "$WORK/body" \
         || fail "/readyz of an unmigrated service answered $GATE: $(head -c 300 "$WORK/body")"
     podman exec "$S" tq migrate >"$WORK/migrate-serve.log" 2>&1 || fail "tq migrate in the serve container failed"
-    for _ in $(seq 40); do
-        READY=$(http_code "http://127.0.0.1:$HP/readyz")
-        [ "$READY" = 200 ] && break
-        sleep 0.5
-    done
+    READY=$(wait_code "http://127.0.0.1:$HP/readyz" 200 40)
     [ "$READY" = 200 ] || fail "/readyz after tq migrate answered '$READY': $(head -c 300 "$WORK/body")"
     METRICS=$(curl -s "http://127.0.0.1:$HP/metrics" | grep -c '^tq_')
     [ "${METRICS:-0}" -gt 0 ] || fail "/metrics has no tq_ series"
-    podman stop -t 40 "$S" >/dev/null 2>&1
-    [ "$(podman inspect --format '{{.State.ExitCode}}' "$S")" = 0 ] || fail "serve did not exit 0 on SIGTERM"
+    [ "$(stop_exit "$S")" = 0 ] || fail "serve did not exit 0 on SIGTERM"
 else
     fail "serve did not start: $(tail -1 "$WORK/serve-start.log")"
 fi

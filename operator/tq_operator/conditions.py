@@ -4,6 +4,7 @@ one handler run writes (``StatusUpdate``) and error messages for a refused spec.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,9 +12,13 @@ import kopf
 from pydantic import ValidationError
 
 
+def rfc3339(epoch: float) -> str:
+    """A time as Kubernetes writes it (RFC 3339, seconds, UTC)."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    """The current time as Kubernetes writes it (RFC 3339, seconds, UTC)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
 
 
 def set_condition(

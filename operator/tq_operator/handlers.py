@@ -48,7 +48,6 @@ IDLE_S = min(REFRESH_S, 2.0)
 REDIS_RETRY_S = 10.0
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-_REDIS_DOWN = REDIS_DOWN
 
 
 @dataclass(frozen=True, order=True)
@@ -172,6 +171,7 @@ async def _handle_annotations(
             await _remember_token(client, queue, token)
     confirm = annotations.get(PURGE)
     if confirm:
+        purged, outcome = 0, "Refused"
         if not status.get("observedGeneration"):
             # A purge names no token to remember, so a QueueConfig this operator never reconciled
             # (new, or restored from a backup or a Git repository with an old request) never purges.
@@ -179,34 +179,21 @@ async def _handle_annotations(
                 f"{PURGE} on a QueueConfig not yet reconciled is ignored (a restored or re-synced "
                 "object may carry an old request): annotate the existing object to purge"
             )
-            out["lastPurge"] = {
-                "request": confirm,
-                "result": "Refused",
-                "message": msg,
-                "purged": 0,
-                "at": _now(),
-            }
-            kopf.event(body, type="Warning", reason="PurgeRefused", message=msg)
         elif confirm == queue:
-            n = await dlq.purge(client, queue, confirm)
-            msg = f"purged {n} DLQ entries of {queue}"
-            out["lastPurge"] = {
-                "request": confirm,
-                "result": "Purged",
-                "message": msg,
-                "purged": n,
-                "at": _now(),
-            }
-            kopf.event(body, type="Normal", reason="Purged", message=msg)
+            purged, outcome = await dlq.purge(client, queue, confirm), "Purged"
+            msg = f"purged {purged} DLQ entries of {queue}"
         else:
             msg = f"{PURGE}={confirm!r} does not name the queue {queue!r}: nothing purged"
-            out["lastPurge"] = {
-                "request": confirm,
-                "result": "Refused",
-                "message": msg,
-                "purged": 0,
-                "at": _now(),
-            }
+        out["lastPurge"] = {
+            "request": confirm,
+            "result": outcome,
+            "message": msg,
+            "purged": purged,
+            "at": _now(),
+        }
+        if outcome == "Purged":
+            kopf.event(body, type="Normal", reason="Purged", message=msg)
+        else:
             kopf.event(body, type="Warning", reason="PurgeRefused", message=msg)
         # The request is one-shot: drop it, so a resync or restart does not purge again.
         out["_remove"] = [*out.get("_remove", []), PURGE]
@@ -265,7 +252,7 @@ async def _reconcile(
             await _handle_annotations(client, queue, body, meta.get("annotations") or {}, status, out, logger)
         counts = await jobs.counts(client, queue)
         live, done = await applied(client, queue, generation)
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         raise st.redis_unavailable(exc, REDIS_RETRY_S) from exc
 
     uid = str(meta.get("uid") or "")
@@ -449,7 +436,7 @@ async def _release(
         return "invalid"  # such a spec never wrote anything
     try:
         await config.reset(memo["redis"], queue)
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         raise kopf.TemporaryError(f"Redis unreachable: {exc}", delay=REDIS_RETRY_S) from exc
     logger.info(f"queue {queue} reset to registry defaults")
     return "ok"

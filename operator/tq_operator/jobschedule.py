@@ -33,7 +33,7 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 class ScheduleCondition(Condition):
     """A condition in the Kubernetes shape (metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="Ready or Suspended")
+    type: str = Field(max_length=316, description="Ready, Suspended or Conflict")
 
 
 class TickCounts(_CamelModel):
@@ -58,7 +58,7 @@ class JobScheduleStatus(_CamelModel):
     observed_generation: int | None = Field(None, ge=0, description="the generation last reconciled")
     conditions: list[ScheduleCondition] = Field(
         default_factory=list,
-        description="Ready (written to Redis, or why not) and Suspended",
+        description="Ready (written to Redis, or why not), Suspended, and Conflict (the name is another's)",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     schedule: str | None = Field(

@@ -59,14 +59,6 @@ async def scaled_object_targeting(
     return None
 
 
-async def scaled_object_for(
-    settings: kopf.OperatorSettings, logger: Any, namespace: str, deployment: str
-) -> str | None:
-    """The name of a KEDA ScaledObject targeting ``deployment``; None also when KEDA is not installed."""
-    item = await scaled_object_targeting(settings, logger, namespace, deployment)
-    return str(item.get("metadata", {}).get("name", "")) if item else None
-
-
 async def annotate_scaled_object(
     settings: kopf.OperatorSettings,
     logger: Any,

@@ -157,12 +157,13 @@ async def scale_family(
             "ScaledByKEDA",
             f"KEDA scales deployment {deployment} (TQ_OPERATOR_KEDA): spec.replicas is not applied",
         )
-    scaled_object = await kube.scaled_object_for(settings, logger, namespace, deployment)
+    scaled_object = await kube.scaled_object_targeting(settings, logger, namespace, deployment)
     if scaled_object:
+        name = scaled_object.get("metadata", {}).get("name", "")
         return ScaleResult(
             "False",
             "ScaledByKEDA",
-            f"KEDA ScaledObject {scaled_object} scales deployment {deployment}: spec.replicas is not applied",
+            f"KEDA ScaledObject {name} scales deployment {deployment}: spec.replicas is not applied",
         )
     try:
         scale = await kube.get_scale(settings, logger, namespace, deployment)

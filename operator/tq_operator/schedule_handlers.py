@@ -27,7 +27,6 @@ jobs already enqueued stay. Each handler run is measured (``tq_operator.metrics`
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -39,14 +38,13 @@ from tq.errors import InvalidPayload, UnknownJob, UnknownQueue
 from tq.schedules import ManagedSchedule, ScheduleSpec, UnknownSchedule
 
 from tq_operator import metrics
-from tq_operator.conditions import StatusUpdate
+from tq_operator.conditions import StatusUpdate, rfc3339
 from tq_operator.conditions import error_text as _error_text
 from tq_operator.handlers import IDLE_S, REDIS_DOWN, REDIS_RETRY_S, REFRESH_S
-from tq_operator.jobschedule import PLURAL
+from tq_operator.jobschedule import KIND, PLURAL
 from tq_operator.spec import GROUP, VERSION
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-KIND = "JobSchedule"
 
 _REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (ValidationError, "InvalidSpec"),
@@ -62,9 +60,7 @@ def owner_of_resource(namespace: str, name: str) -> str:
 
 
 def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if epoch is None else rfc3339(epoch)
 
 
 def parse(spec: Mapping[str, Any], name: str, now: float) -> ScheduleSpec:
@@ -133,7 +129,8 @@ async def _reconcile(
         stored = await client.hexists(keys.SCHEDULES, name)
         if state["owner"] not in (None, owner):
             raise ManagedSchedule(name, state["owner"])
-        if not stored or state["owner"] != owner or state["generation"] != generation:
+        written = not stored or state["owner"] != owner or state["generation"] != generation
+        if written:
             await schedules.add(client, parsed, owner=owner, generation=generation)
             logger.info(f"wrote schedule {name} (generation {generation}) to Redis")
             if state["owner"] != owner:
@@ -142,8 +139,9 @@ async def _reconcile(
             current = await schedules.get(client, name)
         except (UnknownSchedule, ValueError):  # removed meanwhile, or edited by hand into nonsense
             await schedules.add(client, parsed, owner=owner, generation=generation)
-            current = parsed
-        state = schedules.parse_state(await client.hgetall(skey))
+            current, written = parsed, True
+        if written:  # the state as the write left it (owner, generation); else as read above
+            state = schedules.parse_state(await client.hgetall(skey))
     except ManagedSchedule as exc:
         message = f"the schedule {name!r} in Redis is managed by {exc.owner}"
         cond("Conflict", "True", "DuplicateName", message)

@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-from tq.registry import families
-from tq_services.metrics import make_registry
+from support.prometheus import operator_metric_names, service_metric_names
 
 ALERTS = Path(__file__).resolve().parents[2] / "charts" / "tq" / "files" / "alerts"
 RULES = ALERTS / "tq-alerts.yaml"
@@ -46,22 +43,6 @@ needs_promtool = pytest.mark.skipif(
 def _rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"]]
-
-
-def operator_metric_names() -> set[str]:
-    """The sample names the operator's ``/metrics`` exposes (``tq_operator.metrics``; its labelled
-    series appear with the first run, so from the metric definitions, not an exposition)."""
-    from prometheus_client.metrics import MetricWrapperBase
-    from tq_operator import metrics
-
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {
-        fam.name + suffix
-        for metric in vars(metrics).values()
-        if isinstance(metric, MetricWrapperBase)
-        for fam in metric.describe()
-        for suffix in suffixes[fam.type]
-    }
 
 
 def _promtool(*args: str) -> None:
@@ -107,14 +88,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 async def test_rules_use_only_exported_metrics(redis_client: Any) -> None:
     """A renamed or dropped metric breaks this: the rules' names against a real exposition."""
-    specs = [spec for family in families().values() for spec in family]
-    registry, _, collector = make_registry(specs, redis_client)
-    assert await collector.refresh()  # the queue gauges exist only after a successful read
-    exported = {
-        sample.name
-        for fam in text_string_to_metric_families(generate_latest(registry).decode())
-        for sample in fam.samples
-    }
+    exported = await service_metric_names(redis_client)
     exported |= operator_metric_names()  # TqOperatorReconcileErrors: the operator's /metrics
     used = {name for rule in _rules() for name in re.findall(r"\b(tq_[a-z0-9_]+)\b", rule["expr"])}
     assert used, "no tq_ metric found in the rules"

@@ -27,54 +27,30 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from support.chart import CHART, ENVS, NAMESPACE, RELEASE, Doc, deep_merge, env_values, render_docs
 from tq.registry import families
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "tq"
 VALUES_FILES = ("values.yaml", "values-dev.yaml", "values-staging.yaml", "values-prod.yaml")
-ENVS = ("default", "dev", "staging", "prod")
 # The Kubernetes version the chart targets (Chart.yaml kubeVersion allows it and later).
 KUBE_VERSION = "1.31.0"
-RELEASE, NAMESPACE = "tq", "tq"
 BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "rbac.authorization.k8s.io/v1"}
 BUILTIN_GROUPS |= {"networking.k8s.io/v1"}
 CUSTOM_KINDS = {"QueueConfig", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "ScaledObject"}
 CUSTOM_KINDS |= {"JobSchedule"}  # checked against its CRD in tests/chart/test_jobschedules.py
 CUSTOM_KINDS |= {"TriggerAuthentication"}
 
-Doc = dict[str, Any]
-
-
-def env_values(env: str) -> dict[str, Any]:
-    if env == "default":
-        return {}
-    loaded: dict[str, Any] = yaml.safe_load((CHART / f"values-{env}.yaml").read_text()) or {}
-    return loaded
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
 
 def render(env: str = "default", **overrides: Any) -> list[Doc]:
     """The chart's objects as `helm template` would print them, for ``env`` plus ``overrides``."""
-    values = deep_merge(env_values(env), overrides)
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs: list[Doc] = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
+    return render_values(deep_merge(env_values(env), overrides))
+
+
+def render_values(values: dict[str, Any], namespace: str = NAMESPACE) -> list[Doc]:
+    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
+    return render_docs(values, namespace=namespace)
 
 
 def notes(env: str) -> str:
@@ -625,19 +601,6 @@ def test_keda_redis_password_from_a_secret(rendered: dict[str, list[Doc]]) -> No
         assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {auth["metadata"]["name"]}
 
 
-def render_values(values: dict[str, Any]) -> list[Doc]:
-    """render() for values that set ``env`` too (a name render() keeps for the environment)."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return [
-        d
-        for p, text in sorted(manifests.items())
-        if not p.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
-
-
 def test_tracing_variables_reach_every_tq_container() -> None:
     """``env`` takes the OTEL_* variables that switch tracing on (docs/engine.md, "Tracing")."""
     otel = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"}
@@ -910,16 +873,7 @@ def test_admin_signing_key_is_kept_across_upgrades() -> None:
 
 
 def render_in(namespace: str, env: str = "default", **overrides: Any) -> list[Doc]:
-    values = deep_merge(env_values(env), overrides)
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
-    return [
-        d
-        for path, text in sorted(manifests.items())
-        if not path.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
+    return render_values(deep_merge(env_values(env), overrides), namespace)
 
 
 def cluster_scoped(docs: list[Doc]) -> set[tuple[str, str]]:

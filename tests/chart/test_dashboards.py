@@ -13,16 +13,19 @@ from typing import Any
 
 import pytest
 import redis
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from support import fast_settings, wait_until
-from support.prometheus import PromError, needs_prometheus, prometheus
+from support.prometheus import (
+    PromError,
+    needs_prometheus,
+    operator_metric_names,
+    prometheus,
+    service_metric_names,
+)
 from support.services import messaging_db, serve_family, stop_process
 from tq import keys
 from tq.producer import SyncProducer
 from tq.registry import PRODUCT_QUEUE_NAMES, families
 from tq_services import dashboards
-from tq_services.metrics import make_registry
 
 
 def checked_in(uid: str) -> dict[str, Any]:
@@ -50,22 +53,6 @@ def rows(board: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def exprs(board: dict[str, Any]) -> list[str]:
     return [t["expr"] for p in panels(board) for t in p["targets"]]
-
-
-def operator_metric_names() -> set[str]:
-    """The sample names the operator's ``/metrics`` exposes (``tq_operator.metrics``; its labelled
-    series appear with the first run, so from the metric definitions, not an exposition)."""
-    from prometheus_client.metrics import MetricWrapperBase
-    from tq_operator import metrics
-
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {
-        fam.name + suffix
-        for metric in vars(metrics).values()
-        if isinstance(metric, MetricWrapperBase)
-        for fam in metric.describe()
-        for suffix in suffixes[fam.type]
-    }
 
 
 def product_families() -> dict[str, list[str]]:
@@ -178,14 +165,7 @@ def test_drilldown_filters_every_query_by_the_queue_variable() -> None:
 
 async def test_dashboards_use_only_exported_metrics(redis_client: Any) -> None:
     """A renamed or dropped metric breaks this: the panels' names against a real exposition."""
-    specs = [spec for family in families().values() for spec in family]
-    registry, _, collector = make_registry(specs, redis_client)
-    assert await collector.refresh()
-    exported = {
-        sample.name
-        for fam in text_string_to_metric_families(generate_latest(registry).decode())
-        for sample in fam.samples
-    }
+    exported = await service_metric_names(redis_client)
     operator = operator_metric_names()
     assert operator and all(name.startswith("tq_operator_") for name in operator)
     for uid in (dashboards.OVERVIEW_UID, dashboards.QUEUE_UID):

@@ -11,40 +11,22 @@ from typing import Any
 
 import pytest
 import yaml
-from support.crd_check import schema_errors
+from support.chart import CHART, ENVS, NAMESPACE, RELEASE, Doc, env_values, render_docs
+from support.crd_check import checked_in_schema, schema_errors
 from tq_operator import crd, jobschedule
 from tq_operator.schedule_handlers import parse
 from tq_services import default_schedules, schedule_manifest
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "tq"
-RELEASE = NAMESPACE = "tq"
-ENVS = ("default", "dev", "staging", "prod")
-Doc = dict[str, Any]
-
-
-def values_of(env: str) -> dict[str, Any]:
-    return {} if env == "default" else yaml.safe_load((CHART / f"values-{env}.yaml").read_text()) or {}
-
 
 def render(values: dict[str, Any] | None = None) -> dict[str, Doc]:
     """The JobSchedules the chart renders, by name."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    docs = [
-        d
-        for path, text in manifests.items()
-        if path.endswith(".yaml")  # not NOTES.txt
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
-    return {d["metadata"]["name"]: d for d in docs if d.get("kind") == "JobSchedule"}
+    return {d["metadata"]["name"]: d for d in render_docs(values or {}) if d.get("kind") == "JobSchedule"}
 
 
 def crd_schema() -> dict[str, Any]:
-    doc = yaml.safe_load((CHART / "crds" / "jobschedule.yaml").read_text())
-    return dict(doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return checked_in_schema(crd.SCHEDULE_CRD_PATH)
 
 
 def refused(values: dict[str, Any]) -> str:
@@ -62,7 +44,7 @@ def test_the_default_schedules_file_is_generated_from_the_code_and_current(tmp_p
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_families_defaults_are_rendered_and_valid_for_the_crd(env: str) -> None:
-    rendered = render(values_of(env))
+    rendered = render(env_values(env))
     assert sorted(rendered) == sorted(s.name for s in default_schedules())
     schema = crd_schema()
     for name, doc in rendered.items():

@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
+from support.chart import Doc, deep_merge, render_docs
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) is not installed")
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "### Install, two environments, upgrade, uninstall"
 FENCE = re.compile(r"^\s*```(?:sh|bash|shell)?\n(.*?)^\s*```", re.S | re.M)
-
-Doc = dict[str, Any]
 
 
 def section() -> str:
@@ -56,17 +55,6 @@ def set_value(values: dict[str, Any], dotted: str) -> None:
     values[leaf] = value
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            deep_merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
-
-
 def render(argv: list[str]) -> tuple[str, str, list[Doc]]:
     """(release, namespace, objects) of a `helm install|upgrade RELEASE CHART ...` as written."""
     release, chart = argv[2], argv[3]
@@ -76,15 +64,9 @@ def render(argv: list[str]) -> tuple[str, str, list[Doc]]:
         values = deep_merge(values, yaml.safe_load((REPO / path).read_text()) or {})
     for dotted in option(argv, "--set"):
         set_value(values, dotted)
-    with helm.Chart.load(REPO / chart) as loaded:
-        manifests = loaded.render(values, name=release, namespace=namespace, is_install=argv[1] == "install")
-    docs = [
-        d
-        for p, text in manifests.items()
-        if not p.endswith("NOTES.txt")
-        for d in yaml.safe_load_all(text)
-        if d
-    ]
+    docs = render_docs(
+        values, chart=REPO / chart, release=release, namespace=namespace, is_install=argv[1] == "install"
+    )
     return release, namespace, docs
 
 

@@ -33,12 +33,11 @@ from tq_operator.spec import (
 
 
 def checked_in_crd() -> dict[str, Any]:
-    return dict(yaml.safe_load((crd.REPO_ROOT / crd.CRD_PATH).read_text()))
+    return crd_check.checked_in_crd(crd.CRD_PATH)
 
 
 def openapi_schema() -> dict[str, Any]:
-    version = checked_in_crd()["spec"]["versions"][0]
-    return dict(version["schema"]["openAPIV3Schema"])
+    return crd_check.checked_in_schema(crd.CRD_PATH)
 
 
 def schema_errors(resource: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from support import crd_check
 from support.crd_check import cel_env, schema_errors, schema_nodes
 from tq.registry import PRODUCT_QUEUE_NAMES, get_queue
 from tq.schedules import ScheduleSpec
@@ -19,11 +20,11 @@ from tq_operator.schedule_handlers import parse
 
 
 def checked_in_crd() -> dict[str, Any]:
-    return dict(yaml.safe_load((crd.REPO_ROOT / crd.SCHEDULE_CRD_PATH).read_text()))
+    return crd_check.checked_in_crd(crd.SCHEDULE_CRD_PATH)
 
 
 def openapi_schema() -> dict[str, Any]:
-    return dict(checked_in_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return crd_check.checked_in_schema(crd.SCHEDULE_CRD_PATH)
 
 
 def resource(spec: dict[str, Any], name: str = "x") -> dict[str, Any]:

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 from support import wait_for
+from support.kubectl import KUBECTL, kubectl
 from support.operator import NS, Cluster, create_deployment, get, operator, ready, wait_event, wait_obj
 from tq.registry import families
 from tq_operator.kube import KEDA_SCALED_OBJECTS
 from tq_operator.scaling import PAUSED_BY, PAUSED_REPLICAS
 from tq_operator.spec import GROUP, KIND, VERSION
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(
@@ -34,16 +33,6 @@ pytestmark = [
 KEDA_GROUP, KEDA_VERSION, KEDA_PLURAL = KEDA_SCALED_OBJECTS
 DEPLOYMENT = "tq-messaging"  # TQ_OPERATOR_DEPLOYMENT's default for family messaging
 MESSAGING = [spec.name for spec in families()["messaging"]]
-
-
-async def kubectl(*args: str) -> str:
-    assert KUBECTL is not None
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)} failed ({proc.returncode}): {err.decode()}"
-    return out.decode()
 
 
 def scaled_object_crd() -> dict[str, object]:

@@ -7,7 +7,6 @@ it these tests are skipped.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from support.kubectl import KUBECTL, kubectl, readme_block, table
+from support.kubectl import KUBECTL, kubectl, readme_block, shell, table
 from support.operator import NS, SCHEDULES_BASE, condition, create, get, js, operator, ready, wait_obj
 from tq import keys
 from tq_operator.crd import REPO_ROOT, example_path
@@ -198,16 +197,6 @@ async def test_readme_removes_the_finalizer_when_the_operator_is_gone(
     stuck = await get(api, "email-send")
     assert stuck is not None and stuck["metadata"].get("deletionTimestamp")
 
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        command,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, err.decode()
-    assert "queueconfig.queues.teknav.io/email-send patched" in out.decode()
+    out = await shell(command)
+    assert "queueconfig.queues.teknav.io/email-send patched" in out
     await wait_obj(api, "email-send", lambda o: o is None, "gone once the finalizer is removed")

@@ -26,11 +26,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy import text
+
+from support import helper_command, helper_env
 
 Q = "email:send"
 JOB = "send-email"
@@ -111,13 +112,11 @@ async def worker_main(redis_url: str, database_url: str) -> None:
 
 
 def spawn_worker(redis_url: str, database_url: str, **env: str) -> subprocess.Popen[str]:
-    tests = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "support.audit_outage", "worker", redis_url, database_url],
-        cwd=tests,
+        helper_command("audit_outage", "worker", redis_url, database_url),
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(tests), **env},
+        env=helper_env(**env),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()

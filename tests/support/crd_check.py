@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import celpy
 import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def checked_in_crd(path: Path) -> dict[str, Any]:
+    """A CRD as checked in (``path`` relative to the repository root, e.g. ``crd.CRD_PATH``)."""
+    return dict(yaml.safe_load((REPO_ROOT / path).read_text()))
+
+
+def checked_in_schema(path: Path) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of a checked-in CRD's (only) version."""
+    return dict(checked_in_crd(path)["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 def schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

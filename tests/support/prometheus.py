@@ -28,6 +28,40 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 
+async def service_metric_names(client: Any) -> set[str]:
+    """The sample names a family service's ``/metrics`` exposes for every registered queue: a real
+    exposition of ``tq_services.metrics``, its queue gauges read once from Redis."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from tq.registry import families
+    from tq_services.metrics import make_registry
+
+    specs = [spec for family in families().values() for spec in family]
+    registry, _, collector = make_registry(specs, client)
+    assert await collector.refresh()  # the queue gauges exist only after a successful read
+    return {
+        sample.name
+        for fam in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in fam.samples
+    }
+
+
+def operator_metric_names() -> set[str]:
+    """The sample names the operator's ``/metrics`` exposes (``tq_operator.metrics``; its labelled
+    series appear with the first run, so from the metric definitions, not an exposition)."""
+    from prometheus_client.metrics import MetricWrapperBase
+    from tq_operator import metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {
+        fam.name + suffix
+        for metric in vars(metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+        for fam in metric.describe()
+        for suffix in suffixes[fam.type]
+    }
+
+
 class PromError(AssertionError):
     """A query Prometheus refused (bad PromQL) or could not run."""
 
