@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from tq import cancel, config, dlq, jobs
 from tq.connection import async_client
-from tq.envelope import JobState
+from tq.envelope import FINISHED_STATES, JobState
 from tq.errors import ConfirmationRequired, TqError
 from tq.registry import all_queues, families, get_queue
 from tq.settings import get_settings
@@ -276,7 +276,7 @@ def _cancel(queue: str, job_id: str, wait: float, as_json: bool) -> None:
             out["state"] = None
             while time.monotonic() < deadline:
                 state = api.get_job(queue, job_id).state
-                if state in cancel.FINISHED:
+                if state in FINISHED_STATES:
                     out["state"] = state.value
                     break
                 time.sleep(0.2)
