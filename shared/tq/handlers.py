@@ -13,6 +13,7 @@ from tq import keys
 from tq.envelope import EVENT_DATA_MODELS, Envelope, Event, EventType
 from tq.progress import ProgressReporter
 from tq.registry import get_queue
+from tq.retry import is_last_failure
 from tq.scripts import Scripts
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
@@ -35,6 +36,11 @@ class JobContext:
     @property
     def job_id(self) -> str:
         return self.envelope.id
+
+    def is_last_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised out of the handler now, ends the job (no retry follows): for a
+        handler that records its own failure, as final or as "will retry"."""
+        return is_last_failure(exc, self.attempt, self.max_attempts)
 
     @property
     def queue(self) -> str:

@@ -1,10 +1,11 @@
-"""Backoff: ``initial * 2**(attempt-1)``, +/- ``jitter`` of it, never above ``max``."""
+"""Backoff: ``initial * 2**(attempt-1)``, +/- ``jitter`` of it, never above ``max``; and whether a
+failed attempt was the job's last."""
 
 from __future__ import annotations
 
 import random
 
-from tq.errors import RetryLater
+from tq.errors import NonRetryableError, RateLimited, RetryLater
 from tq.queue_config import RetryPolicy
 
 
@@ -24,3 +25,11 @@ def retry_delay_s(policy: RetryPolicy, attempt: int, exc: BaseException) -> floa
     if asked is not None:
         return min(max(0.0, asked), policy.max_s)
     return backoff_s(policy, attempt)
+
+
+def is_last_failure(exc: BaseException, attempt: int, max_attempts: int) -> bool:
+    """Whether this failure ends the job (dead-lettered, no retry follows): a ``NonRetryableError``
+    or the last attempt failing. ``RateLimited`` never does (the job goes back uncharged)."""
+    if isinstance(exc, RateLimited):
+        return False
+    return isinstance(exc, NonRetryableError) or attempt >= max_attempts

@@ -32,7 +32,8 @@ from opentelemetry.trace import (
     Tracer,
 )
 
-from tq.errors import NonRetryableError, RateLimited
+from tq.errors import RateLimited
+from tq.retry import is_last_failure
 
 if TYPE_CHECKING:
     from tq.envelope import Envelope
@@ -178,7 +179,7 @@ class _JobRun:
             elif not isinstance(exc, Exception):
                 span.set_attribute("tq.job.outcome", Outcome.INTERRUPTED)
             else:
-                dead = isinstance(exc, NonRetryableError) or self.attempt >= self.max_attempts
+                dead = is_last_failure(exc, self.attempt, self.max_attempts)
                 span.set_attribute("tq.job.outcome", Outcome.DEAD if dead else Outcome.RETRY)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

@@ -43,7 +43,7 @@ from tq.envelope import (
     entry_payload_json,
     envelope_json,
 )
-from tq.errors import JobTimeout, NoHandler, NonRetryableError, RateLimited
+from tq.errors import JobTimeout, NoHandler, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
 from tq.loopwatch import LoopWatchdog
 from tq.observe import INVALID_ERRORS, Observer
@@ -51,7 +51,7 @@ from tq.producer import validation_errors
 from tq.queue_config import RuntimeConfig, parse_hash
 from tq.ratelimit import RateLimiter, paused_for
 from tq.registry import QueueSpec
-from tq.retry import retry_delay_s
+from tq.retry import is_last_failure, retry_delay_s
 from tq.scripts import Scripts
 from tq.settings import Settings, get_settings
 from tq.supervise import Supervisor
@@ -726,7 +726,7 @@ class QueueRunner:
                 if isinstance(exc, RateLimited):  # not the job's failure: back to the stream, uncharged
                     await self.rate_limited(exc, env.name)
                     return op("q")
-                if isinstance(exc, NonRetryableError) or attempt >= max_attempts:
+                if is_last_failure(exc, attempt, max_attempts):
                     return dead(error_type, message, stack)
                 due = time.time() + retry_delay_s(self.cfg.retry, attempt, exc)
                 return op("r", a=str(int(due * 1000)), b=_failure(error_type, message, stack))

@@ -34,7 +34,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tq.envelope import EventType
-from tq.errors import NonRetryableError, RateLimited
 from tq.handlers import JobContext, default_handlers
 from tq.models import utcnow
 from tq.payloads import (
@@ -200,9 +199,7 @@ async def _run(ctx: JobContext, article_id: int, build: Build, apply: Apply, mod
             raise
         except Exception as exc:
             # a RateLimited job goes back uncharged: never its last attempt
-            final = not isinstance(exc, RateLimited) and (
-                isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
-            )
+            final = ctx.is_last_failure(exc)
             reason = str(exc)[:ERROR_MAX]
             elapsed = round((time.perf_counter() - started) * 1000, 3)
             async with session.begin():

@@ -119,7 +119,7 @@ async def send_email(ctx: JobContext, payload: SendEmail) -> dict[str, Any]:
             response = await send_smtp(messaging, payload.to, rendered)
         except Exception as exc:
             # NonRetryableError (TemplateProblem, DeliveryRejected) or the last attempt: failed for good
-            final = isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
+            final = ctx.is_last_failure(exc)
             await _settle_email(
                 session,
                 ctx,

@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 from sqlalchemy import update
-from tq.errors import NonRetryableError, RateLimited
 from tq.handlers import JobContext, default_handlers
 from tq.payloads import DeliverWebhook
 from tq.settings import get_settings
@@ -117,9 +116,7 @@ async def deliver_webhook(ctx: JobContext, payload: DeliverWebhook) -> dict[str,
                 raise problem
         except Exception as exc:
             # a RateLimited delivery goes back uncharged: never its last attempt
-            final = not isinstance(exc, RateLimited) and (
-                isinstance(exc, NonRetryableError) or ctx.attempt >= ctx.max_attempts
-            )
+            final = ctx.is_last_failure(exc)
             async with session.begin():
                 session.add(attempt_log("failed" if final else "retrying", answer, str(exc)))
                 if answer is not None and answer.status_code == 410:
