@@ -63,10 +63,6 @@ _STACK_LIMIT = 8000
 # (Redis busy: a long script, DEBUG SLEEP, a hung connection without a socket timeout).
 INTAKE_STALL_S = 3.0
 LOOP_BLOCK_S = 1.0  # the loop-lag watchdog reports a loop blocked this long (tq.loopwatch)
-# the progress mark (keys.progress) is written at most this often: jobs taken meanwhile share the
-# next write, so a busy queue pays ~100 HSETs/s, not one per job (a job taken inside it that kills
-# its process is given back free once; the crash watch charges its next run)
-PROGRESS_MARK_INTERVAL_S = 0.01
 
 
 def _own_cancellation(exc: BaseException) -> bool:
@@ -567,10 +563,9 @@ class QueueRunner:
             await self._wait(self._wake_slots, None)
 
     def _note_taken(self, eid: bytes) -> None:
-        """Record, written behind (one HSET in flight at a time, at most one per
-        ``PROGRESS_MARK_INTERVAL_S``, not one per job), the newest entry taken to run
-        (``keys.progress``): entries are taken in stream order, so a reclaim after a crash charges
-        only the entries at or below it and gives the rest back free."""
+        """Record, written behind (one HSET in flight at a time, none per job), the newest entry
+        taken to run (``keys.progress``): entries are taken in stream order, so a reclaim after a
+        crash charges only the entries at or below it and gives the rest back free."""
         self.taken = eid
         if self._progress_writer is None or self._progress_writer.done():
             self._progress_writer = asyncio.create_task(self._write_progress())
@@ -583,7 +578,6 @@ class QueueRunner:
                 await self.w.client.hset(self._progress_key, self.w.consumer_id, written)
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
-            await asyncio.sleep(PROGRESS_MARK_INTERVAL_S)  # the jobs taken meanwhile: one write
 
     def busy_slots(self) -> list[asyncio.Task[None]]:
         return [t for t in self.slots.values() if not t.done()]
