@@ -48,20 +48,31 @@ class JobRequest:
     trace_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x (one per job)
 class _Prepared:
-    req: JobRequest
+    name: str
     payload: str  # JSON
     delay: float
+    idempotency_key: str | None
+    trace_id: str | None
 
 
-_Queued = tuple[QueueSpec, "_Prepared", "asyncio.Future[EnqueueResult]"]
+_Queued = tuple[QueueSpec, "_Prepared", "asyncio.Future[str]"]  # the future: the script's answer
 
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
     id: str
     duplicate: bool  # True: the idempotency key was held; ``id`` is the first job's
+
+    @staticmethod
+    def of(answer: str) -> EnqueueResult:
+        """The enqueue script's answer for one job: its id, or ``dup:<id>``."""
+        return EnqueueResult(answer[4:], True) if answer.startswith("dup:") else EnqueueResult(answer, False)
+
+
+def _id_of(answer: str) -> str:
+    return answer[4:] if answer.startswith("dup:") else answer
 
 
 def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
@@ -71,24 +82,27 @@ def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
 def payload_json(spec: QueueSpec, job: str, data: Mapping[str, Any] | BaseModel) -> str:
     """The validated payload as compact JSON, or ``InvalidPayload`` naming each field and reason."""
     model = spec.payload_model(job)
-    if isinstance(data, model):
-        return data.model_dump_json()
-    if isinstance(data, BaseModel):
-        raise InvalidPayload(
-            spec.name, job, [("(payload)", f"expected {model.__name__}, got {type(data).__name__}")]
-        )
-    if not isinstance(data, Mapping):
-        raise InvalidPayload(
-            spec.name, job, [("(payload)", f"expected an object, got {type(data).__name__}")]
-        )
+    if type(data) is not dict:  # the common case skips the isinstance checks (ABC ones are slow)
+        if isinstance(data, model):
+            return data.model_dump_json()
+        if isinstance(data, BaseModel):
+            raise InvalidPayload(
+                spec.name, job, [("(payload)", f"expected {model.__name__}, got {type(data).__name__}")]
+            )
+        if not isinstance(data, Mapping):
+            raise InvalidPayload(
+                spec.name, job, [("(payload)", f"expected an object, got {type(data).__name__}")]
+            )
     try:
-        return model.model_validate(data).model_dump_json()
+        # model_validate + model_dump_json without their keyword handling: half the cost per job
+        valid = model.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         raise InvalidPayload(spec.name, job, validation_errors(exc)) from None
+    return model.__pydantic_serializer__.to_json(valid).decode()
 
 
 def _delay_s(delay: Delay) -> float:
-    if delay is None:
+    if not delay:
         return 0.0
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     if seconds < 0:
@@ -122,15 +136,24 @@ class _Encoder:
         prefix, name, ttl, events = cached[1]
         return [prefix, now_ms, name, ttl, events]
 
-    def prepare(self, spec: QueueSpec, req: JobRequest) -> _Prepared:
-        """Validate a request and encode its payload: every error surfaces here, before any write."""
-        payload = payload_json(spec, req.name, req.data)
+    def prepare(
+        self,
+        spec: QueueSpec,
+        name: str,
+        data: Mapping[str, Any] | BaseModel,
+        idempotency_key: str | None = None,
+        delay: Delay = None,
+        trace_id: str | None = None,
+    ) -> _Prepared:
+        """Validate a job and encode its payload: every error surfaces here, before any write."""
+        payload = payload_json(spec, name, data)
         if len(payload) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(len(payload), self.settings.max_payload_bytes)
-        for label, value in (("idempotency_key", req.idempotency_key), ("trace_id", req.trace_id)):
-            if value is not None and (not value or len(value) > 256 or not value.isprintable()):
-                raise InvalidPayload(spec.name, req.name, [(label, "must be 1-256 printable characters")])
-        return _Prepared(req, payload, _delay_s(req.delay))
+        if idempotency_key is not None or trace_id is not None:
+            for label, value in (("idempotency_key", idempotency_key), ("trace_id", trace_id)):
+                if value is not None and (not value or len(value) > 256 or not value.isprintable()):
+                    raise InvalidPayload(spec.name, name, [(label, "must be 1-256 printable characters")])
+        return _Prepared(name, payload, _delay_s(delay), idempotency_key, trace_id)
 
     def job_args(
         self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any], trace: str | None = None
@@ -139,17 +162,14 @@ class _Encoder:
         joined by the unit separator (one argument per job keeps the client's command packing
         cheap). The id is chosen here, before anything is sent: a resent call finds its job.
         ``trace``: the bulk call's traceparent, in place of each request's own trace id."""
-        req = job.req
         due = int((now + job.delay) * 1000) if job.delay else 0
         out.append(
-            f"{new_job_id()}\x1f{req.name}\x1f{req.idempotency_key or ''}\x1f{trace or req.trace_id or ''}"
+            f"{new_job_id()}\x1f{job.name}\x1f{job.idempotency_key or ''}\x1f{trace or job.trace_id or ''}"
             f"\x1f{due}\x1f{job.payload}"
         )
 
-    def one(self, queue: str, req: JobRequest) -> list[Any]:
-        """The script's arguments for a single job."""
-        spec = get_queue(queue)
-        job = self.prepare(spec, req)
+    def one(self, spec: QueueSpec, job: _Prepared) -> list[Any]:
+        """The script's arguments for a single prepared job."""
         now = time.time()
         args = self.head(spec, int(now * 1000))
         self.job_args(spec, job, now, args)
@@ -157,7 +177,12 @@ class _Encoder:
 
     def prepare_all(self, queue: str, jobs: Iterable[JobRequest | tuple[str, Any]]) -> list[_Prepared]:
         spec = get_queue(queue)
-        return [self.prepare(spec, j if isinstance(j, JobRequest) else JobRequest(j[0], j[1])) for j in jobs]
+        return [
+            self.prepare(spec, j.name, j.data, j.idempotency_key, j.delay, j.trace_id)
+            if isinstance(j, JobRequest)
+            else self.prepare(spec, j[0], j[1])
+            for j in jobs
+        ]
 
     def chunk_args(self, queue: str, jobs: Sequence[_Prepared], trace: str | None = None) -> list[Any]:
         """The script's arguments for one chunk of prepared jobs."""
@@ -169,12 +194,13 @@ class _Encoder:
         return args
 
     @staticmethod
+    def answers(reply: Sequence[bytes | str]) -> list[str]:
+        """The script's answer per job (an id, or ``dup:<id>``), as text."""
+        return [raw.decode() if isinstance(raw, bytes) else raw for raw in reply]
+
+    @staticmethod
     def results(reply: Sequence[bytes | str]) -> list[EnqueueResult]:
-        out = []
-        for raw in reply:
-            v = raw.decode() if isinstance(raw, bytes) else raw
-            out.append(EnqueueResult(v[4:], True) if v.startswith("dup:") else EnqueueResult(v, False))
-        return out
+        return [EnqueueResult.of(a) for a in _Encoder.answers(reply)]
 
 
 class Producer:
@@ -193,8 +219,18 @@ class Producer:
         self._in_flight = 0  # single enqueues sent and not yet answered
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._cluster = is_cluster(self.client)
+        # with a client of its own: connections of its pool held for enqueue calls (as many as
+        # were ever in flight at once), and the event loop they belong to; a client given to it
+        # (shared with the application, perhaps a bounded pool) lends one per call
+        self._held: list[Any] = []
+        self._idle: list[Any] = []
+        self._held_loop: asyncio.AbstractEventLoop | None = None
 
     async def close(self) -> None:
+        held, self._held, self._idle = self._held, [], []
+        for conn in held:
+            await self.client.connection_pool.release(conn)
         if self._owns_client:
             await self.client.aclose()
 
@@ -215,11 +251,7 @@ class Producer:
         trace_id: str | None = None,
     ) -> str:
         """Enqueue one job in one round trip; returns its id (the first job's id for a held key)."""
-        return (
-            await self.enqueue_detailed(
-                queue, job, data, idempotency_key=idempotency_key, delay=delay, trace_id=trace_id
-            )
-        ).id
+        return _id_of(await self._enqueue_one(queue, job, data, idempotency_key, delay, trace_id))
 
     async def enqueue_detailed(
         self,
@@ -231,15 +263,9 @@ class Producer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> EnqueueResult:
-        span = tracing.publish(queue, job, 1, trace_id)
-        if span is None:  # tracing off: the plain path
-            return await self._enqueue_detailed(queue, job, data, idempotency_key, delay, trace_id)
-        with span:
-            result = await self._enqueue_detailed(queue, job, data, idempotency_key, delay, span.traceparent)
-            span.sent(result.id)
-            return result
+        return EnqueueResult.of(await self._enqueue_one(queue, job, data, idempotency_key, delay, trace_id))
 
-    async def _enqueue_detailed(
+    async def _enqueue_one(
         self,
         queue: str,
         job: str,
@@ -247,26 +273,35 @@ class Producer:
         idempotency_key: str | None,
         delay: Delay,
         trace_id: str | None,
-    ) -> EnqueueResult:
+    ) -> str:
+        """The script's answer for one job (see ``_Encoder.answers``)."""
         spec = get_queue(queue)
-        prepared = self._enc.prepare(spec, JobRequest(job, data, idempotency_key, delay, trace_id))
+        span = tracing.publish(queue, job, 1, trace_id)
+        if span is None:  # tracing off: the plain path
+            return await self._submit(
+                spec, self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id)
+            )
+        with span:
+            prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, span.traceparent)
+            answer = await self._submit(spec, prepared)
+            span.sent(_id_of(answer))
+            return answer
+
+    async def _submit(self, spec: QueueSpec, prepared: _Prepared) -> str:
         flusher = self._flusher
         if flusher is not None and flusher.get_loop() is not asyncio.get_running_loop():
             self._flusher, self._queued = None, []  # left by an event loop that has ended
         if self._in_flight or self._flusher is not None:  # share the next round trip
-            future: asyncio.Future[EnqueueResult] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._queued.append((spec, prepared, future))
             return await future
         self._in_flight += 1
         try:
-            now = time.time()
-            args = self._enc.head(spec, int(now * 1000))
-            self._enc.job_args(spec, prepared, now, args)
-            reply = await self._call(self._enc.keys(queue), args)
+            reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared))
         finally:
             self._in_flight -= 1
             self._flush_queued()
-        return self._enc.results(reply)[0]
+        return self._enc.answers(reply)[0]
 
     def _flush_queued(self) -> None:
         if self._queued and self._flusher is None:
@@ -305,7 +340,7 @@ class Producer:
         for _spec, prepared, _future in items:
             self._enc.job_args(spec, prepared, now, args)
         try:
-            results = self._enc.results(await self._call(self._enc.keys(spec.name), args))
+            answers = self._enc.answers(await self._call(self._enc.keys(spec.name), args))
         except BaseException as exc:  # every caller of the batch gets the error (a cancellation too)
             for _s, _p, future in items:
                 if not future.done():
@@ -315,17 +350,56 @@ class Producer:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_s, _p, future), result in zip(items, results, strict=True):
+        for (_s, _p, future), answer in zip(items, answers, strict=True):
             if not future.done():  # a caller that gave up (cancelled) has no one to tell
-                future.set_result(result)
+                future.set_result(answer)
 
     async def _call(self, keys_: list[str], args: list[Any]) -> Any:
         """One enqueue script call, sent again once when the connection fails: the reply may be lost
-        after the script ran, and the same ids find the jobs that call created (no duplicate)."""
+        after the script ran, and the same ids find the jobs that call created (no duplicate).
+        Sent on a held connection, packed by hiredis: redis-py's per-command pool checkout, retry
+        and wrappers cost as much as Redis's own work for a shared batch of jobs."""
+        script = self._scripts.enqueue
+        if self._cluster:  # no one pool to hold a connection of: the client routes by slot
+            try:
+                return await script(keys=keys_, args=args)
+            except (RedisConnectionError, RedisTimeoutError):
+                return await script(keys=keys_, args=args)
+        packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
+        conn = await self._connection()
+        resent = loaded = False
         try:
-            return await self._scripts.enqueue(keys=keys_, args=args)
-        except (RedisConnectionError, RedisTimeoutError):
-            return await self._scripts.enqueue(keys=keys_, args=args)
+            while True:
+                try:
+                    await conn.send_packed_command(packed)
+                    return await conn.read_response()
+                except NoScriptError:  # a restarted or flushed Redis: load the script, send again
+                    if loaded:
+                        raise
+                    loaded = True
+                    await self.client.script_load(script.script)
+                except (RedisConnectionError, RedisTimeoutError):
+                    await conn.disconnect()  # it reconnects on the next send
+                    if resent:
+                        raise
+                    resent = True
+        finally:  # a cancelled read has disconnected it (redis-py): it reconnects when next used
+            if self._owns_client:
+                self._idle.append(conn)
+            else:
+                await self.client.connection_pool.release(conn)
+
+    async def _connection(self) -> Any:
+        if not self._owns_client:
+            return await self.client.connection_pool.get_connection()
+        loop = asyncio.get_running_loop()
+        if self._held_loop is not loop:  # connections of an event loop that has ended are not reused
+            self._held, self._idle, self._held_loop = [], [], loop
+        if self._idle:
+            return self._idle.pop()
+        conn = await self.client.connection_pool.get_connection()
+        self._held.append(conn)
+        return conn
 
     async def enqueue_many(
         self,
@@ -400,19 +474,24 @@ class SyncProducer:
         script = self._scripts.enqueue
         if self._cluster:  # no one pool to hold a connection of: the client routes by slot
             return script(keys=keys_, args=args)
-        for attempt in (1, 2):
+        # packed by hiredis directly: redis-py's packer re-checks every argument's type
+        packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
+        resent = loaded = False  # each recovery once (the async Producer._call's rule)
+        while True:
             conn = self._connection()
             try:
-                # packed by hiredis directly: redis-py's packer re-checks every argument's type
-                conn.send_packed_command([pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))])
+                conn.send_packed_command([packed])
                 return conn.read_response()
             except NoScriptError:
+                if loaded:
+                    raise
+                loaded = True
                 self.client.script_load(script.script)
             except (RedisConnectionError, RedisTimeoutError):
                 conn.disconnect()  # reconnects on the next send
-                if attempt == 2:
+                if resent:
                     raise
-        raise RedisConnectionError("enqueue failed twice")
+                resent = True
 
     def enqueue(
         self,
@@ -424,13 +503,18 @@ class SyncProducer:
         delay: Delay = None,
         trace_id: str | None = None,
     ) -> str:
+        spec = get_queue(queue)
         span = tracing.publish(queue, job, 1, trace_id)
         if span is None:  # tracing off: the plain path
-            args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, trace_id))
-            return self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
+            prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id)
+            return _id_of(
+                self._enc.answers(self._enqueue_call(self._enc.keys(queue), self._enc.one(spec, prepared)))[0]
+            )
         with span:
-            args = self._enc.one(queue, JobRequest(job, data, idempotency_key, delay, span.traceparent))
-            job_id = self._enc.results(self._enqueue_call(self._enc.keys(queue), args))[0].id
+            prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, span.traceparent)
+            job_id = _id_of(
+                self._enc.answers(self._enqueue_call(self._enc.keys(queue), self._enc.one(spec, prepared)))[0]
+            )
             span.sent(job_id)
             return job_id
 

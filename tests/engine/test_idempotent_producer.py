@@ -18,6 +18,7 @@ from support import fast_settings
 from support.cut_proxy import CutProxy
 from tq import keys
 from tq.producer import JobRequest, Producer, SyncProducer
+from tq.registry import get_queue
 from tq.scripts import source
 
 Q = "email:send"
@@ -105,7 +106,8 @@ async def test_an_existing_id_is_answered_with_its_job_and_nothing_is_written(
 ) -> None:
     """The script's own rule, without a network: the same arguments twice make one job."""
     p = Producer(redis_client, fast_settings(redis_url))
-    args = p._enc.one(Q, JobRequest("send-email", EMAIL, idempotency_key="same"))
+    spec = get_queue(Q)
+    args = p._enc.one(spec, p._enc.prepare(spec, "send-email", EMAIL, idempotency_key="same"))
     first = await p._scripts.enqueue(keys=p._enc.keys(Q), args=args)
     again = await p._scripts.enqueue(keys=p._enc.keys(Q), args=args)
     assert first == again

@@ -266,3 +266,30 @@ async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis
         assert p._flusher is None and not p._queued  # nothing left behind
     finally:
         await client.aclose()
+
+
+async def test_a_producer_with_its_own_client_holds_few_connections_and_survives_their_loss(
+    redis_client: Any, redis_url: str
+) -> None:
+    """With its own client, a producer keeps the connections its enqueue calls used (no pool checkout
+    per call): never more than the calls once in flight at the same time, reconnected after a
+    CLIENT KILL, the script loaded again after SCRIPT FLUSH, all given back on close."""
+
+    async def clients() -> int:
+        return len(await redis_client.client_list(_type="normal"))
+
+    baseline = await clients()
+    p = Producer(settings=fast_settings(redis_url))
+    try:
+        first = await asyncio.gather(*(p.enqueue("email:send", "send-email", EMAIL) for _ in range(300)))
+        held = await clients() - baseline
+        assert 1 <= held <= producer.SHARED_IN_FLIGHT + 1
+        await redis_client.client_kill_filter(_type="normal", skipme=True)  # every connection of p's
+        await redis_client.script_flush()
+        second = await asyncio.gather(*(p.enqueue("email:send", "send-email", EMAIL) for _ in range(300)))
+        assert len(set(first) | set(second)) == 600
+        assert await redis_client.xlen(keys.stream("email:send")) == 600
+        assert await clients() - baseline <= producer.SHARED_IN_FLIGHT + 1
+    finally:
+        await p.close()
+    assert await clients() == baseline
