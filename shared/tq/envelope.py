@@ -65,10 +65,27 @@ LEGACY_FIELD = b"j"
 _ID_ALPHABET = bytes.maketrans(b"+/", b"_.")  # base64 without the '-' a CLI would take for an option
 
 
+_ids: list[str] = []  # made ahead, 256 per os.urandom call: a producer's hot path pays one list.pop
+os.register_at_fork(after_in_child=_ids.clear)  # a forked process never hands out its parent's ids
+
+
+def _more_ids() -> None:
+    raw = os.urandom(16 * 256)
+    b64, alphabet = binascii.b2a_base64, _ID_ALPHABET
+    _ids.extend(
+        b64(raw[i : i + 16], newline=False)[:22].translate(alphabet).decode() for i in range(0, len(raw), 16)
+    )
+
+
 def new_job_id() -> str:
     """128 random bits as 22 characters (base64 with '_' and '.'): as unique as a uuid4, and ten
-    characters shorter than its hex in every key, entry and index that names the job."""
-    return binascii.b2a_base64(os.urandom(16), newline=False)[:22].translate(_ID_ALPHABET).decode()
+    characters shorter than its hex in every key, entry and index that names the job. Thread-safe:
+    ``list.pop`` is atomic, and threads that refill at once only add more ids."""
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:
+            _more_ids()
 
 
 def ms_to_s(value: bytes | None) -> float | None:

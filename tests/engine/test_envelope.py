@@ -5,7 +5,9 @@ kind of input; entries of the legacy layout (the whole envelope as JSON in ``j``
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -167,3 +169,37 @@ def test_new_job_round_trips_any_input(
     enqueued_ms: int,
 ) -> None:
     _check(*_entry(queue, name, payload, enqueued_ms, key, trace))
+
+
+def test_job_ids_are_unique_across_threads_and_a_fork() -> None:
+    """Ids are made ahead in batches: threads taking them at once, and a forked child (which
+    inherits its parent's unused ids), never hand out the same one."""
+    new_job_id()  # the parent holds ids made ahead
+    per_thread: list[list[str]] = [[] for _ in range(8)]
+
+    def take(out: list[str]) -> None:
+        out.extend(new_job_id() for _ in range(5000))
+
+    threads = [threading.Thread(target=take, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [i for out in per_thread for i in out]
+    assert len(set(taken)) == len(taken) == 40_000
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first 300 ids, then exit without running the test runner's cleanup
+        os.write(write, " ".join(new_job_id() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(write)
+    child = b""
+    while chunk := os.read(read, 65536):
+        child += chunk
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = {new_job_id() for _ in range(300)}
+    child_ids = set(child.decode().split())
+    assert len(child_ids) == 300 and not child_ids & parent
+    assert all(len(i) == 22 and "-" not in i and "+" not in i and "/" not in i for i in parent | child_ids)
