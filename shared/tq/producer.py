@@ -367,17 +367,20 @@ class Producer:
                 return await script(keys=keys_, args=args)
         packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
         conn = await self._connection()
-        resent = loaded = False
+        resent = loaded = load = False
         try:
             while True:
                 try:
+                    if load:  # on this connection: another of the pool may be as stale as this was
+                        await conn.send_command("SCRIPT", "LOAD", script.script)
+                        await conn.read_response()
+                        load = False
                     await conn.send_packed_command(packed)
                     return await conn.read_response()
                 except NoScriptError:  # a restarted or flushed Redis: load the script, send again
                     if loaded:
                         raise
-                    loaded = True
-                    await self.client.script_load(script.script)
+                    loaded = load = True
                 except (RedisConnectionError, RedisTimeoutError):
                     await conn.disconnect()  # it reconnects on the next send
                     if resent:
@@ -476,17 +479,20 @@ class SyncProducer:
             return script(keys=keys_, args=args)
         # packed by hiredis directly: redis-py's packer re-checks every argument's type
         packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
-        resent = loaded = False  # each recovery once (the async Producer._call's rule)
+        resent = loaded = load = False  # each recovery once (the async Producer._call's rule)
         while True:
             conn = self._connection()
             try:
+                if load:
+                    conn.send_command("SCRIPT", "LOAD", script.script)
+                    conn.read_response()
+                    load = False
                 conn.send_packed_command([packed])
                 return conn.read_response()
             except NoScriptError:
                 if loaded:
                     raise
-                loaded = True
-                self.client.script_load(script.script)
+                loaded = load = True
             except (RedisConnectionError, RedisTimeoutError):
                 conn.disconnect()  # reconnects on the next send
                 if resent:

@@ -275,21 +275,22 @@ async def test_a_producer_with_its_own_client_holds_few_connections_and_survives
     per call): never more than the calls once in flight at the same time, reconnected after a
     CLIENT KILL, the script loaded again after SCRIPT FLUSH, all given back on close."""
 
-    async def clients() -> int:
-        return len(await redis_client.client_list(_type="normal"))
+    async def enqueuers() -> set[str]:  # connections whose last command was an enqueue
+        return {c["id"] for c in await redis_client.client_list(_type="normal") if c["cmd"] == "evalsha"}
 
-    baseline = await clients()
+    before = await enqueuers()  # other tests' leftovers, if any: not the producer's
     p = Producer(settings=fast_settings(redis_url))
     try:
         first = await asyncio.gather(*(p.enqueue("email:send", "send-email", EMAIL) for _ in range(300)))
-        held = await clients() - baseline
-        assert 1 <= held <= producer.SHARED_IN_FLIGHT + 1
+        held = await enqueuers() - before
+        assert 1 <= len(held) <= producer.SHARED_IN_FLIGHT + 1
         await redis_client.client_kill_filter(_type="normal", skipme=True)  # every connection of p's
         await redis_client.script_flush()
         second = await asyncio.gather(*(p.enqueue("email:send", "send-email", EMAIL) for _ in range(300)))
         assert len(set(first) | set(second)) == 600
         assert await redis_client.xlen(keys.stream("email:send")) == 600
-        assert await clients() - baseline <= producer.SHARED_IN_FLIGHT + 1
+        held_again = await enqueuers() - before
+        assert 1 <= len(held_again) <= producer.SHARED_IN_FLIGHT + 1 and not held_again & held
     finally:
         await p.close()
-    assert await clients() == baseline
+    assert not (await enqueuers()) & held_again  # given back and closed with the producer's client
