@@ -9,6 +9,9 @@
 #   TQ_DEV_REDIS_PORT  port of the private redis-server (default 6390)
 #   TQ_DEV_ADMIN_PORT  port of the admin API and web page (default 8080; skipped when taken)
 #   TQ_ADMIN_JWT_KEY   default: a random key kept in .dev/admin-jwt.key; an owner token is printed
+#   TQ_SMTP_HOST       unset: a local SMTP server (aiosmtpd) on 127.0.0.1:$TQ_DEV_SMTP_PORT keeps
+#                      every message the email and OTP jobs send in the Maildir .dev/mail
+#   TQ_DEV_SMTP_PORT   its port (default 8025; skipped when taken)
 #
 # Arguments are passed to `tq worker` (e.g. `scripts/dev.sh --family ai`).
 # Ctrl-C or SIGTERM stops the worker gracefully, then shuts down the redis-server this script
@@ -153,6 +156,35 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT") 2>/dev/null; then
             (an owner token for 12 h: paste it into the page, or tq --api http://127.0.0.1:$ADMIN_PORT --token ...)"
 fi
 
+# ---- A local mailbox for the messaging family ----------------------------------------------------
+# Without one the email jobs could only retry against port 25: aiosmtpd (a dev dependency)
+# accepts every message and files it in a Maildir, so they do their real delivery.
+mail_pid=""
+mail_line="  Mail      TQ_SMTP_HOST=${TQ_SMTP_HOST:-}:${TQ_SMTP_PORT:-25} (yours)"
+stop_mail() {
+    [ -n "$mail_pid" ] || return 0
+    kill -TERM "$mail_pid" 2>/dev/null || true
+    wait "$mail_pid" 2>/dev/null || true
+    mail_pid=""
+}
+trap 'stop_mail; stop_admin; stop_redis' EXIT
+if [ -z "${TQ_SMTP_HOST:-}" ]; then
+    SMTP_PORT="${TQ_DEV_SMTP_PORT:-8025}"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null; then
+        mail_line="  Mail      no local mailbox: port $SMTP_PORT is taken (set TQ_DEV_SMTP_PORT or TQ_SMTP_HOST)"
+    elif ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+        mail_line="  Mail      no local mailbox: aiosmtpd is not installed (make install; or set TQ_SMTP_HOST)"
+    else
+        set -m
+        python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$DEV_DIR/mail" \
+            >"$DEV_DIR/smtp.log" 2>&1 &
+        mail_pid=$!
+        set +m
+        export TQ_SMTP_HOST=127.0.0.1 TQ_SMTP_PORT="$SMTP_PORT" TQ_SMTP_TLS=none
+        mail_line="  Mail      smtp://127.0.0.1:$SMTP_PORT keeps every message sent in .dev/mail/new (a Maildir)"
+    fi
+fi
+
 # ---- Where to look -------------------------------------------------------------------------
 if [ -n "$REDIS_PORT" ]; then
     stop_hint="Ctrl-C here (or kill -TERM $$) stops the workers, then the redis-server on port $REDIS_PORT."
@@ -167,6 +199,7 @@ cat <<EOF
   Database  $TQ_DATABASE_URL
   Logs      .dev/redis.log (Redis); the workers log here
 $admin_line
+$mail_line
 
   In another terminal, point the CLI at the same places:
     export TQ_REDIS_URL='$TQ_REDIS_URL'
@@ -203,6 +236,7 @@ if [ "$signals" -gt 0 ] && { [ "$rc" -eq 0 ] || [ "$rc" -eq 130 ] || [ "$rc" -eq
 else
     say "tq worker exited with status $rc"
 fi
+stop_mail
 stop_admin
 stop_redis
 exit "$rc"
