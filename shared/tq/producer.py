@@ -68,10 +68,11 @@ class EnqueueResult:
     @staticmethod
     def of(answer: str) -> EnqueueResult:
         """The enqueue script's answer for one job: its id, or ``dup:<id>``."""
-        return EnqueueResult(answer[4:], True) if answer.startswith("dup:") else EnqueueResult(answer, False)
+        return EnqueueResult(_id_of(answer), answer.startswith("dup:"))
 
 
 def _id_of(answer: str) -> str:
+    """The job id in the enqueue script's answer (``dup:<id>``: the job holding the key)."""
     return answer[4:] if answer.startswith("dup:") else answer
 
 
@@ -512,17 +513,17 @@ class SyncProducer:
         spec = get_queue(queue)
         span = tracing.publish(queue, job, 1, trace_id)
         if span is None:  # tracing off: the plain path
-            prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id)
-            return _id_of(
-                self._enc.answers(self._enqueue_call(self._enc.keys(queue), self._enc.one(spec, prepared)))[0]
-            )
+            return self._send_one(spec, self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id))
         with span:
-            prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, span.traceparent)
-            job_id = _id_of(
-                self._enc.answers(self._enqueue_call(self._enc.keys(queue), self._enc.one(spec, prepared)))[0]
+            job_id = self._send_one(
+                spec, self._enc.prepare(spec, job, data, idempotency_key, delay, span.traceparent)
             )
             span.sent(job_id)
             return job_id
+
+    def _send_one(self, spec: QueueSpec, prepared: _Prepared) -> str:
+        reply = self._enqueue_call(self._enc.keys(spec.name), self._enc.one(spec, prepared))
+        return _id_of(self._enc.answers(reply)[0])
 
     def enqueue_many(
         self,
