@@ -129,16 +129,19 @@ tq seed
 tq schedule install-defaults  # the families' periodic jobs (the worker's elected scheduler fires them)
 
 # ---- Admin API and web page -----------------------------------------------------------------
-ADMIN_PORT="${TQ_DEV_ADMIN_PORT:-8080}"
-admin_pid=""
-admin_line="  Admin     not started: port $ADMIN_PORT is taken (set TQ_DEV_ADMIN_PORT)"
-stop_admin() {
-    [ -n "$admin_pid" ] || return 0
-    kill -TERM "$admin_pid" 2>/dev/null || true
-    wait "$admin_pid" 2>/dev/null || true
-    admin_pid=""
+# The helpers started in the background (the admin service, the mailbox): stopped on exit, after
+# the workers and before the Redis.
+helper_pids=()
+stop_helpers() {
+    local pid
+    for pid in "${helper_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${helper_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    helper_pids=()
 }
-trap 'stop_admin; stop_redis' EXIT
+trap 'stop_helpers; stop_redis' EXIT
+
+ADMIN_PORT="${TQ_DEV_ADMIN_PORT:-8080}"
+admin_line="  Admin     not started: port $ADMIN_PORT is taken (set TQ_DEV_ADMIN_PORT)"
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT") 2>/dev/null; then
     if [ -z "${TQ_ADMIN_JWT_KEY:-}" ]; then
         [ -s "$DEV_DIR/admin-jwt.key" ] ||
@@ -149,7 +152,7 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT") 2>/dev/null; then
     OWNER_TOKEN="$(tq token create --role owner --ttl 12h --subject dev)"
     set -m
     tq serve admin --host 127.0.0.1 --port "$ADMIN_PORT" >"$DEV_DIR/admin.log" 2>&1 &
-    admin_pid=$!
+    helper_pids+=($!)
     set +m
     admin_line="  Admin     http://127.0.0.1:$ADMIN_PORT/  (log: .dev/admin.log)
   Token     $OWNER_TOKEN
@@ -159,15 +162,7 @@ fi
 # ---- A local mailbox for the messaging family ----------------------------------------------------
 # Without one the email jobs could only retry against port 25: aiosmtpd (a dev dependency)
 # accepts every message and files it in a Maildir, so they do their real delivery.
-mail_pid=""
 mail_line="  Mail      TQ_SMTP_HOST=${TQ_SMTP_HOST:-}:${TQ_SMTP_PORT:-25} (yours)"
-stop_mail() {
-    [ -n "$mail_pid" ] || return 0
-    kill -TERM "$mail_pid" 2>/dev/null || true
-    wait "$mail_pid" 2>/dev/null || true
-    mail_pid=""
-}
-trap 'stop_mail; stop_admin; stop_redis' EXIT
 if [ -z "${TQ_SMTP_HOST:-}" ]; then
     SMTP_PORT="${TQ_DEV_SMTP_PORT:-8025}"
     if (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null; then
@@ -178,7 +173,7 @@ if [ -z "${TQ_SMTP_HOST:-}" ]; then
         set -m
         python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$DEV_DIR/mail" \
             >"$DEV_DIR/smtp.log" 2>&1 &
-        mail_pid=$!
+        helper_pids+=($!)
         set +m
         export TQ_SMTP_HOST=127.0.0.1 TQ_SMTP_PORT="$SMTP_PORT" TQ_SMTP_TLS=none
         mail_line="  Mail      smtp://127.0.0.1:$SMTP_PORT keeps every message sent in .dev/mail/new (a Maildir)"
@@ -236,7 +231,6 @@ if [ "$signals" -gt 0 ] && { [ "$rc" -eq 0 ] || [ "$rc" -eq 130 ] || [ "$rc" -eq
 else
     say "tq worker exited with status $rc"
 fi
-stop_mail
-stop_admin
+stop_helpers
 stop_redis
 exit "$rc"

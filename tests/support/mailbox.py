@@ -22,12 +22,20 @@ class Mailbox:
 
 
 @contextmanager
-def running_mailbox() -> Iterator[tuple[Mailbox, int]]:
-    """A mailbox served on a free port of 127.0.0.1: (the mailbox, the port)."""
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
+def serving_smtp(handler: Any) -> Iterator[int]:
+    """An SMTP server (aiosmtpd) on a free port of 127.0.0.1 with ``handler``: its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield box, port
+        yield port
     finally:
         controller.stop()
+
+
+@contextmanager
+def running_mailbox() -> Iterator[tuple[Mailbox, int]]:
+    """A mailbox served on a free port of 127.0.0.1: (the mailbox, the port)."""
+    box = Mailbox()
+    with serving_smtp(box) as port:
+        yield box, port

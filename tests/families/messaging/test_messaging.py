@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 import tq_services.messaging.handlers  # noqa: F401  (registers the handlers)
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support import fast_settings, http_server, running, settled_job, tiny_retry, wait_for
-from support.redis_server import free_port
+from support.mailbox import serving_smtp
 from support.settings import clear_settings_caches
 from tq import dlq, jobs, keys
 from tq.db import make_sessionmaker
@@ -75,13 +74,8 @@ class MailHandler:
 @pytest.fixture
 def smtp() -> Iterator[tuple[MailHandler, int]]:
     handler = MailHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving_smtp(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 # ---- a local SMS provider -----------------------------------------------------------------------
