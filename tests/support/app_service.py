@@ -29,6 +29,7 @@ def main(url: str, port: int) -> None:
 
     @handlers.register(QUEUE, "sleep")
     async def sleep(ctx: JobContext, payload: Sleep) -> None:
+        await ctx.progress(0.0, "started")  # what the drain test waits for
         await asyncio.sleep(payload.seconds)
 
     settings = Settings(redis_url=url, audit_enabled=False, shutdown_grace_s=10, block_ms=50)
