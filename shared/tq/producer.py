@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys, tracing
-from tq.connection import async_client, is_cluster, sync_client
+from tq.connection import async_client, call_script, is_cluster, sync_client
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
@@ -368,26 +368,13 @@ class Producer:
                 return await script(keys=keys_, args=args)
         packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
         conn = await self._connection()
-        resent = loaded = load = False
         try:
-            while True:
-                try:
-                    if load:  # on this connection: another of the pool may be as stale as this was
-                        await conn.send_command("SCRIPT", "LOAD", script.script)
-                        await conn.read_response()
-                        load = False
-                    await conn.send_packed_command(packed)
-                    return await conn.read_response()
-                except NoScriptError:  # a restarted or flushed Redis: load the script, send again
-                    if loaded:
-                        raise
-                    loaded = load = True
-                except (RedisConnectionError, RedisTimeoutError):
-                    await conn.disconnect()  # it reconnects on the next send
-                    if resent:
-                        raise
-                    resent = True
-        finally:  # a cancelled read has disconnected it (redis-py): it reconnects when next used
+            try:
+                return await call_script(conn, script, packed)
+            except (RedisConnectionError, RedisTimeoutError):
+                await conn.disconnect()  # reconnected by call_script
+                return await call_script(conn, script, packed)
+        finally:  # a cancelled read has disconnected it (redis-py): reconnected when next used
             if self._owns_client:
                 self._idle.append(conn)
             else:
@@ -472,6 +459,8 @@ class SyncProducer:
             conn = self._local.conn = self.client.connection_pool.get_connection()
             with self._lock:
                 self._held.append(conn)
+        elif not conn.is_connected:  # through connect(): a Sentinel's asks for the master's address
+            conn.connect()
         return conn
 
     def _enqueue_call(self, keys_: list[str], args: list[Any]) -> Any:
@@ -495,7 +484,7 @@ class SyncProducer:
                     raise
                 loaded = load = True
             except (RedisConnectionError, RedisTimeoutError):
-                conn.disconnect()  # reconnects on the next send
+                conn.disconnect()  # reconnected by _connection
                 if resent:
                     raise
                 resent = True

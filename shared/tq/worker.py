@@ -34,6 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
+from tq.connection import HeldConnection, is_cluster
 from tq.envelope import (
     LEGACY_FIELD,
     Envelope,
@@ -89,6 +90,11 @@ async def ensure_group(client: Any, queue: str) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """An entry's fields as Redis sends them, ``[f1, v1, f2, v2, ...]``, as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _attempt(fields: dict[bytes, bytes], env: Envelope) -> int:
@@ -326,7 +332,7 @@ class QueueRunner:
         self.running = 0
         self.ops: list[_Op] = []
         self.slots: dict[int, asyncio.Task[None]] = {}  # one long-lived task per concurrency slot
-        self._wake_slots = asyncio.Event()
+        self._idle_slots: deque[asyncio.Future[None]] = deque()  # slots waiting for an entry
         self._wake_reader = asyncio.Event()
         self._wake_settle = asyncio.Event()
         # the queue's rate limit across replicas (checked at intake) and its RateLimited pause:
@@ -340,6 +346,12 @@ class QueueRunner:
         self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
         self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
+        # the connections the reader, the settler and the progress writer keep for their commands
+        # (none on a cluster: its client routes by slot)
+        held = not is_cluster(worker.client)
+        self.read_conn = HeldConnection(worker.client) if held else None
+        self.settle_conn = HeldConnection(worker.client) if held else None
+        self.mark_conn = HeldConnection(worker.client) if held else None
         self.reader: asyncio.Task[None] | None = None
         self.settler: asyncio.Task[None] | None = None
         self.read_unit = f"reader:{self.queue}"  # supervised units (tq.supervise)
@@ -373,7 +385,7 @@ class QueueRunner:
             self.cfg = cfg
             if self.slots:
                 self.resize_pool()
-            self._wake_slots.set()
+            self.wake_slots()
             self._wake_reader.set()
             if pausing:  # a paused consumer holds only its in-flight jobs
                 await self.release_unstarted()
@@ -453,34 +465,44 @@ class QueueRunner:
             waited = ""
             self.reading_since = time.monotonic()
             try:
-                reply = await self.w.client.xreadgroup(
-                    keys.GROUP,
-                    self.w.consumer_id,
-                    {self.stream: ">"},
-                    count=count,
-                    block=self.w.settings.block_ms,
-                )
+                entries = await self._read(count)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await ensure_group(self.w.client, self.queue)  # stream or group deleted under us
-                reply = None
+                entries = []
             finally:
                 self.reading_since = 0.0
             sup.recovered(unit)
-            got = 0
-            for _stream, entries in reply or ():
-                for eid, fields in entries:
-                    self.held.add(eid)
-                    self.local.append((eid, fields))
-                    got += 1
+            for eid, fields in entries:
+                self.held.add(eid)
+                self.local.append((eid, fields))
+            got = len(entries)
             if grant is not None and limit is not None:  # the permits not used go back
                 await self.limiter.commit(grant, got, limit)
             if not got:
                 continue
             if self.cfg.paused or self.rate_paused_until:  # paused while the read blocked: give back
                 await self.release_unstarted()
-            self._wake_slots.set()
+            self.wake_slots(got)
+
+    async def _read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` new entries of the stream (none when the block time passes)."""
+        block = self.w.settings.block_ms
+        if self.read_conn is None:
+            reply = await self.w.client.xreadgroup(
+                keys.GROUP, self.w.consumer_id, {self.stream: ">"}, count=count, block=block
+            )
+            return [entry for _stream, entries in reply or () for entry in entries]
+        reply = await self.read_conn.execute(
+            *(b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id, b"COUNT", count, b"BLOCK", block),
+            *(b"STREAMS", self.stream, b">"),
+        )
+        if not reply:
+            return []
+        # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]
+        streams = reply.values() if isinstance(reply, dict) else (entries for _stream, entries in reply)
+        return [(eid, _pairs(flat)) for entries in streams for eid, flat in entries]
 
     async def _rate_wait(self, reason: str, seconds: float, waited: str) -> str:
         """Wait at the rate limit (``reason``: ``limit``, no permit; ``paused``, a RateLimited
@@ -552,6 +574,7 @@ class QueueRunner:
                 )
 
     async def slot_loop(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
         while index < self.cfg.concurrency:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
@@ -560,7 +583,22 @@ class QueueRunner:
                 continue
             if self.w.stopping:
                 return
-            await self._wait(self._wake_slots, None)
+            woken = loop.create_future()
+            self._idle_slots.append(woken)
+            await woken
+        if self.local:  # retired with an entry it was woken for: another slot takes it
+            self.wake_slots(1)
+
+    def wake_slots(self, n: int | None = None) -> None:
+        """Wake ``n`` idle slots (one per entry fetched: not all fifty for one job), or every one
+        (a stop, a config change: paused, resumed, resized)."""
+        idle = self._idle_slots
+        while idle and (n is None or n > 0):
+            woken = idle.popleft()
+            if not woken.done():  # a slot cancelled while idle left its future behind
+                woken.set_result(None)
+                if n is not None:
+                    n -= 1
 
     def _note_taken(self, eid: bytes) -> None:
         """Record, written behind (one HSET in flight at a time, none per job), the newest entry
@@ -575,7 +613,10 @@ class QueueRunner:
         while self.taken != written:
             written = self.taken
             try:
-                await self.w.client.hset(self._progress_key, self.w.consumer_id, written)
+                if self.mark_conn is None:
+                    await self.w.client.hset(self._progress_key, self.w.consumer_id, written)
+                else:
+                    await self.mark_conn.execute(b"HSET", self._progress_key, self.w.consumer_id, written)
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
 
@@ -583,9 +624,10 @@ class QueueRunner:
         return [t for t in self.slots.values() if not t.done()]
 
     @staticmethod
-    async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task per wait, as wait_for makes on 3.11
+                await event.wait()
         event.clear()
 
     # ---- execution ---------------------------------------------------------------------------
@@ -775,7 +817,7 @@ class QueueRunner:
         try:
             while True:  # outcomes stay in memory until Redis takes them (supervised: logged, counted)
                 try:
-                    await self.w.scripts.settle(keys=self._settle_keys, args=args)
+                    await self._settle_call(args)
                     break
                 except (RedisError, OSError) as exc:
                     await asyncio.sleep(self.w.supervisor.failed(self.settle_unit, "settler", exc))
@@ -792,6 +834,19 @@ class QueueRunner:
         if self.w.on_settled is not None:
             self.w.on_settled(self.queue, [op.job_id for op in ops])
         self._wake_reader.set()
+
+    async def _settle_call(self, args: list[Any]) -> None:
+        script, keys_ = self.w.scripts.settle, self._settle_keys
+        if self.settle_conn is None:
+            await script(keys=keys_, args=args)
+        else:
+            await self.settle_conn.evalsha(script, keys_, args)
+
+    async def release_connections(self) -> None:
+        """At stop, once the tasks that used them have ended."""
+        for held in (self.read_conn, self.settle_conn, self.mark_conn):
+            if held is not None:
+                await held.release()
 
     # ---- background duties -------------------------------------------------------------------
     async def promote_once(self) -> int:
@@ -1163,7 +1218,7 @@ class Worker:
         runners = list(self.runners.values())
         for r in runners:
             r._wake_reader.set()
-            r._wake_slots.set()
+            r.wake_slots()
         # Readers end after their current XREADGROUP returns (BLOCK bounds it). Cancelling one
         # mid-read would drop a reply the server has already delivered: those entries would sit
         # in this consumer's pending list until another consumer reclaims them with an attempt
@@ -1202,7 +1257,13 @@ class Worker:
                 )
         writers = [r._progress_writer for r in self.runners.values() if r._progress_writer is not None]
         if writers:  # landed before the mark is dropped below, so none outlives this consumer
-            await asyncio.wait(writers, timeout=2.0)
+            _done, late = await asyncio.wait(writers, timeout=2.0)
+            for task in late:  # Redis hung: its connection is let go (and closed, being mid-read)
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for r in self.runners.values():
+            await r.release_connections()
         with contextlib.suppress(RedisError, OSError):
             async with self.client.pipeline(transaction=False) as pipe:
                 for q in self.runners:

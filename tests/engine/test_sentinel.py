@@ -25,7 +25,7 @@ from tq import keys
 from tq.connection import async_client
 from tq.handlers import HandlerRegistry, JobContext
 from tq.payloads import SendEmail
-from tq.producer import JobRequest, Producer
+from tq.producer import JobRequest, Producer, SyncProducer
 from tq.registry import get_queue
 from tq.settings import Settings
 from tq.worker import Worker
@@ -235,3 +235,36 @@ async def test_a_sentinel_failover_while_jobs_flow_completes_every_job(sentinel:
     finally:
         await worker.stop()
         await client.aclose()
+
+
+async def test_single_enqueues_follow_a_failover_on_their_held_connections(sentinel: SentinelSetup) -> None:
+    """The producers' single enqueues keep a connection of their own (``Producer._call``,
+    ``SyncProducer``); after the master dies each must reconnect through the Sentinel to the new
+    master, not to the dead one's address."""
+    settings = _settings(sentinel)
+    # each with a client of its own: given one, Producer would borrow a pool connection per call
+    producer, sync_producer = Producer(settings=settings), SyncProducer(settings=settings)
+    email = {"to": "a@example.com", "template": "t"}
+    try:
+        before = [await producer.enqueue(Q, "send-email", email)]
+        before.append(sync_producer.enqueue(Q, "send-email", email))
+        await wait_for(lambda: _replicated(sentinel.master_port, sentinel.replica_port), what="replication")
+        sentinel.master.kill()
+        sentinel.master.wait(10)
+        after: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(after) < 2:
+            try:
+                if "async" not in after:
+                    after["async"] = await producer.enqueue(Q, "send-email", email)
+                after["sync"] = sync_producer.enqueue(Q, "send-email", email)  # this thread's connection
+            except (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError):
+                assert time.monotonic() < deadline, f"only {sorted(after)} reached the new master"
+                await asyncio.sleep(0.2)
+        new_master = redis.Redis(port=sentinel.replica_port)
+        assert new_master.info("replication")["role"] == "master"
+        on_new = {fields[b"i"].decode() for _eid, fields in new_master.xrange(keys.stream(Q))}
+        assert set(before) | set(after.values()) <= on_new
+    finally:
+        sync_producer.close()
+        await producer.close()

@@ -106,7 +106,7 @@ def test_every_schema_node_is_described_and_structural() -> None:
     assert kept == [".spec.payload"]  # the job's model checks it (the operator), not the API server
 
 
-def test_enums_are_the_registrys_and_replace_is_left_out_with_the_reason() -> None:
+def test_enums_are_the_registrys_and_replace_says_it_cancels() -> None:
     spec = openapi_schema()["properties"]["spec"]
     assert spec["properties"]["queue"]["enum"] == list(PRODUCT_QUEUE_NAMES)
     jobs = {j for q in PRODUCT_QUEUE_NAMES for j in get_queue(q).jobs}
