@@ -653,7 +653,10 @@ def schedule_add(
         str, typer.Option(help='the payload as a JSON object; "$yesterday", "$today", "$tick" are filled in')
     ] = "{}",
     policy: Annotated[
-        str, typer.Option(help="Allow, or Forbid: skip a tick while the last job is unfinished")
+        str,
+        typer.Option(
+            help="Allow; Forbid: skip a tick while the last job is unfinished; Replace: cancel it, then run"
+        ),
     ] = "Allow",
     deadline: Annotated[
         int | None,
@@ -686,7 +689,7 @@ def schedule_add(
         reasons = [f"{'.'.join(map(str, e['loc'])) or 'schedule'}: {e['msg']}" for e in exc.errors()]
         raise _fail("; ".join(reasons)) from None
     except ValueError as exc:  # the policy
-        raise _fail(f"{exc} (Allow, Forbid or Replace)") from None
+        raise _fail(f"{exc} (one of {', '.join(schedules.ConcurrencyPolicy)})") from None
     _run(lambda c: schedules.add(c, spec))
     typer.echo(f"schedule {name}: {schedules.describe(spec)} -> {queue} {job}")
 

@@ -55,7 +55,7 @@ def test_add_list_suspend_resume_run_now_remove(redis_url: str, r: redis.Redis) 
         (["--cron", "0 2 * * *", "--tz", "Nowhere/City", "--data", '{"day": "$today"}'], "unknown time zone"),
         (
             ["--cron", "0 2 * * *", "--policy", "Overlap", "--data", '{"day": "$today"}'],
-            "Allow, Forbid or Replace",
+            "one of Allow, Forbid, Replace",
         ),
         (["--every", "60", "--data", "{"], "not valid JSON"),
     ],
