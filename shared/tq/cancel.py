@@ -134,14 +134,13 @@ class CancelWatch:
             ctx.cancel_requested = True  # the handler can tell this cancel from the worker's stop
             task.cancel(f"job {job_id} cancelled")
 
-    def begin(self, queue: str, job_id: str, ctx: Any) -> bool:
-        """The current task is about to run the job's handler (with ``ctx``, its ``JobContext``):
-        False when the job's cancel was already asked (it must not run), else it is registered
-        so that a cancel finds its task."""
+    def begin(self, queue: str, job_id: str, ctx: Any, task: asyncio.Task[Any] | None) -> bool:
+        """``task`` (the current one) is about to run the job's handler (with ``ctx``, its
+        ``JobContext``): False when the job's cancel was already asked (it must not run), else it
+        is registered so that a cancel finds its task."""
         asked = self.asked.get(queue)
         if asked and job_id in asked:
             return False
-        task = asyncio.current_task()
         if task is not None:
             self.running[(queue, job_id)] = (task, ctx)
         return True

@@ -138,7 +138,8 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
                     b"}",
                 )
             )
-            return Envelope.model_validate_json(doc)
+            # the validator itself: model_validate_json's keyword handling costs 0.4 µs a job
+            return Envelope.__pydantic_validator__.validate_json(doc)
     try:
         payload = json.loads(fields[b"p"])
         raw = {

@@ -575,11 +575,14 @@ class QueueRunner:
 
     async def slot_loop(self, index: int) -> None:
         loop = asyncio.get_running_loop()
+        # this slot's task, looked up once: a cancel finds a job's handler by it (each lookup is
+        # a getpid system call in asyncio, costly where system calls are)
+        task = asyncio.current_task()
         while index < self.cfg.concurrency:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
                 self._note_taken(eid)
-                await self.run_entry(eid, fields)
+                await self.run_entry(eid, fields, task)
                 continue
             if self.w.stopping:
                 return
@@ -631,11 +634,11 @@ class QueueRunner:
         event.clear()
 
     # ---- execution ---------------------------------------------------------------------------
-    async def run_entry(self, eid: bytes, fields: dict[bytes, bytes]) -> None:
+    async def run_entry(self, eid: bytes, fields: dict[bytes, bytes], task: asyncio.Task[Any] | None) -> None:
         started = time.time()
         self.running += 1
         try:
-            op = await self._execute(eid, fields, started)
+            op = await self._execute(eid, fields, started, task)
         except Exception:
             # Not the handler's failure (those become ops) but ours, e.g. Redis gone mid-check: let go
             # of the entry unsettled, so it is reclaimed after the visibility timeout.
@@ -652,7 +655,9 @@ class QueueRunner:
         self.ops.append(op)
         self._wake_settle.set()
 
-    async def _execute(self, eid: bytes, fields: dict[bytes, bytes], started: float) -> _Op:
+    async def _execute(
+        self, eid: bytes, fields: dict[bytes, bytes], started: float, task: asyncio.Task[Any] | None
+    ) -> _Op:
         size = sum(map(len, fields.values()))  # no generator frame per job
         limit = self.w.settings.max_payload_bytes
         if size > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
@@ -694,7 +699,7 @@ class QueueRunner:
             known = ", ".join(self.spec.jobs)
             return dead("UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {known}")
         try:
-            payload = model.model_validate(env.payload)
+            payload = model.__pydantic_validator__.validate_python(env.payload)  # as model_validate
         except ValidationError as exc:
             return dead("InvalidPayload", "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
         handler = self.w.handlers.get(self.queue, env.name)
@@ -733,7 +738,7 @@ class QueueRunner:
             time_limit = self.job_timeouts.get(env.name, 0.0)
             deadline: asyncio.Timeout | None = None
             cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
-            if not cancels.begin(self.queue, env.id, ctx):  # cancelled between fetch and start: never runs
+            if not cancels.begin(self.queue, env.id, ctx, task):  # cancelled since the fetch: never runs
                 return op("x")
             try:
                 try:
