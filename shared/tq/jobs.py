@@ -141,7 +141,10 @@ async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
         args=[keys.GROUP, job_id],
     )
     if not reply:
-        raise NotFound(f"no job {job_id} on {queue} (never enqueued, or trimmed by retention)")
+        raise NotFound(
+            f"no job {job_id} on {queue} (never enqueued there, removed or cancelled before it ran, "
+            "or trimmed by retention)"
+        )
     h, entry, pending, dead, finished = reply
     finished_ms = float(finished) if finished else None
     return _record(queue, job_id, _pairs(h), bool(pending), _pairs(entry), _pairs(dead), finished_ms)

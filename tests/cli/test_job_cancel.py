@@ -26,6 +26,7 @@ def test_cancel_a_waiting_job_removes_it(redis_url: str, r: redis.Redis) -> None
     assert out.strip() == f"{job_id} cancelled: it was waiting and was removed; it never runs"
     assert r.xlen(keys.stream(Q)) == 0 and int(r.hget(keys.counters(Q), "cancelled") or 0) == 1
     assert "no job" in refused("job", "cancel", Q, job_id)
+    assert "cancelled before it ran" in refused("job", Q, job_id)  # what `tq job` says of it now
     assert "no job" in refused("job", "cancel", Q, "0" * 32)
     assert "unknown queue" in refused("job", "cancel", "no:such", job_id)
     assert "usage: tq job cancel QUEUE ID" in refused("job", "cancel", Q)

@@ -1116,7 +1116,7 @@ async function loadJob(nav, queue, id, refresh) {
     if (!current(nav)) return;
     clearJob();
     if (e.status === 404 && state.queues.has(queue)) {
-      throw new ApiFailure(404, `No job ${id} on ${queue}: it was never enqueued there, or retention removed it. Try Find job to search every queue.`);
+      throw new ApiFailure(404, `No job ${id} on ${queue}: it was never enqueued there, was removed or cancelled before it ran, or retention removed it. Try Find job to search every queue.`);
     }
     throw e;
   }
