@@ -289,11 +289,12 @@ class Producer:
             return answer
 
     async def _submit(self, spec: QueueSpec, prepared: _Prepared) -> str:
+        loop = asyncio.get_running_loop()  # once: each lookup is a getpid system call in asyncio
         flusher = self._flusher
-        if flusher is not None and flusher.get_loop() is not asyncio.get_running_loop():
+        if flusher is not None and flusher.get_loop() is not loop:
             self._flusher, self._queued = None, []  # left by an event loop that has ended
         if self._in_flight or self._flusher is not None:  # share the next round trip
-            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[str] = loop.create_future()
             self._queued.append((spec, prepared, future))
             return await future
         self._in_flight += 1
