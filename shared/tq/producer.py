@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys, tracing
-from tq.connection import async_client, call_script, is_cluster, sync_client
+from tq.connection import async_client, call_script, is_cluster, sync_client, timeouts_in_kernel
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
@@ -218,6 +218,9 @@ class Producer:
         self._scripts = Scripts(self.client)
         self._enc = _Encoder(self.settings)
         self._in_flight = 0  # single enqueues sent and not yet answered
+        # the event loop of the enqueue in flight and of the flusher, while there is one: a caller
+        # arriving meanwhile shares their round trip on it (see _busy_loop)
+        self._busy_on: asyncio.AbstractEventLoop | None = None
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._cluster = is_cluster(self.client)
@@ -289,27 +292,40 @@ class Producer:
             return answer
 
     async def _submit(self, spec: QueueSpec, prepared: _Prepared) -> str:
-        loop = asyncio.get_running_loop()  # once: each lookup is a getpid system call in asyncio
-        flusher = self._flusher
-        if flusher is not None and flusher.get_loop() is not loop:
-            self._flusher, self._queued = None, []  # left by an event loop that has ended
-        if self._in_flight or self._flusher is not None:  # share the next round trip
-            future: asyncio.Future[str] = loop.create_future()
+        busy = self._busy_loop()
+        if busy is not None:  # share the next round trip
+            future: asyncio.Future[str] = busy.create_future()
             self._queued.append((spec, prepared, future))
             return await future
+        loop = self._busy_on = asyncio.get_running_loop()
         self._in_flight += 1
         try:
-            reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared))
+            reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared), loop)
         finally:
-            self._in_flight -= 1
-            self._flush_queued()
+            if self._busy_on is loop:  # not dropped meanwhile (see _busy_loop)
+                self._in_flight -= 1
+                self._flush_queued(loop)
         return self._enc.answers(reply)[0]
 
-    def _flush_queued(self) -> None:
-        if self._queued and self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_loop())
+    def _busy_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop an enqueue is in flight on, or the flusher runs on, if any. Known without
+        asyncio.get_running_loop: on Python 3.11 each lookup is a getpid system call, 18% of a
+        concurrent caller's samples. One caller's state across event loops: a loop that closed with
+        an enqueue in flight (its tasks never finished) is dropped with what it left queued, and those
+        tasks' coroutines, closed later by the garbage collector, change nothing."""
+        loop = self._busy_on
+        if loop is not None and loop.is_closed():
+            self._busy_on, self._in_flight, self._flusher, self._queued = None, 0, None, []
+            return None
+        return loop
 
-    async def _flush_loop(self) -> None:
+    def _flush_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._queued and self._flusher is None:
+            self._flusher = loop.create_task(self._flush_loop(loop))
+        elif not self._in_flight and self._flusher is None:
+            self._busy_on = None
+
+    async def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send what queued, as soon as it queued, with at most SHARED_IN_FLIGHT calls in flight of at
         most SHARED_BATCH jobs: while Redis runs one batch, the callers answered by the previous one
         prepare the next (their validation and encoding overlap the round trip)."""
@@ -323,7 +339,7 @@ class Producer:
                     for item in batch:
                         by_queue.setdefault(item[0].name, []).append(item)
                     sending.update(
-                        asyncio.create_task(self._send_queued(items)) for items in by_queue.values()
+                        loop.create_task(self._send_queued(items, loop)) for items in by_queue.values()
                     )
                 else:
                     done, sending = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -332,17 +348,18 @@ class Producer:
                 # one pass of the loop (not a timer): callers just answered queue their next jobs
                 await asyncio.sleep(0)
         finally:
-            self._flusher = None
-            self._flush_queued()  # a failure above: what queued meanwhile still goes
+            if self._busy_on is loop:  # not dropped meanwhile (see _busy_loop)
+                self._flusher = None
+                self._flush_queued(loop)  # a failure above: what queued meanwhile still goes
 
-    async def _send_queued(self, items: list[_Queued]) -> None:
+    async def _send_queued(self, items: list[_Queued], loop: asyncio.AbstractEventLoop) -> None:
         spec = items[0][0]
         now = time.time()
         args = self._enc.head(spec, int(now * 1000))
         for _spec, prepared, _future in items:
             self._enc.job_args(spec, prepared, now, args)
         try:
-            answers = self._enc.answers(await self._call(self._enc.keys(spec.name), args))
+            answers = self._enc.answers(await self._call(self._enc.keys(spec.name), args, loop))
         except BaseException as exc:  # every caller of the batch gets the error (a cancellation too)
             for _s, _p, future in items:
                 if not future.done():
@@ -356,7 +373,7 @@ class Producer:
             if not future.done():  # a caller that gave up (cancelled) has no one to tell
                 future.set_result(answer)
 
-    async def _call(self, keys_: list[str], args: list[Any]) -> Any:
+    async def _call(self, keys_: list[str], args: list[Any], loop: asyncio.AbstractEventLoop) -> Any:
         """One enqueue script call, sent again once when the connection fails: the reply may be lost
         after the script ran, and the same ids find the jobs that call created (no duplicate).
         Sent on a held connection, packed by hiredis: redis-py's per-command pool checkout, retry
@@ -368,7 +385,7 @@ class Producer:
             except (RedisConnectionError, RedisTimeoutError):
                 return await script(keys=keys_, args=args)
         packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
-        conn = await self._connection()
+        conn = await self._connection(loop)
         try:
             try:
                 return await call_script(conn, script, packed)
@@ -377,14 +394,14 @@ class Producer:
                 return await call_script(conn, script, packed)
         finally:  # a cancelled read has disconnected it (redis-py): reconnected when next used
             if self._owns_client:
-                self._idle.append(conn)
+                if self._held_loop is loop:  # not a connection of a loop that has closed
+                    self._idle.append(conn)
             else:
                 await self.client.connection_pool.release(conn)
 
-    async def _connection(self) -> Any:
+    async def _connection(self, loop: asyncio.AbstractEventLoop) -> Any:
         if not self._owns_client:
             return await self.client.connection_pool.get_connection()
-        loop = asyncio.get_running_loop()
         if self._held_loop is not loop:  # connections of an event loop that has ended are not reused
             self._held, self._idle, self._held_loop = [], [], loop
         if self._idle:
@@ -413,6 +430,7 @@ class Producer:
         self, queue: str, prepared: list[_Prepared], chunk: int, trace: str | None
     ) -> list[EnqueueResult]:
         ks = self._enc.keys(queue)
+        loop = asyncio.get_running_loop()
         sent: deque[asyncio.Future[Any]] = deque()  # at most CHUNKS_IN_FLIGHT, each on a pooled connection
         replies = []
         try:
@@ -420,7 +438,7 @@ class Producer:
                 if len(sent) >= CHUNKS_IN_FLIGHT:
                     replies.append(await sent.popleft())
                 args = self._enc.chunk_args(queue, prepared[start : start + chunk], trace)
-                sent.append(asyncio.ensure_future(self._call(ks, args)))
+                sent.append(loop.create_task(self._call(ks, args, loop)))
                 await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
             while sent:
                 replies.append(await sent.popleft())
@@ -448,6 +466,7 @@ class SyncProducer:
     def close(self) -> None:
         with self._lock:
             for conn in self._held:
+                conn.disconnect()  # its socket's timeouts were moved (timeouts_in_kernel): a fresh one
                 self.client.connection_pool.release(conn)
             self._held.clear()
         self._local = threading.local()
@@ -455,13 +474,17 @@ class SyncProducer:
             self.client.close()
 
     def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+        local = self._local
+        conn = getattr(local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self.client.connection_pool.get_connection()
+            conn = local.conn = self.client.connection_pool.get_connection()
             with self._lock:
                 self._held.append(conn)
         elif not conn.is_connected:  # through connect(): a Sentinel's asks for the master's address
             conn.connect()
+        if conn._sock is not getattr(local, "sock", None):  # a new socket (first use, reconnected)
+            timeouts_in_kernel(conn)
+            local.sock = conn._sock
         return conn
 
     def _enqueue_call(self, keys_: list[str], args: list[Any]) -> Any:

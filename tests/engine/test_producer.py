@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import shutil
+import threading
 import time
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 import redis
 import redis.asyncio
 from support import fast_settings
+from support.redis_server import start_redis_server
 from tq import keys, producer
 from tq.envelope import entry_envelope
 from tq.errors import InvalidPayload, PayloadTooLarge, UnknownJob, UnknownQueue
@@ -201,6 +205,38 @@ def test_sync_producer_survives_script_flush_and_a_dropped_connection(redis_url:
     client.close()
 
 
+def test_sync_producer_times_out_on_a_stalled_redis_and_loses_nothing() -> None:
+    """The held connection's timeout lives in the kernel (no poll() per round trip): a Redis busy
+    past it still ends the call with an error, not a hang, and once Redis answers again the
+    producer goes on; the call that timed out, resent with its job's id, left at most one job."""
+    proc, port, workdir = start_redis_server("--enable-debug-command", "yes")
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=0.5)
+    p = SyncProducer(client, fast_settings(url))
+    try:
+        first = p.enqueue("email:send", "send-email", EMAIL)
+        sleeper = threading.Thread(
+            target=lambda: redis.Redis(port=port).execute_command("DEBUG", "SLEEP", "2")
+        )
+        sleeper.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            p.enqueue("email:send", "send-email", EMAIL)
+        assert time.monotonic() - started < 1.6  # two attempts of 0.5 s, not the whole sleep
+        sleeper.join()
+        last = p.enqueue("email:send", "send-email", EMAIL)
+        ids = [fields[b"i"].decode() for _, fields in client.xrange(keys.stream("email:send"))]
+        assert ids[0] == first and ids[-1] == last
+        assert len(ids) in (2, 3) and len(set(ids)) == len(ids)
+    finally:
+        p.close()
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -263,7 +299,7 @@ async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis
         )
         assert len(results) == 60 and all(isinstance(r, redis.exceptions.ConnectionError) for r in results)
         await asyncio.sleep(0.01)
-        assert p._flusher is None and not p._queued  # nothing left behind
+        assert p._flusher is None and not p._queued and p._busy_on is None  # nothing left behind
     finally:
         await client.aclose()
 
@@ -294,3 +330,39 @@ async def test_a_producer_with_its_own_client_holds_few_connections_and_survives
     finally:
         await p.close()
     assert not (await enqueuers()) & held_again  # given back and closed with the producer's client
+
+
+# the abandoned coroutines' own cleanup (redis-py's disconnect) fails on the closed loop, as it must
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_producer_outlives_an_event_loop_closed_with_its_enqueues_in_flight(redis_url: str) -> None:
+    """A producer kept across event loops (a sync app calling asyncio.run per request, tests): a
+    loop closed while one enqueue was in flight and others queued behind it leaves nothing that
+    the next loop's callers would wait on; they are sent on their own event loop."""
+    p = Producer(settings=fast_settings(redis_url))
+    first = asyncio.new_event_loop()
+    first.run_until_complete(p.enqueue("email:send", "send-email", EMAIL))  # connected
+    pending = [first.create_task(p.enqueue("email:send", "send-email", EMAIL)) for _ in range(5)]
+    first.run_until_complete(asyncio.sleep(0))  # the first one sent, the others queued behind it
+    assert p._in_flight == 1 and len(p._queued) == 4
+    for task in pending:  # closed without finishing them (their replies never read)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+    first.close()
+    del task
+
+    async def later() -> list[str]:  # not closed after: its client's pool holds the first loop's
+        # connections, which redis-py can't close from another loop
+        ids = [await asyncio.wait_for(p.enqueue("email:send", "send-email", EMAIL), 10)]
+        pending.clear()
+        gc.collect()  # the first loop's coroutines closed: their cleanup runs now, on this loop
+        ids += await asyncio.wait_for(
+            asyncio.gather(*(p.enqueue("email:send", "send-email", EMAIL) for _ in range(20))), 10
+        )
+        ids.append(await asyncio.wait_for(p.enqueue("email:send", "send-email", EMAIL), 10))
+        return ids
+
+    ids = asyncio.run(later())
+    assert len(set(ids)) == 22 and p._busy_on is None
+    client = redis.Redis.from_url(redis_url)
+    stream = {f[b"i"].decode() for _, f in client.xrange(keys.stream("email:send"))}
+    client.close()
+    assert set(ids) <= stream
