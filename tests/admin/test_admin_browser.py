@@ -1,11 +1,12 @@
 """The owner's page in headless Chromium (Debian's package, driven by Playwright with that system
 browser), against the admin app under uvicorn, the suite's real redis-server, real workers and a
 migrated database: sign in; the overview's totals, charts (uPlot, served by the admin itself under
-its CSP) and lists; the queue list live from the SSE stream, sorted and filtered; a queue's
-charts, config and consumers; jobs with relative times, retry counts and bulk actions; the DLQ
-grouped, filtered, bulk-replayed, "replay all matching" with its count first, and its empty state;
-the workers and schedules views; navigation that never shows stale data; 420 px; dark mode; the
-keyboard.
+its CSP) and lists (busiest and most failing queues of the selected range, dead letters per queue,
+paused queues live); the queue list live from the SSE stream, sorted and filtered, with jobs/s and
+p95; a queue's charts, config and consumers; jobs with relative times, retry counts and bulk retry
+and remove; the DLQ grouped, filtered, bulk-replayed, bulk-deleted, "replay all matching" with its
+count first, and its empty state; the workers and schedules views; navigation that never shows
+stale data; 420 px; dark mode; the keyboard.
 
 Screenshots of the overview, a queue, the workers view, a job and the DLQ are written to
 ``TQ_SCREENSHOTS_DIR`` when it is set (``docs/img`` holds the committed ones, shown in
@@ -22,22 +23,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support import running, tiny_retry, wait_for
 from support.admin import (
     NO_HANDLER_JOB,
     Q,
     admin_settings,
+    auth,
     dead_letters,
     insert_metric_aggregates,
     serving,
     sqlite_database,
     token,
 )
-from tq import keys, schedules
+from tq import jobs, keys, schedules
 from tq.handlers import HandlerRegistry
 from tq.producer import Producer
 from tq.registry import all_queues, get_queue
+from tq.stats import StatsLeader
 from tq.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +136,7 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
         queues={Q: tiny_retry(attempts=4, initial_s=3600, max_s=3600)},  # a failure waits an hour
     )
     await aggregates(s.settings.database_url)
-    await dead_letters(redis_client, s.settings, 3)
+    await dead_letters(redis_client, s.settings, 5)
     await schedules.add(
         redis_client,
         schedules.ScheduleSpec(
@@ -155,14 +159,11 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
                 return await redis_client.hget(keys.job(Q, retrying), "s") == b"failed"
 
             await wait_for(in_backoff, what="a job in retry backoff")
-            # the screenshots in docs/ show the stack as a deployment would, not this checkout's paths
-            stack = (await redis_client.hget(keys.job(Q, retrying), "es")).decode()
-            await redis_client.hset(keys.job(Q, retrying), "es", stack.replace(f"{REPO}/", "/app/"))
             page, problems = await open_page(browser, served.url, s, viewport={"width": 1280, "height": 900})
 
             # ---- overview: totals, both charts drawn by uPlot (canvas, axes), lists
             overview = page.locator("#view-overview")
-            await expect(overview.locator('[data-total="dead letters"] dd')).to_have_text("3")
+            await expect(overview.locator('[data-total="dead letters"] dd')).to_have_text("5")
             await expect(overview.locator('[data-total="retrying"] dd')).to_have_text("1")
             await expect(overview.locator('[data-total="workers"] dd')).to_have_text("1")
             await expect(page.locator("#chart-history .uplot canvas")).to_have_count(1)
@@ -171,10 +172,40 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
             await expect(page.locator("#busiest tbody tr").first).to_have_attribute(
                 "data-queue", "ai:content"
             )
-            await expect(page.locator(f'#dlq-sizes tr[data-queue="{Q}"] td').nth(1)).to_have_text("3")
+            # the most failing queues of the hour: ai:content failed 3 times, email:send once
+            failing = page.locator("#failing tbody tr")
+            await expect(failing).to_have_count(2)
+            await expect(failing.first).to_have_attribute("data-queue", "ai:content")
+            await expect(failing.first.locator("td").nth(1)).to_have_text("3")
+            await expect(page.locator(f'#failing tr[data-queue="{Q}"] td').nth(1)).to_have_text("1")
+            # dead letters per queue: only the queues that have some, each a link to its DLQ
+            dlq_sizes = page.locator("#dlq-sizes tbody tr")
+            await expect(dlq_sizes).to_have_count(1)
+            await expect(page.locator(f'#dlq-sizes tr[data-queue="{Q}"] td').nth(1)).to_have_text("5")
+            await expect(dlq_sizes.get_by_role("link", name=Q)).to_have_attribute(
+                "href", "#/queue/email%3Asend/dlq"
+            )
+            # paused queues, live: a pause (or resume) through the API shows up without a reload
+            paused = page.locator("#paused-list")
+            await expect(paused).to_have_text("None: every queue is running.")
+            async with httpx.AsyncClient(base_url=served.url, headers=auth(token(s)), timeout=10) as http:
+                r = await http.post("/api/owner/queues/ai%3Acontent/pause")
+                assert r.status_code == 200, r.text
+                await expect(paused.get_by_role("link", name="ai:content")).to_have_attribute(
+                    "href", "#/queue/ai%3Acontent"
+                )
+                await expect(paused.locator("li")).to_have_count(1)
+                await expect(overview.locator('[data-total="paused"] dd')).to_have_text("1")
+                r = await http.post("/api/owner/queues/ai%3Acontent/resume")
+                assert r.status_code == 200, r.text
+            await expect(paused).to_have_text("None: every queue is running.")
+            await expect(overview.locator('[data-total="paused"] dd')).to_have_text("0")
             await expect(page.locator("#history-empty")).to_be_hidden()
             await page.get_by_role("button", name="Week").click()
             await expect(page.locator("#history-caption")).to_contain_text("per hour")
+            # the lists follow the selected range: a week of failures (every 7th bucket)
+            await expect(failing.first.locator("td").nth(1)).to_have_text("123")
+            await expect(page.locator(f'#failing tr[data-queue="{Q}"] td').nth(1)).to_have_text("41")
             await page.get_by_role("button", name="Hour").click()
             await expect(page.locator("#history-caption")).to_contain_text("per 5 minutes")
             await shot(page, artifacts, "overview", docs=True)
@@ -182,7 +213,7 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
             # ---- queues: live from the stream, sortable, filterable
             await page.get_by_role("link", name="Queues", exact=True).click()
             row = page.locator(f'#queue-table tr[data-queue="{Q}"]')
-            await expect(row.locator('[data-field="dead"]')).to_have_text("3")
+            await expect(row.locator('[data-field="dead"]')).to_have_text("5")
             await expect(row.locator('[data-field="retrying"]')).to_have_text("1")
             await expect(row.locator('[data-field="consumers"]')).to_have_text("1")
             await expect(page.locator("#live")).to_have_class("on")
@@ -220,6 +251,17 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
             due = job_row.locator("time").nth(1)
             await expect(due).to_have_text(re.compile(r"^in (60 min|1 h)$"))
             assert "(" in (await due.get_attribute("title") or "")  # absolute, with the time zone
+            # bulk retry: the job runs now instead of in an hour, fails again, and waits once more
+            await page.get_by_label(f"Select job {retrying}").check()
+            await expect(page.locator("#jobs-selected")).to_have_text("1 selected")
+            await page.get_by_role("button", name="Retry selected").click()
+            await expect(page.locator("#jobs-status")).to_have_text("Retried 1 job(s)")
+            await expect(job_row).to_contain_text("2 / 4")
+            await expect(job_row).to_contain_text("retrying")
+            await expect(page.get_by_role("button", name="Retry selected")).to_be_disabled()
+            # the screenshots in docs/ show the stack as a deployment would, not this checkout's paths
+            stack = (await redis_client.hget(keys.job(Q, retrying), "es")).decode()
+            await redis_client.hset(keys.job(Q, retrying), "es", stack.replace(f"{REPO}/", "/app/"))
             # the list follows the stream: a new waiting job appears without a click
             await page.get_by_label("State").select_option("waiting")
             await expect(page.locator("#jobs-empty")).to_be_visible()
@@ -262,9 +304,9 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
         groups = page.locator("#dlq-groups tbody tr")
         await expect(groups).to_have_count(1)
         await expect(groups.first).to_contain_text("NoHandler")
-        await expect(groups.first.locator("td").nth(1)).to_have_text("3")
+        await expect(groups.first.locator("td").nth(1)).to_have_text("5")
         entries = page.locator("#dlq-table tbody tr")
-        await expect(entries).to_have_count(3)
+        await expect(entries).to_have_count(5)
         await shot(page, artifacts, "dlq", docs=True)
         await page.get_by_label("Text").fill("nothing-matches-this")
         await page.get_by_role("button", name="Filter", exact=True).click()
@@ -272,18 +314,32 @@ async def test_console_views_live_updates_bulk_actions_and_screenshots(
         await expect(page.locator("#dlq-empty")).to_contain_text("No dead letter matches these filters")
         await expect(page.get_by_role("button", name="Replay all matching…")).to_be_disabled()
         await page.get_by_role("button", name="Clear filters").click()
-        await expect(entries).to_have_count(3)
+        await expect(entries).to_have_count(5)
         await page.get_by_label("Since").fill("2099-01-01T00:00")  # the time filter
         await page.get_by_role("button", name="Filter", exact=True).click()
         await expect(entries).to_have_count(0)
         await expect(page.locator("#dlq-groups tbody tr")).to_contain_text("No dead letters")
         await page.get_by_role("button", name="Clear filters").click()
-        await expect(entries).to_have_count(3)
+        await expect(entries).to_have_count(5)
         first = await entries.first.get_attribute("data-dlq")
         await page.get_by_label(f"Select {first}").check()
         await page.get_by_role("button", name="Replay selected").click()
         await expect(page.locator(f'#dlq-table tr[data-dlq="{first}"]')).to_have_count(0)
+        await expect(entries).to_have_count(4)
+        # bulk delete: two entries go, and no job is made from them (a replay would enqueue one)
+        doomed = [await entries.nth(i).get_attribute("data-dlq") for i in (0, 1)]
+        for dlq_id in doomed:
+            await page.get_by_label(f"Select {dlq_id}").check()
+        await expect(page.locator("#dlq-selected")).to_have_text("2 selected")
+        waiting_before = (await jobs.counts(redis_client, Q))["waiting"]
+        await page.get_by_role("button", name="Delete selected").click()
+        await expect(page.locator("#dlq-status")).to_have_text("Deleted 2 entries")
         await expect(entries).to_have_count(2)
+        for dlq_id in doomed:
+            await expect(page.locator(f'#dlq-table tr[data-dlq="{dlq_id}"]')).to_have_count(0)
+        await expect(groups.first.locator("td").nth(1)).to_have_text("2")
+        assert int(await redis_client.xlen(keys.dlq(Q))) == 2
+        assert (await jobs.counts(redis_client, Q))["waiting"] == waiting_before
         await page.get_by_role("button", name="Replay all matching…").click()
         await expect(page.locator("#dlq-confirm-text")).to_contain_text("This replays 2 entries")
         assert int(await redis_client.xlen(keys.dlq(Q))) == 2  # counted, not yet touched
@@ -440,17 +496,18 @@ async def test_narrow_dark_and_keyboard(
     assert problems == []
 
 
-async def test_jobs_per_second_is_not_zero_for_a_queue_that_completed_jobs(
+async def test_jobs_per_second_and_p95_of_a_queue_that_completed_jobs(
     browser: Any, redis_url: str, tmp_path: Path, redis_client: Any
 ) -> None:
     """jobs/s is taken over the last minute the page saw, not over one stats interval (which
-    reads 0.00 as soon as an interval passes without a completion)."""
+    reads 0.00 as soon as an interval passes without a completion); the p95 column shows the
+    stats leader's p95 duration of the completed jobs."""
     s = admin_settings(redis_url, sqlite_database(tmp_path))
     handlers = HandlerRegistry()
 
     @handlers.register(Q, "send-email")
     async def send(ctx: Any, payload: Any) -> None:
-        return None
+        await asyncio.sleep(0.05)  # every job takes at least 50 ms
 
     expect = playwright_api.expect
     with serving(s) as served:
@@ -467,6 +524,12 @@ async def test_jobs_per_second_is_not_zero_for_a_queue_that_completed_jobs(
                 page.locator(f'#queue-table tr[data-queue="{Q}"] [data-field="waiting"]')
             ).to_have_text("0")
             await expect(rate_cell).to_have_text(re.compile(r"^0\.[0-9]*[1-9][0-9]*$"))
+        # p95: none until a stats leader measured the completed jobs, then theirs, live
+        p95_cell = page.locator(f'#queue-table tr[data-queue="{Q}"] [data-field="p95"]')
+        await expect(p95_cell).to_have_text("-")
+        await StatsLeader(redis_client, settings=s.settings).tick()
+        await expect(p95_cell).to_have_text(re.compile(r"^[0-9]+$"))
+        assert 50 <= int(await p95_cell.text_content() or 0) < 5000
         await page.close()
     assert problems == []
 
