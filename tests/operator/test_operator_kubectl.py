@@ -7,16 +7,22 @@ it these tests are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
+from support import fast_settings, running, wait_for
 from support.kubectl import KUBECTL, kubectl, readme_block, shell, table
 from support.operator import NS, SCHEDULES_BASE, condition, create, get, js, operator, ready, wait_obj
 from tq import keys
+from tq.errors import NonRetryableError
+from tq.handlers import HandlerRegistry, JobContext
+from tq.producer import Producer
 from tq_operator.crd import REPO_ROOT, example_path
 from tq_operator.main import FINALIZER
 from tq_operator.spec import GROUP, KIND, VERSION
@@ -200,3 +206,123 @@ async def test_readme_removes_the_finalizer_when_the_operator_is_gone(
     out = await shell(command)
     assert "queueconfig.queues.teknav.io/email-send patched" in out
     await wait_obj(api, "email-send", lambda o: o is None, "gone once the finalizer is removed")
+
+
+def readme_lines(marker: str) -> list[str]:
+    """The commands of the README block after ``<!-- marker -->``, each line as written."""
+    return [line for line in readme_block(marker).splitlines() if line.strip()]
+
+
+async def test_the_readme_queueconfig_flow_runs_as_written(
+    api: aiohttp.ClientSession, redis_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's `kubectl apply/get/explain/annotate` block for ai-content, line by line with bash
+    (the replay token is the reader's `$(date +%s)`)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    apply, get_qc, get_wide, explain, annotate = readme_lines("queueconfig-flow")
+    with operator():
+        before = time.time()
+        assert f"queueconfig.queues.teknav.io/{NAME} created" in await shell(apply)
+        await wait_obj(api, NAME, ready, "Ready=True after the README's kubectl apply")
+        assert (await config(redis_client, "ai:content"))["concurrency"] == "8"
+        row = table(await shell(get_qc))[0]
+        assert list(row) == ["NAME", "QUEUE", "CONCURRENCY", "PAUSED", "WAITING", "DLQ", "READY", "AGE"]
+        assert (row["NAME"], row["QUEUE"], row["READY"]) == (NAME, "ai:content", "True")
+        wide = table(await shell(get_wide))[0]
+        assert list(wide)[-5:] == ["READY", "APPLIED", "GENERATION", "OBSERVED", "AGE"]
+        explained = " ".join((await shell(explain)).split())
+        assert "FIELD: retry" in explained or "RESOURCE: retry" in explained, explained
+        for field in ("attempts", "backoff"):
+            assert field in explained  # "every field is described"
+        assert f"queueconfig.queues.teknav.io/{NAME} annotated" in await shell(annotate)
+        obj = await wait_obj(api, NAME, lambda o: o["status"].get("lastReplay"), "the replay handled")
+        last = obj["status"]["lastReplay"]
+        assert last["result"] == "Replayed" and before - 1 <= int(last["token"]) <= time.time() + 1
+        assert "queues.teknav.io/replay" not in (obj["metadata"].get("annotations") or {})
+        await kubectl("delete", "-f", str(EXAMPLE), "--wait=false")
+        await wait_obj(api, NAME, lambda o: o is None, "released")
+
+
+async def email_dead_letters(client: Any, redis_url: str, timeouts: int, others: int) -> None:
+    """Dead-letter ``timeouts`` email:send jobs failing for good with a message naming a timeout
+    and ``others`` with NoHandler (a job no handler serves), through a real worker. Neither is
+    retried, whatever retry the QueueConfig gives the queue."""
+    settings = fast_settings(redis_url)
+    producer = Producer(client, settings)
+    handlers = HandlerRegistry()
+
+    async def slow_smtp(ctx: JobContext, payload: Any) -> None:
+        raise NonRetryableError("SMTP timeout: the server did not answer in 10 s")
+
+    handlers.add("email:send", "send-email", slow_smtp)
+    before = int(await client.xlen(keys.dlq("email:send")))
+    for i in range(timeouts):
+        await producer.enqueue("email:send", "send-email", {"to": f"u{i}@example.com", "template": "welcome"})
+    for i in range(others):
+        await producer.enqueue("email:send", "process-email-queue", {"limit": i + 1})
+
+    async def full() -> bool:
+        return int(await client.xlen(keys.dlq("email:send"))) == before + timeouts + others
+
+    async with running(client, settings, handlers, queue="email:send"):
+        await wait_for(full, timeout=15, what="the DLQ filled")
+
+
+async def test_the_readme_replay_and_purge_annotations_run_as_written(
+    api: aiohttp.ClientSession,
+    redis_client: Any,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README's three `kubectl annotate qc email-send ...` lines with bash, as written: the replay
+    re-enqueues the DLQ once per `$(date +%s)` value; replay-limit/-filter stay and narrow the next
+    replay to the entries whose text matches `timeout`; purge-dlq=email:send empties the DLQ."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    replay, settings, purge = readme_lines("queueconfig-annotations")
+    dlq, stream = keys.dlq("email:send"), keys.stream("email:send")
+    await email_dead_letters(redis_client, redis_url, timeouts=2, others=1)
+
+    def last(o: dict[str, Any], what: str) -> dict[str, Any]:
+        return dict((o or {}).get("status", {}).get(what) or {})
+
+    with operator():
+        await kubectl("apply", "-f", str(REPO_ROOT / example_path("email:send")))
+        await wait_obj(api, "email-send", ready, "email-send Ready")
+
+        assert "queueconfig.queues.teknav.io/email-send annotated" in await shell(replay)
+        obj = await wait_obj(api, "email-send", lambda o: last(o, "lastReplay"), "the first replay")
+        first = last(obj, "lastReplay")
+        assert (first["result"], first["replayed"]) == ("Replayed", 3)
+        assert await redis_client.xlen(dlq) == 0 and await redis_client.xlen(stream) == 3
+
+        await redis_client.delete(stream)  # those jobs ran elsewhere; three new dead letters
+        await email_dead_letters(redis_client, redis_url, timeouts=2, others=1)
+        await shell(settings)
+        # the settings are no request: they stay, and nothing is replayed until the next token
+        await shell(replay.replace("$(date +%s)", first["token"]))  # the same value: replays nothing
+        obj = await wait_obj(
+            api, "email-send",
+            lambda o: "queues.teknav.io/replay" not in (o["metadata"].get("annotations") or {}),
+            "the handled token dropped",
+        )  # fmt: skip
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["queues.teknav.io/replay-limit"] == "100"
+        assert annotations["queues.teknav.io/replay-filter"] == "timeout"
+        assert await redis_client.xlen(dlq) == 3
+
+        await asyncio.sleep(max(0.0, int(first["token"]) + 1.05 - time.time()))  # a new `$(date +%s)`
+        await shell(replay)
+        obj = await wait_obj(
+            api, "email-send", lambda o: last(o, "lastReplay").get("token") != first["token"], "the second"
+        )
+        second = last(obj, "lastReplay")
+        assert (second["result"], second["replayed"]) == ("Replayed", 2)  # only the timeouts
+        assert await redis_client.xlen(dlq) == 1 and await redis_client.xlen(stream) == 2
+
+        assert "queueconfig.queues.teknav.io/email-send annotated" in await shell(purge)
+        obj = await wait_obj(api, "email-send", lambda o: last(o, "lastPurge"), "the purge")
+        assert (last(obj, "lastPurge")["result"], last(obj, "lastPurge")["purged"]) == ("Purged", 1)
+        assert await redis_client.xlen(dlq) == 0
+        await kubectl("delete", "qc", "email-send", "--wait=false")
+        await wait_obj(api, "email-send", lambda o: o is None, "released")
