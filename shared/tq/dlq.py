@@ -69,6 +69,16 @@ def _history(value: bytes | None) -> list[dict[str, Any]]:
     return out
 
 
+def history_json(f: dict[bytes, bytes]) -> bytes:
+    """A DLQ entry's attempt history (JSON, ``at`` in ms): its ``h``, or for an entry that
+    dead-lettered at its only failure (settle.lua writes ``h`` only after earlier ones) that one
+    attempt, from the entry's own fields."""
+    if f.get(b"h"):
+        return f[b"h"]
+    attempt = {"attempt": int(f.get(b"a") or 1), "type": text(f.get(b"et")), "at": int(f.get(b"f") or 0)}
+    return json.dumps([attempt | {"message": text(f.get(b"em"))}]).encode()
+
+
 def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
     failed_at = _ms_to_s(f.get(b"f"))
     raw = text(f.get(b"e"))
@@ -88,7 +98,7 @@ def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
         attempts=int(f.get(b"a") or 0),
         failed_at=failed_at,
         first_failed_at=_ms_to_s(f.get(b"ff")) or failed_at,  # entries from before it had one
-        history=_history(f.get(b"h")),
+        history=_history(history_json(f)),
         payload=env.get("payload", raw if not env else None),
         trace_id=text(f.get(b"tr")) or env.get("trace_id"),
         idempotency_key=env.get("idempotency_key"),

@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from tq import config, keys
 from tq.connection import text
-from tq.dlq import replay_one
+from tq.dlq import history_json, replay_one
 from tq.envelope import FINISHED_STATES, Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
@@ -69,6 +69,13 @@ def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
+def _dead_letter_ms(h: dict[bytes, bytes]) -> bytes | None:
+    """A dead job's finish time once its DLQ entry is gone: the entry's id (the XADD's milliseconds,
+    on Redis's clock), which its record keeps in place of a finish time of its own."""
+    dl = h.get(b"dl")
+    return dl.split(b"-", 1)[0] if dl else None
+
+
 def _record(
     queue: str,
     job_id: str,
@@ -80,7 +87,8 @@ def _record(
 ) -> JobRecord:
     """A job from its record, the stream entry of a waiting or active job (its envelope is there),
     the DLQ entry of a dead one (its payload and stack are there) and a completed one's score in
-    the completed index (``finished_ms``: its record keeps no finish time). Either storage layout."""
+    the completed index (``finished_ms``: its record keeps no finish time; a dead one's is its DLQ
+    entry's id). Either storage layout."""
     env = record_envelope(h, entry, dead)
     state = JobState(text(h.get(b"s")) or "waiting")  # a waiting job's record holds only its entry id
     if state is JobState.WAITING and pending:
@@ -91,7 +99,11 @@ def _record(
             result = json.loads(h[b"r"])
         except ValueError:
             result = text(h[b"r"])
-    stack = h.get(b"es") or (dead or {}).get(b"es")
+    # a dead job's message and failures are in its dead letter (the record keeps their summary)
+    dead = dead or {}
+    stack = h.get(b"es") or dead.get(b"es")
+    error = h.get(b"em") or dead.get(b"em")
+    failures = h.get(b"h") or (history_json(dead) if dead else None)
     return JobRecord(
         id=job_id,
         queue=queue,
@@ -101,13 +113,14 @@ def _record(
         payload=env.get("payload", {}),
         enqueued_at=env.get("enqueued_at"),
         started_at=ms_to_s(h.get(b"st")),
-        finished_at=ms_to_s(h.get(b"f")) or (int(finished_ms) / 1000 if finished_ms else None),
+        finished_at=ms_to_s(h.get(b"f") or dead.get(b"f") or _dead_letter_ms(h))
+        or (int(finished_ms) / 1000 if finished_ms else None),
         duration_ms=float(h[b"d"]) if h.get(b"d") else None,
         due_at=ms_to_s(h.get(b"q")) if state in (JobState.DELAYED, JobState.FAILED) else None,
         error_type=text(h.get(b"et")) or None,
-        error=text(h.get(b"em")) or None,
+        error=text(error) or None,
         stack=text(stack) or None,
-        failures=json.loads(h[b"h"]) if h.get(b"h") else [],
+        failures=json.loads(failures) if failures else [],
         result=result,
         idempotency_key=env.get("idempotency_key"),
         trace_id=env.get("trace_id"),

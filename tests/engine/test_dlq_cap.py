@@ -75,6 +75,59 @@ async def test_entry_has_first_and_last_failure_and_outlives_the_job_record(
     assert replayed.payload["to"] == "u0@example.com"
 
 
+async def test_a_dead_record_is_a_short_summary_and_reads_whole_with_its_dead_letter(
+    redis_client: Any, redis_url: str
+) -> None:
+    """The dead job's record keeps no message, history or finish time (its DLQ entry has them): it
+    stays a listpack. Read through ``get_job`` it is whole; once its dead letter is replayed, the
+    record still says when the job died and with which error type. A job that died at its first
+    failure has a DLQ entry without ``ff``, ``h`` and ``q``, and the same history as one with them."""
+    long_message = "smtp refused: " + "the server said no " * 8  # a record holding it: a hashtable
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: Any) -> None:
+        raise ConnectionError(f"{long_message} (attempt {ctx.attempt})")
+
+    retry = {"attempts": 2, "initial_s": 0.05, "max_s": 0.05, "jitter": 0}
+    once, twice = settings_for(redis_url), settings_for(redis_url, retry=retry)
+    first = await Producer(redis_client, once).enqueue(Q, "send-email", EMAIL)
+    async with running(redis_client, once, h):
+        await wait_for(lambda: dlq_size(redis_client, 1), what="the first dead job")
+    second = await Producer(redis_client, twice).enqueue(Q, "send-email", EMAIL)
+    async with running(redis_client, twice, h):
+        await wait_for(lambda: dlq_size(redis_client, 2), what="the second dead job")
+
+    for job_id, attempts in ((first, 1), (second, 2)):
+        record = keys.job(Q, job_id)
+        assert await redis_client.object("ENCODING", record) == b"listpack"
+        fields = await redis_client.hgetall(record)
+        assert not {b"em", b"h", b"f", b"es", b"p"} & set(fields)
+        job = await get_job(redis_client, Q, job_id)
+        assert job is not None and job.state.value == "dead" and job.attempts == attempts
+        assert job.error == f"{long_message} (attempt {attempts})" and "ConnectionError" in (job.stack or "")
+        assert [f["attempt"] for f in job.failures] == list(range(1, attempts + 1))
+        assert job.finished_at is not None and job.payload["to"] == EMAIL["to"]
+        entry = await redis_client.xrange(keys.dlq(Q), fields[b"dl"], fields[b"dl"])
+        written = set(entry[0][1])
+        assert b"q" not in written and ({b"ff", b"h"} <= written) == (attempts > 1)
+        (d,) = [x for x in (await dlq.list_dead(redis_client, Q)).items if x.job_id == job_id]
+        assert [x["attempt"] for x in d.history] == list(range(1, attempts + 1))
+        assert d.first_failed_at <= d.failed_at == job.finished_at
+
+    dead = await get_job(redis_client, Q, first)
+    assert dead is not None
+    await dlq.replay_one(redis_client, Q, dead.dlq_id or "")
+    after = await get_job(redis_client, Q, first)
+    assert after is not None and after.state.value == "dead" and after.replayed_as
+    assert after.error_type == "ConnectionError" and after.error is None and after.failures == []
+    assert abs((after.finished_at or 0) - (dead.finished_at or 0)) < 0.05  # the entry id's time
+
+
+async def dlq_size(client: Any, n: int) -> bool:
+    return int(await client.xlen(keys.dlq(Q))) >= n
+
+
 async def test_the_cap_trims_the_oldest_and_counts_them(redis_client: Any, redis_url: str) -> None:
     assert get_queue(Q).defaults.dlq_max_len == QueueDefaults().dlq_max_len == 50_000  # the registry's
     s = settings_for(redis_url, dlq_max_len=3)  # TQ_QUEUES

@@ -25,6 +25,10 @@ local keep_completed, keep_failed = tonumber(ARGV[5]), tonumber(ARGV[6])
 local audit_on, events, consumer, dlq_max = ARGV[7] == '1', ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local n_completed, n_skipped, n_retried, n_dead, n_requeued, settled = 0, 0, 0, 0, 0, 0
 local n_dlq_trimmed, n_cancelled = 0, 0
+-- a dead job's record: the fields it gets from its settle, and those its DLQ entry holds instead
+local DEAD_RECORD_DROPS = {s = true, a = true, st = true, d = true, et = true, dl = true, c = true, x = true,
+  n = true, t = true, k = true, tr = true, e = true, es = true, p = true, em = true, h = true, q = true,
+  sx = true, f = true}
 
 -- Events of jobs that ran are built by concatenation (hot path: their id is pattern-checked and
 -- their name is in the registry); every other event goes through cjson (names may be forged).
@@ -183,14 +187,28 @@ for _, f in ipairs(ops) do
           -- self-contained (outlives the job record): first failure time and the attempt history too
           local over = redis.call('XLEN', KEYS[3]) + 1 - dlq_max
           if over > 0 then n_dlq_trimmed = n_dlq_trimmed + over end
-          local h = cjson.encode(history)
-          local did = redis.call('XADD', KEYS[3], 'MAXLEN', dlq_max, '*', 'id', id, 'q', queue, 'n', name,
-            'et', failure.type, 'em', failure.message, 'es', failure.stack, 'a', attempt, 'f', now,
-            'ff', history[1].at, 'e', env, 'tr', trace, 'h', h)
-          -- payload and stack are in the DLQ entry (dl), once; the record keeps the rest
-          redis.call('HSET', jk, 's', 'dead', 'a', attempt, 'st', started, 'f', now, 'd', duration, 'et', failure.type,
-            'em', failure.message, 'h', h, 'dl', did, 'c', consumer, 'x', '', unpack(env_fields))
-          redis.call('HDEL', jk, 'e', 'es', 'p')
+          -- the DLQ key names the queue; the first failure time, the history and the trace id only
+          -- when they say more than the entry's own attempt (tq.dlq reads either)
+          local dl = {'id', id, 'n', name, 'et', failure.type, 'em', failure.message, 'es', failure.stack,
+            'a', attempt, 'f', now, 'e', env}
+          if #history > 1 then
+            dl[#dl + 1] = 'ff'; dl[#dl + 1] = history[1].at
+            dl[#dl + 1] = 'h'; dl[#dl + 1] = cjson.encode(history)
+          end
+          if trace ~= '' then dl[#dl + 1] = 'tr'; dl[#dl + 1] = trace end
+          local did = redis.call('XADD', KEYS[3], 'MAXLEN', dlq_max, '*', unpack(dl))
+          -- payload, stack, message and history are in the DLQ entry (dl), once; the record keeps a
+          -- summary short enough for a listpack (a message or a history would make it a hashtable),
+          -- and no finish time: the DLQ entry's id is that time. Written anew: a record that was a
+          -- hashtable (a retry wrote its stack) stays one however many fields are deleted
+          local record = {'s', 'dead', 'a', attempt, 'st', started, 'd', duration, 'et', failure.type,
+            'dl', did, 'c', consumer, 'x', '', unpack(env_fields)}
+          local old = redis.call('HGETALL', jk)
+          for i = 1, #old, 2 do
+            if not DEAD_RECORD_DROPS[old[i]] then record[#record + 1] = old[i]; record[#record + 1] = old[i + 1] end
+          end
+          redis.call('DEL', jk)
+          redis.call('HSET', jk, unpack(record))
           redis.call('ZADD', KEYS[5], now, id)
           -- A dead job keeps its idempotency key until the key's TTL ends (docs/engine.md): a replay
           -- runs the work again under it, a new enqueue with the key answers with this job.
