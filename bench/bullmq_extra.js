@@ -2,7 +2,10 @@
 //   node bench/bullmq_extra.js memory --n 100000 --payload small|300
 //       Redis memory per waiting job (INFO used_memory before/after Queue.addBulk of N jobs), then
 //       per retained completed job (MEMORY USAGE of 1000 completed job hashes plus their share
-//       of the completed set, after a Worker ran them with removeOnComplete: false).
+//       of the completed set, after a Worker ran them with removeOnComplete: false); then per
+//       failed job (1000 jobs of another queue whose handler throws two calls deep, attempts 1,
+//       removeOnFail: false: MEMORY USAGE of the job hashes, which keep the stack, plus their
+//       share of the failed set), beside tq's dead record and dead letter.
 //   node bench/bullmq_extra.js concurrent --n 20000 --concurrency 100
 //       --concurrency async callers each doing `await queue.add` one job at a time until N jobs, no
 //       worker -> enqueue jobs/s (tq_bench.py concurrent does the same with Producer.enqueue).
@@ -77,6 +80,7 @@ async function memory(a) {
   for (const id of ids) bytes += Number(await r.call('MEMORY', 'USAGE', `bull:${QUEUE}:${id}`, 'SAMPLES', '0'));
   const zcard = await r.zcard(`bull:${QUEUE}:completed`);
   const zbytes = Number(await r.call('MEMORY', 'USAGE', `bull:${QUEUE}:completed`, 'SAMPLES', '0'));
+  const failed = await failedJobBytes(a, r);
   await q.close();
   await r.quit();
   console.log(JSON.stringify({
@@ -84,7 +88,35 @@ async function memory(a) {
     bytes_per_waiting_job: +((after - before) / a.n).toFixed(1),
     bytes_per_completed_job: +(bytes / ids.length + zbytes / zcard).toFixed(1),
     completed_sampled: ids.length,
+    ...failed,
   }));
+}
+
+// The same failure as tq's memory run (bench/tq_bench.py, DEAD_N): a refused amount, two calls deep.
+function checkAmount(n) {
+  if (n >= 0) throw new Error(`record ${n} refused: the amount must be negative for a refund`);
+}
+function refund(data) { checkAmount(data.n); }
+
+async function failedJobBytes(a, r) {
+  const name = `${QUEUE}-failed`, n = a.retained;
+  const q = new Queue(name, { connection: conn() });
+  await q.waitUntilReady();
+  const jobs = [];
+  for (let i = 0; i < n; i++) jobs.push({ name: 'noop', data: payload(a, i), opts: { attempts: 1, removeOnFail: false } });
+  await q.addBulk(jobs);
+  await new Promise((resolve, reject) => {
+    let failed = 0;
+    const w = new Worker(name, async (job) => refund(job.data), { connection: conn(), concurrency: a.concurrency });
+    w.on('failed', () => { if (++failed === n) w.close().then(resolve, reject); });
+    w.on('error', reject);
+  });
+  const ids = await r.zrevrange(`bull:${name}:failed`, 0, -1);
+  let bytes = 0;
+  for (const id of ids) bytes += Number(await r.call('MEMORY', 'USAGE', `bull:${name}:${id}`, 'SAMPLES', '0'));
+  const zbytes = Number(await r.call('MEMORY', 'USAGE', `bull:${name}:failed`, 'SAMPLES', '0'));
+  await q.close();
+  return { bytes_per_failed_job: +((bytes + zbytes) / ids.length).toFixed(1), failed_sampled: ids.length };
 }
 
 async function cpu(a) {

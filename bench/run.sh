@@ -197,6 +197,9 @@ for REP in $(seq "$REPS"); do
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq lat" node "$BJS" latency --n "$LAT_N" --rate "$RATE" --concurrency 50
   fi
+  # enqueue->done at 10 000 jobs/s: more than one sequential caller reaches, so an open loop (each
+  # job enqueued by its own task at its time, as a web app's requests; they share round trips)
+  run "tq lat open @10000/s" "$PY" "$TQ" latency --n 30000 --rate 10000 --concurrency 50 --variant async+open
   # concurrent single enqueues: 100 callers (an ASGI app under load), no worker
   run "tq concurrent c=100" "$PY" "$TQ" concurrent --n "$N" --concurrency 100
   if [ "$BULLMQ" = 1 ]; then
@@ -216,9 +219,7 @@ if [ "$SCALE" = 1 ]; then
   for masters in 1 3; do
     REP=1 run "tq scale cluster masters=$masters" "$PY" "$SB" cluster --masters "$masters" --procs 2 --n "$SCALE_N"
   done
-  for rate in 2000 10000; do
-    REP=1 run "tq lat sync @$rate/s" "$PY" "$TQ" latency --n $((rate * 5)) --rate "$rate" --concurrency 50 --variant sync
-  done
+  REP=1 run "tq lat sync @2000/s" "$PY" "$TQ" latency --n 10000 --rate 2000 --concurrency 50 --variant sync
   REP=1 run "tq scale memory" "$PY" "$SB" memory --n "$SCALE_N"
   REP=1 run "tq scale backlog" "$PY" "$SB" backlog --n "$BACKLOG_N"
 fi

@@ -5,7 +5,9 @@
     python bench/tq_bench.py single --n 20000 [--variant sync|async]
     python bench/tq_bench.py worker ...   (internal: the worker process)
 
-``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single) and
+``--variant`` takes ``+``-joined tokens: ``sync`` / ``async`` (producer for latency and single),
+``open`` (latency with ``async``: an open loop, each job enqueued by its own task at its scheduled
+time, as requests arrive at a web app; a sequential caller can't reach 10 000 jobs/s) and
 ``trace`` (OpenTelemetry on in the producer and the worker: ``start_tracing``),
 ``idem`` (every job carries a unique idempotency key; off otherwise), ``metrics`` (the worker
 feeds the same Prometheus observer as ``tq serve``: ``tq_services.metrics.JobMetrics``, and renders
@@ -62,7 +64,7 @@ from typing import Any
 
 import redis
 from tq.payloads import Payload
-from tq.queue_config import QueueDefaults
+from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue
 from tq.settings import Settings
 
@@ -89,6 +91,29 @@ class Mem300(Payload):  # a realistic payload: about 300 bytes of JSON
 
 MEM_JOBS = {"small": "mem", "300": "mem300"}
 PAD = "x" * 280
+DEAD_QUEUE = "bench-dead"  # the memory mode's jobs that die at their first failure
+DEAD_N = 1000  # ... as many as the retained completed records measured
+
+
+def register_dead_queue() -> QueueSpec:
+    return register_queue(
+        QueueSpec(
+            DEAD_QUEUE,
+            FAMILY,
+            jobs={MEM_JOBS["small"]: MemSmall, MEM_JOBS["300"]: Mem300},
+            description="benchmark jobs that fail",
+            defaults=QueueDefaults(concurrency=50, retry=RetryPolicy(attempts=1)),
+        )
+    )
+
+
+def _check_amount(n: int) -> None:
+    if n >= 0:
+        raise ValueError(f"record {n} refused: the amount must be negative for a refund")
+
+
+def _refund(payload: Any) -> None:  # a stack two calls deep under the handler, as in real code
+    _check_amount(payload.n)
 
 
 def register(concurrency: int) -> QueueSpec:
@@ -170,6 +195,13 @@ def start_tracing() -> None:
 
 def use_async(args: argparse.Namespace) -> bool:
     return "async" in variant_tokens(args)
+
+
+def open_loop(args: argparse.Namespace) -> bool:
+    """``open`` (latency, with ``async``): each job enqueued by its own task at its scheduled time,
+    whether or not the ones before it have returned (the requests of a web app under load): the
+    rate holds past one caller's round trip, and a slow enqueue delays no later job's t0."""
+    return "open" in variant_tokens(args)
 
 
 def worker_desc(args: argparse.Namespace, s: Settings) -> str:
@@ -502,11 +534,48 @@ def memory(args: argparse.Namespace) -> None:
         ids = await client.zrevrange(keys.completed_index(QUEUE), 0, -1)
         used = [await client.memory_usage(keys.job(QUEUE, i.decode()), samples=0) for i in ids]
         index = await client.memory_usage(keys.completed_index(QUEUE), samples=0)
+        dead = await dead_job_bytes(client, producer)
         await client.aclose()
         return {
             "bytes_per_waiting_job": round((after - before) / n, 1),
             "bytes_per_completed_job": round(sum(used) / len(used) + index / len(ids), 1),
             "completed_sampled": len(ids),
+            **dead,
+        }
+
+    async def dead_job_bytes(client: Any, producer: Producer) -> dict[str, Any]:
+        """DEAD_N jobs that fail their only attempt (a ValueError two calls under the handler):
+        bytes per retained dead record (MEMORY USAGE, plus its share of the dead index) and per
+        dead letter (the DLQ stream's MEMORY USAGE over its entries: payload, message, stack)."""
+        spec = register_dead_queue()
+        await ensure_group(client, DEAD_QUEUE)
+        dead_handlers, died = HandlerRegistry(), asyncio.Event()
+
+        async def refund(ctx: Any, payload: Any) -> None:
+            _refund(payload)
+
+        dead_handlers.register(DEAD_QUEUE, job)(refund)
+
+        def settled(_queue: str, job_ids: list[str]) -> None:
+            nonlocal dead_count
+            dead_count += len(job_ids)
+            if dead_count >= DEAD_N:
+                died.set()
+
+        dead_count = 0
+        worker = Worker(client, [spec], dead_handlers, settings, on_settled=settled)
+        await producer.enqueue_many(DEAD_QUEUE, [(job, data(i)) for i in range(DEAD_N)], chunk=args.chunk)
+        await worker.start()
+        await died.wait()
+        await worker.stop()
+        ids = await client.zrevrange(keys.dead_index(DEAD_QUEUE), 0, -1)
+        used = [await client.memory_usage(keys.job(DEAD_QUEUE, i.decode()), samples=0) for i in ids]
+        index = await client.memory_usage(keys.dead_index(DEAD_QUEUE), samples=0)
+        letters = await client.memory_usage(keys.dlq(DEAD_QUEUE), samples=0)
+        return {
+            "bytes_per_dead_job": round(sum(used) / len(used) + index / len(ids), 1),
+            "bytes_per_dead_letter": round(letters / await client.xlen(keys.dlq(DEAD_QUEUE)), 1),
+            "dead_sampled": len(ids),
         }
 
     res = base_result(args, "memory", f"Producer.enqueue_many chunks of {args.chunk}")
@@ -575,7 +644,26 @@ def latency(args: argparse.Namespace) -> None:
     wait_ready(p)
     time.sleep(1.0)  # let the worker settle into its idle loop
 
-    if use_async(args):
+    if use_async(args) and open_loop(args):
+        api = "Producer.enqueue (asyncio), each job by its own task at its time (open loop)"
+
+        async def produce() -> float:
+            producer = Producer(settings=settings)
+            calls: set[asyncio.Task[str]] = set()
+            try:
+                await _warm_async(producer)
+                t = time.perf_counter()
+                async for _i in apaced(n, rate):
+                    call = asyncio.create_task(producer.enqueue(QUEUE, JOB, {"t0": time.time()}))
+                    calls.add(call)
+                    call.add_done_callback(calls.discard)
+                await asyncio.gather(*calls)
+                return time.perf_counter() - t
+            finally:
+                await producer.close()
+
+        prod_s = run_loop(settings, produce())
+    elif use_async(args):
         api = "Producer.enqueue (asyncio), one job at a time"
 
         async def produce() -> float:
@@ -758,7 +846,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="latency mode: jobs/s")
     ap.add_argument("--chunk", type=int, default=1000, help="bulk enqueue chunk size")
     ap.add_argument("--timeout", type=float, default=300.0, help="max seconds for the worker")
-    ap.add_argument("--variant", default=None, help="sync|async (latency, single), +idem, +metrics")
+    ap.add_argument("--variant", default=None, help="sync|async (latency, single), +open, +idem, +metrics")
     ap.add_argument("--out", default="")
     ap.add_argument("--payload", choices=sorted(MEM_JOBS), default="small", help="memory mode: the payload")
     args = ap.parse_args()
