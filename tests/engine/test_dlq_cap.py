@@ -6,6 +6,7 @@ counted. Real workers against a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from support import fast_settings, running, tiny_retry, wait_for
@@ -122,6 +123,33 @@ async def test_a_dead_record_is_a_short_summary_and_reads_whole_with_its_dead_le
     assert after is not None and after.state.value == "dead" and after.replayed_as
     assert after.error_type == "ConnectionError" and after.error is None and after.failures == []
     assert abs((after.finished_at or 0) - (dead.finished_at or 0)) < 0.05  # the entry id's time
+
+
+async def test_a_dead_job_of_the_layout_before_the_summary_record_reads_the_same(redis_client: Any) -> None:
+    """What the previous release's settle wrote for a dead job (landed in 2d5b94d): the record kept
+    its message, history and finish time, and the letter its queue, ``ff`` and ``h`` for a single
+    attempt. The readers take them from where they are."""
+    job_id, now, history = (
+        "OldDeadJob0000000000Aa",
+        1_700_000_000_000,
+        '[{"attempt":1,"type":"E","at":1700000000000,"message":"m"}]',
+    )
+    env = json.dumps({"id": job_id, "queue": Q, "name": "send-email", "payload": EMAIL, "attempt": 1})
+    did = await redis_client.xadd(
+        keys.dlq(Q),
+        {"id": job_id, "q": Q, "n": "send-email", "et": "E", "em": "m", "es": "Traceback", "a": "1",
+         "f": str(now), "ff": str(now), "e": env, "tr": "", "h": history},
+    )  # fmt: skip
+    await redis_client.hset(
+        keys.job(Q, job_id),
+        mapping={"s": "dead", "a": "1", "st": str(now - 5), "f": str(now), "d": "5", "et": "E", "em": "m",
+                 "h": history, "dl": did, "c": "old", "x": "", "n": "send-email", "t": str(now - 9)},
+    )  # fmt: skip
+    job = await get_job(redis_client, Q, job_id)
+    assert job is not None and (job.error_type, job.error, job.stack) == ("E", "m", "Traceback")
+    assert job.finished_at == now / 1000 and [f["attempt"] for f in job.failures] == [1]
+    (d,) = (await dlq.list_dead(redis_client, Q)).items
+    assert (d.queue, d.first_failed_at, [h["message"] for h in d.history]) == (Q, now / 1000, ["m"])
 
 
 async def dlq_size(client: Any, n: int) -> bool:
