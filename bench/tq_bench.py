@@ -532,17 +532,23 @@ def memory(args: argparse.Namespace) -> None:
         await worker.start()
         await all_done.wait()
         await worker.stop()
-        ids = await client.zrevrange(keys.completed_index(QUEUE), 0, -1)
-        used = [await client.memory_usage(keys.job(QUEUE, i.decode()), samples=0) for i in ids]
-        index = await client.memory_usage(keys.completed_index(QUEUE), samples=0)
+        completed, sampled = await retained_bytes(client, QUEUE, keys.completed_index(QUEUE))
         dead = await dead_job_bytes(client, producer)
         await client.aclose()
         return {
             "bytes_per_waiting_job": round((after - before) / n, 1),
-            "bytes_per_completed_job": round(sum(used) / len(used) + index / len(ids), 1),
-            "completed_sampled": len(ids),
+            "bytes_per_completed_job": completed,
+            "completed_sampled": sampled,
             **dead,
         }
+
+    async def retained_bytes(client: Any, queue: str, index: str) -> tuple[float, int]:
+        """Bytes per record retained in ``index`` (MEMORY USAGE of each, plus its share of the
+        index), and how many there are."""
+        ids = await client.zrevrange(index, 0, -1)
+        used = [await client.memory_usage(keys.job(queue, i.decode()), samples=0) for i in ids]
+        share = await client.memory_usage(index, samples=0)
+        return round(sum(used) / len(used) + share / len(ids), 1), len(ids)
 
     async def dead_job_bytes(client: Any, producer: Producer) -> dict[str, Any]:
         """DEAD_N jobs that fail their only attempt (a ValueError two calls under the handler):
@@ -569,14 +575,12 @@ def memory(args: argparse.Namespace) -> None:
         await worker.start()
         await died.wait()
         await worker.stop()
-        ids = await client.zrevrange(keys.dead_index(DEAD_QUEUE), 0, -1)
-        used = [await client.memory_usage(keys.job(DEAD_QUEUE, i.decode()), samples=0) for i in ids]
-        index = await client.memory_usage(keys.dead_index(DEAD_QUEUE), samples=0)
+        dead, sampled = await retained_bytes(client, DEAD_QUEUE, keys.dead_index(DEAD_QUEUE))
         letters = await client.memory_usage(keys.dlq(DEAD_QUEUE), samples=0)
         return {
-            "bytes_per_dead_job": round(sum(used) / len(used) + index / len(ids), 1),
+            "bytes_per_dead_job": dead,
             "bytes_per_dead_letter": round(letters / await client.xlen(keys.dlq(DEAD_QUEUE)), 1),
-            "dead_sampled": len(ids),
+            "dead_sampled": sampled,
         }
 
     res = base_result(args, "memory", f"Producer.enqueue_many chunks of {args.chunk}")
