@@ -50,33 +50,31 @@ class DeadLetter:
         return asdict(self)
 
 
-def _ms_to_s(value: bytes | None) -> float:
+def _ms(value: bytes | None) -> int:
     try:
-        return int(float(text(value) or 0)) / 1000
+        return int(float(text(value) or 0))
     except ValueError:
-        return 0.0
+        return 0
 
 
-def _history(value: bytes | None) -> list[dict[str, Any]]:
+def _ms_to_s(value: bytes | None) -> float:
+    return _ms(value) / 1000
+
+
+def attempt_failures(f: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """A DLQ entry's failed attempts as stored (``at`` in ms): its ``h`` (none when forged), or for
+    an entry that dead-lettered at its only failure (settle.lua writes ``h`` only after earlier
+    ones) that one attempt, from the entry's own fields."""
+    if not f.get(b"h"):
+        return [
+            {"attempt": int(f.get(b"a") or 1), "type": text(f.get(b"et")), "message": text(f.get(b"em")),
+             "at": _ms(f.get(b"f"))}
+        ]  # fmt: skip
     try:
-        items = json.loads(text(value) or "[]")
+        items = json.loads(f[b"h"])
     except (ValueError, RecursionError):
         return []
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict):
-            out.append(item | {"at": _ms_to_s(str(item.get("at", 0)).encode())})
-    return out
-
-
-def history_json(f: dict[bytes, bytes]) -> bytes:
-    """A DLQ entry's attempt history (JSON, ``at`` in ms): its ``h``, or for an entry that
-    dead-lettered at its only failure (settle.lua writes ``h`` only after earlier ones) that one
-    attempt, from the entry's own fields."""
-    if f.get(b"h"):
-        return f[b"h"]
-    attempt = {"attempt": int(f.get(b"a") or 1), "type": text(f.get(b"et")), "at": int(f.get(b"f") or 0)}
-    return json.dumps([attempt | {"message": text(f.get(b"em"))}]).encode()
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
@@ -98,7 +96,7 @@ def _parse(queue: str, dlq_id: str, f: dict[bytes, bytes]) -> DeadLetter:
         attempts=int(f.get(b"a") or 0),
         failed_at=failed_at,
         first_failed_at=_ms_to_s(f.get(b"ff")) or failed_at,  # entries from before it had one
-        history=_history(history_json(f)),
+        history=[a | {"at": _ms_to_s(str(a.get("at", 0)).encode())} for a in attempt_failures(f)],
         payload=env.get("payload", raw if not env else None),
         trace_id=text(f.get(b"tr")) or env.get("trace_id"),
         idempotency_key=env.get("idempotency_key"),

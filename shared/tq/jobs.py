@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from tq import config, keys
 from tq.connection import text
-from tq.dlq import history_json, replay_one
+from tq.dlq import attempt_failures, replay_one
 from tq.envelope import FINISHED_STATES, Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
 from tq.errors import NotFound, TqError
 from tq.paging import Page
@@ -103,7 +103,7 @@ def _record(
     dead = dead or {}
     stack = h.get(b"es") or dead.get(b"es")
     error = h.get(b"em") or dead.get(b"em")
-    failures = h.get(b"h") or (history_json(dead) if dead else None)
+    failures = json.loads(h[b"h"]) if h.get(b"h") else attempt_failures(dead) if dead else []
     return JobRecord(
         id=job_id,
         queue=queue,
@@ -120,7 +120,7 @@ def _record(
         error_type=text(h.get(b"et")) or None,
         error=text(error) or None,
         stack=text(stack) or None,
-        failures=json.loads(failures) if failures else [],
+        failures=failures,
         result=result,
         idempotency_key=env.get("idempotency_key"),
         trace_id=env.get("trace_id"),

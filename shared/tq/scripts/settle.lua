@@ -25,10 +25,8 @@ local keep_completed, keep_failed = tonumber(ARGV[5]), tonumber(ARGV[6])
 local audit_on, events, consumer, dlq_max = ARGV[7] == '1', ARGV[8] == '1', ARGV[9], tonumber(ARGV[10])
 local n_completed, n_skipped, n_retried, n_dead, n_requeued, settled = 0, 0, 0, 0, 0, 0
 local n_dlq_trimmed, n_cancelled = 0, 0
--- a dead job's record: the fields it gets from its settle, and those its DLQ entry holds instead
-local DEAD_RECORD_DROPS = {s = true, a = true, st = true, d = true, et = true, dl = true, c = true, x = true,
-  n = true, t = true, k = true, tr = true, e = true, es = true, p = true, em = true, h = true, q = true,
-  sx = true, f = true}
+-- a dead job's record leaves these to its DLQ entry (or, for q and sx, to no one: it won't run again)
+local LEFT_TO_THE_DEAD_LETTER = {e = true, es = true, p = true, em = true, h = true, f = true, q = true, sx = true}
 
 -- Events of jobs that ran are built by concatenation (hot path: their id is pattern-checked and
 -- their name is in the registry); every other event goes through cjson (names may be forged).
@@ -201,12 +199,15 @@ for _, f in ipairs(ops) do
           -- payload, stack, message and history are in the DLQ entry (dl), once; the record keeps a
           -- summary short enough for a listpack (a message or a history would make it a hashtable),
           -- and no finish time: the DLQ entry's id is that time. Written anew: a record that was a
-          -- hashtable (a retry wrote its stack) stays one however many fields are deleted
-          local record = {'s', 'dead', 'a', attempt, 'st', started, 'd', duration, 'et', failure.type,
-            'dl', did, 'c', consumer, 'x', '', unpack(env_fields)}
-          local old = redis.call('HGETALL', jk)
+          -- hashtable (a retry wrote its stack) stays one however many fields are deleted. The
+          -- fields it keeps first, the outcome after them (in one HSET the later value wins)
+          local record, old = {}, redis.call('HGETALL', jk)
           for i = 1, #old, 2 do
-            if not DEAD_RECORD_DROPS[old[i]] then record[#record + 1] = old[i]; record[#record + 1] = old[i + 1] end
+            if not LEFT_TO_THE_DEAD_LETTER[old[i]] then record[#record + 1] = old[i]; record[#record + 1] = old[i + 1] end
+          end
+          for _, v in ipairs({'s', 'dead', 'a', attempt, 'st', started, 'd', duration, 'et', failure.type,
+              'dl', did, 'c', consumer, 'x', '', unpack(env_fields)}) do
+            record[#record + 1] = v
           end
           redis.call('DEL', jk)
           redis.call('HSET', jk, unpack(record))
