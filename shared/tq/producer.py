@@ -222,7 +222,7 @@ class Producer:
         self._enc = _Encoder(self.settings)
         self._in_flight = 0  # single enqueues sent and not yet answered
         # the event loop of the enqueue in flight and of the flusher, while there is one: a caller
-        # arriving meanwhile shares their round trip on it (see _busy_loop)
+        # on it shares their round trip; one on another loop finds what an ended loop left (_submit)
         self._busy_on: asyncio.AbstractEventLoop | None = None
         self._queued: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -295,32 +295,22 @@ class Producer:
             return answer
 
     async def _submit(self, spec: QueueSpec, prepared: _Prepared) -> str:
-        busy = self._busy_loop()
-        if busy is not None:  # share the next round trip
-            future: asyncio.Future[str] = busy.create_future()
+        loop = asyncio.get_running_loop()  # once: each lookup is a getpid system call in asyncio
+        if self._busy_on is loop:  # share the next round trip
+            future: asyncio.Future[str] = loop.create_future()
             self._queued.append((spec, prepared, future))
             return await future
-        loop = self._busy_on = asyncio.get_running_loop()
+        if self._busy_on is not None:  # left by an event loop that ended with enqueues in flight
+            self._in_flight, self._flusher, self._queued = 0, None, []
+        self._busy_on = loop
         self._in_flight += 1
         try:
             reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared), loop)
         finally:
-            if self._busy_on is loop:  # not dropped meanwhile (see _busy_loop)
-                self._in_flight -= 1
+            if self._busy_on is loop:  # not dropped meanwhile: an ended loop's coroutines, closed
+                self._in_flight -= 1  # late by the garbage collector, change nothing
                 self._flush_queued(loop)
         return self._enc.answers(reply)[0]
-
-    def _busy_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop an enqueue is in flight on, or the flusher runs on, if any. Known without
-        asyncio.get_running_loop: on Python 3.11 each lookup is a getpid system call, 18% of a
-        concurrent caller's samples. One caller's state across event loops: a loop that closed with
-        an enqueue in flight (its tasks never finished) is dropped with what it left queued, and those
-        tasks' coroutines, closed later by the garbage collector, change nothing."""
-        loop = self._busy_on
-        if loop is not None and loop.is_closed():
-            self._busy_on, self._in_flight, self._flusher, self._queued = None, 0, None, []
-            return None
-        return loop
 
     def _flush_queued(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._queued and self._flusher is None:
@@ -351,7 +341,7 @@ class Producer:
                 # one pass of the loop (not a timer): callers just answered queue their next jobs
                 await asyncio.sleep(0)
         finally:
-            if self._busy_on is loop:  # not dropped meanwhile (see _busy_loop)
+            if self._busy_on is loop:  # not dropped meanwhile (see _submit)
                 self._flusher = None
                 self._flush_queued(loop)  # a failure above: what queued meanwhile still goes
 
