@@ -35,6 +35,7 @@ from tq.jobs import JobRecord, get_job
 from tq.producer import Producer
 from tq.registry import all_queues, get_queue
 from tq_services import default_schedules
+from tq_services.admin import revocation
 from tq_services.search import index as search_index
 from tq_services.store import dispose_engines, sessions
 
@@ -328,12 +329,18 @@ def waiting(reader: Reader, queue: str) -> int:
     return int(reader.r.xlen(keys.stream(queue)))
 
 
-def a_failed_summary(reader: Reader, command: str) -> str:
+def a_failed_summary(reader: Reader) -> str:
+    """An ai:content generate-summary job in retry backoff (due again in an hour)."""
     (job_id,) = jobs_handled(
         reader.redis_url, "ai:content", "generate-summary", [SUMMARY],
         fail=TimeoutError, attempts=3, until=JobState.FAILED,
     )  # fmt: skip
-    reader.subs[command.split()[-1]] = job_id  # `tq job [cancel] ai:content ID`
+    return job_id
+
+
+def the_shown_job(reader: Reader, command: str) -> str:
+    """A failed summary standing for the job id the command shows (`tq job [cancel] ai:content ID`)."""
+    job_id = reader.subs[command.split()[-1]] = a_failed_summary(reader)
     return job_id
 
 
@@ -348,21 +355,17 @@ def scene_schema(reader: Reader, command: str) -> None:
 
 
 def scene_jobs(reader: Reader, command: str) -> None:
-    job_id = jobs_handled(
-        reader.redis_url, "ai:content", "generate-summary", [SUMMARY],
-        fail=TimeoutError, attempts=3, until=JobState.FAILED,
-    )[0]  # fmt: skip
-    assert job_id in reader.run(command)
+    assert a_failed_summary(reader) in reader.run(command)
 
 
 def scene_job(reader: Reader, command: str) -> None:
-    job_id = a_failed_summary(reader, command)
+    job_id = the_shown_job(reader, command)
     out = reader.run(command)
     assert job_id in out and "generate-summary" in out and "TimeoutError" in out
 
 
 def scene_job_cancel(reader: Reader, command: str) -> None:
-    job_id = a_failed_summary(reader, command)  # in backoff: due again in an hour
+    job_id = the_shown_job(reader, command)  # in backoff: due again in an hour
     reader.run(command)
     # a job that was not running is removed: it never runs
     assert not reader.r.exists(keys.job("ai:content", job_id))
@@ -493,7 +496,7 @@ def scene_token_revoke(reader: Reader, command: str) -> None:
     (shown,) = re.findall(r"\b[0-9a-f]+…", command)  # a truncated id: any real token's stands for it
     reader.subs[shown] = jti
     assert f"revoked {jti}" in reader.run(command)
-    assert reader.r.exists(f"tq:admin:revoked:{jti}")
+    assert reader.r.exists(revocation.key(jti))
 
 
 def schedules_stored(reader: Reader) -> dict[str, dict[str, Any]]:
@@ -611,7 +614,7 @@ SCENES: dict[str, Callable[[Reader, str], None]] = {
     "schedule install-defaults": scene_schedule_install_defaults,
 }
 
-# Shown, but not run here: why (docs_commands_test below keeps this list honest).
+# Shown, but not run here: why (test_every_tq_example_has_a_scenario keeps this list honest).
 NOT_RUN = {
     "TQ_DATABASE_URL=postgresql+asyncpg://tq@db/tq tq migrate": (
         "names a PostgreSQL server at host `db` (not here); `tq migrate` as written in docs/admin.md runs"
