@@ -514,24 +514,11 @@ def memory(args: argparse.Namespace) -> None:
         before = int((await client.info("memory"))["used_memory"])
         await producer.enqueue_many(QUEUE, [(job, data(i)) for i in range(n)], chunk=args.chunk)
         after = int((await client.info("memory"))["used_memory"])
-        done, all_done = 0, asyncio.Event()
-
-        def settled(_queue: str, job_ids: list[str]) -> None:
-            nonlocal done
-            done += len(job_ids)
-            if done >= n + 1:
-                all_done.set()
-
-        handlers = HandlerRegistry()
 
         async def noop(ctx: Any, payload: Any) -> None:
             return None
 
-        handlers.register(QUEUE, job)(noop)
-        worker = Worker(client, [get_queue(QUEUE)], handlers, settings, on_settled=settled)
-        await worker.start()
-        await all_done.wait()
-        await worker.stop()
+        await drain(client, get_queue(QUEUE), noop, n + 1)
         completed, sampled = await retained_bytes(client, QUEUE, keys.completed_index(QUEUE))
         dead = await dead_job_bytes(client, producer)
         await client.aclose()
@@ -541,6 +528,22 @@ def memory(args: argparse.Namespace) -> None:
             "completed_sampled": sampled,
             **dead,
         }
+
+    async def drain(client: Any, spec: QueueSpec, handler: Callable[..., Awaitable[None]], n: int) -> None:
+        """Run one worker with ``handler`` for the memory job of ``spec`` until ``n`` jobs settled."""
+        handlers, done, all_done = HandlerRegistry(), 0, asyncio.Event()
+        handlers.register(spec.name, job)(handler)
+
+        def settled(_queue: str, job_ids: list[str]) -> None:
+            nonlocal done
+            done += len(job_ids)
+            if done >= n:
+                all_done.set()
+
+        worker = Worker(client, [spec], handlers, settings, on_settled=settled)
+        await worker.start()
+        await all_done.wait()
+        await worker.stop()
 
     async def retained_bytes(client: Any, queue: str, index: str) -> tuple[float, int]:
         """Bytes per record retained in ``index`` (MEMORY USAGE of each, plus its share of the
@@ -556,25 +559,12 @@ def memory(args: argparse.Namespace) -> None:
         dead letter (the DLQ stream's MEMORY USAGE over its entries: payload, message, stack)."""
         spec = register_dead_queue()
         await ensure_group(client, DEAD_QUEUE)
-        dead_handlers, died = HandlerRegistry(), asyncio.Event()
 
         async def refund(ctx: Any, payload: Any) -> None:
             _refund(payload)
 
-        dead_handlers.register(DEAD_QUEUE, job)(refund)
-
-        def settled(_queue: str, job_ids: list[str]) -> None:
-            nonlocal dead_count
-            dead_count += len(job_ids)
-            if dead_count >= DEAD_N:
-                died.set()
-
-        dead_count = 0
-        worker = Worker(client, [spec], dead_handlers, settings, on_settled=settled)
         await producer.enqueue_many(DEAD_QUEUE, [(job, data(i)) for i in range(DEAD_N)], chunk=args.chunk)
-        await worker.start()
-        await died.wait()
-        await worker.stop()
+        await drain(client, spec, refund, DEAD_N)
         dead, sampled = await retained_bytes(client, DEAD_QUEUE, keys.dead_index(DEAD_QUEUE))
         letters = await client.memory_usage(keys.dlq(DEAD_QUEUE), samples=0)
         return {
