@@ -109,6 +109,17 @@ def _queue_json(queue: str) -> bytes:
     return json.dumps(queue).encode()
 
 
+def plain_entry(fields: dict[bytes, bytes]) -> bool:
+    """A fresh job's entry as producers write it: id, name, payload and time only, the id, name
+    and time well-formed (``Envelope``'s patterns). Its envelope says nothing else: the queue is the
+    stream's, the attempt the first, the rest unset (the consumer's hot path, ``tq.worker``)."""
+    if fields.keys() != _PLAIN_FIELDS:
+        return False
+    t = fields[b"t"]
+    well_formed = _PLAIN_ID.fullmatch(fields[b"i"]) and _PLAIN_NAME.fullmatch(fields[b"n"])
+    return bool(well_formed and t.isdigit() and len(t) > 3)
+
+
 def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Envelope:
     """The envelope of a stream entry (either layout); ``entry_ms``: when the entry was added (its
     id), the enqueue time of a fresh entry. Raises ``ValueError`` (a pydantic ``ValidationError``
@@ -116,30 +127,29 @@ def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Env
     legacy = fields.get(LEGACY_FIELD)
     if legacy is not None:
         return Envelope.model_validate_json(legacy)
-    if fields.keys() == _PLAIN_FIELDS:  # a fresh job (the consumer's hot path): one JSON parse
-        job_id, name, t = fields[b"i"], fields[b"n"], fields[b"t"]
-        if _PLAIN_ID.fullmatch(job_id) and _PLAIN_NAME.fullmatch(name) and t.isdigit() and len(t) > 3:
-            # the payload's JSON is embedded as written; what it could add besides an object is
-            # refused by the model (extra keys forbidden) or is what a forged 'i' or 'm' could say
-            doc = b"".join(
-                (
-                    b'{"id":"',
-                    job_id,
-                    b'","queue":',
-                    _queue_json(queue),
-                    b',"name":"',
-                    name,
-                    b'","payload":',
-                    fields[b"p"],
-                    b',"enqueued_at":',
-                    t[:-3],
-                    b".",
-                    t[-3:],
-                    b"}",
-                )
+    if plain_entry(fields):  # one JSON parse
+        t = fields[b"t"]
+        # the payload's JSON is embedded as written; what it could add besides an object is
+        # refused by the model (extra keys forbidden) or is what a forged 'i' or 'm' could say
+        doc = b"".join(
+            (
+                b'{"id":"',
+                fields[b"i"],
+                b'","queue":',
+                _queue_json(queue),
+                b',"name":"',
+                fields[b"n"],
+                b'","payload":',
+                fields[b"p"],
+                b',"enqueued_at":',
+                t[:-3],
+                b".",
+                t[-3:],
+                b"}",
             )
-            # the validator itself: model_validate_json's keyword handling costs 0.4 µs a job
-            return Envelope.__pydantic_validator__.validate_json(doc)
+        )
+        # the validator itself: model_validate_json's keyword handling costs 0.4 µs a job
+        return Envelope.__pydantic_validator__.validate_json(doc)
     try:
         payload = json.loads(fields[b"p"])
         raw = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from tq import keys
@@ -19,36 +18,72 @@ from tq.scripts import Scripts
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 
 
-@dataclass(slots=True)
 class JobContext:
-    envelope: Envelope
-    attempt: int
-    max_attempts: int
-    consumer_id: str
-    redis: Any = field(repr=False)
-    reporter: ProgressReporter | None = field(default=None, repr=False)  # made at the first progress()
-    scripts: Scripts | None = field(default=None, repr=False)  # the worker's: progress() uses its script
-    events: bool = True  # the worker's TQ_EVENTS: progress() publishes job.progress only when on
-    # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
-    # then means "cancelled for good", not the worker stopping (which runs the job again)
-    cancel_requested: bool = False
+    """What a handler gets beside its payload. ``envelope`` is built when first read: the worker
+    checks a fresh job's payload without one, and most handlers need only ``job_id``."""
+
+    __slots__ = (
+        "_envelope",
+        "attempt",
+        "cancel_requested",
+        "consumer_id",
+        "events",
+        "job_id",
+        "max_attempts",
+        "name",
+        "queue",
+        "redis",
+        "reporter",
+        "scripts",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        envelope: Envelope | Callable[[], Envelope],
+        *,
+        job_id: str,
+        queue: str,
+        name: str,
+        trace_id: str | None,
+        attempt: int,
+        max_attempts: int,
+        consumer_id: str,
+        redis: Any,
+        scripts: Scripts | None = None,
+        events: bool = True,
+    ) -> None:
+        self._envelope = envelope  # or what builds it
+        self.job_id = job_id
+        self.queue = queue
+        self.name = name
+        self.trace_id = trace_id
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.consumer_id = consumer_id
+        self.redis = redis
+        self.scripts = scripts  # the worker's: progress() uses its script
+        self.events = events  # the worker's TQ_EVENTS: progress() publishes job.progress only when on
+        self.reporter: ProgressReporter | None = None  # made at the first progress()
+        # set before the worker cancels the handler for a cancel request (tq.cancel): a CancelledError
+        # then means "cancelled for good", not the worker stopping (which runs the job again)
+        self.cancel_requested = False
+
+    def __repr__(self) -> str:
+        job = f"job_id={self.job_id!r}, queue={self.queue!r}, name={self.name!r}"
+        return f"JobContext({job}, attempt={self.attempt})"
 
     @property
-    def job_id(self) -> str:
-        return self.envelope.id
+    def envelope(self) -> Envelope:
+        env = self._envelope
+        if callable(env):
+            env = self._envelope = env()
+        return env
 
     def is_last_failure(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised out of the handler now, ends the job (no retry follows): for a
         handler that records its own failure, as final or as "will retry"."""
         return is_last_failure(exc, self.attempt, self.max_attempts)
-
-    @property
-    def queue(self) -> str:
-        return self.envelope.queue
-
-    @property
-    def trace_id(self) -> str | None:
-        return self.envelope.trace_id
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report how far the job is (``fraction`` 0-1) and what it does now: written to its record
@@ -57,7 +92,7 @@ class JobContext:
         if self.reporter is None:
             script = self.scripts.progress if self.scripts is not None else None
             self.reporter = ProgressReporter(
-                self.redis, self.queue, self.job_id, self.envelope.name, self.events, script
+                self.redis, self.queue, self.job_id, self.name, self.events, script
             )
         await self.reporter.report(fraction, message)
 
@@ -71,7 +106,7 @@ class JobContext:
             type=kind,
             queue=self.queue,
             job_id=self.job_id,
-            name=self.envelope.name,
+            name=self.name,
             at=time.time(),
             data=data,
         )

@@ -105,10 +105,10 @@ class LoopWatchdog:
         while frame is not None:
             if frame.f_code is self.marker:
                 local: dict[str, Any] = frame.f_locals
-                env, handler, runner = local.get("env"), local.get("handler"), local.get("self")
+                handler, runner = local.get("handler"), local.get("self")
                 queue = str(getattr(runner, "queue", NO_JOB))
-                name = str(getattr(env, "name", NO_JOB))
+                name, job_id = str(local.get("name", NO_JOB)), local.get("job_id", "?")
                 qualname = getattr(handler, "__qualname__", repr(handler))
-                return queue, name, f"job {getattr(env, 'id', '?')} ({queue} {name}) in handler {qualname}"
+                return queue, name, f"job {job_id} ({queue} {name}) in handler {qualname}"
             frame = frame.f_back
         return NO_JOB, NO_JOB, "code outside any job"

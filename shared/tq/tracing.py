@@ -36,6 +36,8 @@ from tq.errors import RateLimited
 from tq.retry import is_last_failure
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tq.envelope import Envelope
 
 SYSTEM = "tq"  # messaging.system
@@ -188,12 +190,13 @@ class _JobRun:
             span.end()
 
 
-def job_span(queue: str, env: Envelope, attempt: int, max_attempts: int) -> Any:
-    """Wrap a handler's run: the CONSUMER span with tracing on, the shared no-op otherwise."""
+def job_span(queue: str, env: Envelope | Callable[[], Envelope], attempt: int, max_attempts: int) -> Any:
+    """Wrap a handler's run: the CONSUMER span with tracing on, the shared no-op otherwise.
+    ``env``: the job's envelope, or what builds it (the worker builds one only when it is read)."""
     tracer_ = tracer()
     if tracer_ is None:
         return NO_SPAN
-    return _JobRun(tracer_, queue, env, attempt, max_attempts)
+    return _JobRun(tracer_, queue, env() if callable(env) else env, attempt, max_attempts)
 
 
 def client_span(name: str, attributes: dict[str, Any]) -> Any:

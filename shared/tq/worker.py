@@ -43,6 +43,7 @@ from tq.envelope import (
     entry_job_id,
     entry_payload_json,
     envelope_json,
+    plain_entry,
 )
 from tq.errors import JobTimeout, NoHandler, RateLimited
 from tq.handlers import HandlerRegistry, JobContext, default_handlers
@@ -238,6 +239,13 @@ class _Op:
         )
 
 
+def _job_facts(env: Envelope) -> tuple[str, str, str, str, int, float]:
+    """What an op carries of a job's envelope: id, name, idempotency key, trace id, enqueued (ms)
+    and when it was due."""
+    idem, trace = env.idempotency_key or "", env.trace_id or ""
+    return env.id, env.name, idem, trace, int(env.enqueued_at * 1000), env.not_before or env.enqueued_at
+
+
 def _job_op(
     kind: str,
     eid: bytes,
@@ -245,35 +253,21 @@ def _job_op(
     payload: str,
     attempt: int,
     started: float,
-    duration_ms: float,
     a: str = "",
     b: str = "",
     *,
-    invalid: bool = False,
     reclaimed: bool = False,
 ) -> _Op:
-    """An op on a job that was read: it carries the envelope's fields (``payload``: its JSON as
-    the entry held it) for the job record, which keeps them once the entry is deleted."""
+    """An op on a job that was read and not run (a reclaim): it carries the envelope's fields
+    (``payload``: its JSON as the entry held it) for the job record, which keeps them once the
+    entry is deleted."""
     if kind == "d":  # the DLQ entry keeps the whole envelope
         a = envelope_json(env)
+    job_id, name, idem, trace, enqueued_ms, ready_at = _job_facts(env)
     return _Op(
-        kind,
-        eid,
-        env.id,
-        env.name,
-        attempt,
-        started,
-        duration_ms,
-        env.idempotency_key or "",
-        env.trace_id or "",
-        a,
-        b,
-        enqueued_ms=int(env.enqueued_at * 1000),
-        payload=payload,
-        ready_at=env.not_before or env.enqueued_at,
-        invalid=invalid,
-        reclaimed=reclaimed,
-    )
+        kind, eid, job_id, name, attempt, started, 0.0, idem, trace, a, b,
+        enqueued_ms=enqueued_ms, payload=payload, ready_at=ready_at, reclaimed=reclaimed,
+    )  # fmt: skip
 
 
 _ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generously
@@ -664,55 +658,73 @@ class QueueRunner:
             return _unreadable(
                 eid, _raw(fields), started, f"entry of {size} bytes; payloads are limited to {limit}"
             )
-        try:
-            env = entry_envelope(fields, self.queue, _entry_ms(eid))
-        except ValidationError as exc:
-            reason = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
-            return _unreadable(eid, _raw(fields), started, reason)
-        except ValueError as exc:  # not JSON, a field missing
-            return _unreadable(eid, _raw(fields), started, str(exc))
-        attempt = _attempt(fields, env)
-        payload_json = entry_payload_json(fields, env)
+        env: Envelope | None = None
+        payload: Any = None
+        if plain_entry(fields):  # a fresh job (the hot path): no envelope is built to check its payload
+            model = self.spec.jobs.get(fields[b"n"].decode())
+            if model is not None:  # checked from its JSON (wire JSON: JSON mode, on either path);
+                # a payload it refuses is reported below, from the envelope
+                with contextlib.suppress(ValidationError):
+                    payload = model.__pydantic_validator__.validate_json(fields[b"p"])
+        if payload is None:
+            try:
+                env = entry_envelope(fields, self.queue, _entry_ms(eid))
+            except ValidationError as exc:
+                reason = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
+                return _unreadable(eid, _raw(fields), started, reason)
+            except ValueError as exc:  # not JSON, a field missing
+                return _unreadable(eid, _raw(fields), started, str(exc))
+            job_id, name, idem, trace, enqueued_ms, ready_at = _job_facts(env)
+            attempt, max_attempts = _attempt(fields, env), self.max_attempts(env)
+            payload_json = entry_payload_json(fields, env)
+        else:  # what plain_entry checked: a first attempt, nothing optional, the queue's own
+            job_id, name, idem, trace = fields[b"i"].decode(), fields[b"n"].decode(), "", ""
+            enqueued_ms = int(fields[b"t"])
+            ready_at, attempt, max_attempts = enqueued_ms / 1000, 1, self.cfg.retry.attempts
+            payload_json = fields[b"p"].decode()
 
-        def op(kind: str, a: str = "", b: str = "") -> _Op:
-            return _job_op(
-                kind, eid, env, payload_json, attempt, started, (time.time() - started) * 1000, a, b
-            )
+        def envelope() -> Envelope:  # built only when needed: a dead letter, tracing, ctx.envelope
+            nonlocal env
+            if env is None:
+                env = entry_envelope(fields, self.queue, 0)
+            return env
+
+        def op(kind: str, a: str = "", b: str = "", invalid: bool = False) -> _Op:
+            duration_ms = (time.time() - started) * 1000
+            return _Op(
+                kind, eid, job_id, name, attempt, started, duration_ms, idem, trace, a, b,
+                enqueued_ms=enqueued_ms, payload=payload_json, ready_at=ready_at, invalid=invalid,
+            )  # fmt: skip
 
         def dead(error_type: str, message: str, stack: str = "") -> _Op:
-            return _job_op(
-                "d",
-                eid,
-                env,
-                payload_json,
-                attempt,
-                started,
-                (time.time() - started) * 1000,
-                b=_failure(error_type, message, stack),
-                invalid=error_type in INVALID_ERRORS,
-            )
+            failure = _failure(error_type, message, stack)
+            return op("d", envelope_json(envelope()), failure, invalid=error_type in INVALID_ERRORS)
 
-        if env.queue != self.queue:
-            return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
-        model = self.spec.jobs.get(env.name)
-        if model is None:
-            known = ", ".join(self.spec.jobs)
-            return dead("UnknownJob", f"unknown job {env.name!r} on {self.queue}; known: {known}")
-        try:
-            payload = model.__pydantic_validator__.validate_python(env.payload)  # as model_validate
-        except ValidationError as exc:
-            return dead("InvalidPayload", "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
-        handler = self.w.handlers.get(self.queue, env.name)
+        if env is not None:  # the slow path's checks (an entry that is not plain, or refused above)
+            if env.queue != self.queue:
+                return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
+            model = self.spec.jobs.get(name)
+            if model is None:
+                known = ", ".join(self.spec.jobs)
+                return dead("UnknownJob", f"unknown job {name!r} on {self.queue}; known: {known}")
+            try:
+                payload = model.__pydantic_validator__.validate_json(payload_json)  # as the hot path
+            except ValidationError as exc:
+                return dead("InvalidPayload", "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
+        handler = self.w.handlers.get(self.queue, name)
         if handler is None:
-            return dead(NoHandler.__name__, f"no handler registered for {self.queue} {env.name}")
-        if env.idempotency_key:
-            holder = await self.w.client.get(keys.idempotency(self.queue, env.idempotency_key))
-            if holder is not None and holder.startswith(b"done:") and holder[5:].decode() != env.id:
-                key, by = env.idempotency_key, holder[5:].decode()
-                return op("s", a=f"idempotency key {key!r} already completed by job {by}")
-        max_attempts = self.max_attempts(env)
+            return dead(NoHandler.__name__, f"no handler registered for {self.queue} {name}")
+        if idem:
+            holder = await self.w.client.get(keys.idempotency(self.queue, idem))
+            if holder is not None and holder.startswith(b"done:") and holder[5:].decode() != job_id:
+                by = holder[5:].decode()
+                return op("s", a=f"idempotency key {idem!r} already completed by job {by}")
         ctx = JobContext(
-            envelope=env,
+            envelope if env is None else env,
+            job_id=job_id,
+            queue=self.queue,
+            name=name,
+            trace_id=trace or None,
             attempt=attempt,
             max_attempts=max_attempts,
             consumer_id=self.w.consumer_id,
@@ -735,21 +747,21 @@ class QueueRunner:
                     await runner.settle_now()
             if suspect or self.watch_until > started:  # recorded before it runs: see reclaim_once
                 await self.w.client.hset(keys.started(self.queue), eid, self.w.consumer_id)
-            time_limit = self.job_timeouts.get(env.name, 0.0)
+            time_limit = self.job_timeouts.get(name, 0.0)
             deadline: asyncio.Timeout | None = None
             cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
-            if not cancels.begin(self.queue, env.id, ctx, task):  # cancelled since the fetch: never runs
+            if not cancels.begin(self.queue, job_id, ctx, task):  # cancelled since the fetch: never runs
                 return op("x")
             try:
                 try:
-                    with tracing.job_span(self.queue, env, attempt, max_attempts):  # no-op: tracing off
+                    with tracing.job_span(self.queue, envelope, attempt, max_attempts):  # no-op: tracing off
                         if time_limit:
                             async with asyncio.timeout(time_limit) as deadline:
                                 result = await handler(ctx, payload)
                         else:
                             result = await handler(ctx, payload)
                 finally:
-                    cancelled = cancels.ended(self.queue, env.id)
+                    cancelled = cancels.ended(self.queue, job_id)
             except BaseException as exc:  # costs nothing on success; any failure is the job's
                 if cancelled:  # tq.cancel: ends 'cancelled', not retried, not dead-lettered
                     return op("x")
@@ -757,15 +769,13 @@ class QueueRunner:
                     raise
                 stack = traceback.format_exc()
                 if deadline is not None and deadline.expired():  # cancelled at its time limit
-                    exc = JobTimeout(
-                        f"{env.name} ran past its time limit of {time_limit:g}s and was cancelled"
-                    )
+                    exc = JobTimeout(f"{name} ran past its time limit of {time_limit:g}s and was cancelled")
                 error_type = type(exc).__name__
                 message = str(exc) or (
                     "" if isinstance(exc, Exception) else f"{error_type} raised out of the handler"
                 )
                 if isinstance(exc, RateLimited):  # not the job's failure: back to the stream, uncharged
-                    await self.rate_limited(exc, env.name)
+                    await self.rate_limited(exc, name)
                     return op("q")
                 if is_last_failure(exc, attempt, max_attempts):
                     return dead(error_type, message, stack)
@@ -924,15 +934,11 @@ class QueueRunner:
                 )
                 payload_json = entry_payload_json(fields, env)
                 if attempt >= self.max_attempts(env):
-                    ops.append(
-                        _job_op("d", eid, env, payload_json, attempt, now, 0.0, b=failure, reclaimed=True)
-                    )
+                    ops.append(_job_op("d", eid, env, payload_json, attempt, now, b=failure, reclaimed=True))
                 else:  # run again now: a crash is not a reason to wait out a backoff
                     due = str(int(now * 1000))
                     ops.append(
-                        _job_op(
-                            "r", eid, env, payload_json, attempt, now, 0.0, a=due, b=failure, reclaimed=True
-                        )
+                        _job_op("r", eid, env, payload_json, attempt, now, a=due, b=failure, reclaimed=True)
                     )
             if ops:
                 await self.flush(ops)

@@ -182,6 +182,60 @@ async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
     assert (await redis_client.xpending(stream, keys.GROUP))["pending"] == 0
 
 
+async def test_fresh_entries_refused_on_the_hot_path_are_reported_as_any_entry(
+    redis_client: Any, redis_url: str
+) -> None:
+    """Entries in the fresh layout (id, name, payload, time) run without an envelope being built;
+    what the hot path refuses is checked again the slow way and dead-lettered with the same reason,
+    and a handler that reads ``ctx.envelope`` gets the whole envelope."""
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+    seen: list[tuple[JobContext, Any]] = []
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        seen.append((ctx, ctx.envelope))
+
+    stream = keys.stream(Q)
+    await redis_client.xgroup_create(stream, keys.GROUP, id="0", mkstream=True)
+    t = str(int(time.time() * 1000))
+    good = json.dumps(EMAIL)
+    expected: dict[str, str] = {}
+    for job_id, name, payload, error in [
+        ("bad-payload", "send-email", '{"to": "nobody", "template": "w"}', "InvalidPayload"),
+        ("unknown-job", "send-fax", good, "UnknownJob"),
+        ("not-json", "send-email", "{not json", "InvalidEnvelope"),
+        ("not-an-object", "send-email", "[1, 2]", "InvalidEnvelope"),
+        # what the payload adds after itself is read as the envelope's (as before the hot path)
+        ("trailing", "send-email", good + ', "queue": "otp:send"', "WrongQueue"),
+        ("plain-ok", "send-email", good, ""),
+    ]:
+        eid = await redis_client.xadd(stream, {"i": job_id, "n": name, "p": payload, "t": t})
+        if job_id.startswith("not-"):  # unreadable: dead-lettered under its entry id
+            job_id = "entry-" + eid.decode()
+        expected[job_id] = error
+    async with running(redis_client, s, h):
+        await wait_for(async_eq(lambda: _count(redis_client, "dead"), 5), what="the refused ones")
+        await wait_for(lambda: _count(redis_client, "completed"), what="the good one")
+    letters = {d.job_id: d.error_type for d in (await dlq.list_dead(redis_client, Q)).items}
+    assert letters == {k: v for k, v in expected.items() if v}
+    [(ctx, envelope)] = seen
+    assert (ctx.job_id, ctx.queue, ctx.name, ctx.attempt, ctx.trace_id) == (
+        "plain-ok",
+        Q,
+        "send-email",
+        1,
+        None,
+    )
+    assert (envelope.id, envelope.queue, envelope.name, envelope.payload) == (
+        "plain-ok",
+        Q,
+        "send-email",
+        EMAIL,
+    )
+    assert envelope.enqueued_at == int(t) / 1000 and ctx.envelope is envelope
+
+
 def async_eq(fn: Any, value: int) -> Any:
     async def check() -> bool:
         return bool(await fn() == value)
