@@ -51,3 +51,34 @@ async def test_a_batch_settles_each_pending_entry_once(redis_client: Any, redis_
     listed = (await list_jobs(redis_client, Q, JobState.COMPLETED)).items
     scores = [await redis_client.zscore(keys.completed_index(Q), r.id) for r in listed]
     assert [r.finished_at for r in listed] == [score / 1000 for score in scores] and len(listed) == 3
+
+
+async def test_settled_entries_leave_the_stream_and_no_other_does(redis_client: Any, redis_url: str) -> None:
+    """Settled entries below the group's oldest pending one go in one trim, those settled ahead of
+    it one by one; the pending entries (of any consumer) and the undelivered ones stay, and are
+    delivered and settled later."""
+    p = Producer(redis_client, fast_settings(redis_url))
+    for _ in range(8):
+        await p.enqueue(Q, "send-email", EMAIL)
+    stream = keys.stream(Q)
+    await redis_client.xgroup_create(stream, keys.GROUP, id="0")
+    [(_s, mine)] = await redis_client.xreadgroup(keys.GROUP, "c1", {stream: ">"}, count=4)
+    [(_s, theirs)] = await redis_client.xreadgroup(keys.GROUP, "c2", {stream: ">"}, count=1)
+    every = [eid for eid, _f in await redis_client.xrange(stream)]
+    ops = [_op(eid, f) for eid, f in mine]
+
+    async def left() -> list[bytes]:
+        return [eid for eid, _f in await redis_client.xrange(stream)]
+
+    assert await _settle(redis_client, ops[:2]) == 2  # below every pending entry: trimmed
+    assert await left() == every[2:]
+    assert await _settle(redis_client, [ops[3]]) == 1  # ahead of the pending third: deleted alone
+    assert await left() == [every[2], *every[4:]]
+    assert await _settle(redis_client, [ops[2]]) == 1  # c2's entry (the fifth) is still pending
+    assert await left() == every[4:]
+    assert await _settle(redis_client, [_op(eid, f) for eid, f in theirs]) == 1
+    assert await left() == every[5:]  # the three never delivered
+    [(_s, rest)] = await redis_client.xreadgroup(keys.GROUP, "c1", {stream: ">"}, count=10)
+    assert [eid for eid, _f in rest] == every[5:]
+    assert await _settle(redis_client, [_op(eid, f) for eid, f in rest]) == 3
+    assert await left() == [] and int(await redis_client.hget(keys.counters(Q), "completed")) == 8
