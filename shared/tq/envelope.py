@@ -70,11 +70,14 @@ os.register_at_fork(after_in_child=_ids.clear)  # a forked process never hands o
 
 
 def _more_ids() -> None:
-    raw = os.urandom(16 * 256)
-    b64, alphabet = binascii.b2a_base64, _ID_ALPHABET
-    _ids.extend(
-        b64(raw[i : i + 16], newline=False)[:22].translate(alphabet).decode() for i in range(0, len(raw), 16)
-    )
+    # each id's 16 bytes followed by 2 zero bytes: 18 bytes are 24 base64 characters whose first 22
+    # are the 16 bytes' own, so one encoding of the whole buffer gives all 256 (half the cost of
+    # encoding each id alone)
+    raw, buf = os.urandom(16 * 256), bytearray(18 * 256)
+    for k in range(16):
+        buf[k::18] = raw[k::16]
+    text = binascii.b2a_base64(buf, newline=False).translate(_ID_ALPHABET).decode()
+    _ids.extend(text[i : i + 22] for i in range(0, len(text), 24))
 
 
 def new_job_id() -> str:

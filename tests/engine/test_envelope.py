@@ -4,6 +4,7 @@ kind of input; entries of the legacy layout (the whole envelope as JSON in ``j``
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -70,6 +71,10 @@ def test_new_ids_are_short_unique_and_safe_everywhere() -> None:
     for job_id in ids:
         assert re.fullmatch(r"[A-Za-z0-9_.]{22}", job_id)  # a key, a URL segment, a CLI argument
         Envelope(id=job_id, queue="q", name="n", payload={}, enqueued_at=1.0)
+    # 128 random bits each: every one of the 16 bytes an id encodes takes (nearly) every value
+    raw = [base64.b64decode(job_id.translate(str.maketrans("_.", "+/")) + "==") for job_id in ids]
+    assert all(len(r) == 16 for r in raw)
+    assert all(len({r[k] for r in raw}) > 250 for k in range(16))
 
 
 @pytest.mark.parametrize("text", TEXTS)
