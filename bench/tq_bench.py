@@ -24,7 +24,8 @@ so that the periodic work is paid several times.
   time at ``--rate`` jobs/s (single-job API), each carrying ``t0 = time.time()`` taken right before
   its enqueue call. The worker records handler start (pickup) and done.
 * single: flush the DB; N sequential single enqueues, no worker -> enqueue jobs/s and Redis round
-  trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sent).
+  trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sends
+  for 2 000 more, in an untimed pass: the counter wraps the send path).
 * memory: flush the DB; N waiting jobs with payload ``{"n": i}`` (``--payload small``) or about 300
   bytes of JSON (``--payload 300``) by ``Producer.enqueue_many`` -> Redis bytes per waiting job
   (INFO used_memory before/after); then a worker in this process runs them all -> bytes per
@@ -726,20 +727,31 @@ def _nested_commands() -> set[str]:
     return {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source("enqueue"))}
 
 
+COUNTED = 2000  # single mode: enqueues sent again with the request counter on, after the timed ones
+
+
 class _SendCounter:
-    """Counts requests the producer's connections send (a pipeline is one request)."""
+    """Counts requests the producer's connections send (a pipeline is one request): what goes
+    through redis-py's connections, and ``SyncProducer``'s own round trips."""
 
     def __init__(self) -> None:
         self.count = 0
-        self._patched: list[tuple[type, Any]] = []
+        self._patched: list[tuple[type, str, Any]] = []
 
     def install(self) -> None:
         import redis.asyncio.connection as aconn
         import redis.connection as sconn
+        from tq.producer import SyncProducer
 
-        for cls in (sconn.AbstractConnection, aconn.AbstractConnection):
-            orig = cls.send_packed_command
-            self._patched.append((cls, orig))
+        for cls, method in (
+            (sconn.AbstractConnection, "send_packed_command"),
+            (aconn.AbstractConnection, "send_packed_command"),
+            (SyncProducer, "_round_trip"),
+        ):
+            orig = getattr(cls, method, None)
+            if orig is None:  # an older tq's SyncProducer (an A/B run) sends through redis-py
+                continue
+            self._patched.append((cls, method, orig))
             counter = self
             if asyncio.iscoroutinefunction(orig):
 
@@ -749,7 +761,7 @@ class _SendCounter:
                     _counter.count += 1
                     return await _orig(conn, *a, **kw)
 
-                setattr(cls, "send_packed_command", wrapped_async)  # noqa: B010
+                setattr(cls, method, wrapped_async)
             else:
 
                 def wrapped(
@@ -758,15 +770,18 @@ class _SendCounter:
                     _counter.count += 1
                     return _orig(conn, *a, **kw)
 
-                setattr(cls, "send_packed_command", wrapped)  # noqa: B010
+                setattr(cls, method, wrapped)
 
     def uninstall(self) -> None:
-        for cls, orig in self._patched:
-            setattr(cls, "send_packed_command", orig)  # noqa: B010
+        for cls, method, orig in self._patched:
+            setattr(cls, method, orig)
         self._patched.clear()
 
 
 def single(args: argparse.Namespace) -> None:
+    """Times ``n`` sequential enqueues, with the server's command counts around them; then counts
+    the requests the client sends for ``COUNTED`` more, in a pass of their own (the counter wraps
+    the send path: it would add its own cost to the timed loop)."""
     from tq.producer import Producer, SyncProducer
 
     settings = settings_for(args)
@@ -776,44 +791,51 @@ def single(args: argparse.Namespace) -> None:
         start_tracing()
     stats_client = redis.Redis.from_url(REDIS_URL)
     counter = _SendCounter()
-    counter.install()
+    counted = min(n, COUNTED)
+
+    def key(i: int) -> str | None:
+        return f"k{i}" if idem else None
 
     if use_async(args):
         api = "Producer.enqueue (asyncio), sequential"
 
-        async def loop() -> tuple[float, dict[str, int], int]:
+        async def loop() -> tuple[float, dict[str, int], dict[str, int], int]:
             producer = Producer(settings=settings)
             try:
                 await _warm_async(producer)
                 await producer.enqueue(QUEUE, JOB, {"t0": time.time()})  # steady state: measure from job 2
                 before = _commandstats(stats_client)
-                sends = counter.count
                 t = time.perf_counter()
                 for i in range(n):
-                    await producer.enqueue(
-                        QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None
-                    )
+                    await producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
                 dt = time.perf_counter() - t
-                return dt, before, counter.count - sends
+                after = _commandstats(stats_client)
+                counter.install()
+                for i in range(n, n + counted):
+                    await producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
+                counter.uninstall()
+                return dt, before, after, counter.count
             finally:
                 await producer.close()
 
-        enq_s, before, sends = run_loop(settings, loop())
+        enq_s, before, after, sends = run_loop(settings, loop())
     else:
         api = "SyncProducer.enqueue, sequential"
         producer = SyncProducer(settings=settings)
         _warm_sync(producer)
         producer.enqueue(QUEUE, JOB, {"t0": time.time()})  # steady state: measure from job 2
         before = _commandstats(stats_client)
-        sends0 = counter.count
         t = time.perf_counter()
         for i in range(n):
-            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=f"k{i}" if idem else None)
+            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
         enq_s = time.perf_counter() - t
-        sends = counter.count - sends0
+        after = _commandstats(stats_client)
+        counter.install()
+        for i in range(n, n + counted):
+            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
+        counter.uninstall()
+        sends = counter.count
         producer.close()
-    counter.uninstall()
-    after = _commandstats(stats_client)
     stats_client.close()
 
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
@@ -829,7 +851,7 @@ def single(args: argparse.Namespace) -> None:
             "enqueue_rate": round(n / enq_s, 1),
             "round_trips_per_job": round(sum(top.values()) / n, 4),
             "script_calls_per_job": round(sum(v for k, v in top.items() if k in _SCRIPT_CALLS) / n, 4),
-            "client_requests_per_job": round(sends / n, 4),
+            "client_requests_per_job": round(sends / counted, 4),
             "client_commands": {k: round(v / n, 4) for k, v in sorted(top.items())},
             "in_script_commands_per_job": {k: round(v / n, 4) for k, v in sorted(inner.items())},
         }
