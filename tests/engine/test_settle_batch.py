@@ -1,5 +1,6 @@
 """The settle script acks a batch with one XACK; an op whose entry was settled before (a second
-settle, a duplicate in the batch) is skipped, the others settle, each exactly once."""
+settle, a duplicate in the batch) is skipped, the others settle, each exactly once; settled entries
+leave the stream (trimmed or deleted) and no other entry does."""
 
 from __future__ import annotations
 
