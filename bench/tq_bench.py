@@ -68,6 +68,7 @@ import redis
 from tq.payloads import Payload
 from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue
+from tq.scripts import called_commands
 from tq.settings import Settings
 
 REDIS_URL = os.environ.get("PEERBENCH_REDIS_URL", "redis://127.0.0.1:6391/0")
@@ -720,13 +721,6 @@ def _commandstats(r: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in r.info("commandstats").items()}
 
 
-def _nested_commands() -> set[str]:
-    """Commands the enqueue script can issue itself (counted in commandstats as well)."""
-    from tq.scripts import source
-
-    return {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source("enqueue"))}
-
-
 COUNTED = 2000  # single mode: enqueues sent again with the request counter on, after the timed ones
 
 
@@ -840,7 +834,7 @@ def single(args: argparse.Namespace) -> None:
 
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
     delta.pop("info", None)  # the measuring client's own INFO (the "before" call)
-    nested = _nested_commands()
+    nested = called_commands("enqueue")
     top = {k: v for k, v in delta.items() if k not in nested}  # sent by a client
     inner = {k: v for k, v in delta.items() if k in nested}  # issued by the script
     res = base_result(args, "single", api)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -12,6 +13,12 @@ SCRIPT_NAMES = ("enqueue", "settle", "promote", "replay", "remove", "inspect", "
 @cache
 def source(name: str) -> str:
     return (files("tq") / "scripts" / f"{name}.lua").read_text()
+
+
+def called_commands(name: str) -> set[str]:
+    """The Redis commands the script ``name`` calls itself (lower case, as INFO commandstats names
+    them): what a count of the commands clients sent leaves out."""
+    return {c.lower() for c in re.findall(r"redis\.p?call\(\s*'(\w+)'", source(name))}
 
 
 class Scripts:

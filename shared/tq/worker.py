@@ -661,7 +661,8 @@ class QueueRunner:
         env: Envelope | None = None
         payload: Any = None
         if plain_entry(fields):  # a fresh job (the hot path): no envelope is built to check its payload
-            model = self.spec.jobs.get(fields[b"n"].decode())
+            name = fields[b"n"].decode()
+            model = self.spec.jobs.get(name)
             if model is not None:  # checked from its JSON (wire JSON: JSON mode, on either path);
                 # a payload it refuses is reported below, from the envelope
                 with contextlib.suppress(ValidationError):
@@ -678,7 +679,7 @@ class QueueRunner:
             attempt, max_attempts = _attempt(fields, env), self.max_attempts(env)
             payload_json = entry_payload_json(fields, env)
         else:  # what plain_entry checked: a first attempt, nothing optional, the queue's own
-            job_id, name, idem, trace = fields[b"i"].decode(), fields[b"n"].decode(), "", ""
+            job_id, idem, trace = fields[b"i"].decode(), "", ""
             enqueued_ms = int(fields[b"t"])
             ready_at, attempt, max_attempts = enqueued_ms / 1000, 1, self.cfg.retry.attempts
             payload_json = fields[b"p"].decode()
@@ -720,7 +721,7 @@ class QueueRunner:
                 by = holder[5:].decode()
                 return op("s", a=f"idempotency key {idem!r} already completed by job {by}")
         ctx = JobContext(
-            envelope if env is None else env,
+            envelope,
             job_id=job_id,
             queue=self.queue,
             name=name,
