@@ -49,11 +49,16 @@ $(STAMP): pyproject.toml
 dev: $(STAMP) ## Run everything locally: private Redis + SQLite under .dev/, migrate, all workers
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/dev.sh $(ARGS)
 
-test: $(STAMP) ## Run the whole test suite (starts its own redis-server)
+# -- test processes side by side (pytest-xdist; the suite mostly waits on servers, not on the CPU)
+TEST_WORKERS ?= 2
+
+test: $(STAMP) ## Run the whole test suite (starts its own redis-servers): in parallel, then the `serial` tests one at a time
 	@command -v redis-server >/dev/null || { \
 		echo "error: redis-server is not on PATH; the tests start their own Redis." >&2; \
 		echo "       Install it first: sudo apt-get install redis-server" >&2; exit 1; }
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(ARGS)
+	@# exit code 5: ARGS chose no serial test
+	$(BIN)/pytest -q -m serial $(ARGS) || [ $$? -eq 5 ]
 
 chart-test: $(STAMP) ## Check the Helm chart, the image and skaffold.yaml offline (also part of `make test`)
 	$(BIN)/pytest -q tests/chart $(ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -25,7 +26,7 @@ pytest_plugins = ["support.db"]
 def redis_server() -> Iterator[RedisServer]:
     url = os.environ.get("TQ_TEST_REDIS_URL")
     if url:
-        yield RedisServer(url=url, owned=False)
+        yield RedisServer(url=_own_database(url), owned=False)
         return
     if docker_answers():
         from testcontainers.redis import RedisContainer  # type: ignore[import-untyped]
@@ -42,6 +43,26 @@ def redis_server() -> Iterator[RedisServer]:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _own_database(url: str) -> str:
+    """Under ``pytest -n`` each worker process cleans between its tests: on a shared Redis, each
+    takes the database after the URL's by its number (gw0: the URL's own, gw1: the next)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index == 0:
+        return url
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or 0) + index
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos tests kill and restart processes against a deadline: ``serial`` (``make test`` runs
+    them after the others, one at a time)."""
+    for item in items:
+        if item.path.parent.name == "chaos":
+            item.add_marker(pytest.mark.serial)
 
 
 def _clean(server: RedisServer) -> None:

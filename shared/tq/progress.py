@@ -97,6 +97,7 @@ class ProgressReporter:
         if self._pending is None:
             return
         try:
-            await asyncio.wait_for(self._write(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can lose a cancel (tq.cancelsafe)
+                await self._write()
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("%s %s: last progress not written: %s", self.queue, self.job_id, exc)

@@ -61,6 +61,7 @@ from tq.supervise import Supervisor
 log = logging.getLogger("tq.worker")
 
 _STACK_LIMIT = 8000
+_CANCEL_WAIT_S = 5.0  # how long a stop waits for jobs it cancelled past the grace period
 # /readyz: a read that has not returned this long past its BLOCK time means intake is stalled
 # (Redis busy: a long script, DEBUG SLEEP, a hung connection without a socket timeout).
 INTAKE_STALL_S = 3.0
@@ -1253,7 +1254,12 @@ class Worker:
                 log.warning(
                     "%d jobs still running after %.0fs grace: left pending for reclaim", len(late), grace
                 )
-                await asyncio.wait(late)
+                # bounded: a handler that swallows its cancellation must not hang the stop
+                _done, deaf = await asyncio.wait(late, timeout=_CANCEL_WAIT_S)
+                if deaf:
+                    log.error(
+                        "%d jobs ignored their cancellation: left running, pending for reclaim", len(deaf)
+                    )
         for r in runners:
             r._wake_settle.set()
             if r.settler is not None:

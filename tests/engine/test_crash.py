@@ -7,6 +7,7 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
 import redis
 from support import crash_worker, fast_settings, helper_command, helper_env
 from tq import keys
@@ -36,6 +37,7 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.serial
 def test_sigkill_mid_batch_loses_nothing(redis_url: str) -> None:
     crash_worker.register()
     client = redis.Redis.from_url(redis_url)

@@ -337,8 +337,11 @@ def test_a_producer_outlives_an_event_loop_closed_with_its_enqueues_in_flight(re
     p = Producer(settings=fast_settings(redis_url))
     first = asyncio.new_event_loop()
     first.run_until_complete(p.enqueue("email:send", "send-email", EMAIL))  # connected
+    admin = redis.Redis.from_url(redis_url)
+    admin.client_pause(500, all=False)  # writes wait half a second: the first reply cannot come in time
+    admin.close()
     pending = [first.create_task(p.enqueue("email:send", "send-email", EMAIL)) for _ in range(5)]
-    first.run_until_complete(asyncio.sleep(0))  # the first one sent, the others queued behind it
+    first.run_until_complete(asyncio.sleep(0.05))  # the first one sent, the others queued behind it
     assert p._in_flight == 1 and len(p._queued) == 4
     for task in pending:  # closed without finishing them (their replies never read)
         task._log_destroy_pending = False  # type: ignore[attr-defined]

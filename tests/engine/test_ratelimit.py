@@ -128,6 +128,7 @@ async def test_permits_leases_and_pause_in_the_script(redis_client: Any) -> None
 
 
 # ---- several worker processes ----------------------------------------------------------------------
+@pytest.mark.serial
 def test_four_processes_keep_one_limit_and_follow_a_live_change(redis_url: str) -> None:
     """4 replicas x concurrency 8 on ``20 per 2 s``: no 2-second window holds more than 20 starts
     (four per-process limits would allow 80), the backlog runs at the declared rate, no job is

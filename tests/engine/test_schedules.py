@@ -261,6 +261,7 @@ def _leader(client: redis.Redis, procs: list[subprocess.Popen[str]]) -> subproce
     raise AssertionError("no live leader")
 
 
+@pytest.mark.serial
 async def test_sigkill_of_the_leader_another_fires_every_tick_once(
     redis_url: str, redis_client: Any, registered: None
 ) -> None:

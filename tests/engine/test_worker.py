@@ -4,6 +4,7 @@ bad input at consume, idempotent skip, pause, live concurrency, reclaim, gracefu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -538,3 +539,33 @@ async def test_stop_does_not_hang_when_redis_is_gone() -> None:
         if proc.poll() is None:
             proc.kill()
         await client.aclose()
+
+
+async def test_stop_does_not_hang_on_a_handler_that_swallows_its_cancellation(
+    redis_client: Any, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = fast_settings(redis_url, queues={Q: {"concurrency": 1}})
+    h = HandlerRegistry()
+    finished = asyncio.Event()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        while not finished.is_set():  # a handler bug: it catches the stop's cancellation and goes on
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+
+    w = Worker(redis_client, [get_queue(Q)], h, s)
+    await w.start()
+    job_id = await Producer(redis_client, s).enqueue(Q, "send-email", EMAIL)
+    await wait_for(lambda: w.runners[Q].running == 1, what="the job in flight")
+    t0 = time.monotonic()
+    try:
+        await w.stop(grace_s=0.2)
+        took = time.monotonic() - t0
+    finally:
+        finished.set()
+    assert took < 15, f"stop took {took:.1f}s"
+    assert "1 jobs ignored their cancellation" in caplog.text
+    # it was never settled: its entry stays pending, for another consumer to reclaim
+    assert (await redis_client.xpending(keys.stream(Q), keys.GROUP))["pending"] == 1
+    assert (await jobs.get_job(redis_client, Q, job_id)).state is not JobState.COMPLETED

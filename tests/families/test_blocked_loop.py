@@ -55,6 +55,7 @@ def block_queue() -> Iterator[str]:
     unregister_queue(QUEUE)
 
 
+@pytest.mark.serial
 def test_probes_go_unanswered_while_a_handler_blocks_the_loop(
     redis_url: str, block_queue: str, tmp_path: Path
 ) -> None:

@@ -84,8 +84,10 @@ async def lease(redis: Any, instance_id: int, seconds: float) -> AsyncIterator[N
         yield
     finally:
         renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await renewer
+        # bounded: the release below does not depend on it (a renewal after it finds no token)
+        await asyncio.wait([renewer], timeout=seconds)
+        if renewer.done() and not renewer.cancelled():
+            renewer.exception()  # a renewal's Redis error: the release below meets the same Redis
         await redis.eval(_RELEASE, 1, key, token)
 
 

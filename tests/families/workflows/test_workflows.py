@@ -628,6 +628,7 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+@pytest.mark.serial
 async def test_resume_after_a_crash_does_not_repeat_a_completed_step(
     env: Settings, redis_client: Any, db_engine: AsyncEngine, peer: Peer, redis_url: str
 ) -> None:
