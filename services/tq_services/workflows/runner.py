@@ -84,10 +84,8 @@ async def lease(redis: Any, instance_id: int, seconds: float) -> AsyncIterator[N
         yield
     finally:
         renewer.cancel()
-        # bounded: the release below does not depend on it (a renewal after it finds no token)
-        await asyncio.wait([renewer], timeout=seconds)
-        if renewer.done() and not renewer.cancelled():
-            renewer.exception()  # a renewal's Redis error: the release below meets the same Redis
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await renewer
         await redis.eval(_RELEASE, 1, key, token)
 
 
