@@ -114,9 +114,9 @@ def main(path: str) -> None:
             "| system | version | config | N | enqueue jobs/s | process jobs/s (first start -> last done) | "
             "process jobs/s (incl. worker start-up) | worker start-up s | "
             "e2e p50 / p99 / max ms (enqueue->done) | "
-            "pickup p50 / p99 ms (enqueue->handler) | reps tp/lat |"
+            "pickup p50 / p99 ms (enqueue->handler) | worker CPU µs per job (tp / latency) | reps tp/lat |"
         )
-        p("|---|---|---|---|---|---|---|---|---|---|---|")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for k in sorted(set(tp) | set(lat), key=lambda k: (k[0] != "tq", k[0], k[2], k[1] or 0, k[3])):
             t, la = tp.get(k, []), lat.get(k, [])
             any_r = (t or la)[0]
@@ -143,10 +143,12 @@ def main(path: str) -> None:
                 )
             else:
                 latcols = "- | -"
+            cpu_tp = med([x.get("worker_cpu_us_per_job") for x in t])  # tq's worker process only
+            cpu_lat = med([x.get("worker_cpu_us_per_job") for x in la])
             p(
                 f"| {k[0]} | {any_r.get('version', '')} | {cfg} | {t[0]['n'] if t else '-'} | "
                 f"{f(med(er))}{rng(er)} | {f(med(pr))}{rng(pr)} | {f(med(pw))} | {f(med(ws), 3)} | "
-                f"{latcols} | {len(t)}/{len(la)} |"
+                f"{latcols} | {f(cpu_tp, 1)} / {f(cpu_lat, 1)} | {len(t)}/{len(la)} |"
             )
         p("")
 

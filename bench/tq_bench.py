@@ -23,6 +23,8 @@ so that the periodic work is paid several times.
 * latency: flush the DB; start ONE worker process, wait until ready + 1 s; enqueue N jobs one at a
   time at ``--rate`` jobs/s (single-job API), each carrying ``t0 = time.time()`` taken right before
   its enqueue call. The worker records handler start (pickup) and done.
+* both also report the worker process's CPU time per job (``worker_cpu_us_per_job``: user + system,
+  from its first settled batch to its last job).
 * single: flush the DB; N sequential single enqueues, no worker -> enqueue jobs/s and Redis round
   trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sends
   for 2 000 more, in an untimed pass: the counter wraps the send path).
@@ -237,6 +239,12 @@ def pct(sorted_vals: list[float], p: float) -> float:
 
 
 # ---- worker process ---------------------------------------------------------------------------
+def cpu_s() -> float:
+    """This process's CPU time (user + system), in seconds."""
+    t = os.times()
+    return t.user + t.system
+
+
 class Recorder:
     """Per-job timestamps in the worker: (t0, handler start, done). Cheap: a dict and a list."""
 
@@ -246,18 +254,25 @@ class Recorder:
         self.t_worker_start = time.time()
         self.pending: dict[str, tuple[float, float]] = {}
         self.rows: list[tuple[float, float, float]] = []
+        self.cpu_at_first = 0.0  # the process's CPU seconds when its first batch settled
+        self.jobs_at_first = 0  # ... and the jobs in that batch (not in the CPU per job)
 
     def settled(self, _queue: str, job_ids: list[str]) -> None:
         t = time.time()  # one settle call commits the whole batch: one done time for all of it
+        first = not self.rows
         pop, append = self.pending.pop, self.rows.append
         for jid in job_ids:
             v = pop(jid, None)
             if v is not None:
                 append((v[0], v[1], t))
+        if first:
+            self.cpu_at_first, self.jobs_at_first = cpu_s(), len(self.rows)
         if len(self.rows) >= self.n:
             tmp = self.out + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"t_worker_start": self.t_worker_start, "rows": self.rows}, f)
+                jobs = len(self.rows) - self.jobs_at_first  # every job but the first batch's
+                cpu_us = (cpu_s() - self.cpu_at_first) * 1e6 / max(1, jobs)
+                json.dump({"t_worker_start": self.t_worker_start, "rows": self.rows, "cpu_us": cpu_us}, f)
             os.replace(tmp, self.out)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -476,6 +491,7 @@ def throughput(args: argparse.Namespace) -> None:
             "process_rate_from_worker_start": round(len(rows) / (last_done - d["t_worker_start"]), 1),
             "worker_startup_s": round(first_start - d["t_worker_start"], 4),
             "process_spawn_to_done_s": round(last_done - t_spawn, 4),
+            "worker_cpu_us_per_job": round(d["cpu_us"], 2),
         }
     )
     emit(res)
@@ -708,6 +724,7 @@ def latency(args: argparse.Namespace) -> None:
             "lat_done_max_ms": round(done[-1], 3),
             "lat_start_p50_ms": round(pct(start, 50), 3),
             "lat_start_p99_ms": round(pct(start, 99), 3),
+            "worker_cpu_us_per_job": round(d["cpu_us"], 2),
         }
     )
     emit(res)

@@ -112,6 +112,15 @@ def _queue_json(queue: str) -> bytes:
     return json.dumps(queue).encode()
 
 
+def entry_fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A stream entry's or hash's fields as Redis sends them, ``[f1, v1, f2, v2, ...]``, as a dict.
+    A fresh job's four fields (the consumer's hot path) as one dict display: a third of the cost."""
+    if len(flat) == 8:
+        return {flat[0]: flat[1], flat[2]: flat[3], flat[4]: flat[5], flat[6]: flat[7]}
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=True))  # an odd list: ValueError
+
+
 def plain_entry(fields: dict[bytes, bytes]) -> bool:
     """A fresh job's entry as producers write it: id, name, payload and time only, the id, name
     and time well-formed (``Envelope``'s patterns). Its envelope says nothing else: the queue is the

@@ -13,7 +13,16 @@ from redis.exceptions import ResponseError
 from tq import config, keys
 from tq.connection import text
 from tq.dlq import attempt_failures, replay_one
-from tq.envelope import FINISHED_STATES, Event, EventType, JobState, entry_job_id, ms_to_s, record_envelope
+from tq.envelope import (
+    FINISHED_STATES,
+    Event,
+    EventType,
+    JobState,
+    entry_fields,
+    entry_job_id,
+    ms_to_s,
+    record_envelope,
+)
 from tq.errors import NotFound, TqError
 from tq.paging import Page
 from tq.registry import get_queue
@@ -63,10 +72,6 @@ class JobRecord:
         if self.state in FINISHED_STATES and self.finished_at:
             out.append({"at": self.finished_at, "event": self.state.value, "attempt": self.attempts})
         return out
-
-
-def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def _dead_letter_ms(h: dict[bytes, bytes]) -> bytes | None:
@@ -160,7 +165,9 @@ async def get_job(client: Any, queue: str, job_id: str) -> JobRecord:
         )
     h, entry, pending, dead, finished = reply
     finished_ms = float(finished) if finished else None
-    return _record(queue, job_id, _pairs(h), bool(pending), _pairs(entry), _pairs(dead), finished_ms)
+    return _record(
+        queue, job_id, entry_fields(h), bool(pending), entry_fields(entry), entry_fields(dead), finished_ms
+    )
 
 
 def _matches(rec: JobRecord, needle: str | None) -> bool:

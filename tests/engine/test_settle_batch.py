@@ -25,8 +25,21 @@ def _op(eid: bytes, fields: dict[bytes, bytes]) -> str:
     return "\x1f".join([*parts, fields[b"t"].decode(), fields[b"p"].decode()])
 
 
-async def _settle(client: Any, ops: list[str]) -> int:
-    args = [keys.prefix(Q), keys.GROUP, int(time.time() * 1000), Q, 1000, 1000, 0, 0, "c1", 50_000, *ops]
+async def _settle(client: Any, ops: list[str], mark: bytes = b"") -> int:
+    args = [
+        keys.prefix(Q),
+        keys.GROUP,
+        int(time.time() * 1000),
+        Q,
+        1000,
+        1000,
+        0,
+        0,
+        "c1",
+        50_000,
+        mark,
+        *ops,
+    ]
     return int(await Scripts(client).settle(keys=settle_keys(Q), args=args))
 
 
@@ -83,3 +96,30 @@ async def test_settled_entries_leave_the_stream_and_no_other_does(redis_client: 
     assert [eid for eid, _f in rest] == every[5:]
     assert await _settle(redis_client, [_op(eid, f) for eid, f in rest]) == 3
     assert await left() == [] and int(await redis_client.hget(keys.counters(Q), "completed")) == 8
+
+
+async def test_a_settle_carries_the_progress_mark_and_never_moves_it_back(
+    redis_client: Any, redis_url: str
+) -> None:
+    """The consumer's progress mark (``keys.progress``) rides on its settle call: stored when it
+    is newer than the mark Redis has, so a settle retried after the writer wrote a newer one
+    leaves that one (a mark moved back would let a started job go free after a crash)."""
+    p = Producer(redis_client, fast_settings(redis_url))
+    for _ in range(3):
+        await p.enqueue(Q, "send-email", EMAIL)
+    stream = keys.stream(Q)
+    await redis_client.xgroup_create(stream, keys.GROUP, id="0")
+    [(_s, entries)] = await redis_client.xreadgroup(keys.GROUP, "c1", {stream: ">"}, count=3)
+    (first, f1), (second, f2), (third, _f3) = entries
+
+    async def mark() -> bytes | None:
+        return await redis_client.hget(keys.progress(Q), "c1")
+
+    assert await _settle(redis_client, [_op(first, f1)], mark=second) == 1
+    assert await mark() == second
+    assert await _settle(redis_client, [], mark=first) == 0  # older: kept as it is
+    assert await mark() == second
+    assert await _settle(redis_client, [_op(second, f2)]) == 1  # none carried: unchanged
+    assert await mark() == second
+    await _settle(redis_client, [], mark=third)
+    assert await mark() == third

@@ -411,6 +411,48 @@ async def test_slow_job_of_a_live_consumer_is_not_reclaimed(redis_client: Any, r
     assert await _count(redis_client, "reclaimed") == 0
 
 
+async def test_a_short_job_s_progress_mark_rides_on_its_settle(redis_client: Any, redis_url: str) -> None:
+    """The newest entry a worker took (``keys.progress``, what a reclaim after a crash reads)
+    reaches Redis in the settle call of a job that ended before the mark's writer ran: such jobs
+    cost no HSET of their own, and the mark stored is the newest entry taken."""
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        return None
+
+    p = Producer(redis_client, s)
+    watcher = type(redis_client).from_url(redis_url)  # MONITOR keeps a connection of its own
+    commands: list[dict[str, Any]] = []
+    try:
+        async with watcher.monitor() as monitor, running(redis_client, s, h, consumer_id="c1"):
+
+            async def listen() -> None:
+                while True:
+                    commands.append(dict(await monitor.next_command()))
+
+            listener = asyncio.create_task(listen())
+            for n in range(1, 11):  # one at a time: each taken alone, on an idle worker
+
+                async def completed(n: int = n) -> bool:
+                    return await _count(redis_client, "completed") >= n
+
+                await p.enqueue(Q, "send-email", EMAIL)
+                await wait_for(completed, what=f"job {n}")
+            await asyncio.sleep(0.1)  # any mark still on its way
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            stored = await redis_client.hget(keys.progress(Q), "c1")
+            newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+    finally:
+        await watcher.aclose()
+    marks = [c for c in commands if c["command"].startswith(f"HSET {keys.progress(Q)} ")]
+    assert stored == newest
+    assert [c["client_type"] for c in marks] == ["lua"] * 10  # in each settle, none on its own
+
+
 async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
     redis_client: Any, redis_url: str
 ) -> None:

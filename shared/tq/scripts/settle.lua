@@ -1,11 +1,14 @@
 -- Settle a batch of delivered entries atomically: each op acks its entry and records the outcome.
 -- KEYS: 1 stream, 2 delayed, 3 dlq, 4 completed index, 5 dead index, 6 counters, 7 audit stream (tq:{q}:audit),
 --       8 started markers (tq:{q}:started: cleared for every op while it exists),
---       9 cancel markers (tq:{q}:cancels: a cancelled job's is dropped)
+--       9 cancel markers (tq:{q}:cancels: a cancelled job's is dropped),
+--       10 progress marks (tq:{q}:progress: the consumer's, carried for its writer - tq.worker)
 -- ARGV: 1 prefix, 2 group, 3 now (ms), 4 queue, 5 retention completed, 6 retention failed,
 --       7 audit (0/1; never trimmed here: the AuditWriter deletes what it wrote, the worker's intake
 --       waits while the backlog is at its bound - tq.audit), 8 publish events (0/1), 9 consumer id,
 --       10 DLQ cap (its oldest entries beyond it are trimmed, counted as dlq_trimmed),
+--       11 the consumer's progress mark, the newest entry it took to run, or '' (kept when newer
+--       than the stored one: a settle retried late never moves it back),
 --       then one per op, its 13 fields joined by the unit separator (\31) - one argument per job
 --       keeps the client's command packing cheap: kind, entry id, job id, job name, attempt,
 --       started (ms), duration (ms), idempotency key, trace id, a, b, enqueued (ms), payload json
@@ -103,8 +106,14 @@ local function id_below(a, b)
   return digits_below(ams, bms) or (ams == bms and digits_below(aseq, bseq))
 end
 
+local mark = ARGV[11]
+if mark ~= '' then
+  local stored = redis.call('HGET', KEYS[10], consumer)
+  if not stored or id_below(stored, mark) then redis.call('HSET', KEYS[10], consumer, mark) end
+end
+
 local ops, eids, gone, completed = {}, {}, {}, {}
-for i = 11, #ARGV do
+for i = 12, #ARGV do
   ops[#ops + 1] = fields(ARGV[i])
   eids[#eids + 1] = ops[#ops][2]
 end
