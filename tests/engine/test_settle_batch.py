@@ -43,6 +43,15 @@ async def _settle(client: Any, ops: list[str], mark: bytes = b"") -> int:
     return int(await Scripts(client).settle(keys=settle_keys(Q), args=args))
 
 
+async def _waiting_in_a_group(client: Any, redis_url: str, n: int) -> str:
+    """``n`` jobs enqueued on Q and its consumer group made: the stream's key."""
+    p = Producer(client, fast_settings(redis_url))
+    for _ in range(n):
+        await p.enqueue(Q, "send-email", EMAIL)
+    await client.xgroup_create(keys.stream(Q), keys.GROUP, id="0")
+    return keys.stream(Q)
+
+
 async def test_a_batch_settles_each_pending_entry_once(redis_client: Any, redis_url: str) -> None:
     p = Producer(redis_client, fast_settings(redis_url))
     ids = [await p.enqueue(Q, "send-email", EMAIL) for _ in range(3)]
@@ -71,11 +80,7 @@ async def test_settled_entries_leave_the_stream_and_no_other_does(redis_client: 
     """Settled entries below the group's oldest pending one go in one trim, those settled ahead of
     it one by one; the pending entries (of any consumer) and the undelivered ones stay, and are
     delivered and settled later."""
-    p = Producer(redis_client, fast_settings(redis_url))
-    for _ in range(8):
-        await p.enqueue(Q, "send-email", EMAIL)
-    stream = keys.stream(Q)
-    await redis_client.xgroup_create(stream, keys.GROUP, id="0")
+    stream = await _waiting_in_a_group(redis_client, redis_url, 8)
     [(_s, mine)] = await redis_client.xreadgroup(keys.GROUP, "c1", {stream: ">"}, count=4)
     [(_s, theirs)] = await redis_client.xreadgroup(keys.GROUP, "c2", {stream: ">"}, count=1)
     every = [eid for eid, _f in await redis_client.xrange(stream)]
@@ -104,11 +109,7 @@ async def test_a_settle_carries_the_progress_mark_and_never_moves_it_back(
     """The consumer's progress mark (``keys.progress``) rides on its settle call: stored when it
     is newer than the mark Redis has, so a settle retried after the writer wrote a newer one
     leaves that one (a mark moved back would let a started job go free after a crash)."""
-    p = Producer(redis_client, fast_settings(redis_url))
-    for _ in range(3):
-        await p.enqueue(Q, "send-email", EMAIL)
-    stream = keys.stream(Q)
-    await redis_client.xgroup_create(stream, keys.GROUP, id="0")
+    stream = await _waiting_in_a_group(redis_client, redis_url, 3)
     [(_s, entries)] = await redis_client.xreadgroup(keys.GROUP, "c1", {stream: ">"}, count=3)
     (first, f1), (second, f2), (third, _f3) = entries
 
