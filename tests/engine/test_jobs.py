@@ -84,8 +84,8 @@ async def test_waiting_active_completed(redis_client: Any, redis_url: str) -> No
     assert rec.timeline() == [{"at": rec.enqueued_at, "event": "enqueued"}]
 
     async with running(redis_client, s, h) as worker:
-        await wait_state(redis_client, job_id, JobState.ACTIVE)
-        assert gate.started == [job_id]
+        await wait_state(redis_client, job_id, JobState.ACTIVE)  # delivered: its handler starts next
+        await wait_for(lambda: gate.started == [job_id], what="its handler started")
         assert [j.id for j in (await list_jobs(redis_client, Q, JobState.ACTIVE)).items] == [job_id]
         assert (await list_jobs(redis_client, Q, JobState.WAITING)).items == []
         await asyncio.sleep(0.02)  # a measurable duration
