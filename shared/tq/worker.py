@@ -591,7 +591,7 @@ class QueueRunner:
         """Record, written behind (none per job), the newest entry taken to run (``keys.progress``):
         entries are taken in stream order, so a reclaim after a crash charges only the entries at
         or below it and gives the rest back free. A settle that is due (a job has ended) carries
-        the mark in its script call (``carried_mark``); the writer sends it, one HSET in flight at
+        the mark in its script call (``_carried_mark``); the writer sends it, one HSET in flight at
         a time, only while none is: a short job's mark costs no round trip of its own."""
         self.taken = eid
         if self._progress_writer is None or self._progress_writer.done():
@@ -609,7 +609,7 @@ class QueueRunner:
                 return
             self._marked(mark)
 
-    def carried_mark(self) -> bytes:
+    def _carried_mark(self) -> bytes:
         """The mark a settle call carries: the newest entry taken, unless Redis has it or the
         writer is sending it (b"": none). The script keeps the newer of it and the stored one."""
         writing = self._progress_writer is not None and not self._progress_writer.done()
@@ -819,6 +819,7 @@ class QueueRunner:
 
     async def _flush(self, ops: list[_Op]) -> None:
         s = self.w.settings
+        mark = self._carried_mark()  # the progress mark rides along (_note_taken)
         head = [
             keys.prefix(self.queue),
             keys.GROUP,
@@ -830,7 +831,7 @@ class QueueRunner:
             int(s.events),
             self.w.consumer_id,
             self.cfg.dlq_max_len,
-            mark := self.carried_mark(),
+            mark,
         ]
         args: list[Any] = head
         args += [op.packed for op in ops]

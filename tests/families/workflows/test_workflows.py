@@ -118,7 +118,10 @@ async def env(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TQ_WORKFLOW_INLINE_WAIT_S", "1.0")
     monkeypatch.setenv("TQ_WORKFLOW_POLL_INTERVAL_S", "0.3")
     monkeypatch.setenv("TQ_WORKFLOW_HTTP_TIMEOUT_S", "5")
-    monkeypatch.setenv("TQ_WORKFLOW_LEASE_S", "1")
+    # shorter than the queue's visibility timeout (1 s below), as the defaults are (30 s against
+    # 120 s): a crashed run's lease is gone before its job is reclaimed. Equal, the two timers'
+    # phases decided whether the reclaimed run found the lease still held and spent its attempts
+    monkeypatch.setenv("TQ_WORKFLOW_LEASE_S", "0.5")
     clear_settings_caches()
     yield fast_settings(
         redis_url,
