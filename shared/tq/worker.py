@@ -591,14 +591,16 @@ class QueueRunner:
         """Record, written behind (none per job), the newest entry taken to run (``keys.progress``):
         entries are taken in stream order, so a reclaim after a crash charges only the entries at
         or below it and gives the rest back free. A settle that is due (a job has ended) carries
-        the mark in its script call (``_carried_mark``); the writer sends it, one HSET in flight at
-        a time, only while none is: a short job's mark costs no round trip of its own."""
+        the mark in its script call (``_carried_mark``) when it is sent at once; the writer sends
+        it, one HSET in flight at a time, whenever none is (no job has ended, or a settle is already
+        in flight and the next one would carry it a round trip later): a short job's mark costs no
+        round trip of its own, and no mark waits behind a settle in flight."""
         self.taken = eid
         if self._progress_writer is None or self._progress_writer.done():
             self._progress_writer = asyncio.create_task(self._write_progress())
 
     async def _write_progress(self) -> None:
-        while self.taken != self.marked and not self.ops:
+        while self.taken != self.marked and (not self.ops or self._flushing.locked()):
             mark = self.taken
             try:
                 if self.mark_conn is None:
