@@ -20,7 +20,9 @@ from hiredis import pack_command
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import Sentinel
 
 from tq.settings import Settings, get_settings
@@ -74,14 +76,47 @@ async def connected(conn: Any) -> None:
         await conn.connect()
 
 
+async def request(conn: Any, packed: bytes) -> Any:
+    """``packed`` (one command) sent on the connected asyncio ``conn`` and its reply, parsed there.
+
+    redis-py's own send and read bound each by an ``asyncio.timeout`` (each takes the current task
+    and the running loop, system calls both, and a timer: 4 µs of CPU, two per command) and add a
+    health check and coroutine layers; here one timer bounds the whole request, and when it expires
+    it aborts the transport, which ends the read. The outcomes are redis-py's: a reply error is
+    raised, a timeout is its ``TimeoutError``, a fault its ``ConnectionError``, and after any of
+    them or a cancellation mid-reply (which would leave the connection out of step) the connection
+    is dropped, to reconnect at its next use (``connected``)."""
+    writer = conn._writer
+    timeout = conn.socket_timeout
+    expiry = writer._loop.call_later(timeout, writer.transport.abort) if timeout else None
+    try:
+        writer.write(packed)
+        await writer.drain()  # at once unless the transport's buffer is full (a large batch)
+        reply = await conn._read_response_from_parser()
+    except GeneratorExit:  # closed by the collector after its event loop ended: nothing to await
+        raise
+    except BaseException as exc:
+        await conn.disconnect(nowait=True)
+        if expiry is not None and expiry.when() <= writer._loop.time():
+            raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+        if isinstance(exc, OSError):
+            raise RedisConnectionError(f"Error while reading from {conn._host_error()}: {exc}") from exc
+        raise
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
 async def call_script(conn: Any, script: Any, packed: bytes) -> Any:
     """``packed`` (an EVALSHA of ``script``, a redis-py Script) sent on ``conn``. After a NOSCRIPT
     (a restarted or flushed Redis) the script is loaded on this same connection, as the pool's other
     connections may be as stale as this one, and sent again."""
     await connected(conn)
     try:
-        await conn.send_packed_command(packed)
-        return await conn.read_response()
+        return await request(conn, packed)
     except NoScriptError:
         await conn.send_command("SCRIPT", "LOAD", script.script)
         await conn.read_response()
@@ -112,7 +147,8 @@ class HeldConnection:
 
     redis-py's per-command path (pool checkout and release, the retry wrapper, reply callbacks)
     costs as much CPU as the round trip itself: a PING took 100 µs of CPU through the client and
-    52 µs here. Replies come as the connection parses them, without redis-py's callbacks. After a
+    52 µs here. Replies come as the connection parses them, without redis-py's callbacks, and each
+    command goes through ``request``, without the connection's own timeouts per send and read. After a
     fault the connection has closed itself (redis-py does) and reconnects at the next command; the
     error propagates and the caller, supervised, decides whether to send again. Not for a cluster
     client, which has no one pool: ``is_cluster`` callers use the client there."""
@@ -129,9 +165,7 @@ class HeldConnection:
         return self._conn
 
     async def execute(self, *args: Any) -> Any:
-        conn = await self._connection()
-        await conn.send_packed_command(pack_command(args))
-        return await conn.read_response()
+        return await request(await self._connection(), pack_command(args))
 
     async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
