@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -274,7 +274,7 @@ class Producer:
     ) -> EnqueueResult:
         return EnqueueResult.of(await self._enqueue_one(queue, job, data, idempotency_key, delay, trace_id))
 
-    async def _enqueue_one(
+    def _enqueue_one(
         self,
         queue: str,
         job: str,
@@ -282,26 +282,40 @@ class Producer:
         idempotency_key: str | None,
         delay: Delay,
         trace_id: str | None,
-    ) -> str:
-        """The script's answer for one job (see ``_Encoder.answers``)."""
+    ) -> Awaitable[str]:
+        """The script's answer for one job (see ``_Encoder.answers``), to await. Not a coroutine
+        itself, nor is ``_submit``: a caller sharing a round trip awaits its future directly, and
+        is resumed through one frame instead of three (CPU per job with 100 concurrent callers)."""
         spec = get_queue(queue)
         span = tracing.publish(queue, job, 1, trace_id)
         if span is None:  # tracing off: the plain path
-            return await self._submit(
-                spec, self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id)
-            )
+            return self._submit(spec, self._enc.prepare(spec, job, data, idempotency_key, delay, trace_id))
+        return self._enqueue_traced(span, spec, job, data, idempotency_key, delay)
+
+    async def _enqueue_traced(
+        self,
+        span: tracing.Publish,
+        spec: QueueSpec,
+        job: str,
+        data: Mapping[str, Any] | BaseModel,
+        idempotency_key: str | None,
+        delay: Delay,
+    ) -> str:
         with span:
             prepared = self._enc.prepare(spec, job, data, idempotency_key, delay, span.traceparent)
             answer = await self._submit(spec, prepared)
             span.sent(_id_of(answer))
             return answer
 
-    async def _submit(self, spec: QueueSpec, prepared: _Prepared) -> str:
+    def _submit(self, spec: QueueSpec, prepared: _Prepared) -> Awaitable[str]:
         loop = asyncio.get_running_loop()  # once: each lookup is a getpid system call in asyncio
         if self._busy_on is loop:  # share the next round trip
             future: asyncio.Future[str] = loop.create_future()
             self._queued.append((spec, prepared, future))
-            return await future
+            return future
+        return self._send_alone(spec, prepared, loop)
+
+    async def _send_alone(self, spec: QueueSpec, prepared: _Prepared, loop: asyncio.AbstractEventLoop) -> str:
         if self._busy_on is not None:  # left by an event loop that ended with enqueues in flight
             self._in_flight, self._flusher, self._queued = 0, None, []
         self._busy_on = loop

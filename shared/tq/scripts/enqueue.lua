@@ -14,6 +14,8 @@
 local prefix, now, queue = ARGV[1], ARGV[2], ARGV[3]
 local ttl = false -- read from the live config only when a job carries a key
 local events = ARGV[5] == '1'
+local now_n = tonumber(now)
+local NO_FIELDS = {} -- the optional fields of a job with no key and no trace: no table per job
 local out, added = {}, 0
 local JOB = '^' .. string.rep('([^\31]*)\31', 5) .. '(.*)$' -- a job's 6 fields, in one match
 for i = 6, #ARGV do
@@ -33,19 +35,22 @@ for i = 6, #ARGV do
   elseif holder then
     out[#out + 1] = 'dup:' .. holder
   else
-    local f = {'n', name, 'p', payload, 't', now}
-    if idem ~= '' then f[#f + 1] = 'k'; f[#f + 1] = idem end
-    if trace ~= '' then f[#f + 1] = 'tr'; f[#f + 1] = trace end
+    local more = NO_FIELDS
+    if idem ~= '' or trace ~= '' then
+      more = {}
+      if idem ~= '' then more[#more + 1] = 'k'; more[#more + 1] = idem end
+      if trace ~= '' then more[#more + 1] = 'tr'; more[#more + 1] = trace end
+    end
     local kind
-    if tonumber(due) > tonumber(now) then
+    if due ~= '0' and tonumber(due) > now_n then
       if redis.call('HSETNX', jk, 'x', '') == 1 then
-        redis.call('HSET', jk, 's', 'delayed', 'q', due, unpack(f))
+        redis.call('HSET', jk, 's', 'delayed', 'q', due, 'n', name, 'p', payload, 't', now, unpack(more))
         redis.call('ZADD', KEYS[2], due, id)
         kind = 'job.delayed'
       end
     else
       -- a waiting job's record is its entry id alone (no state field: a record without one is waiting)
-      local xid = redis.call('XADD', KEYS[1], '*', 'i', id, unpack(f))
+      local xid = redis.call('XADD', KEYS[1], '*', 'i', id, 'n', name, 'p', payload, 't', now, unpack(more))
       if redis.call('HSETNX', jk, 'x', xid) == 1 then
         kind = 'job.waiting'
       else
