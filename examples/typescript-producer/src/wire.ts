@@ -9,7 +9,7 @@ import type Redis from "ioredis";
 export const WIRE_FORMAT_VERSION = 1;
 // SHA-1 of shared/tq/scripts/enqueue.lua for this version (also the EVALSHA name): a script that
 // differs is another contract, refused rather than run with arguments it may not mean.
-export const ENQUEUE_SCRIPT_SHA1 = "41809933bf622a4937c9d231c942711a7419814e";
+export const ENQUEUE_SCRIPT_SHA1 = "d9ca4c63839f6bb907c91d3e3095463062046b96";
 export const DEFAULT_IDEMPOTENCY_TTL_S = 86400; // used only when the queue's config hash sets none
 
 const UNIT_SEPARATOR = "\x1f"; // joins one job's six fields into one script argument

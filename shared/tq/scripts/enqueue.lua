@@ -17,6 +17,9 @@ local events = ARGV[5] == '1'
 local now_n = tonumber(now)
 local NO_FIELDS = {} -- the optional fields of a job with no key and no trace: no table per job
 local out, added = {}, 0
+-- the events' fixed parts, formatted once per call (a number formatted per job cost as much as its PUBLISH)
+local in_queue = '","queue":"' .. queue .. '","job_id":"'
+local at = '","at":' .. now / 1000 .. ',"data":{}}'
 local JOB = '^' .. string.rep('([^\31]*)\31', 5) .. '(.*)$' -- a job's 6 fields, in one match
 for i = 6, #ARGV do
   local id, name, idem, trace, due, payload = string.match(ARGV[i], JOB)
@@ -61,8 +64,7 @@ for i = 6, #ARGV do
       out[#out + 1] = id
     else
       if events then
-        redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. '","queue":"' .. queue .. '","job_id":"' .. id
-          .. '","name":"' .. name .. '","at":' .. now / 1000 .. ',"data":{}}')
+        redis.call('PUBLISH', 'tq:events', '{"type":"' .. kind .. in_queue .. id .. '","name":"' .. name .. at)
       end
       out[#out + 1] = id
       added = added + 1
