@@ -743,24 +743,27 @@ COUNTED = 2000  # single mode: enqueues sent again with the request counter on, 
 
 class _SendCounter:
     """Counts requests the producer's connections send (a pipeline is one request): what goes
-    through redis-py's connections, and ``SyncProducer``'s own round trips."""
+    through redis-py's connections, the held connections' own requests (``tq.connection.request``)
+    and ``SyncProducer``'s own round trips."""
 
     def __init__(self) -> None:
         self.count = 0
-        self._patched: list[tuple[type, str, Any]] = []
+        self._patched: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
         import redis.asyncio.connection as aconn
         import redis.connection as sconn
+        import tq.connection
         from tq.producer import SyncProducer
 
         for cls, method in (
             (sconn.AbstractConnection, "send_packed_command"),
             (aconn.AbstractConnection, "send_packed_command"),
+            (tq.connection, "request"),
             (SyncProducer, "_round_trip"),
         ):
             orig = getattr(cls, method, None)
-            if orig is None:  # an older tq's SyncProducer (an A/B run) sends through redis-py
+            if orig is None:  # an older tq (an A/B run) sends through redis-py
                 continue
             self._patched.append((cls, method, orig))
             counter = self
