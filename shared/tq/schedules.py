@@ -370,9 +370,18 @@ class ScheduleObserver(Protocol):
     def schedule_ticks(self, schedule: str, queue: str, outcome: str, count: int) -> None: ...
 
 
+# The scheduler writes a schedule's state only while it exists: a schedule removed after a tick
+# listed it (``remove`` deletes the hash) must not get it back from that tick's writes.
+# KEYS[1] the state hash. ARGV: field/value pairs.
+_SET_STATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
+
 # KEYS[1] the state hash. ARGV: 1 tick, 2..4 fired/skipped/missed increments, then field/value pairs.
 # Moves the last tick forward only: a stale leader or a clock gone back cannot rewind it.
 _ADVANCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
 if tonumber(ARGV[1]) <= last then return 0 end
 redis.call('HSET', KEYS[1], 'last', ARGV[1])
@@ -412,6 +421,7 @@ class Scheduler:
         )
         self._hook: Callable[[str, str, str, int], None] | None = getattr(observer, "schedule_ticks", None)
         self._advance = client.register_script(_ADVANCE)
+        self._set_state = client.register_script(_SET_STATE)
         self.producer = Producer(client, self.settings)
         self.fired = 0  # ticks this process enqueued (a duplicate included)
 
@@ -467,10 +477,10 @@ class Scheduler:
             outcome = await self._outcome(state["queue"], state["job"])
             if outcome != state["outcome"]:
                 state["outcome"] = outcome
-                await self.client.hset(skey, "outcome", outcome or "expired")
+                await self._set_state(keys=[skey], args=["outcome", outcome or "expired"])
         nxt = spec.next_tick(now)
         if state["next"] != nxt:
-            await self.client.hset(skey, "next", repr(nxt))
+            await self._set_state(keys=[skey], args=["next", repr(nxt)])
         base = state["last"] if state["last"] is not None else state["created"]
         if base is None:  # state lost (or written by hand): start counting from now
             await self.client.hsetnx(skey, "created", repr(now))

@@ -221,6 +221,24 @@ async def test_suspended_ticks_pass_silently(redis_client: Any, registered: None
     assert (await redis_client.hget(keys.schedule_state("every-minute"), "job")).decode() == job_id
 
 
+async def test_a_tick_that_listed_a_removed_schedule_writes_no_state_back(
+    redis_client: Any, registered: None
+) -> None:
+    """A schedule removed while a tick evaluates it (the tick listed it just before): the tick's
+    writes find no state hash and recreate none, so nothing of the schedule is left in Redis."""
+    clock = Clock(T0)
+    await schedules.add(redis_client, spec(), now=clock.now)
+    sched = Scheduler(redis_client, fast_settings(""), clock=clock)
+    clock.now = T0 + 61
+    listed = await schedules.list_with_state(redis_client)
+    assert [s.name for s, _ in listed] == ["every-minute"]
+    assert await schedules.remove(redis_client, "every-minute")
+    for s, state in listed:  # the rest of that tick, after the removal
+        await sched._evaluate(s, state, clock.now)
+    assert await redis_client.hget(keys.SCHEDULES, "every-minute") is None
+    assert not await redis_client.exists(keys.schedule_state("every-minute"))
+
+
 async def test_only_the_leader_fires_and_a_refired_tick_is_the_same_job(
     redis_client: Any, registered: None
 ) -> None:
