@@ -16,6 +16,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from support import docker_answers
+from support.cut_proxy import CutProxy
 from support.redis_server import RedisServer, start_redis_server
 from support.settings import clear_settings_caches
 
@@ -85,6 +86,13 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     clear_settings_caches()
     yield redis_server.url
     clear_settings_caches()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[CutProxy]:
+    """A TCP proxy in front of the test's Redis that can drop or hold back a reply (``CutProxy``)."""
+    with CutProxy(urlsplit(redis_url).port or 6379) as p:
+        yield p
 
 
 @pytest.fixture

@@ -473,14 +473,17 @@ class Scheduler:
 
     async def _evaluate(self, spec: ScheduleSpec, state: dict[str, Any], now: float) -> None:
         name, skey = spec.name, keys.schedule_state(spec.name)
+        observed: list[str] = []  # what changed of the state: written in one call
         if state["job"] and state["queue"] and state["outcome"] in UNFINISHED:  # observe the last job
             outcome = await self._outcome(state["queue"], state["job"])
             if outcome != state["outcome"]:
                 state["outcome"] = outcome
-                await self._set_state(keys=[skey], args=["outcome", outcome or "expired"])
+                observed += ["outcome", outcome or "expired"]
         nxt = spec.next_tick(now)
         if state["next"] != nxt:
-            await self._set_state(keys=[skey], args=["next", repr(nxt)])
+            observed += ["next", repr(nxt)]
+        if observed:
+            await self._set_state(keys=[skey], args=observed)
         base = state["last"] if state["last"] is not None else state["created"]
         if base is None:  # state lost (or written by hand): start counting from now
             await self.client.hsetnx(skey, "created", repr(now))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,22 +17,21 @@ from support.cut_proxy import CutProxy
 from tq.connection import HeldConnection
 
 
-async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(redis_url: str) -> None:
-    with CutProxy(urlparse(redis_url).port or 6379) as proxy:
-        client = aioredis.Redis.from_url(proxy.url, socket_timeout=0.5)
-        held = HeldConnection(client)
-        try:
-            assert await held.execute("ECHO", "before") == b"before"
-            proxy.hold_after(b"held-back")
-            t0 = time.monotonic()
-            with pytest.raises(RedisTimeoutError, match="Timeout reading"):
-                await held.execute("ECHO", "held-back")
-            assert 0.4 < time.monotonic() - t0 < 3
-            assert await held.execute("ECHO", "after") == b"after"  # reconnected, in step
-        finally:
-            proxy.release()
-            await held.release()
-            await client.aclose()
+async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(proxy: CutProxy) -> None:
+    client = aioredis.Redis.from_url(proxy.url, socket_timeout=0.5)
+    held = HeldConnection(client)
+    try:
+        assert await held.execute("ECHO", "before") == b"before"
+        proxy.hold_after(b"held-back")
+        t0 = time.monotonic()
+        with pytest.raises(RedisTimeoutError, match="Timeout reading"):
+            await held.execute("ECHO", "held-back")
+        assert 0.4 < time.monotonic() - t0 < 3
+        assert await held.execute("ECHO", "after") == b"after"  # reconnected, in step
+    finally:
+        proxy.release()
+        await held.release()
+        await client.aclose()
 
 
 async def test_a_killed_connection_is_a_connection_error_and_the_next_command_reconnects(

@@ -5,11 +5,8 @@ and bulk enqueues, sync and async."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
-import pytest
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
@@ -24,12 +21,6 @@ from tq.scripts import source
 Q = "email:send"
 EMAIL = {"to": "a@example.com", "template": "welcome"}
 NO_RETRY = Retry(NoBackoff(), 0)  # the client's own retries off: the producer's resend is tested
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[CutProxy]:
-    with CutProxy(urlparse(redis_url).port or 6379) as p:
-        yield p
 
 
 def _state(client: redis.Redis) -> tuple[int, int, int]:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 from support import fast_settings, published_events, running, tiny_retry, wait_for
@@ -455,7 +454,9 @@ async def test_a_short_job_s_progress_mark_rides_on_its_settle(redis_client: Any
     assert [c["client_type"] for c in marks] == ["lua"] * 10  # in each settle, none on its own
 
 
-async def test_a_mark_never_waits_behind_a_settle_in_flight(redis_client: Any, redis_url: str) -> None:
+async def test_a_mark_never_waits_behind_a_settle_in_flight(
+    redis_client: Any, redis_url: str, proxy: CutProxy
+) -> None:
     """While a settle call is in flight (its reply held by a proxy) and a job that ended waits for
     the next one, a job taken meanwhile has its mark written at once by the writer, not a round trip
     later by that next settle: a job that kills its process soon after starting is still charged."""
@@ -472,33 +473,32 @@ async def test_a_mark_never_waits_behind_a_settle_in_flight(redis_client: Any, r
             await finish.wait()
         ended.append(payload.template)
 
-    with CutProxy(urlparse(redis_url).port or 6379) as proxy:
-        client = type(redis_client).from_url(proxy.url)
-        p = Producer(redis_client, s)
-        try:
-            async with running(client, s, h, consumer_id="c1") as w:
-                proxy.hold_after(w.scripts.settle.sha.encode())
-                await p.enqueue(Q, "send-email", {**EMAIL, "template": "first"})
-                await wait_for(proxy.held.is_set, what="the first job's settle in flight")
-                await p.enqueue(Q, "send-email", {**EMAIL, "template": "second"})
-                await wait_for(lambda: len(ended) == 2, what="a second job ended behind it")
-                await p.enqueue(Q, "send-email", {**EMAIL, "template": "slow"})
-                newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
-                await asyncio.wait_for(started_slow.wait(), 5)
-                assert w.runners[Q].ops, "the second job's outcome waits for the settle in flight"
+    client = type(redis_client).from_url(proxy.url)
+    p = Producer(redis_client, s)
+    try:
+        async with running(client, s, h, consumer_id="c1") as w:
+            proxy.hold_after(w.scripts.settle.sha.encode())
+            await p.enqueue(Q, "send-email", {**EMAIL, "template": "first"})
+            await wait_for(proxy.held.is_set, what="the first job's settle in flight")
+            await p.enqueue(Q, "send-email", {**EMAIL, "template": "second"})
+            await wait_for(lambda: len(ended) == 2, what="a second job ended behind it")
+            await p.enqueue(Q, "send-email", {**EMAIL, "template": "slow"})
+            newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+            await asyncio.wait_for(started_slow.wait(), 5)
+            assert w.runners[Q].ops, "the second job's outcome waits for the settle in flight"
 
-                async def marked() -> bool:
-                    return await redis_client.hget(keys.progress(Q), "c1") == newest
+            async def marked() -> bool:
+                return await redis_client.hget(keys.progress(Q), "c1") == newest
 
-                # well within a round trip here, and long before the held settle's read times out
-                await wait_for(marked, timeout=1.0, what="the slow job's mark, the settle still in flight")
-                proxy.release()
-                finish.set()
-                await wait_for(lambda: len(ended) == 3, what="the slow job")
-        finally:
+            # well within a round trip here, and long before the held settle's read times out
+            await wait_for(marked, timeout=1.0, what="the slow job's mark, the settle still in flight")
             proxy.release()
             finish.set()
-            await client.aclose()
+            await wait_for(lambda: len(ended) == 3, what="the slow job")
+    finally:
+        proxy.release()
+        finish.set()
+        await client.aclose()
 
 
 async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
