@@ -13,10 +13,21 @@
 //       Redis CPU per job: INFO cpu (used_cpu_sys + used_cpu_user) before and after Queue.addBulk
 //       of N no-op jobs plus their processing by one Worker (removeOnComplete: true, as the
 //       harness's throughput run).
+//   node bench/bullmq_extra.js latency-open --n 30000 --rate 10000 --concurrency 50 --harness <bench.js>
+//       enqueue->done from an open loop: each job's Queue.add is started at its scheduled time
+//       without waiting for the previous one (the calls share ioredis's connection, as a web app's
+//       requests do), run by the peer harness's own worker process (`bench.js worker`, which records
+//       t0 -> start -> completed); the same protocol as `tq_bench.py latency --variant async+open`.
+//       Node's timers fire per millisecond: jobs due within one are started together.
 // Needs NODE_PATH with bullmq and ioredis (bench/run.sh sets it). The DB is FLUSHED.
 'use strict';
 const { Queue, Worker } = require('bullmq');
 const IORedis = require('ioredis');
+const { spawn } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { performance } = require('perf_hooks');
 
 const REDIS_URL = process.env.PEERBENCH_REDIS_URL || 'redis://127.0.0.1:6391/0';
 const QUEUE = 'peerbench';
@@ -24,10 +35,11 @@ const conn = () => new IORedis(REDIS_URL, { maxRetriesPerRequest: null });
 const version = require('bullmq/package.json').version;
 
 function parseArgs(argv) {
-  const a = { mode: argv[0], n: 100000, concurrency: 50, chunk: 1000, payload: 'small', retained: 1000 };
+  const a = { mode: argv[0], n: 100000, concurrency: 50, chunk: 1000, payload: 'small', retained: 1000, rate: 10000,
+    timeout: 300, harness: '' };
   for (let i = 1; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '');
-    a[k] = k === 'payload' ? argv[i + 1] : Number(argv[i + 1]);
+    a[k] = ['payload', 'harness'].includes(k) ? argv[i + 1] : Number(argv[i + 1]);
   }
   return a;
 }
@@ -160,7 +172,69 @@ async function concurrent(a) {
   }));
 }
 
+const epochS = () => (performance.timeOrigin + performance.now()) / 1000; // as bench.js: sub-ms
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function pct(sorted, p) { // bench.js's percentile
+  const k = Math.min(sorted.length - 1, Math.max(0, Math.round((p / 100) * sorted.length + 0.5) - 1));
+  return sorted[k];
+}
+
+// The peer harness's worker process: ready on PEERBENCH_READY, writes its rows to `out` and exits
+// once it has completed n jobs.
+function harnessWorker(a, out) {
+  const p = spawn(process.execPath, [a.harness, 'worker', '--n', String(a.n), '--concurrency', String(a.concurrency),
+    '--out', out], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = new Promise((resolve, reject) => {
+    let buf = '';
+    p.stdout.on('data', (d) => { buf += d; if (buf.includes('PEERBENCH_READY')) resolve(); });
+    p.on('exit', () => reject(new Error('worker exited')));
+  });
+  const done = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
+  const killer = setTimeout(() => p.kill('SIGKILL'), a.timeout * 1000);
+  done.then(() => clearTimeout(killer));
+  return { ready, done };
+}
+
+async function latencyOpen(a) {
+  if (!a.harness) throw new Error('--harness <peers-bench/bullmq/bench.js> is required');
+  const r = conn();
+  await r.flushdb();
+  await r.quit();
+  const out = path.join(os.tmpdir(), `bullmq_extra_${process.pid}_${Date.now()}.json`);
+  const w = harnessWorker(a, out);
+  await w.ready;
+  await sleep(1000); // as bench.js latency: let the worker settle into its idle loop
+  const q = new Queue(QUEUE, { connection: conn() });
+  await q.waitUntilReady();
+  const calls = [];
+  const tb = performance.now();
+  for (let i = 0; i < a.n; i++) {
+    const d = tb + (i * 1000) / a.rate - performance.now();
+    if (d > 0) await sleep(d);
+    calls.push(q.add('noop', { t0: epochS() }, { removeOnComplete: true }));
+  }
+  await Promise.all(calls);
+  const prodS = (performance.now() - tb) / 1000;
+  const code = await w.done;
+  await q.close();
+  const res = { system: 'bullmq', version, mode: 'latency', n: a.n, rate: a.rate, achieved_rate: +(a.n / prodS).toFixed(1),
+    concurrency: a.concurrency, variant: 'open', worker: `bullmq Worker concurrency=${a.concurrency}`,
+    enqueue_api: 'Queue.add, each job started at its time without waiting for the previous one (open loop)' };
+  if (!fs.existsSync(out)) { res.error = `worker did not finish (rc=${code})`; console.log(JSON.stringify(res)); return; }
+  const d = JSON.parse(fs.readFileSync(out));
+  fs.unlinkSync(out);
+  const st = d.rows.map((x) => (x[1] - x[0]) * 1000).sort((x, y) => x - y);
+  const dn = d.rows.map((x) => (x[2] - x[0]) * 1000).sort((x, y) => x - y);
+  Object.assign(res, {
+    lat_done_p50_ms: +pct(dn, 50).toFixed(3), lat_done_p99_ms: +pct(dn, 99).toFixed(3),
+    lat_done_max_ms: +dn[dn.length - 1].toFixed(3),
+    lat_start_p50_ms: +pct(st, 50).toFixed(3), lat_start_p99_ms: +pct(st, 99).toFixed(3),
+  });
+  console.log(JSON.stringify(res));
+}
+
 const a = parseArgs(process.argv.slice(2));
-const fn = { memory, cpu, concurrent }[a.mode];
-if (!fn) { console.error('mode must be memory|cpu|concurrent'); process.exit(2); }
+const fn = { memory, cpu, concurrent, 'latency-open': latencyOpen }[a.mode];
+if (!fn) { console.error('mode must be memory|cpu|concurrent|latency-open'); process.exit(2); }
 fn(a).then(() => process.exit(0)).catch((e) => { console.error(e); process.exit(1); });

@@ -200,6 +200,10 @@ for REP in $(seq "$REPS"); do
   # enqueue->done at 10 000 jobs/s: more than one sequential caller reaches, so an open loop (each
   # job enqueued by its own task at its time, as a web app's requests; they share round trips)
   run "tq lat open @10000/s" "$PY" "$TQ" latency --n 30000 --rate 10000 --concurrency 50 --variant async+open
+  if [ "$BULLMQ" = 1 ]; then  # the same open loop: Queue.add calls started at their times
+    run "bullmq lat open @10000/s" node "$HERE/bullmq_extra.js" latency-open --n 30000 --rate 10000 \
+      --concurrency 50 --harness "$BJS"
+  fi
   # concurrent single enqueues: 100 callers (an ASGI app under load), no worker
   run "tq concurrent c=100" "$PY" "$TQ" concurrent --n "$N" --concurrency 100
   if [ "$BULLMQ" = 1 ]; then

@@ -401,21 +401,27 @@ def main(path: str) -> None:
         p("| Redis round trips per single enqueue | = 1 | n/a (no single runs) | - | n/a |")
     tq_high = lat.get(("tq", 50, "async+open", f"@{HIGH_RATE:g}/s"), [])
     achieved = [x.get("achieved_rate") for x in tq_high]
-    lat_targets = (
-        ("p50", tq_lat, "lat_done_p50_ms", TARGET_P50_MS, f"{f(main_rate)} jobs/s (SyncProducer)"),
-        ("p99", tq_lat, "lat_done_p99_ms", TARGET_P99_MS, f"{f(main_rate)} jobs/s (SyncProducer)"),
+    bq_lat = lat.get(("bullmq", 50, "", ""), [])
+    bq_high = lat.get(("bullmq", 50, "open", f"@{HIGH_RATE:g}/s"), [])
+    lat_targets = (  # label, tq's runs, field, goal, where, BullMQ's runs of the same protocol
+        ("p50", tq_lat, "lat_done_p50_ms", TARGET_P50_MS, f"{f(main_rate)} jobs/s (SyncProducer)", bq_lat),
+        ("p99", tq_lat, "lat_done_p99_ms", TARGET_P99_MS, f"{f(main_rate)} jobs/s (SyncProducer)", bq_lat),
         (
             "p99",
             tq_high,
             "lat_done_p99_ms",
             TARGET_HIGH_RATE_P99_MS,
             f"{f(HIGH_RATE)} jobs/s (Producer, open loop; achieved {f(med(achieved))}/s)",
+            bq_high,
         ),
     )
-    for label, lat_rows, field, goal, where in lat_targets:
+    for label, lat_rows, field, goal, where, bq_rows in lat_targets:
         vals = [x[field] for x in lat_rows]
         m = med(vals)
         name = f"tq latency enqueue->done {label} at {where}"
+        if bq_rows:  # beside it, BullMQ's figure from the same run
+            bq_rate = med([x.get("achieved_rate") for x in bq_rows])
+            name += f"; BullMQ {f(med([x[field] for x in bq_rows]), 2)} ms (achieved {f(bq_rate)}/s)"
         if m is None:
             p(f"| {name} | ≤ {goal:g} ms | n/a | - | n/a |")
         else:

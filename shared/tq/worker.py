@@ -327,7 +327,9 @@ class QueueRunner:
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
-        self.marked = b""  # the newest mark Redis has (the writer's or a settle's)
+        self.marked = b""  # the newest mark Redis has (the writer's, a read's or a settle's)
+        self.mark_in_hset = b""  # the mark a plain HSET in flight carries (the writer's or a read's)
+        self.mark_in_settle = b""  # the mark the settle call in flight carries
         self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
         # the connections the reader, the settler and the progress writer keep for their commands
@@ -469,19 +471,40 @@ class QueueRunner:
             if self.cfg.paused or self.rate_paused_until:  # paused while the read blocked: give back
                 await self.release_unstarted()
             self.wake_slots(got)
+            # one pass of the loop before the next read: the slots take what came, so that the
+            # read carries their mark (_read) instead of the writer sending it on its own
+            await asyncio.sleep(0)
 
     async def _read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` new entries of the stream (none when the block time passes)."""
+        """Up to ``count`` new entries of the stream (none when the block time passes). The progress
+        mark, when Redis lacks it and no other write of it is in flight, goes ahead of the read in
+        the same write (``_note_taken``)."""
         block = self.w.settings.block_ms
         if self.read_conn is None:
             reply = await self.w.client.xreadgroup(
                 keys.GROUP, self.w.consumer_id, {self.stream: ">"}, count=count, block=block
             )
             return [entry for _stream, entries in reply or () for entry in entries]
-        reply = await self.read_conn.execute(
-            *(b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id, b"COUNT", count, b"BLOCK", block),
-            *(b"STREAMS", self.stream, b">"),
-        )
+        read = (b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id, b"COUNT", count, b"BLOCK", block,
+                b"STREAMS", self.stream, b">")  # fmt: skip
+        mark = self._mark_to_send(plain=True)
+        if not mark:
+            reply = await self.read_conn.execute(*read)
+        else:
+            self.mark_in_hset = mark
+            answered = False
+
+            def mark_answered(hset_reply: Any) -> None:
+                nonlocal answered
+                answered = True
+                self._read_mark_reply(mark, not isinstance(hset_reply, ResponseError))
+
+            try:
+                hset = (b"HSET", self._progress_key, self.w.consumer_id, mark)
+                reply = await self.read_conn.execute_behind(hset, mark_answered, *read)
+            finally:
+                if not answered:  # the read failed before the mark's reply: the writer sends it
+                    self._read_mark_reply(mark, False)
         if not reply:
             return []
         # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]
@@ -590,18 +613,45 @@ class QueueRunner:
     def _note_taken(self, eid: bytes) -> None:
         """Record, written behind (none per job), the newest entry taken to run (``keys.progress``):
         entries are taken in stream order, so a reclaim after a crash charges only the entries at
-        or below it and gives the rest back free. A settle that is due (a job has ended) carries
-        the mark in its script call (``_carried_mark``) when it is sent at once; the writer sends
-        it, one HSET in flight at a time, whenever none is (no job has ended, or a settle is already
-        in flight and the next one would carry it a round trip later): a short job's mark costs no
-        round trip of its own, and no mark waits behind a settle in flight."""
+        or below it and gives the rest back free. The mark rides along with what is sent anyway:
+        the next read (an HSET ahead of it in the same write, ``_read``) or a settle that is due (a
+        job has ended) and sent at once (``_flush``). The writer sends it on its own whenever
+        neither does (a job taken while a read blocks, or while a settle is in flight and the next
+        one would carry it a round trip later): no mark waits behind a settle in flight, and
+        entries that came with a read and ended at once cost no round trip of their own."""
         self.taken = eid
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        """Start the writer unless it runs: it sends the mark only if nothing else carries it."""
         if self._progress_writer is None or self._progress_writer.done():
             self._progress_writer = asyncio.create_task(self._write_progress())
 
+    def _mark_to_send(self, plain: bool) -> bytes:
+        """The mark a read (``plain``: an HSET) or a settle carries: the newest entry taken, unless
+        Redis has it or it is on its way (b"": none). One plain HSET in flight at a time (a read's
+        or the writer's): two on two connections could land out of order and move the mark back;
+        the settle script keeps the newer of its mark and the stored one."""
+        taken = self.taken
+        if taken == self.marked or taken == self.mark_in_settle or taken == self.mark_in_hset:
+            return b""
+        return b"" if plain and self.mark_in_hset else taken
+
+    def _read_mark_reply(self, mark: bytes, landed: bool) -> None:
+        """The HSET of ``mark`` sent ahead of a read answered (``landed``) or failed (``_read``): the
+        writer sends what is left."""
+        self.mark_in_hset = b""
+        if landed:
+            self._marked(mark)
+        if self.taken != self.marked:
+            self._start_writer()
+
     async def _write_progress(self) -> None:
-        while self.taken != self.marked and (not self.ops or self._flushing.locked()):
-            mark = self.taken
+        while not self.ops or self._flushing.locked():  # else the settle about to go carries it
+            mark = self._mark_to_send(plain=True)
+            if not mark:
+                return
+            self.mark_in_hset = mark
             try:
                 if self.mark_conn is None:
                     await self.w.client.hset(self._progress_key, self.w.consumer_id, mark)
@@ -609,13 +659,9 @@ class QueueRunner:
                     await self.mark_conn.execute(b"HSET", self._progress_key, self.w.consumer_id, mark)
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
+            finally:
+                self.mark_in_hset = b""
             self._marked(mark)
-
-    def _carried_mark(self) -> bytes:
-        """The mark a settle call carries: the newest entry taken, unless Redis has it or the
-        writer is sending it (b"": none). The script keeps the newer of it and the stored one."""
-        writing = self._progress_writer is not None and not self._progress_writer.done()
-        return b"" if writing or self.taken == self.marked else self.taken
 
     def _marked(self, mark: bytes) -> None:
         if not self.marked or entry_id_order(mark) > entry_id_order(self.marked):
@@ -821,7 +867,7 @@ class QueueRunner:
 
     async def _flush(self, ops: list[_Op]) -> None:
         s = self.w.settings
-        mark = self._carried_mark()  # the progress mark rides along (_note_taken)
+        mark = self.mark_in_settle = self._mark_to_send(plain=False)  # the progress mark rides along
         head = [
             keys.prefix(self.queue),
             keys.GROUP,
@@ -847,6 +893,7 @@ class QueueRunner:
                     await asyncio.sleep(self.w.supervisor.failed(self.settle_unit, "settler", exc))
         finally:
             self.settling_since = 0.0
+            self.mark_in_settle = b""
         self.w.supervisor.recovered(self.settle_unit)  # per batch: ends an outage of the settler
         if mark:
             self._marked(mark)

@@ -412,10 +412,10 @@ async def test_slow_job_of_a_live_consumer_is_not_reclaimed(redis_client: Any, r
     assert await _count(redis_client, "reclaimed") == 0
 
 
-async def test_a_short_job_s_progress_mark_rides_on_its_settle(redis_client: Any, redis_url: str) -> None:
+async def test_a_short_job_s_progress_mark_rides_on_the_next_read(redis_client: Any, redis_url: str) -> None:
     """The newest entry a worker took (``keys.progress``, what a reclaim after a crash reads)
-    reaches Redis in the settle call of a job that ended before the mark's writer ran: such jobs
-    cost no HSET of their own, and the mark stored is the newest entry taken."""
+    reaches Redis ahead of the next read, in the same write: a job that came with a read costs no
+    HSET of its own, and the mark stored is the newest entry taken."""
     s = fast_settings(redis_url)
     h = HandlerRegistry()
 
@@ -449,9 +449,49 @@ async def test_a_short_job_s_progress_mark_rides_on_its_settle(redis_client: Any
             newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
     finally:
         await watcher.aclose()
-    marks = [c for c in commands if c["command"].startswith(f"HSET {keys.progress(Q)} ")]
     assert stored == newest
-    assert [c["client_type"] for c in marks] == ["lua"] * 10  # in each settle, none on its own
+    mark = f"HSET {keys.progress(Q)} "
+    reads = {c["client_port"] for c in commands if c["command"].startswith("XREADGROUP ")}
+    assert len(reads) == 1  # the reader's one connection
+    marks = [i for i, c in enumerate(commands) if c["command"].startswith(mark)]
+    assert len(marks) == 10  # one per job taken: neither the writer nor a settle sent another
+    for i in marks:  # each on the reader's connection, its read right behind it
+        behind = next(c for c in commands[i + 1 :] if c["client_port"] == commands[i]["client_port"])
+        assert commands[i]["client_port"] in reads and behind["command"].startswith("XREADGROUP ")
+
+
+async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
+    redis_client: Any, redis_url: str, proxy: CutProxy
+) -> None:
+    """The reader's connection cut as it sends a mark ahead of its read (Redis gets neither): the
+    writer sends the mark, and the newest entry taken is stored."""
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+    ran: list[str] = []
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        ran.append(ctx.job_id)
+
+    client = type(redis_client).from_url(proxy.url)
+    p = Producer(redis_client, s)
+    try:
+        async with running(client, s, h, consumer_id="c1") as w:
+            runner = w.runners[Q]
+            w.supervisor.backoff_initial_s = 5.0  # the reader stays down long after the cut
+            # the read after the job's: the one that carries its mark (the blocked one went up before)
+            proxy.cut_before(keys.progress(Q).encode())
+            job = await p.enqueue(Q, "send-email", EMAIL)
+            await wait_for(lambda: job in ran, what="the job")
+            newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+
+            async def marked() -> bool:
+                return await redis_client.hget(keys.progress(Q), "c1") == newest
+
+            await wait_for(marked, timeout=1.0, what="the mark, sent by the writer, the reader down")
+            assert proxy.cuts == 1 and not runner.mark_in_hset
+    finally:
+        await client.aclose()
 
 
 async def test_a_mark_never_waits_behind_a_settle_in_flight(

@@ -2,8 +2,9 @@
 by ``cut_after``, it forwards the next client request holding the marker (Redis runs it), then
 drops the connection instead of relaying the reply: what a network cut after the server ran a
 command looks like to a client, which cannot tell whether the command ran. Armed by
-``hold_after``, it relays that reply only at ``release``: a command in flight for as long as a test
-needs, while the client's other connections go on."""
+``cut_before``, it drops the connection instead of forwarding that request (Redis never runs it).
+Armed by ``hold_after``, it relays that reply only at ``release``: a command in flight for as long
+as a test needs, while the client's other connections go on."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ class CutProxy:
         self._lock = threading.Lock()
         self._marker: bytes | None = None
         self._hold_marker: bytes | None = None
+        self._drop_marker: bytes | None = None
         self.held = threading.Event()  # a held request went up (Redis ran it)
         self._released = threading.Event()
-        self.cuts = 0  # replies dropped
+        self.cuts = 0  # replies dropped, requests dropped
         self._sockets: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -36,6 +38,11 @@ class CutProxy:
         """Drop the reply to the next request that holds ``marker`` (once)."""
         with self._lock:
             self._marker = marker
+
+    def cut_before(self, marker: bytes) -> None:
+        """Drop the connection instead of forwarding the next request that holds ``marker`` (once)."""
+        with self._lock:
+            self._drop_marker = marker
 
     def hold_after(self, marker: bytes) -> None:
         """Hold the reply to the next request that holds ``marker`` (once) until ``release``."""
@@ -64,6 +71,10 @@ class CutProxy:
     ) -> None:
         while data := _recv(client):
             with self._lock:
+                if self._drop_marker is not None and self._drop_marker in data:
+                    self._drop_marker = None
+                    self.cuts += 1
+                    break
                 if self._marker is not None and self._marker in data:
                     self._marker = None
                     pending.set()
