@@ -344,6 +344,10 @@ class QueueRunner:
         self.settle_unit = f"settler:{self.queue}"
         self.reading_since = 0.0  # monotonic start of the read in flight (0: none): stall check
         self.settling_since = 0.0  # monotonic start of the settle in flight (0: none): stall check
+        # the last read found fewer entries than it asked for: the stream is drained, the next read
+        # waits for new ones, and a settle may ride on it (_read); behind a backlog the settler
+        # sends its own, so that a read never waits in Redis behind a settle
+        self.caught_up = True
 
     # ---- config ------------------------------------------------------------------------------
     def _set_timeouts(self, queue_override: bool) -> None:
@@ -464,6 +468,7 @@ class QueueRunner:
                 self.held.add(eid)
                 self.local.append((eid, fields))
             got = len(entries)
+            self.caught_up = got < count
             if grant is not None and limit is not None:  # the permits not used go back
                 await self.limiter.commit(grant, got, limit)
             if not got:
@@ -471,14 +476,18 @@ class QueueRunner:
             if self.cfg.paused or self.rate_paused_until:  # paused while the read blocked: give back
                 await self.release_unstarted()
             self.wake_slots(got)
-            # one pass of the loop before the next read: the slots take what came, so that the
-            # read carries their mark (_read) instead of the writer sending it on its own
-            await asyncio.sleep(0)
+            if self.caught_up:  # the next read waits for new entries: first one pass of the loop,
+                # for the slots to take what came and end what ends at once, so that the read
+                # carries their mark and outcomes (_read). Behind a backlog it goes at once, to
+                # come back while these run
+                await asyncio.sleep(0)
 
     async def _read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` new entries of the stream (none when the block time passes). The progress
-        mark, when Redis lacks it and no other write of it is in flight, goes ahead of the read in
-        the same write (``_note_taken``)."""
+        """Up to ``count`` new entries of the stream (none when the block time passes). What is due
+        to be written goes ahead of the read, in the same write (one system call, one wake-up of
+        Redis): the outcomes of jobs that ended, as the settle call the settler would send now
+        (carrying the progress mark) when the stream is drained (``caught_up``), else the mark when
+        Redis lacks it (``_note_taken``)."""
         block = self.w.settings.block_ms
         if self.read_conn is None:
             reply = await self.w.client.xreadgroup(
@@ -487,24 +496,37 @@ class QueueRunner:
             return [entry for _stream, entries in reply or () for entry in entries]
         read = (b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id, b"COUNT", count, b"BLOCK", block,
                 b"STREAMS", self.stream, b">")  # fmt: skip
-        mark = self._mark_to_send(plain=True)
-        if not mark:
+        ahead: tuple[Any, ...] = ()
+        if self.caught_up and self.ops and not self._flushing.locked():
+            await self._flushing.acquire()  # at once, being free: the settler waits for this one
+            if self.ops:
+                ops, self.ops = self.ops, []
+                args, mark = self._settle_args(ops)
+                settle_keys = self._settle_keys
+                ahead = (b"EVALSHA", self.w.scripts.settle.sha, len(settle_keys), *settle_keys, *args)
+                on_reply = functools.partial(self._settle_ride_reply, ops, mark)
+                self.settling_since = time.monotonic()
+            else:
+                self._flushing.release()
+        if not ahead and (mark := self._mark_to_send(plain=True)):
+            self.mark_in_hset = mark
+            ahead = (b"HSET", self._progress_key, self.w.consumer_id, mark)
+            on_reply = functools.partial(self._read_mark_reply, mark)
+        if not ahead:
             reply = await self.read_conn.execute(*read)
         else:
-            self.mark_in_hset = mark
             answered = False
 
-            def mark_answered(hset_reply: Any) -> None:
+            def first(ahead_reply: Any) -> None:
                 nonlocal answered
                 answered = True
-                self._read_mark_reply(mark, not isinstance(hset_reply, ResponseError))
+                on_reply(ahead_reply)
 
             try:
-                hset = (b"HSET", self._progress_key, self.w.consumer_id, mark)
-                reply = await self.read_conn.execute_behind(hset, mark_answered, *read)
+                reply = await self.read_conn.execute_behind(ahead, first, *read)
             finally:
-                if not answered:  # the read failed before the mark's reply: the writer sends it
-                    self._read_mark_reply(mark, False)
+                if not answered:  # the read failed before that reply: it may not have landed
+                    on_reply(None)
         if not reply:
             return []
         # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]
@@ -637,11 +659,11 @@ class QueueRunner:
             return b""
         return b"" if plain and self.mark_in_hset else taken
 
-    def _read_mark_reply(self, mark: bytes, landed: bool) -> None:
-        """The HSET of ``mark`` sent ahead of a read answered (``landed``) or failed (``_read``): the
-        writer sends what is left."""
+    def _read_mark_reply(self, mark: bytes, reply: Any) -> None:
+        """The reply to the HSET of ``mark`` sent ahead of a read (None: the read failed first): the
+        writer sends what Redis may lack."""
         self.mark_in_hset = b""
-        if landed:
+        if reply is not None and not isinstance(reply, ResponseError):
             self._marked(mark)
         if self.taken != self.marked:
             self._start_writer()
@@ -844,7 +866,8 @@ class QueueRunner:
     async def settle_loop(self) -> None:
         while True:
             if not self.ops:
-                if self.w.stopping and not self.busy_slots():
+                # a settle riding on a read holds the lock: its ops may come back (_settle_ride_reply)
+                if self.w.stopping and not self.busy_slots() and not self._flushing.locked():
                     return
                 await self._wait(self._wake_settle, 0.5)
                 continue
@@ -852,23 +875,28 @@ class QueueRunner:
             await self.flush(ops)
 
     async def settle_now(self) -> None:
-        """Settle every job that has finished, including a settle already in flight, before returning."""
-        ops, self.ops = self.ops, []
-        if ops:
-            await self.flush(ops)
-        else:
+        """Settle every job that has finished, including a settle already in flight (the settler's
+        or one riding on a read), before returning."""
+        while True:
+            ops, self.ops = self.ops, []
+            if ops:
+                await self.flush(ops)
+                continue
             async with self._flushing:
                 pass
+            if not self.ops:  # none handed back by a ride that failed meanwhile
+                return
 
     async def flush(self, ops: list[_Op]) -> None:
         """Settle ``ops`` in one script call; on a Redis error keep them and retry: never drop one."""
         async with self._flushing:
             await self._flush(ops)
 
-    async def _flush(self, ops: list[_Op]) -> None:
+    def _settle_args(self, ops: list[_Op]) -> tuple[list[Any], bytes]:
+        """The settle script's arguments for ``ops``, and the progress mark they carry (b"": none)."""
         s = self.w.settings
         mark = self.mark_in_settle = self._mark_to_send(plain=False)  # the progress mark rides along
-        head = [
+        args = [
             keys.prefix(self.queue),
             keys.GROUP,
             int(time.time() * 1000),
@@ -881,8 +909,11 @@ class QueueRunner:
             self.cfg.dlq_max_len,
             mark,
         ]
-        args: list[Any] = head
         args += [op.packed for op in ops]
+        return args, mark
+
+    async def _flush(self, ops: list[_Op]) -> None:
+        args, mark = self._settle_args(ops)
         self.settling_since = time.monotonic()
         try:
             while True:  # outcomes stay in memory until Redis takes them (supervised: logged, counted)
@@ -894,6 +925,26 @@ class QueueRunner:
         finally:
             self.settling_since = 0.0
             self.mark_in_settle = b""
+        self._settled(ops, mark)
+
+    def _settle_ride_reply(self, ops: list[_Op], mark: bytes, reply: Any) -> None:
+        """The reply to a settle call sent ahead of a read (None: the read failed first). Not
+        settled, or not known to be: the ops go back to the settler, which sends them again (a
+        settle that ran is a no-op the second time: its entries are no longer pending)."""
+        self.settling_since = 0.0
+        self.mark_in_settle = b""
+        try:
+            if reply is None or isinstance(reply, ResponseError):  # NOSCRIPT: the settler loads it
+                self.ops[:0] = ops
+                self._wake_settle.set()
+            else:
+                self._settled(ops, mark)
+        finally:
+            self._flushing.release()
+
+    def _settled(self, ops: list[_Op], mark: bytes) -> None:
+        """What follows a settle call that Redis took: the mark known, the entries let go, the
+        observers told."""
         self.w.supervisor.recovered(self.settle_unit)  # per batch: ends an outage of the settler
         if mark:
             self._marked(mark)
@@ -905,7 +956,10 @@ class QueueRunner:
             except Exception:  # metrics must never stop the settling of jobs
                 log.exception("%s: observer failed", self.queue)
         if self.w.on_settled is not None:
-            self.w.on_settled(self.queue, [op.job_id for op in ops])
+            try:
+                self.w.on_settled(self.queue, [op.job_id for op in ops])
+            except Exception:  # nor a settled hook (it may run between a read's two replies)
+                log.exception("%s: on_settled hook failed", self.queue)
         self._wake_reader.set()
 
     async def _settle_call(self, args: list[Any]) -> None:

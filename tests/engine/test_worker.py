@@ -412,22 +412,27 @@ async def test_slow_job_of_a_live_consumer_is_not_reclaimed(redis_client: Any, r
     assert await _count(redis_client, "reclaimed") == 0
 
 
-async def test_a_short_job_s_progress_mark_rides_on_the_next_read(redis_client: Any, redis_url: str) -> None:
-    """The newest entry a worker took (``keys.progress``, what a reclaim after a crash reads)
-    reaches Redis ahead of the next read, in the same write: a job that came with a read costs no
-    HSET of its own, and the mark stored is the newest entry taken."""
+async def test_outcomes_and_the_progress_mark_ride_on_the_next_read(
+    redis_client: Any, redis_url: str
+) -> None:
+    """What the worker must write goes ahead of its next read, in the same write: the outcome of a
+    job that ended at once as the settle call (which carries the progress mark, ``keys.progress``:
+    what a reclaim after a crash reads), and the mark of a job still running as an HSET. Neither
+    costs a request of its own, and the mark stored is the newest entry taken."""
     s = fast_settings(redis_url)
     h = HandlerRegistry()
+    release = asyncio.Event()
 
     @h.register(Q, "send-email")
     async def send(ctx: JobContext, payload: SendEmail) -> None:
-        return None
+        if payload.template == "slow":
+            await release.wait()
 
     p = Producer(redis_client, s)
     watcher = type(redis_client).from_url(redis_url)  # MONITOR keeps a connection of its own
     commands: list[dict[str, Any]] = []
     try:
-        async with watcher.monitor() as monitor, running(redis_client, s, h, consumer_id="c1"):
+        async with watcher.monitor() as monitor, running(redis_client, s, h, consumer_id="c1") as w:
 
             async def listen() -> None:
                 while True:
@@ -441,23 +446,99 @@ async def test_a_short_job_s_progress_mark_rides_on_the_next_read(redis_client: 
 
                 await p.enqueue(Q, "send-email", EMAIL)
                 await wait_for(completed, what=f"job {n}")
-            await asyncio.sleep(0.1)  # any mark still on its way
+            await p.enqueue(Q, "send-email", {**EMAIL, "template": "slow"})
+            newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+
+            async def slow_marked() -> bool:
+                return await redis_client.hget(keys.progress(Q), "c1") == newest
+
+            await wait_for(slow_marked, what="the slow job's mark, while it runs")
+            release.set()
+            await wait_for(async_eq(lambda: _count(redis_client, "completed"), 11), what="the slow job")
+            await asyncio.sleep(0.1)  # anything still on its way
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            stored = await redis_client.hget(keys.progress(Q), "c1")
-            newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+            settle = f"EVALSHA {w.scripts.settle.sha} "
     finally:
         await watcher.aclose()
-    assert stored == newest
-    mark = f"HSET {keys.progress(Q)} "
     reads = {c["client_port"] for c in commands if c["command"].startswith("XREADGROUP ")}
     assert len(reads) == 1  # the reader's one connection
-    marks = [i for i, c in enumerate(commands) if c["command"].startswith(mark)]
-    assert len(marks) == 10  # one per job taken: neither the writer nor a settle sent another
-    for i in marks:  # each on the reader's connection, its read right behind it
+
+    def read_right_behind(i: int) -> bool:
         behind = next(c for c in commands[i + 1 :] if c["client_port"] == commands[i]["client_port"])
-        assert commands[i]["client_port"] in reads and behind["command"].startswith("XREADGROUP ")
+        return commands[i]["client_port"] in reads and behind["command"].startswith("XREADGROUP ")
+
+    settles = [i for i, c in enumerate(commands) if c["command"].startswith(settle)]
+    marks = [i for i, c in enumerate(commands) if c["command"].startswith(f"HSET {keys.progress(Q)} ")]
+    # the ten short jobs: a settle each, on the reader's connection with its read behind it, the
+    # mark inside; the slow one: its mark ahead of a read while it runs, its settle from the
+    # settler when it ends (the reader is blocked then)
+    assert len(settles) == 11 and all(read_right_behind(i) for i in settles[:10])
+    assert [commands[i]["client_type"] for i in marks] == ["lua"] * 10 + ["tcp"]
+    assert read_right_behind(marks[-1])
+    assert commands[settles[-1]]["client_port"] not in reads
+
+
+async def test_outcomes_sent_ahead_of_a_read_that_fails_are_settled_by_the_settler(
+    redis_client: Any, redis_url: str, proxy: CutProxy
+) -> None:
+    """The reader's connection cut as it sends a settle call ahead of its read (Redis gets
+    neither): the settler sends the outcomes at once, each job settled once and run once."""
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+    ran: list[str] = []
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        ran.append(ctx.job_id)
+
+    client = type(redis_client).from_url(proxy.url)
+    p = Producer(redis_client, s)
+    try:
+        async with running(client, s, h, consumer_id="c1") as w:
+            w.supervisor.backoff_initial_s = 5.0  # the reader stays down long after the cut
+            await p.enqueue(Q, "send-email", EMAIL)
+            await wait_for(async_eq(lambda: _count(redis_client, "completed"), 1), what="a first job")
+            # the read after the next job's: the one its settle call rides on
+            proxy.cut_before(w.scripts.settle.sha.encode())
+            job = await p.enqueue(Q, "send-email", EMAIL)
+            await wait_for(lambda: job in ran, what="the job")
+            await wait_for(
+                async_eq(lambda: _count(redis_client, "completed"), 2),
+                timeout=1.0,
+                what="the job settled by the settler, the reader down",
+            )
+            assert proxy.cuts == 1
+            assert (await redis_client.xpending(keys.stream(Q), keys.GROUP))["pending"] == 0
+    finally:
+        await client.aclose()
+    assert len(ran) == len(set(ran)) == 2
+
+
+async def test_a_settle_riding_on_a_read_after_a_script_flush_is_sent_again_by_the_settler(
+    redis_client: Any, redis_url: str
+) -> None:
+    """A settle call sent ahead of a read answered NOSCRIPT (Redis restarted, scripts flushed):
+    the read goes on, and the settler loads the script and settles the job."""
+    s = fast_settings(redis_url)
+    h = HandlerRegistry()
+    ran: list[str] = []
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        ran.append(ctx.job_id)
+
+    p = Producer(redis_client, s)
+    async with running(redis_client, s, h):
+        await p.enqueue(Q, "send-email", EMAIL)
+        await wait_for(async_eq(lambda: _count(redis_client, "completed"), 1), what="a first job")
+        await redis_client.script_flush()
+        await p.enqueue(Q, "send-email", EMAIL)  # the producer loads its script again
+        await wait_for(async_eq(lambda: _count(redis_client, "completed"), 2), what="the job, settled")
+        await p.enqueue(Q, "send-email", EMAIL)  # and the reader still reads
+        await wait_for(async_eq(lambda: _count(redis_client, "completed"), 3), what="a third job")
+    assert len(ran) == len(set(ran)) == 3
 
 
 async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
@@ -497,9 +578,10 @@ async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
 async def test_a_mark_never_waits_behind_a_settle_in_flight(
     redis_client: Any, redis_url: str, proxy: CutProxy
 ) -> None:
-    """While a settle call is in flight (its reply held by a proxy) and a job that ended waits for
-    the next one, a job taken meanwhile has its mark written at once by the writer, not a round trip
-    later by that next settle: a job that kills its process soon after starting is still charged."""
+    """While the settler's call is in flight (its reply held by a proxy) and a job that ended waits
+    for the next one, a job taken meanwhile has its mark written at once (ahead of the next read, or
+    by the writer), not a round trip later by that next settle: a job that kills its process soon
+    after starting is still charged."""
     s = fast_settings(redis_url, queues={Q: {"concurrency": 3}})
     h = HandlerRegistry()
     ended: list[str] = []
@@ -508,6 +590,8 @@ async def test_a_mark_never_waits_behind_a_settle_in_flight(
 
     @h.register(Q, "send-email")
     async def send(ctx: JobContext, payload: SendEmail) -> None:
+        if payload.template == "first":  # ends after the reader's next read went out: the settler
+            await asyncio.sleep(0.05)  # sends its outcome (one ending at once rides on that read)
         if payload.template == "slow":
             started_slow.set()
             await finish.wait()
