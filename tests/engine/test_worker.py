@@ -127,16 +127,25 @@ async def test_non_retryable_error_dead_letters_at_once(redis_client: Any, redis
     assert await _count(redis_client, "retried") == 0
 
 
-async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
-    redis_client: Any, redis_url: str
-) -> None:
-    s = fast_settings(redis_url)
+def _recording(hold: asyncio.Event | None = None) -> tuple[HandlerRegistry, list[str]]:
+    """A send-email handler that records each job's id as it starts, then waits for ``hold``."""
     h = HandlerRegistry()
     ran: list[str] = []
 
     @h.register(Q, "send-email")
     async def send(ctx: JobContext, payload: SendEmail) -> None:
         ran.append(ctx.job_id)
+        if hold is not None:
+            await hold.wait()
+
+    return h, ran
+
+
+async def test_bad_entries_at_consume_are_dead_lettered_with_the_reason(
+    redis_client: Any, redis_url: str
+) -> None:
+    s = fast_settings(redis_url)
+    h, ran = _recording()
 
     def env(**over: Any) -> str:
         base = {
@@ -486,12 +495,7 @@ async def test_outcomes_sent_ahead_of_a_read_that_fails_are_settled_by_the_settl
     """The reader's connection cut as it sends a settle call ahead of its read (Redis gets
     neither): the settler sends the outcomes at once, each job settled once and run once."""
     s = fast_settings(redis_url)
-    h = HandlerRegistry()
-    ran: list[str] = []
-
-    @h.register(Q, "send-email")
-    async def send(ctx: JobContext, payload: SendEmail) -> None:
-        ran.append(ctx.job_id)
+    h, ran = _recording()
 
     client = type(redis_client).from_url(proxy.url)
     p = Producer(redis_client, s)
@@ -522,12 +526,7 @@ async def test_a_settle_riding_on_a_read_after_a_script_flush_is_sent_again_by_t
     """A settle call sent ahead of a read answered NOSCRIPT (Redis restarted, scripts flushed):
     the read goes on, and the settler loads the script and settles the job."""
     s = fast_settings(redis_url)
-    h = HandlerRegistry()
-    ran: list[str] = []
-
-    @h.register(Q, "send-email")
-    async def send(ctx: JobContext, payload: SendEmail) -> None:
-        ran.append(ctx.job_id)
+    h, ran = _recording()
 
     p = Producer(redis_client, s)
     async with running(redis_client, s, h):
@@ -544,15 +543,11 @@ async def test_a_settle_riding_on_a_read_after_a_script_flush_is_sent_again_by_t
 async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
     redis_client: Any, redis_url: str, proxy: CutProxy
 ) -> None:
-    """The reader's connection cut as it sends a mark ahead of its read (Redis gets neither): the
-    writer sends the mark, and the newest entry taken is stored."""
+    """The reader's connection cut as it sends a running job's mark ahead of its read (Redis gets
+    neither): the writer sends the mark, and the newest entry taken is stored."""
     s = fast_settings(redis_url)
-    h = HandlerRegistry()
-    ran: list[str] = []
-
-    @h.register(Q, "send-email")
-    async def send(ctx: JobContext, payload: SendEmail) -> None:
-        ran.append(ctx.job_id)
+    release = asyncio.Event()  # the job still runs when the next read goes out: an HSET rides on it
+    h, ran = _recording(release)
 
     client = type(redis_client).from_url(proxy.url)
     p = Producer(redis_client, s)
@@ -571,7 +566,10 @@ async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
 
             await wait_for(marked, timeout=1.0, what="the mark, sent by the writer, the reader down")
             assert proxy.cuts == 1 and not runner.mark_in_hset
+            release.set()
+            await wait_for(async_eq(lambda: _count(redis_client, "completed"), 1), what="the job")
     finally:
+        release.set()
         await client.aclose()
 
 
