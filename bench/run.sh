@@ -150,22 +150,6 @@ for row in csv.DictReader(sys.stdin):
                       "p50_ms": float(row["p50_latency_ms"]), "p99_ms": float(row["p99_latency_ms"])}))
 ' | add_rep
   tail -n 2 "$RES" >&2
-  # The same C client running tq's enqueue script on one representative job: the ceiling of any
-  # client for a single enqueue (the script's own writes included), beside PING.
-  local sha env
-  sha=$(redis-cli -h 127.0.0.1 -p "$PORT" script load "$(cat "$REPO/shared/tq/scripts/enqueue.lua")")
-  # one job: id, name, no key, no trace id, due now, payload (the argument the producer sends)
-  redis-benchmark -h 127.0.0.1 -p "$PORT" -c 1 -n 50000 -r 100000000 --csv EVALSHA "$sha" 4 \
-      'tq:{bench}:stream' 'tq:{bench}:delayed' 'tq:{bench}:counters' 'tq:{bench}:config' 'tq:{bench}:' \
-      "$(date +%s)000" bench 86400 1 "id__rand_int__"$'\x1f'"noop"$'\x1f\x1f\x1f'"0"$'\x1f''{"t0":1.5}' 2>>"$LOG" | "$PY" -c '
-import json, sys
-for line in sys.stdin.read().splitlines()[1:]:  # the command (with its JSON) breaks CSV quoting
-    rps, _avg, _min, p50, _p95, p99, _max = line.rstrip().rstrip("\"").split("\",\"")[-7:]
-    print(json.dumps({"system": "redis-benchmark", "mode": "ping-c1", "test": "EVALSHA_TQ_ENQUEUE",
-                      "clients": 1, "n": 50000, "rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99)}))
-' | add_rep
-  redis-cli -h 127.0.0.1 -p "$PORT" flushdb >/dev/null
-  tail -n 1 "$RES" >&2
 }
 
 for REP in $(seq "$REPS"); do

@@ -114,9 +114,10 @@ def main(path: str) -> None:
             "| system | version | config | N | enqueue jobs/s | process jobs/s (first start -> last done) | "
             "process jobs/s (incl. worker start-up) | worker start-up s | "
             "e2e p50 / p99 / max ms (enqueue->done) | "
-            "pickup p50 / p99 ms (enqueue->handler) | worker CPU µs per job (tp / latency) | reps tp/lat |"
+            "pickup p50 / p99 ms (enqueue->handler) | worker CPU µs per job (tp / latency) | "
+            "producer CPU µs per job (latency) | reps tp/lat |"
         )
-        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for k in sorted(set(tp) | set(lat), key=lambda k: (k[0] != "tq", k[0], k[2], k[1] or 0, k[3])):
             t, la = tp.get(k, []), lat.get(k, [])
             any_r = (t or la)[0]
@@ -145,10 +146,11 @@ def main(path: str) -> None:
                 latcols = "- | -"
             cpu_tp = med([x.get("worker_cpu_us_per_job") for x in t])  # tq's worker process only
             cpu_lat = med([x.get("worker_cpu_us_per_job") for x in la])
+            cpu_prod = med([x.get("producer_cpu_us_per_job") for x in la])
             p(
                 f"| {k[0]} | {any_r.get('version', '')} | {cfg} | {t[0]['n'] if t else '-'} | "
                 f"{f(med(er))}{rng(er)} | {f(med(pr))}{rng(pr)} | {f(med(pw))} | {f(med(ws), 3)} | "
-                f"{latcols} | {f(cpu_tp, 1)} / {f(cpu_lat, 1)} | {len(t)}/{len(la)} |"
+                f"{latcols} | {f(cpu_tp, 1)} / {f(cpu_lat, 1)} | {f(cpu_prod, 1)} | {len(t)}/{len(la)} |"
             )
         p("")
 
@@ -294,6 +296,10 @@ def main(path: str) -> None:
         passed = r <= target if at_most else r >= target
         p(f"| {name} | {goal} | **{r:.2f}x** ({values}) | {per_rep} | {'PASS' if passed else 'FAIL'} |")
 
+    def slice_range(rs: list[dict[str, Any]]) -> str:
+        ratios = [x for r in rs for x in r.get("slice_ratios", [])]
+        return f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
+
     tq_tp = [r for r in tp.get(("tq", 50, "", ""), [])]
     bq_tp = [r for r in tp.get(("bullmq", 50, "", ""), [])]
     tq_lat = lat.get(("tq", 50, "", ""), [])
@@ -320,11 +326,12 @@ def main(path: str) -> None:
         "jobs/s",
     )
     ratio_line(
-        "single enqueue: tq SyncProducer.enqueue jobs/s / redis-benchmark -c 1 running tq's enqueue script",
+        "single enqueue: tq SyncProducer.enqueue jobs/s / redis-benchmark -c 1 running tq's enqueue script "
+        f"(alternating slices; per slice {slice_range(tq_single_sync)})",
         tq_single_sync,
-        ping.get("EVALSHA_TQ_ENQUEUE", []),
+        tq_single_sync,
         "enqueue_rate",
-        "rps",
+        "c_client_rate",
         TARGET_SINGLE,
         "/s",
     )
@@ -422,6 +429,9 @@ def main(path: str) -> None:
         if bq_rows:  # beside it, BullMQ's figure from the same run
             bq_rate = med([x.get("achieved_rate") for x in bq_rows])
             name += f"; BullMQ {f(med([x[field] for x in bq_rows]), 2)} ms (achieved {f(bq_rate)}/s)"
+        steal = [x.get("host_steal_pct") for x in lat_rows]
+        if any(v is not None for v in steal):  # a virtual machine's CPUs taken by its host meanwhile
+            name += f"; host steal {f(med(steal), 2)}%{rng(steal, 2)}"
         if m is None:
             p(f"| {name} | ≤ {goal:g} ms | n/a | - | n/a |")
         else:

@@ -27,7 +27,9 @@ so that the periodic work is paid several times.
   from its first settled batch to its last job).
 * single: flush the DB; N sequential single enqueues, no worker -> enqueue jobs/s and Redis round
   trips per job (INFO commandstats deltas; cross-checked by counting the requests the client sends
-  for 2 000 more, in an untimed pass: the counter wraps the send path).
+  for 2 000 more, in an untimed pass: the counter wraps the send path). The sync run alternates
+  ``SLICES`` slices with redis-benchmark's single client sending the same script call
+  (``c_client_rate``, ``slice_ratios``): both measured in the same seconds of the machine.
 * memory: flush the DB; N waiting jobs with payload ``{"n": i}`` (``--payload small``) or about 300
   bytes of JSON (``--payload 300``) by ``Producer.enqueue_many`` -> Redis bytes per waiting job
   (INFO used_memory before/after); then a worker in this process runs them all -> bytes per
@@ -56,6 +58,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -239,6 +242,24 @@ def pct(sorted_vals: list[float], p: float) -> float:
 
 
 # ---- worker process ---------------------------------------------------------------------------
+def host_steal() -> tuple[int, int] | None:
+    """(steal, all) CPU ticks of this machine so far (/proc/stat; None elsewhere): the time a
+    virtual machine's CPUs were ready to run and the host ran something else."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+
+
+def steal_pct(before: tuple[int, int] | None) -> float | None:
+    after = host_steal()
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+
+
 def cpu_s() -> float:
     """This process's CPU time (user + system), in seconds."""
     t = os.times()
@@ -638,11 +659,15 @@ def paced(n: int, rate: float) -> Iterator[int]:
 
 
 async def apaced(n: int, rate: float) -> AsyncIterator[int]:
+    """Yield i at the scheduled times t_begin + i/rate, as a timer of 1 ms resolution does (an
+    event loop's, node's setTimeout in the BullMQ harness's open loop): the jobs due meanwhile go
+    at once, one after another. A shorter sleep spins the loop (uvloop rounds it to 0 ms), which
+    burnt a core's share at 10 000 jobs/s that no application spends."""
     t_begin = time.perf_counter()
     for i in range(n):
         d = t_begin + i / rate - time.perf_counter()
         if d > 0:
-            await asyncio.sleep(d)
+            await asyncio.sleep(max(d, 0.001))
         yield i
 
 
@@ -660,6 +685,8 @@ def latency(args: argparse.Namespace) -> None:
     # moved out of the collector's reach, so a full collection no longer walks them all (20-40 ms
     # here, which put this process's p99 at 10 000 jobs/s near 30 ms)
     gc.freeze()
+    cpu0 = cpu_s()  # the producing process's CPU from here: its start-up objects, warm-up, pacing
+    steal0 = host_steal()
 
     if use_async(args) and open_loop(args):
         api = "Producer.enqueue (asyncio), each job by its own task at its time (open loop)"
@@ -707,8 +734,17 @@ def latency(args: argparse.Namespace) -> None:
         prod_s = time.perf_counter() - t
         producer.close()
     finish(p)
+    steal = steal_pct(steal0)
     res = base_result(args, "latency", api)
-    res.update({"rate": rate, "achieved_rate": round(n / prod_s, 1)})
+    producer_cpu_us = round((cpu_s() - cpu0) * 1e6 / n, 2)
+    res.update(
+        {
+            "rate": rate,
+            "achieved_rate": round(n / prod_s, 1),
+            "producer_cpu_us_per_job": producer_cpu_us,
+            "host_steal_pct": steal,
+        }
+    )
     d = load_rows(out)
     if d is None:
         res["error"] = f"worker did not finish {n} jobs within {args.timeout}s (rc={p.returncode})"
@@ -792,6 +828,42 @@ class _SendCounter:
         self._patched.clear()
 
 
+SLICES = 10  # the sync single enqueue alternates with the C client this many times
+
+
+class _CClient:
+    """redis-benchmark's single client (``-c 1``) sending the enqueue script call that ``producer``
+    sends for one job, each with its own id: the ceiling of any client for a single enqueue.
+    ``run`` sends a slice of them; ``seconds`` is their total time, by redis-benchmark's own rate."""
+
+    def __init__(self, producer: Any) -> None:
+        from tq.registry import get_queue
+
+        enc = producer._enc
+        prepared = enc.prepare(get_queue(QUEUE), JOB, {"t0": time.time()})
+        *head, job = enc.one(get_queue(QUEUE), prepared)
+        job_id = job.split("\x1f", 1)[0]
+        keys_ = enc.keys(QUEUE)
+        args = [*head, job.replace(job_id, "id__rand_int__", 1)]
+        self.command = ["EVALSHA", producer._scripts.enqueue.sha, str(len(keys_)), *keys_, *map(str, args)]
+        self.seconds = self.last_s = 0.0
+        self.ratios: list[float] = []  # per slice: tq's rate / the C client's just before
+
+    def run(self, n: int) -> None:
+        out = subprocess.run(
+            ["redis-benchmark", "-u", REDIS_URL, "-c", "1", "-n", str(n), "-r", "100000000", "--csv",
+             *self.command],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        rps = float(out.stdout.strip().splitlines()[-1].rstrip('"').split('","')[-7])
+        self.seconds += n / rps
+        self.last_s = n / rps
+
+    def against(self, slice_s: float) -> None:
+        """Record the ratio of rates of the slice of single enqueues that followed ``run``."""
+        self.ratios.append(round(self.last_s / slice_s, 3))
+
+
 def single(args: argparse.Namespace) -> None:
     """Times ``n`` sequential enqueues, with the server's command counts around them; then counts
     the requests the client sends for ``COUNTED`` more, in a pass of their own (the counter wraps
@@ -810,6 +882,8 @@ def single(args: argparse.Namespace) -> None:
     def key(i: int) -> str | None:
         return f"k{i}" if idem else None
 
+    delta: dict[str, int] = {}  # the server's command counts during the timed enqueues
+    c_client: _CClient | None = None
     if use_async(args):
         api = "Producer.enqueue (asyncio), sequential"
 
@@ -833,17 +907,30 @@ def single(args: argparse.Namespace) -> None:
                 await producer.close()
 
         enq_s, before, after, sends = run_loop(settings, loop())
+        delta = {k: v - before.get(k, 0) for k, v in after.items()}
     else:
         api = "SyncProducer.enqueue, sequential"
         producer = SyncProducer(settings=settings)
         _warm_sync(producer)
         producer.enqueue(QUEUE, JOB, {"t0": time.time()})  # steady state: measure from job 2
-        before = _commandstats(stats_client)
-        t = time.perf_counter()
-        for i in range(n):
-            producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
-        enq_s = time.perf_counter() - t
-        after = _commandstats(stats_client)
+        if not idem and shutil.which("redis-benchmark"):
+            c_client = _CClient(producer)
+        enq_s, i = 0.0, 0
+        for part in range(SLICES):  # each slice right after the C client's: the same moment's machine
+            end = n * (part + 1) // SLICES
+            if c_client is not None:
+                c_client.run(end - i)
+            before = _commandstats(stats_client)
+            t = time.perf_counter()
+            while i < end:
+                producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
+                i += 1
+            slice_s = time.perf_counter() - t
+            enq_s += slice_s
+            if c_client is not None:
+                c_client.against(slice_s)
+            for k, v in _commandstats(stats_client).items():
+                delta[k] = delta.get(k, 0) + v - before.get(k, 0)
         counter.install()
         for i in range(n, n + counted):
             producer.enqueue(QUEUE, JOB, {"t0": time.time()}, idempotency_key=key(i))
@@ -852,12 +939,15 @@ def single(args: argparse.Namespace) -> None:
         producer.close()
     stats_client.close()
 
-    delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
-    delta.pop("info", None)  # the measuring client's own INFO (the "before" call)
+    delta = {k: v for k, v in delta.items() if v > 0}
+    delta.pop("info", None)  # the measuring client's own INFO calls
     nested = called_commands("enqueue")
     top = {k: v for k, v in delta.items() if k not in nested}  # sent by a client
     inner = {k: v for k, v in delta.items() if k in nested}  # issued by the script
     res = base_result(args, "single", api)
+    if c_client is not None:
+        res["c_client_rate"] = round(n / c_client.seconds, 1)
+        res["slice_ratios"] = c_client.ratios
     res.update(
         {
             "concurrency": 1,

@@ -320,12 +320,23 @@ class Producer:
             self._in_flight, self._flusher, self._queued = 0, None, []
         self._busy_on = loop
         self._in_flight += 1
+        shared: asyncio.Future[str] | None = None
         try:
-            reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared), loop)
+            # one pass of the loop (not a timer): callers that came in the same pass (a burst of
+            # requests read in one wake-up) queued behind this one, and all go together with the
+            # flusher, not from this caller's task: its cancellation fails no one else's call
+            await asyncio.sleep(0)
+            if self._queued:
+                shared = loop.create_future()
+                self._queued.insert(0, (spec, prepared, shared))
+            else:
+                reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared), loop)
         finally:
             if self._busy_on is loop:  # not dropped meanwhile: an ended loop's coroutines, closed
                 self._in_flight -= 1  # late by the garbage collector, change nothing
                 self._flush_queued(loop)
+        if shared is not None:
+            return await shared
         return self._enc.answers(reply)[0]
 
     def _flush_queued(self, loop: asyncio.AbstractEventLoop) -> None:

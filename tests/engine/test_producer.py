@@ -252,8 +252,9 @@ async def test_bad_keys_are_refused(redis_client: Any, redis_url: str, option: s
 async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
     redis_client: Any, redis_url: str
 ) -> None:
-    """100 coroutines enqueueing at once: a handful of script calls, each caller its own id (or its
-    own error, or the first job of its idempotency key); a lone caller still sends at once."""
+    """100 coroutines enqueueing at once: as few script calls as SHARED_BATCH allows, each caller its
+    own id (or its own error, or the first job of its idempotency key); a lone caller still sends
+    one call of its own."""
     p = Producer(redis_client, fast_settings(redis_url))
     await p.enqueue("email:send", "send-email", EMAIL)  # the script loaded: count only enqueues
     calls0 = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"]
@@ -268,8 +269,8 @@ async def test_concurrent_enqueues_share_round_trips_each_with_its_own_answer(
 
     results = await asyncio.gather(*(one(i) for i in range(100)))
     calls = (await redis_client.info("commandstats"))["cmdstat_evalsha"]["calls"] - calls0
-    # the first alone, the others in shared calls of at most SHARED_BATCH
-    assert calls <= 2 + 99 // producer.SHARED_BATCH, f"{calls} script calls for 100 concurrent enqueues"
+    # callers of one pass of the event loop go together: calls of SHARED_BATCH, none alone
+    assert calls == -(-99 // producer.SHARED_BATCH), f"{calls} script calls for 100 concurrent enqueues"
     assert isinstance(results[7], InvalidPayload)
     ok = [r for i, r in enumerate(results) if i != 7]
     keyed = [r for i, r in enumerate(results) if i % 10 == 0]
@@ -298,6 +299,26 @@ async def test_concurrent_enqueues_each_get_the_error_of_their_shared_call(redis
         assert p._flusher is None and not p._queued and p._busy_on is None  # nothing left behind
     finally:
         await client.aclose()
+
+
+async def test_a_caller_cancelled_while_its_shared_call_is_in_flight_fails_no_one_else(
+    redis_client: Any, redis_url: str
+) -> None:
+    """Callers of one pass of the event loop share a call, sent by the flusher and not from the
+    first caller's task: when that caller gives up (an ASGI request whose client went away), the
+    others still get their ids, and every job of the call is enqueued once."""
+    p = Producer(redis_client, fast_settings(redis_url))
+    await p.enqueue("email:send", "send-email", EMAIL)  # connected, the script loaded
+    await redis_client.client_pause(300, all=False)  # writes wait: the call stays in flight
+    callers = [asyncio.create_task(p.enqueue("email:send", "send-email", EMAIL)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert not p._queued  # all ten sent, in one call
+    callers[0].cancel()
+    ids = await asyncio.wait_for(asyncio.gather(*callers[1:]), 5)
+    assert callers[0].cancelled() and len(set(ids)) == 9
+    stream = {f[b"i"].decode() for _, f in await redis_client.xrange(keys.stream("email:send"))}
+    assert set(ids) <= stream and len(stream) == 1 + 10  # the cancelled caller's job went too, once
+    assert p._flusher is None and p._busy_on is None  # nothing left behind
 
 
 async def test_a_producer_with_its_own_client_holds_few_connections_and_survives_their_loss(
@@ -340,8 +361,10 @@ def test_a_producer_outlives_an_event_loop_closed_with_its_enqueues_in_flight(re
     admin = redis.Redis.from_url(redis_url)
     admin.client_pause(500, all=False)  # writes wait half a second: the first reply cannot come in time
     admin.close()
-    pending = [first.create_task(p.enqueue("email:send", "send-email", EMAIL)) for _ in range(5)]
-    first.run_until_complete(asyncio.sleep(0.05))  # the first one sent, the others queued behind it
+    pending = [first.create_task(p.enqueue("email:send", "send-email", EMAIL))]
+    first.run_until_complete(asyncio.sleep(0.02))  # sent alone (no other caller in its pass)
+    pending += [first.create_task(p.enqueue("email:send", "send-email", EMAIL)) for _ in range(4)]
+    first.run_until_complete(asyncio.sleep(0.03))  # queued behind it
     assert p._in_flight == 1 and len(p._queued) == 4
     for task in pending:  # closed without finishing them (their replies never read)
         task._log_destroy_pending = False  # type: ignore[attr-defined]
