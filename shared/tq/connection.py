@@ -80,7 +80,8 @@ async def request(conn: Any, packed: bytes, ahead: Callable[[Any], None] | None 
     """``packed`` (one command) sent on the connected asyncio ``conn`` and its reply, parsed there.
     With ``ahead``, ``packed`` holds one more command before that one, sent in the same write: its
     reply (an error as a ``ResponseError`` instance) goes to ``ahead`` as soon as it is read, before
-    the wait for the other's (a blocking read's).
+    the wait for the other's (a blocking read's); a request that ends before that reply (a fault, a
+    timeout, a cancellation) gives ``ahead`` None: the command may or may not have run.
 
     redis-py's own send and read bound each by an ``asyncio.timeout`` (its enter and exit look up
     the current task and the running loop and start and cancel a timer: 4 µs of CPU here, twice per
@@ -92,11 +93,14 @@ async def request(conn: Any, packed: bytes, ahead: Callable[[Any], None] | None 
     writer = conn._writer
     timeout = conn.socket_timeout
     expiry = writer._loop.call_later(timeout, writer.transport.abort) if timeout else None
+    answered = False
     try:
         writer.write(packed)
         await writer.drain()  # at once unless the transport's buffer is full (a large batch)
         if ahead is not None:
-            ahead(await conn._read_response_from_parser())
+            first = await conn._read_response_from_parser()
+            answered = True
+            ahead(first)
         reply = await conn._read_response_from_parser()
     except GeneratorExit:  # closed by the collector after its event loop ended: nothing to await
         raise
@@ -110,6 +114,8 @@ async def request(conn: Any, packed: bytes, ahead: Callable[[Any], None] | None 
     finally:
         if expiry is not None:
             expiry.cancel()
+        if ahead is not None and not answered:
+            ahead(None)
     if isinstance(reply, ResponseError):
         raise reply
     return reply
@@ -174,9 +180,15 @@ class HeldConnection:
 
     async def execute_behind(self, first: Sequence[Any], on_first: Callable[[Any], None], *args: Any) -> Any:
         """``args``' reply, with ``first`` sent ahead of it in the same write (one system call, one
-        wake-up of Redis for both); ``first``'s reply goes to ``on_first`` as soon as it is read."""
-        packed = pack_command(tuple(first)) + pack_command(args)
-        return await request(await self._connection(), packed, on_first)
+        wake-up of Redis for both); ``first``'s reply goes to ``on_first`` as soon as it is read, or
+        None when the request ends before it (``request``), a failed reconnection included."""
+        try:
+            packed = pack_command(tuple(first)) + pack_command(args)
+            conn = await self._connection()
+        except BaseException:
+            on_first(None)
+            raise
+        return await request(conn, packed, on_first)
 
     async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))

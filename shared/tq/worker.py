@@ -514,19 +514,8 @@ class QueueRunner:
             on_reply = functools.partial(self._read_mark_reply, mark)
         if not ahead:
             reply = await self.read_conn.execute(*read)
-        else:
-            answered = False
-
-            def first(ahead_reply: Any) -> None:
-                nonlocal answered
-                answered = True
-                on_reply(ahead_reply)
-
-            try:
-                reply = await self.read_conn.execute_behind(ahead, first, *read)
-            finally:
-                if not answered:  # the read failed before that reply: it may not have landed
-                    on_reply(None)
+        else:  # a read that fails before the first reply gives it None: it may not have landed
+            reply = await self.read_conn.execute_behind(ahead, on_reply, *read)
         if not reply:
             return []
         # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]

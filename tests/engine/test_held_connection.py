@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from support.cut_proxy import CutProxy
+from support.redis_server import free_port
 from tq.connection import HeldConnection
 
 
@@ -32,6 +33,32 @@ async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(pr
         proxy.release()
         await held.release()
         await client.aclose()
+
+
+async def test_a_command_sent_ahead_hears_none_when_the_request_ends_before_its_reply(
+    proxy: CutProxy,
+) -> None:
+    """What rides ahead of a read learns whether it may not have landed: its reply, or None when
+    the request ended first (a timeout, a connection that can't be made), never nothing."""
+    heard: list[object] = []
+    client = aioredis.Redis.from_url(proxy.url, socket_timeout=0.5)
+    held = HeldConnection(client)
+    try:
+        assert await held.execute_behind(("ECHO", "first"), heard.append, "ECHO", "then") == b"then"
+        proxy.hold_after(b"held-back")
+        with pytest.raises(RedisTimeoutError):
+            await held.execute_behind(("ECHO", "held-back"), heard.append, "ECHO", "then")
+        assert heard == [b"first", None]
+    finally:
+        proxy.release()
+        await held.release()
+        await client.aclose()
+    nowhere = aioredis.Redis(port=free_port(), socket_timeout=0.5)  # nothing listens: no connection
+    held = HeldConnection(nowhere)
+    with pytest.raises(RedisConnectionError):
+        await held.execute_behind(("ECHO", "first"), heard.append, "ECHO", "then")
+    assert heard == [b"first", None, None]
+    await nowhere.aclose()
 
 
 async def test_a_killed_connection_is_a_connection_error_and_the_next_command_reconnects(
