@@ -332,6 +332,7 @@ class QueueRunner:
         self.mark_in_settle = b""  # the mark the settle call in flight carries
         self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
+        self._writer_due_soon = False  # a _writer_due call is scheduled
         # the connections the reader, the settler and the progress writer keep for their commands
         # (none on a cluster: its client routes by slot)
         held = not is_cluster(worker.client)
@@ -599,7 +600,7 @@ class QueueRunner:
         while index < self.cfg.concurrency:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
-                self._note_taken(eid)
+                self._note_taken(eid, loop)
                 await self.run_entry(eid, fields, task)
                 continue
             if self.w.stopping:
@@ -621,7 +622,7 @@ class QueueRunner:
                 if n is not None:
                     n -= 1
 
-    def _note_taken(self, eid: bytes) -> None:
+    def _note_taken(self, eid: bytes, loop: asyncio.AbstractEventLoop) -> None:
         """Record, written behind (none per job), the newest entry taken to run (``keys.progress``):
         entries are taken in stream order, so a reclaim after a crash charges only the entries at
         or below it and gives the rest back free. The mark rides along with what is sent anyway:
@@ -629,9 +630,19 @@ class QueueRunner:
         job has ended) and sent at once (``_flush``). The writer sends it on its own whenever
         neither does (a job taken while a read blocks, or while a settle is in flight and the next
         one would carry it a round trip later): no mark waits behind a settle in flight, and
-        entries that came with a read and ended at once cost no round trip of their own."""
+        entries that came with a read and ended at once cost no round trip of their own.
+        Whether the writer is needed is asked one pass of the loop later (``_writer_due``), when
+        the reader has sent what carries the mark or not: no writer task per batch for nothing."""
         self.taken = eid
-        self._start_writer()
+        if not self._writer_due_soon:
+            self._writer_due_soon = True
+            loop.call_soon(self._writer_due)
+
+    def _writer_due(self) -> None:
+        """Start the writer if the mark would otherwise wait: it checks what its first step did."""
+        self._writer_due_soon = False
+        if (not self.ops or self._flushing.locked()) and self._mark_to_send(plain=True):
+            self._start_writer()
 
     def _start_writer(self) -> None:
         """Start the writer unless it runs: it sends the mark only if nothing else carries it."""

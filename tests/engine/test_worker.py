@@ -623,6 +623,52 @@ async def test_a_mark_never_waits_behind_a_settle_in_flight(
         await client.aclose()
 
 
+async def test_a_prefetched_job_taken_while_a_settle_is_in_flight_has_its_mark_written_at_once(
+    redis_client: Any, redis_url: str, proxy: CutProxy
+) -> None:
+    """One slot, three entries from the stream at once, run one after the other. The first one's
+    settle goes out and hangs (a proxy holds it), carrying the second one's mark; when the second
+    ends, the slot takes the third with no read to carry its mark and no settle able to go: the
+    writer sends it at once, not after the settle in flight and the next one."""
+    s = fast_settings(redis_url, queues={Q: {"concurrency": 1}})
+    h = HandlerRegistry()
+    started_slow = asyncio.Event()
+    finish = asyncio.Event()
+
+    @h.register(Q, "send-email")
+    async def send(ctx: JobContext, payload: SendEmail) -> None:
+        if payload.template == "first":  # ends after the reader's next read went out
+            await asyncio.sleep(0.05)
+        elif payload.template == "second":  # ends while the first one's settle hangs
+            await asyncio.sleep(0.2)
+        else:
+            started_slow.set()
+            await finish.wait()
+
+    p = Producer(redis_client, s)
+    jobs_ = [("send-email", {**EMAIL, "template": t}) for t in ("first", "second", "slow")]
+    await p.enqueue_many(Q, jobs_)
+    newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
+    client = type(redis_client).from_url(proxy.url)
+    try:
+        async with running(client, s, h, consumer_id="c1") as w:
+            proxy.hold_after(w.scripts.settle.sha.encode())
+            await wait_for(proxy.held.is_set, what="the first job's settle in flight")
+            await asyncio.wait_for(started_slow.wait(), 5)
+
+            async def marked() -> bool:
+                return await redis_client.hget(keys.progress(Q), "c1") == newest
+
+            await wait_for(marked, timeout=1.0, what="the third job's mark, the settle still in flight")
+            proxy.release()
+            finish.set()
+            await wait_for(lambda: not w.runners[Q].held, what="every job settled")
+    finally:
+        proxy.release()
+        finish.set()
+        await client.aclose()
+
+
 async def test_graceful_stop_finishes_in_flight_and_gives_back_the_rest(
     redis_client: Any, redis_url: str
 ) -> None:
