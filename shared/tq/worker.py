@@ -333,6 +333,7 @@ class QueueRunner:
         self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
         self._writer_due_soon = False  # a _writer_due call is scheduled
+        self._settle_due_soon = False  # a _settle_due call is scheduled
         # the connections the reader, the settler and the progress writer keep for their commands
         # (none on a cluster: its client routes by slot)
         held = not is_cluster(worker.client)
@@ -601,7 +602,7 @@ class QueueRunner:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
                 self._note_taken(eid, loop)
-                await self.run_entry(eid, fields, task)
+                await self.run_entry(eid, fields, task, loop)
                 continue
             if self.w.stopping:
                 return
@@ -700,7 +701,13 @@ class QueueRunner:
         event.clear()
 
     # ---- execution ---------------------------------------------------------------------------
-    async def run_entry(self, eid: bytes, fields: dict[bytes, bytes], task: asyncio.Task[Any] | None) -> None:
+    async def run_entry(
+        self,
+        eid: bytes,
+        fields: dict[bytes, bytes],
+        task: asyncio.Task[Any] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         started = time.time()
         self.running += 1
         try:
@@ -719,7 +726,14 @@ class QueueRunner:
         if op.kind == "q":  # RateLimited: back to the stream when the pause ends, not while it lasts
             await self._sit_out_pause()
         self.ops.append(op)
-        self._wake_settle.set()
+        if not self._settle_due_soon:  # the settler is woken one pass later, for what the reader
+            self._settle_due_soon = True  # did not take: ended jobs ride on its next read (_read)
+            loop.call_soon(self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_due_soon = False
+        if self.ops:
+            self._wake_settle.set()
 
     async def _execute(
         self, eid: bytes, fields: dict[bytes, bytes], started: float, task: asyncio.Task[Any] | None
