@@ -326,14 +326,13 @@ class QueueRunner:
         self._settle_keys = settle_keys(self.queue)
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
-        self.taken = b""  # the newest entry taken to run (keys.progress, _note_taken)
+        self.taken = b""  # the newest entry taken to run (keys.progress, _after_pass)
         self.marked = b""  # the newest mark Redis has (the writer's, a read's or a settle's)
         self.mark_in_hset = b""  # the mark a plain HSET in flight carries (the writer's or a read's)
         self.mark_in_settle = b""  # the mark the settle call in flight carries
         self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
-        self._writer_due_soon = False  # a _writer_due call is scheduled
-        self._settle_due_soon = False  # a _settle_due call is scheduled
+        self._after_pass_due = False  # an _after_pass call is scheduled
         # the connections the reader, the settler and the progress writer keep for their commands
         # (none on a cluster: its client routes by slot)
         held = not is_cluster(worker.client)
@@ -489,7 +488,7 @@ class QueueRunner:
         to be written goes ahead of the read, in the same write (one system call, one wake-up of
         Redis): the outcomes of jobs that ended, as the settle call the settler would send now
         (carrying the progress mark) when the stream is drained (``caught_up``), else the mark when
-        Redis lacks it (``_note_taken``)."""
+        Redis lacks it (``_after_pass``)."""
         block = self.w.settings.block_ms
         if self.read_conn is None:
             reply = await self.w.client.xreadgroup(
@@ -601,7 +600,8 @@ class QueueRunner:
         while index < self.cfg.concurrency:
             if self.local and not self.cfg.paused and not self.w.stopping:
                 eid, fields = self.local.popleft()
-                self._note_taken(eid, loop)
+                self.taken = eid  # the progress mark (keys.progress), sent behind: _after_pass
+                self._check_after_pass(loop)
                 await self.run_entry(eid, fields, task, loop)
                 continue
             if self.w.stopping:
@@ -623,25 +623,32 @@ class QueueRunner:
                 if n is not None:
                     n -= 1
 
-    def _note_taken(self, eid: bytes, loop: asyncio.AbstractEventLoop) -> None:
-        """Record, written behind (none per job), the newest entry taken to run (``keys.progress``):
-        entries are taken in stream order, so a reclaim after a crash charges only the entries at
-        or below it and gives the rest back free. The mark rides along with what is sent anyway:
-        the next read (an HSET ahead of it in the same write, ``_read``) or a settle that is due (a
-        job has ended) and sent at once (``_flush``). The writer sends it on its own whenever
-        neither does (a job taken while a read blocks, or while a settle is in flight and the next
-        one would carry it a round trip later): no mark waits behind a settle in flight, and
-        entries that came with a read and ended at once cost no round trip of their own.
-        Whether the writer is needed is asked one pass of the loop later (``_writer_due``), when
-        the reader has sent what carries the mark or not: no writer task per batch for nothing."""
-        self.taken = eid
-        if not self._writer_due_soon:
-            self._writer_due_soon = True
-            loop.call_soon(self._writer_due)
+    def _check_after_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Ask what a job taken or ended leaves to be written (``_after_pass``): when the stream is
+        drained, one pass of the event loop later (once per pass), after the reader's next read
+        went out with what it carries; behind a backlog no read carries anything: at once, so that
+        no mark of a started job lags by a pass (a crash would give that job back free)."""
+        if not self.caught_up:
+            self._after_pass()
+        elif not self._after_pass_due:
+            self._after_pass_due = True
+            loop.call_soon(self._after_pass)
 
-    def _writer_due(self) -> None:
-        """Start the writer if the mark would otherwise wait: it checks what its first step did."""
-        self._writer_due_soon = False
+    def _after_pass(self) -> None:
+        """What the reader's next read did not carry (it goes out in the pass after a short read,
+        ``_read``), or what jobs taken or ended behind a backlog leave: the outcomes wake the
+        settler, and the progress mark, the newest entry taken to run, starts the writer unless a
+        settle about to go carries it. Entries are taken in stream order, so a reclaim after a
+        crash charges only the entries at or below the mark and gives the rest back free. The
+        mark rides along with what is sent anyway: the next read (an HSET ahead of it in the same
+        write) or a settle (``_flush``); the writer sends it on its own when neither does (a job
+        taken while a read blocks, or while a settle is in flight): no mark waits behind a settle
+        in flight, and entries that came with a read and ended at once cost no round trip of
+        their own. Asked once a pass when the stream is drained, not as each job is taken or
+        ends: no writer task and no settler step per batch for what the read carried."""
+        self._after_pass_due = False
+        if self.ops:
+            self._wake_settle.set()
         if (not self.ops or self._flushing.locked()) and self._mark_to_send(plain=True):
             self._start_writer()
 
@@ -726,14 +733,7 @@ class QueueRunner:
         if op.kind == "q":  # RateLimited: back to the stream when the pause ends, not while it lasts
             await self._sit_out_pause()
         self.ops.append(op)
-        if not self._settle_due_soon:  # the settler is woken one pass later, for what the reader
-            self._settle_due_soon = True  # did not take: ended jobs ride on its next read (_read)
-            loop.call_soon(self._settle_due)
-
-    def _settle_due(self) -> None:
-        self._settle_due_soon = False
-        if self.ops:
-            self._wake_settle.set()
+        self._check_after_pass(loop)  # the settler is woken for what the next read does not take
 
     async def _execute(
         self, eid: bytes, fields: dict[bytes, bytes], started: float, task: asyncio.Task[Any] | None
