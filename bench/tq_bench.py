@@ -70,6 +70,7 @@ from importlib.metadata import version as pkg_version
 from typing import Any
 
 import redis
+from tq.connection import evalsha_args
 from tq.payloads import Payload
 from tq.queue_config import QueueDefaults, RetryPolicy
 from tq.registry import QueueSpec, get_queue, register_queue
@@ -834,22 +835,20 @@ SLICES = 10  # the sync single enqueue alternates with the C client this many ti
 class _CClient:
     """redis-benchmark's single client (``-c 1``) sending the enqueue script call that ``producer``
     sends for one job, each with its own id: the ceiling of any client for a single enqueue.
-    ``run`` sends a slice of them; ``seconds`` is their total time, by redis-benchmark's own rate."""
+    ``run`` sends a slice of them and returns its time, by redis-benchmark's own rate; ``seconds``
+    is the total."""
 
     def __init__(self, producer: Any) -> None:
-        from tq.registry import get_queue
-
         enc = producer._enc
         prepared = enc.prepare(get_queue(QUEUE), JOB, {"t0": time.time()})
         *head, job = enc.one(get_queue(QUEUE), prepared)
         job_id = job.split("\x1f", 1)[0]
         keys_ = enc.keys(QUEUE)
         args = [*head, job.replace(job_id, "id__rand_int__", 1)]
-        self.command = ["EVALSHA", producer._scripts.enqueue.sha, str(len(keys_)), *keys_, *map(str, args)]
-        self.seconds = self.last_s = 0.0
-        self.ratios: list[float] = []  # per slice: tq's rate / the C client's just before
+        self.command = [str(word) for word in evalsha_args(producer._scripts.enqueue, keys_, args)]
+        self.seconds = 0.0
 
-    def run(self, n: int) -> None:
+    def run(self, n: int) -> float:
         out = subprocess.run(
             ["redis-benchmark", "-u", REDIS_URL, "-c", "1", "-n", str(n), "-r", "100000000", "--csv",
              *self.command],
@@ -857,11 +856,7 @@ class _CClient:
         )  # fmt: skip
         rps = float(out.stdout.strip().splitlines()[-1].rstrip('"').split('","')[-7])
         self.seconds += n / rps
-        self.last_s = n / rps
-
-    def against(self, slice_s: float) -> None:
-        """Record the ratio of rates of the slice of single enqueues that followed ``run``."""
-        self.ratios.append(round(self.last_s / slice_s, 3))
+        return n / rps
 
 
 def single(args: argparse.Namespace) -> None:
@@ -884,6 +879,7 @@ def single(args: argparse.Namespace) -> None:
 
     delta: dict[str, int] = {}  # the server's command counts during the timed enqueues
     c_client: _CClient | None = None
+    ratios: list[float] = []  # per slice of the sync run: tq's rate / the C client's just before
     if use_async(args):
         api = "Producer.enqueue (asyncio), sequential"
 
@@ -918,8 +914,7 @@ def single(args: argparse.Namespace) -> None:
         enq_s, i = 0.0, 0
         for part in range(SLICES):  # each slice right after the C client's: the same moment's machine
             end = n * (part + 1) // SLICES
-            if c_client is not None:
-                c_client.run(end - i)
+            c_s = c_client.run(end - i) if c_client is not None else 0.0
             before = _commandstats(stats_client)
             t = time.perf_counter()
             while i < end:
@@ -927,8 +922,8 @@ def single(args: argparse.Namespace) -> None:
                 i += 1
             slice_s = time.perf_counter() - t
             enq_s += slice_s
-            if c_client is not None:
-                c_client.against(slice_s)
+            if c_s:
+                ratios.append(round(c_s / slice_s, 3))
             for k, v in _commandstats(stats_client).items():
                 delta[k] = delta.get(k, 0) + v - before.get(k, 0)
         counter.install()
@@ -947,7 +942,7 @@ def single(args: argparse.Namespace) -> None:
     res = base_result(args, "single", api)
     if c_client is not None:
         res["c_client_rate"] = round(n / c_client.seconds, 1)
-        res["slice_ratios"] = c_client.ratios
+        res["slice_ratios"] = ratios
     res.update(
         {
             "concurrency": 1,

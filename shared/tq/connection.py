@@ -121,6 +121,11 @@ async def request(conn: Any, packed: bytes, ahead: Callable[[Any], None] | None 
     return reply
 
 
+def evalsha_args(script: Any, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The words of an EVALSHA of ``script`` (a redis-py Script) on ``keys`` and ``args``."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 async def call_script(conn: Any, script: Any, packed: bytes) -> Any:
     """``packed`` (an EVALSHA of ``script``, a redis-py Script) sent on ``conn``. After a NOSCRIPT
     (a restarted or flushed Redis) the script is loaded on this same connection, as the pool's other
@@ -191,7 +196,7 @@ class HeldConnection:
         return await request(conn, packed, on_first)
 
     async def evalsha(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        packed = pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        packed = pack_command(evalsha_args(script, keys, args))
         return await call_script(await self._connection(), script, packed)
 
     async def release(self) -> None:

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys, tracing
-from tq.connection import async_client, call_script, is_cluster, sync_client, timeouts_in_kernel
+from tq.connection import async_client, call_script, evalsha_args, is_cluster, sync_client, timeouts_in_kernel
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
@@ -404,7 +404,7 @@ class Producer:
                 return await script(keys=keys_, args=args)
             except (RedisConnectionError, RedisTimeoutError):
                 return await script(keys=keys_, args=args)
-        packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
+        packed = pack_command(evalsha_args(script, keys_, args))
         conn = await self._connection(loop)
         try:
             try:
@@ -539,7 +539,7 @@ class SyncProducer:
         if self._cluster:  # no one pool to hold a connection of: the client routes by slot
             return script(keys=keys_, args=args)
         # packed by hiredis directly: redis-py's packer re-checks every argument's type
-        packed = pack_command(("EVALSHA", script.sha, len(keys_), *keys_, *args))
+        packed = pack_command(evalsha_args(script, keys_, args))
         resent = loaded = load = False  # each recovery once (the async Producer._call's rule)
         while True:
             conn = self._connection()

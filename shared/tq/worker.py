@@ -34,7 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
-from tq.connection import HeldConnection, is_cluster
+from tq.connection import HeldConnection, evalsha_args, is_cluster
 from tq.envelope import (
     LEGACY_FIELD,
     Envelope,
@@ -503,8 +503,7 @@ class QueueRunner:
             if self.ops:
                 ops, self.ops = self.ops, []
                 args, mark = self._settle_args(ops)
-                settle_keys = self._settle_keys
-                ahead = (b"EVALSHA", self.w.scripts.settle.sha, len(settle_keys), *settle_keys, *args)
+                ahead = evalsha_args(self.w.scripts.settle, self._settle_keys, args)
                 on_reply = functools.partial(self._settle_ride_reply, ops, mark)
                 self.settling_since = time.monotonic()
             else:
@@ -602,7 +601,8 @@ class QueueRunner:
                 eid, fields = self.local.popleft()
                 self.taken = eid  # the progress mark (keys.progress), sent behind: _after_pass
                 self._check_after_pass(loop)
-                await self.run_entry(eid, fields, task, loop)
+                await self.run_entry(eid, fields, task)
+                self._check_after_pass(loop)  # its outcome: the settler, unless the next read takes it
                 continue
             if self.w.stopping:
                 return
@@ -708,13 +708,7 @@ class QueueRunner:
         event.clear()
 
     # ---- execution ---------------------------------------------------------------------------
-    async def run_entry(
-        self,
-        eid: bytes,
-        fields: dict[bytes, bytes],
-        task: asyncio.Task[Any] | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    async def run_entry(self, eid: bytes, fields: dict[bytes, bytes], task: asyncio.Task[Any] | None) -> None:
         started = time.time()
         self.running += 1
         try:
@@ -733,7 +727,6 @@ class QueueRunner:
         if op.kind == "q":  # RateLimited: back to the stream when the pause ends, not while it lasts
             await self._sit_out_pause()
         self.ops.append(op)
-        self._check_after_pass(loop)  # the settler is woken for what the next read does not take
 
     async def _execute(
         self, eid: bytes, fields: dict[bytes, bytes], started: float, task: asyncio.Task[Any] | None
