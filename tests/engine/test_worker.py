@@ -561,8 +561,10 @@ async def test_a_mark_sent_ahead_of_a_read_that_fails_is_sent_by_the_writer(
             await wait_for(lambda: job in ran, what="the job")
             newest = (await redis_client.xinfo_stream(keys.stream(Q)))["last-generated-id"]
 
-            async def marked() -> bool:
-                return await redis_client.hget(keys.progress(Q), "c1") == newest
+            async def marked() -> bool:  # in Redis, and its reply read by the writer (Redis has
+                # the value before the writer reads the reply that clears mark_in_hset)
+                stored = await redis_client.hget(keys.progress(Q), "c1")
+                return stored == newest and runner.marked == newest
 
             await wait_for(marked, timeout=1.0, what="the mark, sent by the writer, the reader down")
             assert proxy.cuts == 1 and not runner.mark_in_hset
