@@ -841,7 +841,7 @@ class _CClient:
     def __init__(self, producer: Any) -> None:
         enc = producer._enc
         prepared = enc.prepare(get_queue(QUEUE), JOB, {"t0": time.time()})
-        *head, job = enc.one(get_queue(QUEUE), prepared)
+        *head, job = enc.args(get_queue(QUEUE), [prepared])
         job_id = job.split("\x1f", 1)[0]
         keys_ = enc.keys(QUEUE)
         args = [*head, job.replace(job_id, "id__rand_int__", 1)]

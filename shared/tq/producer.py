@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys, tracing
-from tq.connection import async_client, call_script, evalsha_args, is_cluster, sync_client, timeouts_in_kernel
+from tq.connection import async_client, call_script, is_cluster, sync_client, timeouts_in_kernel
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
@@ -116,15 +116,25 @@ def _delay_s(delay: Delay) -> float:
     return seconds
 
 
-class _Encoder:
-    """Turns requests into the enqueue script's arguments; shared by both producers."""
+def _bulk(word: str) -> str:
+    """One RESP bulk string, as text (encoded with the rest of its command)."""
+    return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
 
-    def __init__(self, settings: Settings) -> None:
+
+class _Encoder:
+    """Turns requests into the enqueue script's call; shared by both producers. ``command`` gives
+    the call as the bytes sent (RESP): its words that never change for a queue are packed once, and
+    the rest in one f-string, as hiredis's ``pack_command`` of the whole call took 30% of a single
+    enqueue's instructions (callgrind, docs/bench.md)."""
+
+    def __init__(self, settings: Settings, enqueue_sha: str) -> None:
         self.settings = settings
+        self.sha = enqueue_sha
         self._keys: dict[str, list[str]] = {}  # per queue: built once (never mutated by callers)
-        # per queue: the spec and the head's fixed part (prefix, name, idempotency TTL, events),
-        # resolved once: merging the defaults with TQ_QUEUES costs more than the job's own encoding
-        self._heads: dict[str, tuple[QueueSpec, tuple[str, str, int, int]]] = {}
+        # per queue: the spec; the head's fixed arguments (prefix, name, idempotency TTL, events),
+        # resolved once, as merging the defaults with TQ_QUEUES costs more than the job's own
+        # encoding; and the call's words before and after the time, packed
+        self._heads: dict[str, tuple[QueueSpec, tuple[str, str, int, int], str, str, int]] = {}
 
     def keys(self, queue: str) -> list[str]:
         ks = self._keys.get(queue)
@@ -133,13 +143,22 @@ class _Encoder:
             self._keys[queue] = ks
         return ks
 
-    def head(self, spec: QueueSpec, now_ms: int) -> list[Any]:
+    def _fixed(self, spec: QueueSpec) -> tuple[QueueSpec, tuple[str, str, int, int], str, str, int]:
         cached = self._heads.get(spec.name)
         if cached is None or cached[0] is not spec:  # a queue registered again (tests) is read again
             d = spec.effective_defaults(self.settings)
             fixed = (keys.prefix(spec.name), spec.name, d.idempotency_ttl_s, int(self.settings.events))
-            cached = self._heads[spec.name] = (spec, fixed)
-        prefix, name, ttl, events = cached[1]
+            ks = self.keys(spec.name)
+            before = ("EVALSHA", self.sha, len(ks), *ks, fixed[0])
+            words = len(before) + len(fixed)  # with the time: the call's words before its jobs
+            before_now = "".join(_bulk(str(w)) for w in before)
+            after_now = "".join(_bulk(str(w)) for w in fixed[1:])
+            cached = self._heads[spec.name] = (spec, fixed, before_now, after_now, words)
+        return cached
+
+    def head(self, spec: QueueSpec, now_ms: int) -> list[Any]:
+        """The script's arguments before its jobs (docs/wire-format.md)."""
+        prefix, name, ttl, events = self._fixed(spec)[1]
         return [prefix, now_ms, name, ttl, events]
 
     def prepare(
@@ -161,25 +180,35 @@ class _Encoder:
                     raise InvalidPayload(spec.name, name, [(label, "must be 1-256 printable characters")])
         return _Prepared(name, payload, _delay_s(delay), idempotency_key, trace_id)
 
-    def job_args(
-        self, spec: QueueSpec, job: _Prepared, now: float, out: list[Any], trace: str | None = None
-    ) -> None:
-        """Append one prepared job's script argument: id, name, key, trace id, due time and payload
-        joined by the unit separator (one argument per job keeps the client's command packing
-        cheap). The id is chosen here, before anything is sent: a resent call finds its job.
-        ``trace``: the bulk call's traceparent, in place of each request's own trace id."""
+    @staticmethod
+    def _word(job: _Prepared, now: float, trace: str | None) -> str:
+        """One job's script argument: id, name, key, trace id, due time and payload joined by the
+        unit separator. The id is chosen here, before anything is sent: a resent call finds its
+        job. ``trace``: a bulk call's traceparent, in place of each request's own trace id."""
         due = int((now + job.delay) * 1000) if job.delay else 0
-        out.append(
+        return (
             f"{new_job_id()}\x1f{job.name}\x1f{job.idempotency_key or ''}\x1f{trace or job.trace_id or ''}"
             f"\x1f{due}\x1f{job.payload}"
         )
 
-    def one(self, spec: QueueSpec, job: _Prepared) -> list[Any]:
-        """The script's arguments for a single prepared job."""
+    def args(self, spec: QueueSpec, jobs: Sequence[_Prepared], trace: str | None = None) -> list[Any]:
+        """The script's arguments for ``jobs``, for a client that packs its own commands (a cluster's)."""
         now = time.time()
-        args = self.head(spec, int(now * 1000))
-        self.job_args(spec, job, now, args)
-        return args
+        return [*self.head(spec, int(now * 1000)), *(self._word(job, now, trace) for job in jobs)]
+
+    def command(self, spec: QueueSpec, jobs: Sequence[_Prepared], trace: str | None = None) -> bytes:
+        """The EVALSHA of the enqueue script for ``jobs``, as sent: the same call as ``args``."""
+        now = time.time()
+        now_ms = str(int(now * 1000))
+        _spec, _fixed, before_now, after_now, head_words = self._fixed(spec)
+        head = f"*{head_words + len(jobs)}\r\n{before_now}${len(now_ms)}\r\n{now_ms}\r\n{after_now}"
+        if len(jobs) == 1:  # a single enqueue: one f-string
+            word = self._word(jobs[0], now, trace)
+            return f"{head}${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n".encode()
+        # many: hiredis packs them faster than Python code (without the count of its own array)
+        each: tuple[Any, ...] = tuple([self._word(job, now, trace) for job in jobs])  # any length
+        words = pack_command(each)
+        return head.encode() + words[words.index(b"\n") + 1 :]
 
     def prepare_all(self, queue: str, jobs: Iterable[JobRequest | tuple[str, Any]]) -> list[_Prepared]:
         spec = get_queue(queue)
@@ -189,15 +218,6 @@ class _Encoder:
             else self.prepare(spec, j[0], j[1])
             for j in jobs
         ]
-
-    def chunk_args(self, queue: str, jobs: Sequence[_Prepared], trace: str | None = None) -> list[Any]:
-        """The script's arguments for one chunk of prepared jobs."""
-        spec = get_queue(queue)
-        now = time.time()
-        args = self.head(spec, int(now * 1000))
-        for job in jobs:
-            self.job_args(spec, job, now, args, trace)
-        return args
 
     @staticmethod
     def answers(reply: Sequence[bytes | str]) -> list[str]:
@@ -221,7 +241,7 @@ class Producer:
         self.client = client if client is not None else async_client(self.settings)
         self._owns_client = client is None
         self._scripts = Scripts(self.client)
-        self._enc = _Encoder(self.settings)
+        self._enc = _Encoder(self.settings, self._scripts.enqueue.sha)
         self._in_flight = 0  # single enqueues sent and not yet answered
         # the event loop of the enqueue in flight and of the flusher, while there is one: a caller
         # on it shares their round trip; one on another loop finds what an ended loop left (_submit)
@@ -330,7 +350,7 @@ class Producer:
                 shared = loop.create_future()
                 self._queued.insert(0, (spec, prepared, shared))
             else:
-                reply = await self._call(self._enc.keys(spec.name), self._enc.one(spec, prepared), loop)
+                reply = await self._call(spec, (prepared,), None, loop)
         finally:
             if self._busy_on is loop:  # not dropped meanwhile: an ended loop's coroutines, closed
                 self._in_flight -= 1  # late by the garbage collector, change nothing
@@ -373,13 +393,9 @@ class Producer:
                 self._flush_queued(loop)  # a failure above: what queued meanwhile still goes
 
     async def _send_queued(self, items: list[_Queued], loop: asyncio.AbstractEventLoop) -> None:
-        spec = items[0][0]
-        now = time.time()
-        args = self._enc.head(spec, int(now * 1000))
-        for _spec, prepared, _future in items:
-            self._enc.job_args(spec, prepared, now, args)
+        jobs = [prepared for _spec, prepared, _future in items]
         try:
-            answers = self._enc.answers(await self._call(self._enc.keys(spec.name), args, loop))
+            answers = self._enc.answers(await self._call(items[0][0], jobs, None, loop))
         except BaseException as exc:  # every caller of the batch gets the error (a cancellation too)
             for _s, _p, future in items:
                 if not future.done():
@@ -393,18 +409,21 @@ class Producer:
             if not future.done():  # a caller that gave up (cancelled) has no one to tell
                 future.set_result(answer)
 
-    async def _call(self, keys_: list[str], args: list[Any], loop: asyncio.AbstractEventLoop) -> Any:
+    async def _call(
+        self, spec: QueueSpec, jobs: Sequence[_Prepared], trace: str | None, loop: asyncio.AbstractEventLoop
+    ) -> Any:
         """One enqueue script call, sent again once when the connection fails: the reply may be lost
         after the script ran, and the same ids find the jobs that call created (no duplicate).
-        Sent on a held connection, packed by hiredis: redis-py's per-command pool checkout, retry
-        and wrappers cost as much as Redis's own work for a shared batch of jobs."""
+        Sent on a held connection, packed by the encoder: redis-py's per-command pool checkout,
+        retry and wrappers cost as much as Redis's own work for a shared batch of jobs."""
         script = self._scripts.enqueue
         if self._cluster:  # no one pool to hold a connection of: the client routes by slot
+            keys_, args = self._enc.keys(spec.name), self._enc.args(spec, jobs, trace)
             try:
                 return await script(keys=keys_, args=args)
             except (RedisConnectionError, RedisTimeoutError):
                 return await script(keys=keys_, args=args)
-        packed = pack_command(evalsha_args(script, keys_, args))
+        packed = self._enc.command(spec, jobs, trace)
         conn = await self._connection(loop)
         try:
             try:
@@ -449,7 +468,7 @@ class Producer:
     async def _enqueue_prepared(
         self, queue: str, prepared: list[_Prepared], chunk: int, trace: str | None
     ) -> list[EnqueueResult]:
-        ks = self._enc.keys(queue)
+        spec = get_queue(queue)
         loop = asyncio.get_running_loop()
         sent: deque[asyncio.Future[Any]] = deque()  # at most CHUNKS_IN_FLIGHT, each on a pooled connection
         replies = []
@@ -457,8 +476,7 @@ class Producer:
             for start in range(0, len(prepared), chunk):
                 if len(sent) >= CHUNKS_IN_FLIGHT:
                     replies.append(await sent.popleft())
-                args = self._enc.chunk_args(queue, prepared[start : start + chunk], trace)
-                sent.append(loop.create_task(self._call(ks, args, loop)))
+                sent.append(loop.create_task(self._call(spec, prepared[start : start + chunk], trace, loop)))
                 await asyncio.sleep(0)  # let this chunk go out while the next one is encoded
             while sent:
                 replies.append(await sent.popleft())
@@ -477,7 +495,7 @@ class SyncProducer:
         self.client = client if client is not None else sync_client(self.settings)
         self._owns_client = client is None
         self._scripts = Scripts(self.client)
-        self._enc = _Encoder(self.settings)
+        self._enc = _Encoder(self.settings, self._scripts.enqueue.sha)
         self._local = threading.local()
         self._held: list[Any] = []
         self._lock = threading.Lock()
@@ -505,7 +523,8 @@ class SyncProducer:
         if conn._sock is not getattr(local, "sock", None):  # a new socket (first use, reconnected)
             timeouts_in_kernel(conn)
             local.sock = conn._sock
-            local.reader = hiredis.Reader(replyError=BaseParser.parse_error)  # redis-py's error classes
+            # redis-py's error classes; the answers (job ids) as text, decoded by hiredis
+            local.reader = hiredis.Reader(replyError=BaseParser.parse_error, encoding="utf-8")
         return conn
 
     def _round_trip(self, conn: Any, packed: bytes) -> Any:
@@ -534,12 +553,8 @@ class SyncProducer:
             raise reply
         return reply
 
-    def _enqueue_call(self, keys_: list[str], args: list[Any]) -> Any:
+    def _enqueue_call(self, packed: bytes) -> Any:
         script = self._scripts.enqueue
-        if self._cluster:  # no one pool to hold a connection of: the client routes by slot
-            return script(keys=keys_, args=args)
-        # packed by hiredis directly: redis-py's packer re-checks every argument's type
-        packed = pack_command(evalsha_args(script, keys_, args))
         resent = loaded = load = False  # each recovery once (the async Producer._call's rule)
         while True:
             conn = self._connection()
@@ -581,8 +596,13 @@ class SyncProducer:
             return job_id
 
     def _send_one(self, spec: QueueSpec, prepared: _Prepared) -> str:
-        reply = self._enqueue_call(self._enc.keys(spec.name), self._enc.one(spec, prepared))
-        return _id_of(self._enc.answers(reply)[0])
+        if self._cluster:  # no one pool to hold a connection of: the client routes by slot
+            reply = self._scripts.enqueue(
+                keys=self._enc.keys(spec.name), args=self._enc.args(spec, (prepared,))
+            )
+            return _id_of(self._enc.answers(reply)[0])
+        answer: str = self._enqueue_call(self._enc.command(spec, (prepared,)))[0]
+        return _id_of(answer)
 
     def enqueue_many(
         self,
@@ -602,9 +622,9 @@ class SyncProducer:
     def _enqueue_prepared(
         self, queue: str, prepared: list[_Prepared], chunk: int, trace: str | None
     ) -> list[EnqueueResult]:
+        spec = get_queue(queue)
         batches = [
-            self._enc.chunk_args(queue, prepared[i : i + chunk], trace)
-            for i in range(0, len(prepared), chunk)
+            self._enc.args(spec, prepared[i : i + chunk], trace) for i in range(0, len(prepared), chunk)
         ]
         ks = self._enc.keys(queue)
         for attempt in (1, 2):  # sent again once on a connection failure: the ids make it idempotent

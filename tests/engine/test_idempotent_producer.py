@@ -98,7 +98,7 @@ async def test_an_existing_id_is_answered_with_its_job_and_nothing_is_written(
     """The script's own rule, without a network: the same arguments twice make one job."""
     p = Producer(redis_client, fast_settings(redis_url))
     spec = get_queue(Q)
-    args = p._enc.one(spec, p._enc.prepare(spec, "send-email", EMAIL, idempotency_key="same"))
+    args = p._enc.args(spec, [p._enc.prepare(spec, "send-email", EMAIL, idempotency_key="same")])
     first = await p._scripts.enqueue(keys=p._enc.keys(Q), args=args)
     again = await p._scripts.enqueue(keys=p._enc.keys(Q), args=args)
     assert first == again

@@ -24,6 +24,7 @@ from tq.producer import JobRequest, Producer, SyncProducer
 from tq.scripts import called_commands
 
 EMAIL = {"to": "a@example.com", "template": "welcome"}
+Q = "email:send"
 
 
 async def _keys(client: Any) -> list[bytes]:
@@ -154,6 +155,44 @@ async def test_events_published_for_enqueue(redis_client: Any, redis_url: str) -
     event = json.loads(msg["data"])
     assert event["type"] == "job.waiting" and event["job_id"] == job_id and event["queue"] == "email:send"
     await pubsub.aclose()
+
+
+@pytest.mark.parametrize("how", ["sync", "async", "shared", "bulk"])
+async def test_text_beyond_ascii_arrives_whole_by_every_enqueue_path(
+    redis_client: Any, redis_url: str, how: str
+) -> None:
+    """The producers pack the enqueue call themselves, each word's length in bytes, not in
+    characters: a payload, key and trace id outside ASCII arrive as sent, and the key holds."""
+    data = {**EMAIL, "template": "bienvenue-é", "variables": {"name": "Zoë 日本"}}
+    keys_ = [f"clé-{i}" for i in range(3)]
+    trace = "trace-ü"
+    settings = fast_settings(redis_url)
+
+    async def enqueue_all() -> list[str]:
+        if how == "sync":
+            sync = SyncProducer(redis.Redis.from_url(redis_url), settings)
+            try:
+                return [sync.enqueue(Q, "send-email", data, idempotency_key=k, trace_id=trace) for k in keys_]
+            finally:
+                sync.close()
+        p = Producer(redis_client, settings)
+        if how == "bulk":
+            jobs = [JobRequest("send-email", data, idempotency_key=k, trace_id=trace) for k in keys_]
+            return [r.id for r in await p.enqueue_many(Q, jobs)]
+        if how == "shared":  # one caller alone, the others sharing the next call
+            calls = [p.enqueue(Q, "send-email", data, idempotency_key=k, trace_id=trace) for k in keys_]
+            return list(await asyncio.gather(*calls))
+        return [await p.enqueue(Q, "send-email", data, idempotency_key=k, trace_id=trace) for k in keys_]
+
+    ids = await enqueue_all()
+    entries = await redis_client.xrange(keys.stream(Q))
+    assert len(entries) == 3
+    for (eid, fields), job_id in zip(entries, ids, strict=True):
+        env = entry_envelope(fields, Q, int(eid.split(b"-")[0]))
+        assert (env.id, env.trace_id) == (job_id, trace)
+        assert (env.payload["template"], env.payload["variables"]) == ("bienvenue-é", {"name": "Zoë 日本"})
+    assert await enqueue_all() == ids  # each key found again: the same ids, nothing new written
+    assert await redis_client.xlen(keys.stream(Q)) == 3
 
 
 def test_sync_producer_single_enqueue_is_one_round_trip(redis_url: str) -> None:

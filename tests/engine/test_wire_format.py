@@ -73,7 +73,7 @@ def test_doc_title_and_script_hash_are_the_engines() -> None:
 
 
 def test_doc_keys_and_head_arguments_are_what_the_producer_sends(redis_url: str) -> None:
-    enc = _Encoder(fast_settings(redis_url))
+    enc = _Encoder(fast_settings(redis_url), "0" * 40)
     documented = [row[1] for row in _table(_section("The enqueue script"), "#") if row[0].isdigit()]
     assert documented[:4] == [k.replace(Q, "QUEUE") for k in enc.keys(Q)]
     head = enc.head(get_queue(Q), 1_700_000_000_000)
