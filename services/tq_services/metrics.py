@@ -2,8 +2,8 @@
 
 * ``JobMetrics`` is the worker's observer (``tq.observe.Observer``): counters and histograms per
   queue and job name, fed once per settled batch. Counts are aggregated per batch (one ``inc`` per
-  label set); histograms are ``HistogramSet``s (a bisect and two additions per observation, no
-  lock). No Redis call.
+  label set); histograms are ``HistogramSet``s (an append per observation, counted into buckets in
+  bulk, no lock). No Redis call.
 * ``QueueCollector`` exposes the depth gauges and ``tq_jobs_enqueued_total``. A collector's
   ``collect()`` is synchronous and runs inside the event loop that also runs the jobs, so it must
   not do network I/O: the ``/metrics`` handler first awaits ``refresh()`` (two pipelined round
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,24 +60,47 @@ OUTCOMES = ("retried", "dead_lettered", "invalid")
 DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
 )  # fmt: skip
-WAIT_BUCKETS = DURATION_BUCKETS  # JobMetrics.observe relies on both being the same
+WAIT_BUCKETS = DURATION_BUCKETS
+
+
+# observations a series holds before it buckets them (HistogramSet): 8 KB of floats at most
+PENDING_MAX = 1024
 
 
 class _Hist:
-    """One histogram series: per-bucket counts (not cumulative; the last is +Inf) and the sum."""
+    """One histogram series: per-bucket counts (not cumulative; the last is +Inf), the sum, and the
+    observations not yet counted (``pending``), appended one by one and counted together by
+    ``count_pending``: a sort and one bisect per bucket bound cost a fraction of a bisect per
+    observation, which was a fifth of the observer's instructions per job (callgrind)."""
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "pending", "total")
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * (buckets + 1)
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
+        self.pending: list[float] = []
+
+    def count_pending(self) -> None:
+        values, self.pending = self.pending, []
+        if not values:
+            return
+        values.sort()
+        counts, below = self.counts, 0
+        for i, bound in enumerate(self.bounds):  # a bucket holds the values <= its bound (le)
+            upto = bisect_right(values, bound, below)
+            counts[i] += upto - below
+            below = upto
+        counts[-1] += len(values) - below
+        self.total += sum(values)
 
 
 class HistogramSet(Collector):
-    """A labelled histogram for the hot path: an observation is a ``bisect`` and two additions on
-    plain Python numbers (about a fifth of ``prometheus_client.Histogram.observe``, which takes a
-    lock per call). Safe because observations and ``collect()`` both run in the service's event
-    loop thread; exposed as an ordinary Prometheus histogram."""
+    """A labelled histogram for the hot path: an observation is an append to a list of plain
+    floats, counted into the buckets in bulk (``_Hist``) at PENDING_MAX of them and at each
+    ``collect()``; ``prometheus_client.Histogram.observe`` takes a lock per call and costs several
+    times more. Safe because observations and ``collect()`` both run in the service's event loop
+    thread; exposed as an ordinary Prometheus histogram."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
@@ -92,12 +115,13 @@ class HistogramSet(Collector):
     def labels(self, *values: str) -> _Hist:
         child = self.children.get(values)
         if child is None:
-            child = self.children[values] = _Hist(len(self.bounds))
+            child = self.children[values] = _Hist(self.bounds)
         return child
 
     def collect(self) -> Iterable[Any]:
         fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, child in self.children.items():
+            child.count_pending()
             cumulative, acc = [], 0
             for le, n in zip(self._les, child.counts, strict=True):
                 acc += n
@@ -275,7 +299,6 @@ class JobMetrics:
             return
         counts: dict[tuple[str, str], int] = {}
         reclaimed = 0
-        bounds = self.duration.bounds  # the same buckets for both histograms
         for op in ops:
             kind = op.kind
             job = op.name if op.name in per_job else UNKNOWN_JOB
@@ -296,21 +319,18 @@ class JobMetrics:
                 reclaimed += 1
                 continue
             series = per_job[job]
-            seconds = op.duration_ms / 1000
-            h = series.duration
-            h.counts[bisect_left(bounds, seconds)] += 1
-            h.total += seconds
+            series.duration.pending.append(op.duration_ms / 1000)
             if op.attempt == 1 and op.ready_at:
-                waited = max(0.0, op.started - op.ready_at)
-                h = series.wait
-                h.counts[bisect_left(bounds, waited)] += 1
-                h.total += waited
+                series.wait.pending.append(max(0.0, op.started - op.ready_at))
         for (job, outcome), n in counts.items():
             series = per_job[job]
             if outcome == "completed":
                 series.completed.inc(n)
             else:
                 series.failed[outcome].inc(n)
+            for h in (series.duration, series.wait):
+                if len(h.pending) >= PENDING_MAX:
+                    h.count_pending()
         if reclaimed:
             self._reclaimed[queue].inc(reclaimed)
 
