@@ -63,7 +63,7 @@ DURATION_BUCKETS = (
 WAIT_BUCKETS = DURATION_BUCKETS
 
 
-# observations a series holds before it buckets them (HistogramSet): 8 KB of floats at most
+# observations a series holds before it counts them into its buckets (HistogramSet), at most
 PENDING_MAX = 1024
 
 
