@@ -134,12 +134,13 @@ class HistogramSet(Collector):
 
 
 class _JobSeries:
-    __slots__ = ("cancelled", "completed", "duration", "failed", "wait")
+    __slots__ = ("cancelled", "completed", "completed_in_batch", "duration", "failed", "wait")
 
     def __init__(
         self, completed: Any, failed: dict[str, Any], duration: _Hist, wait: _Hist, cancelled: Any
     ) -> None:
         self.completed = completed
+        self.completed_in_batch = 0  # added to ``completed`` once per batch (JobMetrics.observe)
         self.failed = failed
         self.duration = duration
         self.wait = wait
@@ -294,43 +295,42 @@ class JobMetrics:
             child.inc()
 
     def observe(self, queue: str, ops: Sequence[Settled]) -> None:
+        """Per job: a tally on its series and its times appended (``HistogramSet``); per batch: one
+        ``inc`` per counter that moved, the lock-taking part of prometheus_client."""
         per_job = self._series.get(queue)
         if per_job is None:
             return
-        counts: dict[tuple[str, str], int] = {}
+        unknown = per_job[UNKNOWN_JOB]
+        failed: dict[tuple[_JobSeries, str], int] = {}
         reclaimed = 0
         for op in ops:
+            series = per_job.get(op.name, unknown)
             kind = op.kind
-            job = op.name if op.name in per_job else UNKNOWN_JOB
             if kind == COMPLETED:
-                outcome = "completed"
-            elif kind == RETRIED:
-                outcome = "retried"
-            elif kind == DEAD:
-                outcome = "invalid" if op.invalid else "dead_lettered"
+                series.completed_in_batch += 1
+            elif kind in (RETRIED, DEAD):
+                outcome = "retried" if kind == RETRIED else "invalid" if op.invalid else "dead_lettered"
+                failed[series, outcome] = failed.get((series, outcome), 0) + 1
             elif kind == CANCELLED:  # counted only: not an attempt's outcome (no duration observed)
-                per_job[job].cancelled.inc()
+                series.cancelled.inc()
                 continue
             else:  # skipped or released: no attempt was made
                 continue
-            key = (job, outcome)
-            counts[key] = counts.get(key, 0) + 1
             if op.reclaimed:
                 reclaimed += 1
                 continue
-            series = per_job[job]
             series.duration.pending.append(op.duration_ms / 1000)
             if op.attempt == 1 and op.ready_at:
                 series.wait.pending.append(max(0.0, op.started - op.ready_at))
-        for (job, outcome), n in counts.items():
-            series = per_job[job]
-            if outcome == "completed":
-                series.completed.inc(n)
-            else:
-                series.failed[outcome].inc(n)
+        for series in per_job.values():
+            if series.completed_in_batch:
+                series.completed.inc(series.completed_in_batch)
+                series.completed_in_batch = 0
             for h in (series.duration, series.wait):
                 if len(h.pending) >= PENDING_MAX:
                     h.count_pending()
+        for (series, outcome), n in failed.items():
+            series.failed[outcome].inc(n)
         if reclaimed:
             self._reclaimed[queue].inc(reclaimed)
 
