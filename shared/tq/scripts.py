@@ -36,3 +36,4 @@ class Scripts:
         self.inspect = client.register_script(source("inspect"))
         self.cancel = client.register_script(source("cancel"))
         self.progress = client.register_script(source("progress"))
+        self.durations = client.register_script(source("durations"))
