@@ -203,8 +203,7 @@ class _Encoder:
         _spec, _fixed, before_now, after_now, head_words = self._fixed(spec)
         head = f"*{head_words + len(jobs)}\r\n{before_now}${len(now_ms)}\r\n{now_ms}\r\n{after_now}"
         if len(jobs) == 1:  # a single enqueue: one f-string
-            word = self._word(jobs[0], now, trace)
-            return f"{head}${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n".encode()
+            return f"{head}{_bulk(self._word(jobs[0], now, trace))}".encode()
         # many: hiredis packs them faster than Python code (without the count of its own array)
         each: tuple[Any, ...] = tuple([self._word(job, now, trace) for job in jobs])  # any length
         words = pack_command(each)
