@@ -125,13 +125,12 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _durations(replies: Sequence[Any]) -> list[float]:
+def _durations(found: Sequence[bytes]) -> list[float]:
+    """The run times ``durations.lua`` found (a record's unreadable ``d`` is left out)."""
     out = []
-    for d in replies:
-        if d is None or isinstance(d, Exception):
-            continue
+    for d in found:
         with contextlib.suppress(ValueError):
-            out.append(float(text(d)))
+            out.append(float(d))
     return out
 
 
