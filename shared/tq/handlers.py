@@ -41,7 +41,6 @@ class JobContext:
     def __init__(
         self,
         envelope: Envelope | Callable[[], Envelope],
-        *,
         job_id: str,
         queue: str,
         name: str,
@@ -73,12 +72,14 @@ class JobContext:
         job = f"job_id={self.job_id!r}, queue={self.queue!r}, name={self.name!r}"
         return f"JobContext({job}, attempt={self.attempt})"
 
-    @property
-    def envelope(self) -> Envelope:
+    def load_envelope(self) -> Envelope:
+        """The envelope, built at the first call (``envelope``; what the tracer is given)."""
         env = self._envelope
         if callable(env):
             env = self._envelope = env()
         return env
+
+    envelope = property(load_envelope)
 
     def is_last_failure(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised out of the handler now, ends the job (no retry follows): for a

@@ -159,12 +159,10 @@ class IsolationGate:
                 self._signal()
 
 
-def _clean(value: str) -> str:
-    """Fields are joined by the unit separator; user strings must not carry one."""
-    return value.replace(_SEP, " ")
-
-
-_SEP = "\x1f"
+# What an op carries of its job, in this order: id, name, attempt, idempotency key, trace id,
+# enqueued (ms; "" when unknown), the payload's JSON as the entry held it ("": none) and when the
+# job was due (epoch s; 0: unknown). Id, name, key and trace never hold the separator (_clean).
+_Facts = tuple[str, str, int, str, str, "int | str", str, float]
 
 
 class _Op:
@@ -191,22 +189,15 @@ class _Op:
         self,
         kind: str,
         eid: bytes,
-        job_id: str,
-        name: str,
-        attempt: int,
+        facts: _Facts,
         started: float,
-        duration_ms: float,
-        idem: str,
-        trace: str,
+        duration_ms: float = 0.0,
         a: str = "",
         b: str = "",
-        *,
-        enqueued_ms: int | str = "",
-        payload: str = "",
-        ready_at: float = 0.0,
         invalid: bool = False,
         reclaimed: bool = False,
     ) -> None:
+        job_id, name, attempt, idem, trace, enqueued_ms, payload, ready_at = facts
         self.eid = eid
         self.job_id = job_id
         self.kind = kind
@@ -217,21 +208,37 @@ class _Op:
         self.ready_at = ready_at
         self.invalid = invalid
         self.reclaimed = reclaimed
-        if _SEP in job_id or _SEP in name or _SEP in idem or _SEP in trace or _SEP in a:  # forged
-            job_id, name, idem, trace, a = map(_clean, (job_id, name, idem, trace, a))
-        # one f-string (half the cost of a join of str() calls); b is JSON (a raw \x1f is escaped)
-        # and the payload last: the script takes the rest of the argument as it is
+        # one f-string (half the cost of a join of str() calls); ``a`` is JSON, a number or clean
+        # text and b is JSON (a raw \x1f is escaped); the payload last: the script takes the rest
+        # of the argument as it is
         self.packed = (
             f"{kind}\x1f{eid.decode()}\x1f{job_id}\x1f{name}\x1f{attempt}\x1f{int(started * 1000)}"
             f"\x1f{duration_ms:.3f}\x1f{idem}\x1f{trace}\x1f{a}\x1f{b}\x1f{enqueued_ms}\x1f{payload}"
         )
 
 
-def _job_facts(env: Envelope) -> tuple[str, str, str, str, int, float]:
-    """What an op carries of a job's envelope: id, name, idempotency key, trace id, enqueued (ms)
-    and when it was due."""
-    idem, trace = env.idempotency_key or "", env.trace_id or ""
-    return env.id, env.name, idem, trace, int(env.enqueued_at * 1000), env.not_before or env.enqueued_at
+def _clean(value: str) -> str:
+    """Fields are joined by the unit separator; user strings must not carry one."""
+    return value.replace(_SEP, " ")
+
+
+_SEP = "\x1f"
+
+
+def _facts(job_id: str, name: str, attempt: int, idem: str = "", trace: str = "", enqueued_ms: int | str = "",
+           payload: str = "", ready_at: float = 0.0) -> _Facts:  # fmt: skip
+    """Facts of a job not known well-formed (an envelope's, a forged entry's), cleaned."""
+    if _SEP in job_id or _SEP in name or _SEP in idem or _SEP in trace:  # forged
+        job_id, name, idem, trace = map(_clean, (job_id, name, idem, trace))
+    return job_id, name, attempt, idem, trace, enqueued_ms, payload, ready_at
+
+
+def _job_facts(env: Envelope, attempt: int, payload: str) -> _Facts:
+    """What an op carries of a job's envelope (``payload``: its JSON as the entry held it)."""
+    return _facts(
+        env.id, env.name, attempt, env.idempotency_key or "", env.trace_id or "",
+        int(env.enqueued_at * 1000), payload, env.not_before or env.enqueued_at,
+    )  # fmt: skip
 
 
 def _job_op(
@@ -247,15 +254,24 @@ def _job_op(
     reclaimed: bool = False,
 ) -> _Op:
     """An op on a job that was read and not run (a reclaim): it carries the envelope's fields
-    (``payload``: its JSON as the entry held it) for the job record, which keeps them once the
-    entry is deleted."""
+    for the job record, which keeps them once the entry is deleted."""
     if kind == "d":  # the DLQ entry keeps the whole envelope
         a = envelope_json(env)
-    job_id, name, idem, trace, enqueued_ms, ready_at = _job_facts(env)
-    return _Op(
-        kind, eid, job_id, name, attempt, started, 0.0, idem, trace, a, b,
-        enqueued_ms=enqueued_ms, payload=payload, ready_at=ready_at, reclaimed=reclaimed,
-    )  # fmt: skip
+    return _Op(kind, eid, _job_facts(env, attempt, payload), started, 0.0, a, b, reclaimed=reclaimed)
+
+
+def _ran(
+    kind: str, eid: bytes, facts: _Facts, started: float, a: str = "", b: str = "", invalid: bool = False
+) -> _Op:
+    """The outcome of a job this worker took to run (``started``: when), its run time until now."""
+    return _Op(kind, eid, facts, started, (time.time() - started) * 1000, a, b, invalid)
+
+
+def _dead(eid: bytes, facts: _Facts, started: float, env: Envelope, error_type: str, message: str,
+          stack: str = "") -> _Op:  # fmt: skip
+    """A job dead-lettered by this worker: its DLQ entry keeps the whole envelope."""
+    failure = _failure(error_type, message, stack)
+    return _ran("d", eid, facts, started, envelope_json(env), failure, error_type in INVALID_ERRORS)
 
 
 _ENVELOPE_ROOM = 4096  # the envelope's own fields around the payload, generously
@@ -269,20 +285,9 @@ def _raw(fields: dict[bytes, bytes]) -> bytes:
 
 def _unreadable(eid: bytes, raw: bytes, started: float, reason: str) -> _Op:
     """A forged or corrupt entry: dead-lettered under its entry id, raw content kept for inspection."""
-    return _Op(
-        "d",
-        eid,
-        "entry-" + eid.decode(),
-        "(unknown)",
-        1,
-        started,
-        0.0,
-        "",
-        "",
-        a=raw[:_STACK_LIMIT].decode(errors="replace"),
-        b=_failure("InvalidEnvelope", reason),
-        invalid=True,
-    )
+    facts = _facts("entry-" + eid.decode(), "(unknown)", 1)
+    kept = _clean(raw[:_STACK_LIMIT].decode(errors="replace"))
+    return _Op("d", eid, facts, started, 0.0, kept, _failure("InvalidEnvelope", reason), invalid=True)
 
 
 def settle_keys(queue: str) -> list[str]:
@@ -756,64 +761,48 @@ class QueueRunner:
                 return _unreadable(eid, _raw(fields), started, reason)
             except ValueError as exc:  # not JSON, a field missing
                 return _unreadable(eid, _raw(fields), started, str(exc))
-            job_id, name, idem, trace, enqueued_ms, ready_at = _job_facts(env)
             attempt, max_attempts = _attempt(fields, env), self.max_attempts(env)
-            payload_json = entry_payload_json(fields, env)
-        else:  # what plain_entry checked: a first attempt, nothing optional, the queue's own
-            job_id, idem, trace = fields[b"i"].decode(), "", ""
+            facts = _job_facts(env, attempt, entry_payload_json(fields, env))
+            job_id, name, _, idem, trace, _, payload_json, _ = facts
+        else:  # what plain_entry checked: a first attempt, nothing optional, the queue's own, its id
+            # and name free of the separator (no _clean): no closures per job, one tuple of facts
+            job_id, idem, trace, attempt = fields[b"i"].decode(), "", "", 1
+            max_attempts = self.cfg.retry.attempts
             enqueued_ms = int(fields[b"t"])
-            ready_at, attempt, max_attempts = enqueued_ms / 1000, 1, self.cfg.retry.attempts
             payload_json = fields[b"p"].decode()
-
-        def envelope() -> Envelope:  # built only when needed: a dead letter, tracing, ctx.envelope
-            nonlocal env
-            if env is None:
-                env = entry_envelope(fields, self.queue, 0)
-            return env
-
-        def op(kind: str, a: str = "", b: str = "", invalid: bool = False) -> _Op:
-            duration_ms = (time.time() - started) * 1000
-            return _Op(
-                kind, eid, job_id, name, attempt, started, duration_ms, idem, trace, a, b,
-                enqueued_ms=enqueued_ms, payload=payload_json, ready_at=ready_at, invalid=invalid,
-            )  # fmt: skip
-
-        def dead(error_type: str, message: str, stack: str = "") -> _Op:
-            failure = _failure(error_type, message, stack)
-            return op("d", envelope_json(envelope()), failure, invalid=error_type in INVALID_ERRORS)
-
+            facts = (job_id, name, 1, "", "", enqueued_ms, payload_json, enqueued_ms / 1000)
         if env is not None:  # the slow path's checks (an entry that is not plain, or refused above)
             if env.queue != self.queue:
-                return dead("WrongQueue", f"envelope names queue {env.queue!r}, read from {self.queue!r}")
+                msg = f"envelope names queue {env.queue!r}, read from {self.queue!r}"
+                return _dead(eid, facts, started, env, "WrongQueue", msg)
             model = self.spec.jobs.get(name)
             if model is None:
                 known = ", ".join(self.spec.jobs)
-                return dead("UnknownJob", f"unknown job {name!r} on {self.queue}; known: {known}")
+                msg = f"unknown job {name!r} on {self.queue}; known: {known}"
+                return _dead(eid, facts, started, env, "UnknownJob", msg)
             try:
                 payload = model.__pydantic_validator__.validate_json(payload_json)  # as the hot path
             except ValidationError as exc:
-                return dead("InvalidPayload", "; ".join(f"{f}: {r}" for f, r in validation_errors(exc)))
+                msg = "; ".join(f"{f}: {r}" for f, r in validation_errors(exc))
+                return _dead(eid, facts, started, env, "InvalidPayload", msg)
         handler = self.w.handlers.get(self.queue, name)
         if handler is None:
-            return dead(NoHandler.__name__, f"no handler registered for {self.queue} {name}")
+            env = env or entry_envelope(fields, self.queue, 0)
+            msg = f"no handler registered for {self.queue} {name}"
+            return _dead(eid, facts, started, env, NoHandler.__name__, msg)
         if idem:
             holder = await self.w.client.get(keys.idempotency(self.queue, idem))
             if holder is not None and holder.startswith(b"done:") and holder[5:].decode() != job_id:
-                by = holder[5:].decode()
-                return op("s", a=f"idempotency key {idem!r} already completed by job {by}")
+                by = _clean(holder[5:].decode())
+                done = f"idempotency key {idem!r} already completed by job {by}"
+                return _ran("s", eid, facts, started, done)
+        # its envelope: the one read, or built when first asked for (a dead letter, tracing,
+        # ctx.envelope) from the entry
         ctx = JobContext(
-            envelope,
-            job_id=job_id,
-            queue=self.queue,
-            name=name,
-            trace_id=trace or None,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            consumer_id=self.w.consumer_id,
-            redis=self.w.client,
-            scripts=self.w.scripts,
-            events=self.w.settings.events,
-        )
+            env or functools.partial(entry_envelope, fields, self.queue, 0),
+            job_id, self.queue, name, trace or None, attempt, max_attempts,
+            self.w.consumer_id, self.w.client, self.w.scripts, self.w.settings.events,
+        )  # fmt: skip
         suspect = b"sx" in fields
         gate = self.w.gate
         if suspect:
@@ -833,10 +822,10 @@ class QueueRunner:
             deadline: asyncio.Timeout | None = None
             cancels = self.w.cancels  # no await from this check to the handler: a cancel finds its task
             if not cancels.begin(self.queue, job_id, ctx, task):  # cancelled since the fetch: never runs
-                return op("x")
+                return _ran("x", eid, facts, started)
             try:
                 try:
-                    with tracing.job_span(self.queue, envelope, attempt, max_attempts):  # no-op: tracing off
+                    with tracing.job_span(self.queue, ctx.load_envelope, attempt, max_attempts):  # no-op: off
                         if time_limit:
                             async with asyncio.timeout(time_limit) as deadline:
                                 result = await handler(ctx, payload)
@@ -846,7 +835,7 @@ class QueueRunner:
                     cancelled = cancels.ended(self.queue, job_id)
             except BaseException as exc:  # costs nothing on success; any failure is the job's
                 if cancelled:  # tq.cancel: ends 'cancelled', not retried, not dead-lettered
-                    return op("x")
+                    return _ran("x", eid, facts, started)
                 if not isinstance(exc, Exception) and _own_cancellation(exc):
                     raise
                 stack = traceback.format_exc()
@@ -858,16 +847,18 @@ class QueueRunner:
                 )
                 if isinstance(exc, RateLimited):  # not the job's failure: back to the stream, uncharged
                     await self.rate_limited(exc, name)
-                    return op("q")
+                    return _ran("q", eid, facts, started)
                 if is_last_failure(exc, attempt, max_attempts):
-                    return dead(error_type, message, stack)
+                    return _dead(eid, facts, started, ctx.envelope, error_type, message, stack)
                 due = time.time() + retry_delay_s(self.cfg.retry, attempt, exc)
-                return op("r", a=str(int(due * 1000)), b=_failure(error_type, message, stack))
+                failure = _failure(error_type, message, stack)
+                return _ran("r", eid, facts, started, str(int(due * 1000)), failure)
         finally:
             gate.leave(alone=suspect)
             if ctx.reporter is not None:  # its last report lands before the outcome
                 await ctx.reporter.close()
-        return op("c", a="" if result is None else json.dumps(result, default=str)[:2000])
+        kept = "" if result is None else json.dumps(result, default=str)[:2000]
+        return _ran("c", eid, facts, started, kept)
 
     # ---- settling ----------------------------------------------------------------------------
     async def settle_loop(self) -> None:
@@ -1042,7 +1033,7 @@ class QueueRunner:
                     (taken is not None and entry_id_order(eid) > entry_id_order(taken))
                     or (watch_since and _entry_ms(eid) > watch_since)  # likewise: no start mark
                 ):
-                    ops.append(_Op("q", eid, env.id, env.name, 0, now, 0.0, "", ""))
+                    ops.append(_Op("q", eid, _facts(env.id, env.name, 0), now))
                     continue
                 attempt = _attempt(fields, env)
                 failure = _failure(
@@ -1136,7 +1127,7 @@ class QueueRunner:
         ops = []
         while self.local:
             eid, fields = self.local.popleft()
-            ops.append(_Op("q", eid, entry_job_id(fields) or "", "", 0, 0.0, 0.0, "", ""))
+            ops.append(_Op("q", eid, _facts(entry_job_id(fields) or "", "", 0), 0.0))
         if ops:
             await self.flush(ops)
 
