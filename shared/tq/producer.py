@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tq import keys, tracing
-from tq.connection import async_client, call_script, is_cluster, sync_client, timeouts_in_kernel
+from tq.connection import async_client, bulk, call_script, is_cluster, sync_client, timeouts_in_kernel
 from tq.envelope import new_job_id
 from tq.errors import InvalidPayload, PayloadTooLarge
 from tq.registry import QueueSpec, get_queue
@@ -115,11 +115,6 @@ def _delay_s(delay: Delay) -> float:
     return seconds
 
 
-def _bulk(word: str) -> str:
-    """One RESP bulk string, as text (encoded with the rest of its command)."""
-    return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
-
-
 class _Encoder:
     """Turns requests into the enqueue script's call; shared by both producers. ``command`` gives
     the call as the bytes sent (RESP): its words that never change for a queue are packed once, and
@@ -150,8 +145,8 @@ class _Encoder:
             ks = self.keys(spec.name)
             before = ("EVALSHA", self.sha, len(ks), *ks, fixed[0])
             words = len(before) + len(fixed)  # with the time: the call's words before its jobs
-            before_now = "".join(_bulk(str(w)) for w in before)
-            after_now = "".join(_bulk(str(w)) for w in fixed[1:])
+            before_now = "".join(bulk(str(w)) for w in before)
+            after_now = "".join(bulk(str(w)) for w in fixed[1:])
             cached = self._heads[spec.name] = (spec, fixed, before_now, after_now, words)
         return cached
 
@@ -201,9 +196,9 @@ class _Encoder:
         now_ms = str(int(now * 1000))
         _spec, _fixed, before_now, after_now, head_words = self._fixed(spec)
         if len(jobs) == 1:  # a single enqueue: no list to join (7% of its instructions)
-            words = _bulk(self._word(jobs[0], now, trace))
+            words = bulk(self._word(jobs[0], now, trace))
         else:
-            words = "".join(map(_bulk, [self._word(job, now, trace) for job in jobs]))
+            words = "".join(map(bulk, [self._word(job, now, trace) for job in jobs]))
         count = head_words + len(jobs)
         return f"*{count}\r\n{before_now}${len(now_ms)}\r\n{now_ms}\r\n{after_now}{words}".encode()
 

@@ -29,12 +29,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hiredis import pack_command
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from tq import config, keys, tracing
 from tq.cancel import CancelWatch, control_message
-from tq.connection import HeldConnection, evalsha_args, is_cluster
+from tq.connection import HeldConnection, bulk, is_cluster, packed_after
 from tq.envelope import (
     LEGACY_FIELD,
     Envelope,
@@ -330,6 +331,15 @@ class QueueRunner:
         self.rate_paused_until = 0.0
         self._flushing = asyncio.Lock()  # one settle call at a time: settle_now waits for the one in flight
         self._settle_keys = settle_keys(self.queue)
+        # the words of the commands the reader, settler and writer send that never change, packed
+        # once (connection.bulk): the settle call's up to its time, the mark's HSET up to the mark,
+        # the read per count
+        settle_head = ("EVALSHA", worker.scripts.settle.sha, len(self._settle_keys), *self._settle_keys,
+                       keys.prefix(self.queue), keys.GROUP)  # fmt: skip
+        self._settle_head = ("".join(bulk(str(w)) for w in settle_head), len(settle_head))
+        mark_head = ("HSET", keys.progress(self.queue), worker.consumer_id)
+        self._mark_head = ("".join(map(bulk, mark_head)), len(mark_head))
+        self._reads: dict[int, bytes] = {}
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
         self.audit_full = False  # the audit backlog is at its bound: intake waits (check_audit_backlog)
         self.taken = b""  # the newest entry taken to run (keys.progress, _after_pass)
@@ -501,27 +511,32 @@ class QueueRunner:
                 keys.GROUP, self.w.consumer_id, {self.stream: ">"}, count=count, block=block
             )
             return [entry for _stream, entries in reply or () for entry in entries]
-        read = (b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id, b"COUNT", count, b"BLOCK", block,
-                b"STREAMS", self.stream, b">")  # fmt: skip
-        ahead: tuple[Any, ...] = ()
+        read = self._reads.get(count)
+        if read is None:
+            read_words: tuple[Any, ...] = (
+                b"XREADGROUP", b"GROUP", keys.GROUP, self.w.consumer_id,
+                b"COUNT", count, b"BLOCK", block, b"STREAMS", self.stream, b">",
+            )  # fmt: skip
+            read = self._reads[count] = pack_command(read_words)
+        ahead = b""
         if self.caught_up and self.ops and not self._flushing.locked():
             await self._flushing.acquire()  # at once, being free: the settler waits for this one
             if self.ops:
                 ops, self.ops = self.ops, []
-                args, mark = self._settle_args(ops)
-                ahead = evalsha_args(self.w.scripts.settle, self._settle_keys, args)
+                words, mark = self._settle_words(ops)
+                ahead = packed_after(*self._settle_head, words)
                 on_reply = functools.partial(self._settle_ride_reply, ops, mark)
                 self.settling_since = time.monotonic()
             else:
                 self._flushing.release()
         if not ahead and (mark := self._mark_to_send(plain=True)):
             self.mark_in_hset = mark
-            ahead = (b"HSET", self._progress_key, self.w.consumer_id, mark)
+            ahead = packed_after(*self._mark_head, [mark.decode()])
             on_reply = functools.partial(self._read_mark_reply, mark)
         if not ahead:
-            reply = await self.read_conn.execute(*read)
+            reply = await self.read_conn.send(read)
         else:  # a read that fails before the first reply gives it None: it may not have landed
-            reply = await self.read_conn.execute_behind(ahead, on_reply, *read)
+            reply = await self.read_conn.send_behind(ahead, on_reply, read)
         if not reply:
             return []
         # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]
@@ -710,7 +725,7 @@ class QueueRunner:
                 if self.mark_conn is None:
                     await self.w.client.hset(self._progress_key, self.w.consumer_id, mark)
                 else:
-                    await self.mark_conn.execute(b"HSET", self._progress_key, self.w.consumer_id, mark)
+                    await self.mark_conn.send(packed_after(*self._mark_head, [mark.decode()]))
             except (RedisError, OSError):  # a lagging mark only gives a started entry back free
                 return
             finally:
@@ -909,33 +924,32 @@ class QueueRunner:
         async with self._flushing:
             await self._flush(ops)
 
-    def _settle_args(self, ops: list[_Op]) -> tuple[list[Any], bytes]:
-        """The settle script's arguments for ``ops``, and the progress mark they carry (b"": none)."""
-        s = self.w.settings
+    def _settle_words(self, ops: list[_Op]) -> tuple[list[str], bytes]:
+        """The settle script's arguments for ``ops`` after its first two (prefix and group: packed
+        in ``_settle_head``), as text, and the progress mark they carry (b"": none)."""
+        s, cfg = self.w.settings, self.cfg
         mark = self.mark_in_settle = self._mark_to_send(plain=False)  # the progress mark rides along
-        args = [
-            keys.prefix(self.queue),
-            keys.GROUP,
-            int(time.time() * 1000),
+        words = [
+            str(int(time.time() * 1000)),
             self.queue,
-            self.cfg.retention_completed,
-            self.cfg.retention_failed,
-            int(s.audit_enabled),
-            int(s.events),
+            str(cfg.retention_completed),
+            str(cfg.retention_failed),
+            "1" if s.audit_enabled else "0",
+            "1" if s.events else "0",
             self.w.consumer_id,
-            self.cfg.dlq_max_len,
-            mark,
+            str(cfg.dlq_max_len),
+            mark.decode(),
         ]
-        args += [op.packed for op in ops]
-        return args, mark
+        words += [op.packed for op in ops]
+        return words, mark
 
     async def _flush(self, ops: list[_Op]) -> None:
-        args, mark = self._settle_args(ops)
+        words, mark = self._settle_words(ops)
         self.settling_since = time.monotonic()
         try:
             while True:  # outcomes stay in memory until Redis takes them (supervised: logged, counted)
                 try:
-                    await self._settle_call(args)
+                    await self._settle_call(words)
                     break
                 except (RedisError, OSError) as exc:
                     await asyncio.sleep(self.w.supervisor.failed(self.settle_unit, "settler", exc))
@@ -979,12 +993,12 @@ class QueueRunner:
                 log.exception("%s: on_settled hook failed", self.queue)
         self._wake_reader.set()
 
-    async def _settle_call(self, args: list[Any]) -> None:
-        script, keys_ = self.w.scripts.settle, self._settle_keys
+    async def _settle_call(self, words: list[str]) -> None:
+        script = self.w.scripts.settle
         if self.settle_conn is None:
-            await script(keys=keys_, args=args)
+            await script(keys=self._settle_keys, args=[keys.prefix(self.queue), keys.GROUP, *words])
         else:
-            await self.settle_conn.evalsha(script, keys_, args)
+            await self.settle_conn.call_script(script, packed_after(*self._settle_head, words))
 
     async def release_connections(self) -> None:
         """At stop, once the tasks that used them have ended."""
