@@ -129,7 +129,9 @@ def plain_entry(fields: dict[bytes, bytes]) -> bool:
         return False
     t = fields[b"t"]
     well_formed = _PLAIN_ID.fullmatch(fields[b"i"]) and _PLAIN_NAME.fullmatch(fields[b"n"])
-    return bool(well_formed and t.isdigit() and len(t) > 3)
+    # a time in ms: more than 3 digits, and few enough that int() takes it (a forged one of
+    # thousands of digits raises there: unreadable, dead-lettered the slow way)
+    return bool(well_formed and t.isdigit() and 3 < len(t) <= 16)
 
 
 def entry_envelope(fields: dict[bytes, bytes], queue: str, entry_ms: int) -> Envelope:

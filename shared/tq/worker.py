@@ -770,15 +770,16 @@ class QueueRunner:
     async def _execute(
         self, eid: bytes, fields: dict[bytes, bytes], started: float, task: asyncio.Task[Any] | None
     ) -> _Op:
-        size = sum(map(len, fields.values()))  # no generator frame per job
+        plain = plain_entry(fields)  # a fresh job: its id, name and time bounded, only its payload not
+        size = len(fields[b"p"]) if plain else sum(map(len, fields.values()))  # no generator frame
         limit = self.w.settings.max_payload_bytes
         if size > limit + _ENVELOPE_ROOM:  # forged: the producer refuses such payloads
-            return _unreadable(
-                eid, _raw(fields), started, f"entry of {size} bytes; payloads are limited to {limit}"
-            )
+            what = "payload" if plain else "entry"
+            reason = f"{what} of {size} bytes; payloads are limited to {limit}"
+            return _unreadable(eid, _raw(fields), started, reason)
         env: Envelope | None = None
         payload: Any = None
-        if plain_entry(fields):  # a fresh job (the hot path): no envelope is built to check its payload
+        if plain:  # the hot path: no envelope is built to check its payload
             name = fields[b"n"].decode()
             model = self.spec.jobs.get(name)
             if model is not None:  # checked from its JSON (wire JSON: JSON mode, on either path);

@@ -225,8 +225,11 @@ async def test_fresh_entries_refused_on_the_hot_path_are_reported_as_any_entry(
         if job_id.startswith("not-"):  # unreadable: dead-lettered under its entry id
             job_id = "entry-" + eid.decode()
         expected[job_id] = error
+    # a time no int() reads (more than 4 300 digits): unreadable, not left pending for ever
+    eid = await redis_client.xadd(stream, {"i": "long-time", "n": "send-email", "p": good, "t": "1" * 5000})
+    expected["entry-" + eid.decode()] = "InvalidEnvelope"
     async with running(redis_client, s, h):
-        await wait_for(async_eq(lambda: _count(redis_client, "dead"), 5), what="the refused ones")
+        await wait_for(async_eq(lambda: _count(redis_client, "dead"), 6), what="the refused ones")
         await wait_for(lambda: _count(redis_client, "completed"), what="the good one")
     letters = {d.job_id: d.error_type for d in (await dlq.list_dead(redis_client, Q)).items}
     assert letters == {k: v for k, v in expected.items() if v}
