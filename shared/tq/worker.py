@@ -337,7 +337,8 @@ class QueueRunner:
         settle_head = ("EVALSHA", worker.scripts.settle.sha, len(self._settle_keys), *self._settle_keys,
                        keys.prefix(self.queue), keys.GROUP)  # fmt: skip
         self._settle_head = ("".join(bulk(str(w)) for w in settle_head), len(settle_head))
-        mark_head = ("HSET", keys.progress(self.queue), worker.consumer_id)
+        self._progress_key = keys.progress(self.queue)
+        mark_head = ("HSET", self._progress_key, worker.consumer_id)
         self._mark_head = ("".join(map(bulk, mark_head)), len(mark_head))
         self._reads: dict[int, bytes] = {}
         self.watch_until = 0.0  # epoch s: record job starts until then (tq.keys.crash_watch)
@@ -346,7 +347,6 @@ class QueueRunner:
         self.marked = b""  # the newest mark Redis has (the writer's, a read's or a settle's)
         self.mark_in_hset = b""  # the mark a plain HSET in flight carries (the writer's or a read's)
         self.mark_in_settle = b""  # the mark the settle call in flight carries
-        self._progress_key = keys.progress(self.queue)
         self._progress_writer: asyncio.Task[None] | None = None
         self._after_pass_due = False  # an _after_pass call is scheduled
         # the connections the reader, the settler and the progress writer keep for their commands
