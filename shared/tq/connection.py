@@ -16,7 +16,6 @@ from urllib.parse import unquote, urlparse
 
 import redis
 import redis.asyncio as aioredis
-from hiredis import pack_command
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import RedisCluster
@@ -172,7 +171,7 @@ def timeouts_in_kernel(conn: Any) -> None:
 
 class HeldConnection:
     """One connection of an asyncio client's pool, kept by one task (a queue's reader, its
-    settler) for its hot commands, packed by hiredis (``hiredis.pack_command``).
+    settler) for its hot commands, packed by their callers (``packed_after``, ``hiredis.pack_command``).
 
     redis-py's per-command path (pool checkout and release, the retry wrapper, reply callbacks)
     costs as much CPU as the round trip itself: a PING took 100 µs of CPU through the client and
@@ -193,20 +192,9 @@ class HeldConnection:
             await connected(self._conn)
         return self._conn
 
-    async def execute(self, *args: Any) -> Any:
-        return await self.send(pack_command(args))
-
     async def send(self, packed: bytes) -> Any:
         """The reply to ``packed``, one command as sent (``packed_after``, ``pack_command``)."""
         return await request(await self._connection(), packed)
-
-    async def execute_behind(self, first: Sequence[Any], on_first: Callable[[Any], None], *args: Any) -> Any:
-        try:
-            first_packed, packed = pack_command(tuple(first)), pack_command(args)
-        except BaseException:  # on_first hears of every end
-            on_first(None)
-            raise
-        return await self.send_behind(first_packed, on_first, packed)
 
     async def send_behind(self, first: bytes, on_first: Callable[[Any], None], packed: bytes) -> Any:
         """``packed``'s reply, with the command ``first`` sent ahead of it in the same write (one

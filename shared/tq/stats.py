@@ -309,7 +309,7 @@ class StatsLeader:
         out: dict[str, dict[str, Any]] = {}
         for spec, row in zip(self.specs, rows, strict=True):
             q = spec.name
-            length, pending, delayed, dlq, totals, consumers, paused, _ran, prev, oldest = row
+            length, pending, delayed, dlq, totals, consumers, paused, _has_completed, prev, oldest = row
             active = 0 if isinstance(pending, Exception) else int(pending.get("pending") or 0)
             durations = ran.get(q, [])
             t = {text(k): _int(v) for k, v in totals.items()}

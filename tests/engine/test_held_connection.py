@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from support.cut_proxy import CutProxy
@@ -18,17 +20,22 @@ from support.redis_server import free_port
 from tq.connection import HeldConnection
 
 
+def command(*words: Any) -> bytes:
+    """One command as sent (what the held connection's callers pack)."""
+    return pack_command(words)
+
+
 async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(proxy: CutProxy) -> None:
     client = aioredis.Redis.from_url(proxy.url, socket_timeout=0.5)
     held = HeldConnection(client)
     try:
-        assert await held.execute("ECHO", "before") == b"before"
+        assert await held.send(command("ECHO", "before")) == b"before"
         proxy.hold_after(b"held-back")
         t0 = time.monotonic()
         with pytest.raises(RedisTimeoutError, match="Timeout reading"):
-            await held.execute("ECHO", "held-back")
+            await held.send(command("ECHO", "held-back"))
         assert 0.4 < time.monotonic() - t0 < 3
-        assert await held.execute("ECHO", "after") == b"after"  # reconnected, in step
+        assert await held.send(command("ECHO", "after")) == b"after"  # reconnected, in step
     finally:
         proxy.release()
         await held.release()
@@ -44,10 +51,12 @@ async def test_a_command_sent_ahead_hears_none_when_the_request_ends_before_its_
     client = aioredis.Redis.from_url(proxy.url, socket_timeout=0.5)
     held = HeldConnection(client)
     try:
-        assert await held.execute_behind(("ECHO", "first"), heard.append, "ECHO", "then") == b"then"
+        assert (
+            await held.send_behind(command("ECHO", "first"), heard.append, command("ECHO", "then")) == b"then"
+        )
         proxy.hold_after(b"held-back")
         with pytest.raises(RedisTimeoutError):
-            await held.execute_behind(("ECHO", "held-back"), heard.append, "ECHO", "then")
+            await held.send_behind(command("ECHO", "held-back"), heard.append, command("ECHO", "then"))
         assert heard == [b"first", None]
     finally:
         proxy.release()
@@ -56,7 +65,7 @@ async def test_a_command_sent_ahead_hears_none_when_the_request_ends_before_its_
     nowhere = aioredis.Redis(port=free_port(), socket_timeout=0.5)  # nothing listens: no connection
     held = HeldConnection(nowhere)
     with pytest.raises(RedisConnectionError):
-        await held.execute_behind(("ECHO", "first"), heard.append, "ECHO", "then")
+        await held.send_behind(command("ECHO", "first"), heard.append, command("ECHO", "then"))
     assert heard == [b"first", None, None]
     await nowhere.aclose()
 
@@ -68,13 +77,13 @@ async def test_a_killed_connection_is_a_connection_error_and_the_next_command_re
     admin = aioredis.Redis.from_url(redis_url)
     held = HeldConnection(client)
     try:
-        await held.execute("CLIENT", "SETNAME", "held-under-test")
-        blocked = asyncio.create_task(held.execute("BLPOP", "tq:test:never", 4))
+        await held.send(command("CLIENT", "SETNAME", "held-under-test"))
+        blocked = asyncio.create_task(held.send(command("BLPOP", "tq:test:never", 4)))
         await asyncio.sleep(0.2)  # the BLPOP is waiting in Redis
         assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
         with pytest.raises(RedisConnectionError):
             await blocked
-        assert await held.execute("ECHO", "again") == b"again"
+        assert await held.send(command("ECHO", "again")) == b"again"
     finally:
         await held.release()
         await client.aclose()
@@ -87,13 +96,13 @@ async def test_a_cancellation_mid_reply_never_leaves_the_connection_out_of_step(
     rng = random.Random(11)
     try:
         for i in range(200):
-            call = asyncio.create_task(held.execute("ECHO", f"cancelled-{i}"))
+            call = asyncio.create_task(held.send(command("ECHO", f"cancelled-{i}")))
             await asyncio.sleep(rng.random() * 0.0005)  # land the cancel anywhere in the call
             call.cancel()
             await asyncio.wait([call], timeout=2)
             assert call.done()
             # whatever happened to it, the next reply is this command's own
-            assert await held.execute("ECHO", f"next-{i}") == f"next-{i}".encode()
+            assert await held.send(command("ECHO", f"next-{i}")) == f"next-{i}".encode()
     finally:
         await held.release()
         await client.aclose()
