@@ -159,10 +159,12 @@ for REP in $(seq "$REPS"); do
     PEERBENCH_REP=$REP "$PY" "$PEERS_BENCH_DIR/redis_baseline.py" 2>>"$LOG" | add_rep || true
   fi
   run "tq tp c=50" "$PY" "$TQ" throughput --n "$N" --concurrency 50 --chunk 1000
-  # metrics + stats cost: a pair of longer runs (several seconds each), without and with them
-  run "tq tp c=50 long" "$PY" "$TQ" throughput --n "$OBSERVE_N" --concurrency 50 --chunk 1000 --variant long
-  run "tq tp c=50 long+metrics+stats" "$PY" "$TQ" throughput --n "$OBSERVE_N" --concurrency 50 --chunk 1000 \
-    --variant long+metrics+stats
+  # metrics + stats cost: longer runs (several seconds each), without (A) and with them (B), in the
+  # order A B B A: this machine's speed drifts by more than the cost over a repetition, and the
+  # mirrored order cancels a drift that is steady over it
+  for variant in long long+metrics+stats long+metrics+stats long; do
+    run "tq tp c=50 $variant" "$PY" "$TQ" throughput --n "$OBSERVE_N" --concurrency 50 --chunk 1000 --variant "$variant"
+  done
   if [ "$BULLMQ" = 1 ]; then
     run "bullmq tp c=50" node "$BJS" throughput --n "$N" --concurrency 50 --chunk 1000
     # Redis CPU per job for BullMQ, the same protocol as tq's throughput run reports it
