@@ -92,8 +92,10 @@ def _set_limit(client: redis.Redis, jobs: int, per_s: float) -> None:
     client.publish(keys.CONTROL_CHANNEL, f'{{"queue": "{Q}"}}')
 
 
-def _enqueue_work(client: redis.Redis, url: str, numbers: range) -> None:
-    SyncProducer(client, rw.settings(url, 1)).enqueue_many(Q, [JobRequest("work", {"n": n}) for n in numbers])
+def _enqueue_work(client: redis.Redis, url: str, numbers: range, **work: float) -> None:
+    SyncProducer(client, rw.settings(url, 1)).enqueue_many(
+        Q, [JobRequest("work", {"n": n, **work}) for n in numbers]
+    )
 
 
 def _counter(client: redis.Redis, name: str) -> int:
@@ -181,7 +183,10 @@ def test_rate_limited_pauses_every_replica_without_charging_an_attempt(redis_url
         ends = paused_at + left
         assert 1.2 < left <= 1.5
         time.sleep(0.2)  # every replica has heard of it (control channel)
-        _enqueue_work(client, redis_url, range(30))
+        # each job keeps its slot 0.3 s: two replicas can't drain the backlog before the third
+        # resumes, even one descheduled for a while on a loaded machine (5 ms jobs were drained
+        # by two in 17 ms)
+        _enqueue_work(client, redis_url, range(30), hold_s=0.3)
         wait_until(lambda: client.llen(rw.STARTS) >= 31, 10, "the jobs ran after the pause")
         starts = _starts(client)
         first = starts[0][0]

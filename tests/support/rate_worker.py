@@ -4,8 +4,9 @@ Usage: ``rate_worker.py REDIS_URL CONSUMER_ID CONCURRENCY``. Prints ``READY`` on
 SIGTERM drains (``Worker.stop``) and exits 0.
 
 Job ``work`` appends ``<epoch s> <consumer> <n> <attempt>`` to ``STARTS`` as it starts and sleeps
-a few milliseconds. Job ``limited`` raises ``RateLimited(retry_after)`` on its first run (counted
-in ``LIMITED``), as a handler does on a provider's 429 with Retry-After, and completes after.
+``hold_s`` (5 ms unless given). Job ``limited`` raises ``RateLimited(retry_after)`` on its first
+run (counted in ``LIMITED``), as a handler does on a provider's 429 with Retry-After, and
+completes after.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LIMITED = "tq:{rated}:test:limited"  # HASH job number -> runs of ``limited`` (t
 
 class Work(Payload):
     n: int
+    hold_s: float = 0.005  # how long the job keeps its slot
 
 
 class Limited(Payload):
@@ -66,7 +68,7 @@ async def main(url: str, consumer_id: str, concurrency: int) -> None:
     @handlers.register(QUEUE, "work")
     async def work(ctx: JobContext, payload: Work) -> None:
         await ctx.redis.rpush(STARTS, f"{time.time():.6f} {ctx.consumer_id} {payload.n} {ctx.attempt}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(payload.hold_s)
 
     @handlers.register(QUEUE, "limited")
     async def limited(ctx: JobContext, payload: Limited) -> None:
