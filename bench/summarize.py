@@ -270,10 +270,7 @@ def main(path: str) -> None:
 
     # ---- targets --------------------------------------------------------------------------------------
     def by_rep(rs: list[dict[str, Any]], field: str) -> dict[Any, float]:
-        return {x.get("rep"): x[field] for x in rs if x.get(field) is not None}
-
-    def rep_means(rs: list[dict[str, Any]], field: str) -> dict[Any, float]:
-        """Per repetition, the mean of its runs (the metrics + stats runs come twice: A B B A)."""
+        """Per repetition, the mean of its runs (one, except the metrics + stats runs: A B B A)."""
         runs: dict[Any, list[float]] = {}
         for x in rs:
             if x.get(field) is not None:
@@ -350,7 +347,7 @@ def main(path: str) -> None:
     if m_on is None or not m_off:
         p(f"| {name} | < {TARGET_OBSERVE_COST:.0%} | n/a (no metrics+stats run) | - | n/a |")
     else:
-        on, off = rep_means(observed, "process_rate"), rep_means(baseline, "process_rate")
+        on, off = by_rep(observed, "process_rate"), by_rep(baseline, "process_rate")
         paired = [1 - on[k] / off[k] for k in on if off.get(k)]
         per_rep = f"{min(paired):.1%} to {max(paired):.1%}" if len(paired) > 1 else "-"
         cost = 1 - m_on / m_off
